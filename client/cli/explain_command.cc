@@ -1,0 +1,309 @@
+#include "client/cli/explain_command.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <set>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "client/cli/npy.h"
+#include "client/cpp/attnroll_client.h"
+
+namespace attnroll::cli {
+namespace {
+
+const char* CodeName(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kCancelled: return "CANCELLED";
+    case absl::StatusCode::kInvalidArgument: return "INVALID_ARGUMENT";
+    case absl::StatusCode::kDeadlineExceeded: return "DEADLINE_EXCEEDED";
+    case absl::StatusCode::kNotFound: return "NOT_FOUND";
+    case absl::StatusCode::kPermissionDenied: return "PERMISSION_DENIED";
+    case absl::StatusCode::kResourceExhausted: return "RESOURCE_EXHAUSTED";
+    case absl::StatusCode::kFailedPrecondition: return "FAILED_PRECONDITION";
+    case absl::StatusCode::kUnimplemented: return "UNIMPLEMENTED";
+    case absl::StatusCode::kInternal: return "INTERNAL";
+    case absl::StatusCode::kUnavailable: return "UNAVAILABLE";
+    case absl::StatusCode::kDataLoss: return "DATA_LOSS";
+    case absl::StatusCode::kUnauthenticated: return "UNAUTHENTICATED";
+    default: return "UNKNOWN";
+  }
+}
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "attnroll: %s: %s\n", CodeName(status.code()),
+               std::string(status.message()).c_str());
+  return 1;
+}
+
+int Usage(const std::string& message) {
+  std::fprintf(stderr, "attnroll explain: %s (see attnroll explain --help)\n", message.c_str());
+  return 2;
+}
+
+bool ParseUintList(const std::string& s, std::vector<uint32_t>* out) {
+  for (absl::string_view part : absl::StrSplit(s, ',')) {
+    uint32_t v;
+    if (!absl::SimpleAtoi(part, &v)) return false;
+    out->push_back(v);
+  }
+  return !out->empty();
+}
+
+// Options that take a value, and flags that do not.
+const std::set<std::string> kValued = {
+    "attention", "method", "fusion", "head-weights", "residual", "layers", "rows", "prefix",
+    "grid", "scale", "wire", "out", "valid-lengths", "max-message-bytes", "request-id",
+    "row-sum-tolerance"};
+const std::set<std::string> kFlags = {"no-renorm", "per-layer", "json"};
+
+// Stacks the per-sequence maps into one array: [k, ...] for one unbatched
+// sequence, else [B, ...], zero-filling the tail of shorter (padded) sequences.
+absl::StatusOr<Array> Assemble(const v1::AnalysisResult& result, bool batched) {
+  if (result.maps_size() == 0) return absl::InternalError("response has no maps");
+  std::vector<int64_t> full(result.maps(0).shape().begin(), result.maps(0).shape().end());
+  for (const v1::Tensor& t : result.maps()) {
+    if (t.dtype() != v1::DTYPE_FP32 || t.shape_size() != static_cast<int>(full.size())) {
+      return absl::InternalError("response maps have inconsistent shapes");
+    }
+    for (int i = 0; i < t.shape_size(); ++i) full[i] = std::max<int64_t>(full[i], t.shape(i));
+  }
+  const int64_t width = full.back();
+  int64_t per_seq = 1;
+  for (int64_t d : full) per_seq *= d;
+  Array out;
+  if (batched) out.shape.push_back(result.maps_size());
+  out.shape.insert(out.shape.end(), full.begin(), full.end());
+  out.values.assign(static_cast<size_t>(per_seq * result.maps_size()), 0.0f);
+  for (int b = 0; b < result.maps_size(); ++b) {
+    const v1::Tensor& t = result.maps(b);
+    const int64_t w = t.shape(t.shape_size() - 1);
+    const int64_t rows = static_cast<int64_t>(t.data().size() / sizeof(float)) / std::max<int64_t>(w, 1);
+    const float* src = reinterpret_cast<const float*>(t.data().data());
+    float* dst = out.values.data() + b * per_seq;
+    for (int64_t r = 0; r < rows; ++r) std::copy(src + r * w, src + (r + 1) * w, dst + r * width);
+  }
+  return out;
+}
+
+}  // namespace
+
+void PrintExplainUsage() {
+  std::printf(
+      "Usage: attnroll [--server HOST:PORT] explain --attention FILE.npy --out FILE.npy [options]\n\n"
+      "Input: float32 or float16 .npy of shape [L, H, n, n] or [B, L, H, n, n] (post-softmax\n"
+      "attention, rows = queries). Output: float32 .npy, [k, n-P] for k rows ([k, h, w] with\n"
+      "--grid), [L, k, ...] with --per-layer, with a leading B for batched input.\n\n"
+      "  --method rollout             analysis (default rollout)\n"
+      "  --fusion mean|max|min|weighted  head fusion (default mean)\n"
+      "  --head-weights w1,w2,...     one weight per head, for --fusion weighted\n"
+      "  --residual A                 residual weight a: (1-a) A + a I (default 0.5; 0 = none)\n"
+      "  --no-renorm                  do not renormalise rows after the residual\n"
+      "  --layers FIRST:LAST          0-based inclusive layer range (default all)\n"
+      "  --per-layer                  return the read-out of every R_l in the range\n"
+      "  --rows I,J,...|mean          rows to read out (default 0), or the mean of all rows\n"
+      "  --prefix P                   prefix tokens (CLS, registers) dropped from the maps\n"
+      "  --grid HxW                   reshape the n-P tokens to an H x W grid\n"
+      "  --scale none|max|minmax|sum  map scaling (default none)\n"
+      "  --wire fp32|fp16|bf16        dtype on the wire (default fp32)\n"
+      "  --valid-lengths N1,N2,...    valid length of each sequence (padding is cropped)\n"
+      "  --row-sum-tolerance T        allowed |row sum - 1| (default by wire dtype)\n"
+      "  --max-message-bytes N        split layers by heads above this size (default 4 MiB)\n"
+      "  --request-id ID              id echoed in the response\n"
+      "  --json                       print a machine-readable summary on stdout\n");
+}
+
+int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args) {
+  std::map<std::string, std::string> opt;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      PrintExplainUsage();
+      return 0;
+    }
+    if (a.rfind("--", 0) != 0) return Usage("unexpected argument '" + a + "'");
+    const std::string name = a.substr(2);
+    if (kFlags.count(name)) {
+      opt[name] = "1";
+    } else if (kValued.count(name)) {
+      if (i + 1 >= args.size()) return Usage("--" + name + " needs a value");
+      opt[name] = args[++i];
+    } else {
+      return Usage("unknown option --" + name);
+    }
+  }
+  if (!opt.count("attention")) return Usage("--attention FILE.npy is required");
+  if (!opt.count("out")) return Usage("--out FILE.npy is required");
+  if (opt.count("method") && opt["method"] != "rollout") {
+    return Usage("--method: expected rollout, got '" + opt["method"] + "'");
+  }
+
+  v1::PassHeader header;
+  header.set_request_id(opt.count("request-id") ? opt["request-id"] : "cli");
+  v1::Layout* layout = header.mutable_layout();
+  v1::RolloutOptions* ro = header.add_analyses()->mutable_rollout();
+
+  static const std::map<std::string, v1::HeadFusion> kFusion = {
+      {"mean", v1::HEAD_FUSION_MEAN}, {"max", v1::HEAD_FUSION_MAX},
+      {"min", v1::HEAD_FUSION_MIN}, {"weighted", v1::HEAD_FUSION_WEIGHTED}};
+  if (opt.count("fusion")) {
+    auto it = kFusion.find(opt["fusion"]);
+    if (it == kFusion.end()) return Usage("--fusion: expected mean|max|min|weighted");
+    ro->set_fusion(it->second);
+  }
+  if (opt.count("head-weights")) {
+    for (absl::string_view part : absl::StrSplit(opt["head-weights"], ',')) {
+      float w;
+      if (!absl::SimpleAtof(part, &w)) return Usage("--head-weights: bad number '" + std::string(part) + "'");
+      ro->add_head_weights(w);
+    }
+  }
+  if (opt.count("residual")) {
+    float a;
+    if (!absl::SimpleAtof(opt["residual"], &a)) return Usage("--residual: expected a number");
+    ro->set_residual(a);
+  }
+  ro->set_no_renormalize(opt.count("no-renorm") > 0);
+  if (opt.count("layers")) {
+    std::vector<std::string> parts = absl::StrSplit(opt["layers"], ':');
+    uint32_t first, last;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &first) || !absl::SimpleAtoi(parts[1], &last)) {
+      return Usage("--layers: expected FIRST:LAST");
+    }
+    ro->mutable_layers()->set_first(first);
+    ro->mutable_layers()->set_last(last);
+  }
+  ro->set_per_layer(opt.count("per-layer") > 0);
+  if (opt.count("rows")) {
+    if (opt["rows"] == "mean") {
+      ro->mutable_readout()->set_mean_of_rows(true);
+    } else {
+      std::vector<uint32_t> rows;
+      if (!ParseUintList(opt["rows"], &rows)) return Usage("--rows: expected I,J,... or mean");
+      for (uint32_t r : rows) ro->mutable_readout()->add_rows(r);
+    }
+  }
+  static const std::map<std::string, v1::Scaling> kScale = {
+      {"none", v1::SCALING_NONE}, {"max", v1::SCALING_MAX},
+      {"minmax", v1::SCALING_MINMAX}, {"sum", v1::SCALING_SUM}};
+  if (opt.count("scale")) {
+    auto it = kScale.find(opt["scale"]);
+    if (it == kScale.end()) return Usage("--scale: expected none|max|minmax|sum");
+    ro->mutable_readout()->set_scaling(it->second);
+  }
+  if (opt.count("prefix")) {
+    uint32_t p;
+    if (!absl::SimpleAtoi(opt["prefix"], &p)) return Usage("--prefix: expected a count");
+    layout->set_prefix_tokens(p);
+  }
+  if (opt.count("grid")) {
+    std::vector<std::string> parts = absl::StrSplit(opt["grid"], 'x');
+    uint32_t h, w;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &h) || !absl::SimpleAtoi(parts[1], &w) ||
+        h == 0 || w == 0) {
+      return Usage("--grid: expected HxW, e.g. 14x14");
+    }
+    layout->mutable_grid()->set_height(h);
+    layout->mutable_grid()->set_width(w);
+  }
+  if (opt.count("valid-lengths")) {
+    std::vector<uint32_t> lengths;
+    if (!ParseUintList(opt["valid-lengths"], &lengths)) return Usage("--valid-lengths: expected N1,N2,...");
+    for (uint32_t v : lengths) layout->add_valid_lengths(v);
+  }
+  if (opt.count("row-sum-tolerance")) {
+    float t;
+    if (!absl::SimpleAtof(opt["row-sum-tolerance"], &t)) return Usage("--row-sum-tolerance: expected a number");
+    header.set_row_sum_tolerance(t);
+  }
+  client::ExplainOptions options;
+  options.timeout = absl::Seconds(global.timeout_seconds);
+  static const std::map<std::string, v1::DType> kWire = {
+      {"fp32", v1::DTYPE_FP32}, {"fp16", v1::DTYPE_FP16}, {"bf16", v1::DTYPE_BF16}};
+  if (opt.count("wire")) {
+    auto it = kWire.find(opt["wire"]);
+    if (it == kWire.end()) return Usage("--wire: expected fp32|fp16|bf16");
+    options.wire = it->second;
+  }
+  if (opt.count("max-message-bytes") &&
+      (!absl::SimpleAtoi(opt["max-message-bytes"], &options.max_message_bytes) ||
+       options.max_message_bytes <= 0)) {
+    return Usage("--max-message-bytes: expected a positive count");
+  }
+
+  absl::StatusOr<Array> input = ReadNpy(opt["attention"]);
+  if (!input.ok()) return Fail(input.status());
+  const std::vector<int64_t>& s = input->shape;
+  const bool batched = s.size() == 5;
+  if ((s.size() != 4 && s.size() != 5) || s[s.size() - 1] != s[s.size() - 2]) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        opt["attention"], ": expected shape [L, H, n, n] or [B, L, H, n, n], got [",
+        absl::StrJoin(s, ", "), "]")));
+  }
+  client::AttentionView view;
+  view.data = input->values.data();
+  view.batch = batched ? s[0] : 1;
+  view.layers = s[s.size() - 4];
+  view.heads = s[s.size() - 3];
+  view.tokens = s[s.size() - 1];
+
+  auto client = client::Client::Connect(global.server);
+  client::CallStats stats;
+  absl::StatusOr<v1::ExplainResponse> response = client->Explain(header, view, options, &stats);
+  if (!response.ok()) return Fail(response.status());
+  if (response->results_size() != 1) return Fail(absl::InternalError("expected one result"));
+  absl::StatusOr<Array> out = Assemble(response->results(0), batched);
+  if (!out.ok()) return Fail(out.status());
+  if (absl::Status st = WriteNpy(opt["out"], *out); !st.ok()) return Fail(st);
+
+  if (opt.count("json")) {
+    const v1::AnalysisResult& r = response->results(0);
+    std::printf(
+        "{\"out\": \"%s\", \"shape\": [%s], \"dtype\": \"float32\", \"method\": \"rollout\", "
+        "\"path\": \"%s\", \"rows\": [%s], \"request_id\": \"%s\", \"server_version\": \"%s\", "
+        "\"wire\": \"%s\", \"bytes_sent\": %lld, \"messages_sent\": %d, "
+        "\"timing\": {\"client_seconds\": %.6f, \"server_total_seconds\": %.6f, "
+        "\"server_compute_seconds\": %.6f}}\n",
+        opt["out"].c_str(), absl::StrJoin(out->shape, ", ").c_str(), r.path().c_str(),
+        absl::StrJoin(r.rows(), ", ").c_str(), response->request_id().c_str(),
+        response->server_version().c_str(), opt.count("wire") ? opt["wire"].c_str() : "fp32",
+        static_cast<long long>(stats.bytes_sent), stats.messages_sent, stats.seconds,
+        response->timing().total_seconds(), response->timing().compute_seconds());
+  } else {
+    std::printf("wrote %s: shape [%s], %s path, %.1f ms (server compute %.1f ms)\n",
+                opt["out"].c_str(), absl::StrJoin(out->shape, ", ").c_str(),
+                response->results(0).path().c_str(), stats.seconds * 1e3,
+                response->timing().compute_seconds() * 1e3);
+  }
+  return 0;
+}
+
+int RunInfo(const GlobalOptions& global, const std::vector<std::string>& args) {
+  for (const std::string& a : args) {
+    if (a == "--help" || a == "-h") {
+      std::printf("Usage: attnroll [--server HOST:PORT] info\n  Prints the server's version, limits and analyses.\n");
+      return 0;
+    }
+    return Usage("info takes no arguments, got '" + a + "'");
+  }
+  auto client = client::Client::Connect(global.server);
+  absl::StatusOr<v1::ServerInfo> info = client->GetServerInfo(absl::Seconds(global.timeout_seconds));
+  if (!info.ok()) return Fail(info.status());
+  const v1::Limits& l = info->limits();
+  std::printf("server:   %s\nversion:  %s\nanalyses: %s\n", global.server.c_str(),
+              info->version().c_str(), absl::StrJoin(info->analyses(), ", ").c_str());
+  std::printf(
+      "limits:   layers %u, heads %u, tokens %u, batch %u, message %llu B, pass %llu B, "
+      "memory %llu B, passes/stream %u\nworkers:  %u (queue %u)\n",
+      l.max_layers(), l.max_heads(), l.max_tokens(), l.max_batch(),
+      static_cast<unsigned long long>(l.max_message_bytes()),
+      static_cast<unsigned long long>(l.max_pass_bytes()),
+      static_cast<unsigned long long>(l.max_memory_bytes()), l.max_passes_per_stream(), l.workers(),
+      l.queue_size());
+  return 0;
+}
+
+}  // namespace attnroll::cli

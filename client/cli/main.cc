@@ -1,0 +1,63 @@
+// attnroll: the command-line client. `attnroll [--server HOST:PORT] COMMAND ...`
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "client/cli/explain_command.h"
+
+namespace {
+
+void PrintUsage() {
+  std::printf(
+      "attnroll: explain transformers with attention rollout, served by attnroll-server.\n\n"
+      "Usage: attnroll [--server HOST:PORT] [--timeout SECONDS] COMMAND [options]\n\n"
+      "Commands:\n"
+      "  explain   send attention from a .npy file, write the saliency maps to a .npy file\n"
+      "  info      print the server's version, limits and analyses\n\n"
+      "Global options:\n"
+      "  --server HOST:PORT   server address (default 127.0.0.1:50051)\n"
+      "  --timeout SECONDS    deadline of each call (default 600)\n"
+      "  --help               this help; `attnroll explain --help` for explain's options\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  attnroll::cli::GlobalOptions global;
+  int i = 1;
+  for (; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      PrintUsage();
+      return 0;
+    }
+    if (arg.rfind("--", 0) != 0) break;  // the command
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "attnroll: %s needs a value\n", arg.c_str());
+      return 2;
+    }
+    const std::string value = argv[++i];
+    if (arg == "--server") {
+      global.server = value;
+    } else if (arg == "--timeout") {
+      if (!absl::SimpleAtod(value, &global.timeout_seconds) || global.timeout_seconds <= 0) {
+        std::fprintf(stderr, "attnroll: bad --timeout '%s'\n", value.c_str());
+        return 2;
+      }
+    } else {
+      std::fprintf(stderr, "attnroll: unknown option %s (see --help)\n", arg.c_str());
+      return 2;
+    }
+  }
+  if (i >= argc) {
+    PrintUsage();
+    return 2;
+  }
+  const std::string command = argv[i];
+  const std::vector<std::string> rest(argv + i + 1, argv + argc);
+  if (command == "explain") return attnroll::cli::RunExplain(global, rest);
+  if (command == "info") return attnroll::cli::RunInfo(global, rest);
+  std::fprintf(stderr, "attnroll: unknown command '%s' (see --help)\n", command.c_str());
+  return 2;
+}

@@ -1,0 +1,98 @@
+#include "client/cpp/attnroll_client.h"
+
+#include <algorithm>
+
+#include "client/cpp/tensor_encode.h"
+
+namespace attnroll::client {
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+Client::Client(std::shared_ptr<grpc::Channel> channel)
+    : stub_(v1::AttnrollService::NewStub(std::move(channel))) {}
+
+std::unique_ptr<Client> Client::Connect(const std::string& target) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  args.SetMaxSendMessageSize(-1);
+  return std::make_unique<Client>(
+      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+}
+
+absl::StatusOr<v1::ServerInfo> Client::GetServerInfo(absl::Duration timeout) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  v1::ServerInfo info;
+  grpc::Status status = stub_->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return info;
+}
+
+std::vector<v1::LayerChunk> LayerChunks(const AttentionView& a, int layer, v1::DType wire,
+                                        int64_t max_message_bytes) {
+  const int64_t head_elems = a.tokens * a.tokens;
+  const int64_t head_bytes = a.batch * head_elems * static_cast<int64_t>(WireSize(wire));
+  const int64_t per_chunk =
+      std::clamp<int64_t>(head_bytes > 0 ? max_message_bytes / head_bytes : a.heads, 1, a.heads);
+  std::vector<v1::LayerChunk> chunks;
+  for (int64_t h0 = 0; h0 < a.heads; h0 += per_chunk) {
+    const int64_t h = std::min(per_chunk, a.heads - h0);
+    v1::LayerChunk& chunk = chunks.emplace_back();
+    chunk.set_layer(layer);
+    chunk.set_head_start(static_cast<uint32_t>(h0));
+    v1::Tensor* t = chunk.mutable_attention();
+    t->set_dtype(wire);
+    for (int64_t d : {a.batch, h, a.tokens, a.tokens}) t->add_shape(d);
+    std::string* data = t->mutable_data();
+    data->reserve(static_cast<size_t>(h * head_bytes));
+    for (int64_t b = 0; b < a.batch; ++b) {
+      // Heads h0..h0+h of (b, layer) are contiguous in [B, L, H, n, n].
+      const float* src = a.data + ((b * a.layers + layer) * a.heads + h0) * head_elems;
+      AppendEncoded(wire, src, static_cast<size_t>(h * head_elems), data);
+    }
+  }
+  return chunks;
+}
+
+absl::StatusOr<v1::ExplainResponse> Client::Explain(v1::PassHeader header,
+                                                    const AttentionView& attention,
+                                                    const ExplainOptions& options,
+                                                    CallStats* stats) {
+  const absl::Time start = absl::Now();
+  v1::Layout* layout = header.mutable_layout();
+  if (layout->num_layers() == 0) layout->set_num_layers(static_cast<uint32_t>(attention.layers));
+  if (layout->num_heads() == 0) layout->set_num_heads(static_cast<uint32_t>(attention.heads));
+  if (layout->num_tokens() == 0) layout->set_num_tokens(static_cast<uint32_t>(attention.tokens));
+  if (layout->batch_size() == 0) layout->set_batch_size(static_cast<uint32_t>(attention.batch));
+
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + options.timeout));
+  v1::ExplainResponse response;
+  std::unique_ptr<grpc::ClientWriter<v1::ExplainRequest>> writer = stub_->Explain(&ctx, &response);
+  CallStats local;
+  v1::ExplainRequest request;
+  *request.mutable_header() = std::move(header);
+  bool open = writer->Write(request);
+  ++local.messages_sent;
+  for (int64_t l = 0; open && l < attention.layers; ++l) {
+    for (v1::LayerChunk& chunk :
+         LayerChunks(attention, static_cast<int>(l), options.wire, options.max_message_bytes)) {
+      local.bytes_sent += static_cast<int64_t>(chunk.attention().data().size());
+      *request.mutable_layer() = std::move(chunk);
+      ++local.messages_sent;
+      // A failed write means the server has ended the call: Finish says why.
+      if (!(open = writer->Write(request))) break;
+    }
+  }
+  if (open) writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  local.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  if (stats != nullptr) *stats = local;
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+}  // namespace attnroll::client

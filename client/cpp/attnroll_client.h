@@ -1,0 +1,68 @@
+// C++ client of attnroll: streams the attention of a forward pass and returns
+// the server's ExplainResponse. Errors come back as absl::Status with the
+// server's gRPC code and message.
+#ifndef ATTNROLL_CLIENT_CPP_ATTNROLL_CLIENT_H_
+#define ATTNROLL_CLIENT_CPP_ATTNROLL_CLIENT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "attnroll/v1/attnroll.grpc.pb.h"
+
+namespace attnroll::client {
+
+// A float32 array [batch, layers, heads, tokens, tokens], row-major.
+struct AttentionView {
+  const float* data = nullptr;
+  int64_t batch = 1, layers = 0, heads = 0, tokens = 0;
+};
+
+struct ExplainOptions {
+  v1::DType wire = v1::DTYPE_FP32;
+  // Layers are split by head range so no message exceeds this many bytes.
+  int64_t max_message_bytes = int64_t{4} << 20;
+  absl::Duration timeout = absl::Minutes(10);
+};
+
+// Stats of the last call, for summaries.
+struct CallStats {
+  int64_t bytes_sent = 0;
+  int messages_sent = 0;
+  double seconds = 0;
+};
+
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+class Client {
+ public:
+  explicit Client(std::shared_ptr<grpc::Channel> channel);
+  // An insecure channel to HOST:PORT that accepts responses of any size.
+  static std::unique_ptr<Client> Connect(const std::string& target);
+
+  absl::StatusOr<v1::ServerInfo> GetServerInfo(absl::Duration timeout = absl::Seconds(10));
+
+  // One pass over Explain: `header` (its layout is filled from `attention`
+  // where left at 0), then every layer, then half-close.
+  absl::StatusOr<v1::ExplainResponse> Explain(v1::PassHeader header, const AttentionView& attention,
+                                              const ExplainOptions& options = {},
+                                              CallStats* stats = nullptr);
+
+  v1::AttnrollService::Stub* stub() { return stub_.get(); }
+
+ private:
+  std::unique_ptr<v1::AttnrollService::Stub> stub_;
+};
+
+// The messages of layer `layer` of `attention`, split by head range so each
+// holds at most max_message_bytes of tensor data (at least one head).
+std::vector<v1::LayerChunk> LayerChunks(const AttentionView& attention, int layer, v1::DType wire,
+                                        int64_t max_message_bytes);
+
+}  // namespace attnroll::client
+
+#endif  // ATTNROLL_CLIENT_CPP_ATTNROLL_CLIENT_H_

@@ -1,0 +1,38 @@
+// Turns rows of a rollout matrix into saliency maps: drop the P prefix tokens,
+// scale, and describe the (h, w) grid the client asked for.
+#ifndef ATTNROLL_SERVER_ANALYSIS_READOUT_H_
+#define ATTNROLL_SERVER_ANALYSIS_READOUT_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "server/analysis/types.h"
+
+namespace attnroll::analysis {
+
+struct ReadoutSpec {
+  std::vector<int> rows;     // query rows; empty and !mean_of_rows => row 0
+  bool mean_of_rows = false; // one map: mean over all m query rows
+  int prefix = 0;            // P tokens dropped from every map
+  int grid_h = 0;            // 0 => no grid: maps are flat [m - P]
+  int grid_w = 0;
+  Scaling scaling = Scaling::kNone;
+};
+
+// Checks the spec against a sequence of m valid tokens.
+absl::Status ValidateReadout(const ReadoutSpec& spec, int m);
+
+// The rows to read out (row 0 by default); empty when mean_of_rows.
+std::vector<int> ResolvedRows(const ReadoutSpec& spec);
+// Number of maps per R (k).
+int NumMaps(const ReadoutSpec& spec);
+// Trailing shape of one map: {m - P} or {h, w}.
+std::vector<int64_t> MapShape(const ReadoutSpec& spec, int m);
+
+// Writes the m - P scaled values of `row` (length m) to out.
+void WriteMap(const ReadoutSpec& spec, const Eigen::Ref<const RowVectorF>& row, float* out);
+
+}  // namespace attnroll::analysis
+
+#endif  // ATTNROLL_SERVER_ANALYSIS_READOUT_H_

@@ -1,0 +1,166 @@
+#include "server/analysis/rollout.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace attnroll::analysis {
+
+const char* RolloutPathName(RolloutPath path) {
+  return path == RolloutPath::kRow ? "row" : "chain";
+}
+
+int LastLayer(const RolloutSpec& spec, int num_layers) {
+  return spec.last_layer < 0 ? num_layers - 1 : spec.last_layer;
+}
+
+absl::Status ValidateRolloutSpec(const RolloutSpec& spec, int num_layers, int num_heads, int m) {
+  const int last = LastLayer(spec, num_layers);
+  if (spec.first_layer < 0 || spec.first_layer > last || last >= num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rollout.layers: expected 0 <= first <= last < num_layers = ", num_layers, ", got ",
+        spec.first_layer, ":", last));
+  }
+  if (!(spec.residual >= 0.0f && spec.residual <= 1.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rollout.residual: expected a in [0, 1], got ", spec.residual));
+  }
+  if (spec.fusion == Fusion::kWeighted) {
+    if (static_cast<int>(spec.head_weights.size()) != num_heads) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "rollout.head_weights: expected ", num_heads, " weights (one per head), got ",
+          spec.head_weights.size()));
+    }
+    double sum = 0;
+    for (size_t h = 0; h < spec.head_weights.size(); ++h) {
+      const float w = spec.head_weights[h];
+      if (!std::isfinite(w) || w < 0.0f) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "rollout.head_weights[", h, "]: expected a finite value >= 0, got ", w));
+      }
+      sum += w;
+    }
+    if (sum <= 0.0) {
+      return absl::InvalidArgumentError("rollout.head_weights: expected a positive sum, got 0");
+    }
+  } else if (!spec.head_weights.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rollout.head_weights: only used with fusion WEIGHTED, got ", spec.head_weights.size(),
+        " weights"));
+  }
+  return ValidateReadout(spec.readout, m);
+}
+
+RolloutPath ChooseRolloutPath(const RolloutSpec& spec, int num_layers, int m) {
+  if (spec.per_layer) return RolloutPath::kChain;
+  const double layers = LastLayer(spec, num_layers) - spec.first_layer + 1;
+  const double k = NumMaps(spec.readout);
+  const double mm = static_cast<double>(m) * m;
+  // Seconds-proportional model: a GEMM runs ~8x more flops per byte read than
+  // a vector-matrix product, which is bound by reading At_l (4 m^2 bytes).
+  const double chain = (layers - 1) * 2.0 * mm * m;
+  const double row = layers * std::max(2.0 * k * mm, 8.0 * 4.0 * mm);
+  return row < chain ? RolloutPath::kRow : RolloutPath::kChain;
+}
+
+int64_t RolloutWorkingBytes(const RolloutSpec& spec, int num_layers, int m, RolloutPath path) {
+  const int64_t layers = LastLayer(spec, num_layers) - spec.first_layer + 1;
+  const int64_t mat = static_cast<int64_t>(m) * m * static_cast<int64_t>(sizeof(float));
+  const int64_t out =
+      (spec.per_layer ? layers : 1) * NumMaps(spec.readout) * m * static_cast<int64_t>(sizeof(float));
+  // The fuser's accumulator, plus R and a product buffer or every At_l.
+  return mat + (path == RolloutPath::kChain ? 2 * mat : layers * mat) + out;
+}
+
+SequenceRollout::SequenceRollout(const RolloutSpec& spec, int num_layers, int num_heads, int m,
+                                 RolloutPath path)
+    : spec_(spec),
+      first_(spec.first_layer),
+      last_(LastLayer(spec, num_layers)),
+      m_(m),
+      path_(path),
+      fuser_(spec.fusion, spec.head_weights, num_heads, m) {
+  if (path_ == RolloutPath::kRow) layers_.reserve(last_ - first_ + 1);
+}
+
+void SequenceRollout::AddHead(int layer, int head, const ConstMatrixView& a) {
+  if (!WantsLayer(layer)) return;
+  fuser_.Add(head, a);
+  if (!fuser_.complete()) return;
+  MatrixF& at = fuser_.Fused();
+  ApplyResidual(spec_.residual, spec_.renormalize, at);
+  FoldLayer(at);
+}
+
+void SequenceRollout::FoldLayer(MatrixF& at) {
+  if (path_ == RolloutPath::kRow) {
+    layers_.push_back(at);
+    return;
+  }
+  if (!have_r_) {
+    r_ = at;
+    have_r_ = true;
+  } else {
+    scratch_.resize(m_, m_);
+    scratch_.noalias() = at * r_;
+    r_.swap(scratch_);
+  }
+  if (spec_.per_layer) AppendReadout(r_);
+}
+
+// Appends the k maps of R to per_layer_.
+void SequenceRollout::AppendReadout(const MatrixF& r) {
+  const ReadoutSpec& ro = spec_.readout;
+  const int len = m_ - ro.prefix;
+  const size_t base = per_layer_.size();
+  per_layer_.resize(base + static_cast<size_t>(NumMaps(ro)) * len);
+  float* out = per_layer_.data() + base;
+  if (ro.mean_of_rows) {
+    Eigen::RowVectorXd sum = Eigen::RowVectorXd::Zero(m_);
+    for (int i = 0; i < m_; ++i) sum += r.row(i).cast<double>();
+    const RowVectorF mean = (sum / static_cast<double>(m_)).cast<float>();
+    WriteMap(ro, mean, out);
+    return;
+  }
+  for (int row : ResolvedRows(ro)) {
+    WriteMap(ro, r.row(row), out);
+    out += len;
+  }
+}
+
+Maps SequenceRollout::Finish() {
+  const ReadoutSpec& ro = spec_.readout;
+  const int k = NumMaps(ro);
+  Maps maps;
+  if (spec_.per_layer) maps.shape.push_back(last_ - first_ + 1);
+  maps.shape.push_back(k);
+  for (int64_t d : MapShape(ro, m_)) maps.shape.push_back(d);
+
+  if (path_ == RolloutPath::kChain) {
+    if (!spec_.per_layer) AppendReadout(r_);
+    maps.values = std::move(per_layer_);
+    return maps;
+  }
+  // Row path: v^T R = v^T At_last ... At_first, pushed back from the last layer.
+  MatrixF v = MatrixF::Zero(k, m_);
+  if (ro.mean_of_rows) {
+    v.setConstant(1.0f / static_cast<float>(m_));
+  } else {
+    const std::vector<int> rows = ResolvedRows(ro);
+    for (int i = 0; i < k; ++i) v(i, rows[i]) = 1.0f;
+  }
+  MatrixF tmp(k, m_);
+  for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
+    tmp.noalias() = v * (*it);
+    v.swap(tmp);
+  }
+  layers_.clear();
+  const int len = m_ - ro.prefix;
+  maps.values.resize(static_cast<size_t>(k) * len);
+  for (int i = 0; i < k; ++i) WriteMap(ro, v.row(i), maps.values.data() + static_cast<size_t>(i) * len);
+  return maps;
+}
+
+}  // namespace attnroll::analysis

@@ -1,0 +1,87 @@
+// Attention rollout (Abnar & Zuidema 2020) for one sequence, folded layer by
+// layer as the attention arrives. Conventions: design.md section 4.
+//
+//   F_l  = fuse_h(A[l, h])                          (mean / max / min / weighted)
+//   At_l = rownorm((1 - a) F_l + a I)               (a = residual, default 0.5)
+//   R_first = At_first,  R_l = At_l R_{l-1}         (layers [first, last])
+//
+// Two algorithms give the same rows:
+//   chain: keep R (m x m) and multiply each arriving layer in: O(L m^3).
+//   row:   keep the At_l, and at the end push the k wanted rows back from the
+//          last layer: v <- v At_l, O(L k m^2) time but O(L m^2) memory.
+// ChooseRolloutPath picks one by a cost model; per-layer output needs chain.
+#ifndef ATTNROLL_SERVER_ANALYSIS_ROLLOUT_H_
+#define ATTNROLL_SERVER_ANALYSIS_ROLLOUT_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "server/analysis/head_fusion.h"
+#include "server/analysis/readout.h"
+#include "server/analysis/types.h"
+
+namespace attnroll::analysis {
+
+struct RolloutSpec {
+  Fusion fusion = Fusion::kMean;
+  std::vector<float> head_weights;  // kWeighted: one per head
+  float residual = 0.5f;
+  bool renormalize = true;
+  int first_layer = 0;
+  int last_layer = -1;  // inclusive; -1 => the last layer
+  bool per_layer = false;
+  ReadoutSpec readout;
+};
+
+enum class RolloutPath { kRow, kChain };
+const char* RolloutPathName(RolloutPath path);
+
+// Checks options against the pass shape (num_layers, num_heads) and a sequence
+// of m valid tokens. Messages name the field, the expected and the seen value.
+absl::Status ValidateRolloutSpec(const RolloutSpec& spec, int num_layers, int num_heads, int m);
+
+// Resolves last_layer = -1 against num_layers.
+int LastLayer(const RolloutSpec& spec, int num_layers);
+
+// The cheaper algorithm for these options on a sequence of m tokens.
+RolloutPath ChooseRolloutPath(const RolloutSpec& spec, int num_layers, int m);
+
+// Upper bound of the bytes a SequenceRollout allocates (for admission control).
+int64_t RolloutWorkingBytes(const RolloutSpec& spec, int num_layers, int m, RolloutPath path);
+
+class SequenceRollout {
+ public:
+  // `spec` must have passed ValidateRolloutSpec for (num_layers, num_heads, m).
+  SequenceRollout(const RolloutSpec& spec, int num_layers, int num_heads, int m, RolloutPath path);
+
+  // Layers outside [first, last] need not be added (they are ignored).
+  bool WantsLayer(int layer) const { return layer >= first_ && layer <= last_; }
+
+  // Adds head `head` of layer `layer` (an m x m view). Layers must come in
+  // increasing order and every head of a layer before the next layer starts.
+  void AddHead(int layer, int head, const ConstMatrixView& a);
+
+  // The maps, once every wanted layer is complete: [k, map...], or
+  // [num_layers_in_range, k, map...] with per_layer.
+  Maps Finish();
+
+  RolloutPath path() const { return path_; }
+
+ private:
+  void FoldLayer(MatrixF& at);
+  void AppendReadout(const MatrixF& r);
+
+  RolloutSpec spec_;
+  int first_, last_, m_;
+  RolloutPath path_;
+  HeadFuser fuser_;
+  bool have_r_ = false;
+  MatrixF r_, scratch_;             // chain: R and the product buffer
+  std::vector<MatrixF> layers_;     // row: the At_l of the range, in order
+  std::vector<float> per_layer_;    // chain + per_layer: read-outs so far
+};
+
+}  // namespace attnroll::analysis
+
+#endif  // ATTNROLL_SERVER_ANALYSIS_ROLLOUT_H_

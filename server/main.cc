@@ -1,0 +1,45 @@
+// attnroll-server: flags -> config -> run until SIGTERM/SIGINT.
+#include <csignal>
+#include <cstdio>
+
+#include "absl/time/time.h"
+#include "server/service/config.h"
+#include "server/service/server.h"
+
+int main(int argc, char** argv) {
+  attnroll::service::ServerConfig config;
+  int exit_code = 0;
+  if (!attnroll::service::ParseServerFlags(argc, argv, &config, &exit_code)) return exit_code;
+
+  // Block the signals before any thread starts, so only sigwait below sees them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto server = attnroll::service::Server::Start(config);
+  if (!server.ok()) {
+    std::fprintf(stderr, "attnroll-server: %s\n", server.status().ToString().c_str());
+    return 1;
+  }
+  const auto& c = (*server)->config();
+  std::string metrics = "none";
+  if ((*server)->metrics_port() != 0) {
+    metrics = c.metrics_listen.substr(0, c.metrics_listen.rfind(':') + 1) +
+              std::to_string((*server)->metrics_port());
+  }
+  std::printf("attnroll-server listening grpc=%s:%d metrics=%s\n",
+              c.listen.substr(0, c.listen.rfind(':')).c_str(), (*server)->port(), metrics.c_str());
+  std::fprintf(stderr, "attnroll-server %s: %d workers, queue %d, memory budget %lld bytes\n",
+               ATTNROLL_VERSION, c.workers, c.queue_size, static_cast<long long>(c.max_memory_bytes));
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::fprintf(stderr, "attnroll-server: signal %d, draining (grace %gs)\n", sig,
+               c.shutdown_grace_seconds);
+  (*server)->Shutdown(absl::Seconds(c.shutdown_grace_seconds));
+  std::fprintf(stderr, "attnroll-server: stopped\n");
+  return 0;
+}

@@ -1,0 +1,46 @@
+// Wire tensors -> fp32 blocks, and the checks every attention block must pass
+// before any math sees it.
+#ifndef ATTNROLL_SERVER_SERVICE_ATTENTION_DECODE_H_
+#define ATTNROLL_SERVER_SERVICE_ATTENTION_DECODE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/status.h"
+#include "attnroll/v1/tensor.pb.h"
+
+namespace attnroll::service {
+
+// Bytes per element; 0 for an unknown dtype.
+size_t DTypeSize(int dtype);
+const char* DTypeName(int dtype);
+
+// Checks that dtype is known, no dim is negative, the element count does not
+// overflow, and len(data) == product(shape) * sizeof(dtype). `field` names the
+// tensor in messages.
+absl::Status CheckTensorBytes(const v1::Tensor& tensor, absl::string_view field);
+
+// Decodes a rows x cols block whose first element is element `offset` of the
+// tensor and whose rows are `stride` elements apart, into dst (row-major).
+void DecodeBlock(int dtype, const std::string& data, int64_t offset, int rows, int cols,
+                 int64_t stride, float* dst);
+
+// Where a block came from, for error messages.
+struct BlockLocation {
+  int layer;
+  int head;
+  int sequence;
+};
+
+// An m x m attention block must be finite, non-negative, have rows summing to
+// 1 within `tolerance`, and (causal) no mass above the diagonal beyond it.
+absl::Status ValidateAttentionBlock(const float* a, int m, float tolerance, bool causal,
+                                    const BlockLocation& where);
+
+// Default row-sum tolerance for a wire dtype.
+float DefaultRowSumTolerance(int dtype);
+
+}  // namespace attnroll::service
+
+#endif  // ATTNROLL_SERVER_SERVICE_ATTENTION_DECODE_H_

@@ -1,0 +1,30 @@
+// The AttnrollService callback handlers: each RPC gets its own reactor.
+#ifndef ATTNROLL_SERVER_SERVICE_ATTNROLL_SERVICE_H_
+#define ATTNROLL_SERVER_SERVICE_ATTNROLL_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "attnroll/v1/attnroll.grpc.pb.h"
+#include "server/service/service_context.h"
+
+namespace attnroll::service {
+
+class AttnrollServiceImpl final : public v1::AttnrollService::CallbackService {
+ public:
+  explicit AttnrollServiceImpl(ServiceContext* ctx) : ctx_(ctx) {}
+
+  grpc::ServerReadReactor<v1::ExplainRequest>* Explain(grpc::CallbackServerContext* call,
+                                                       v1::ExplainResponse* response) override;
+  grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>* ExplainStream(
+      grpc::CallbackServerContext* call) override;
+  grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* call,
+                                          const v1::GetServerInfoRequest* request,
+                                          v1::ServerInfo* info) override;
+
+ private:
+  ServiceContext* ctx_;
+};
+
+}  // namespace attnroll::service
+
+#endif  // ATTNROLL_SERVER_SERVICE_ATTNROLL_SERVICE_H_

@@ -1,0 +1,264 @@
+#include "server/service/pass_session.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/service/analysis_options.h"
+#include "server/service/attention_decode.h"
+
+namespace attnroll::service {
+namespace {
+
+absl::Status CheckRange(const char* field, uint64_t value, uint64_t lo, uint64_t hi) {
+  if (value < lo || value > hi) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": expected ", lo, " <= value <= ", hi, ", got ", value));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckLimit(const char* field, uint64_t value, uint64_t limit) {
+  if (value > limit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        field, ": ", value, " exceeds the server limit of ", limit));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<PassSession>> PassSession::Create(const v1::PassHeader& header,
+                                                                 const PassLimits& limits) {
+  if (!header.has_layout()) {
+    return absl::InvalidArgumentError("header.layout: expected a layout, got none");
+  }
+  const v1::Layout& layout = header.layout();
+  const uint32_t batch = layout.batch_size() == 0 ? 1 : layout.batch_size();
+  if (absl::Status s = CheckRange("layout.num_layers", layout.num_layers(), 1, UINT32_MAX); !s.ok()) return s;
+  if (absl::Status s = CheckRange("layout.num_heads", layout.num_heads(), 1, UINT32_MAX); !s.ok()) return s;
+  if (absl::Status s = CheckRange("layout.num_tokens", layout.num_tokens(), 1, UINT32_MAX); !s.ok()) return s;
+  if (absl::Status s = CheckLimit("layout.num_layers", layout.num_layers(), limits.max_layers); !s.ok()) return s;
+  if (absl::Status s = CheckLimit("layout.num_heads", layout.num_heads(), limits.max_heads); !s.ok()) return s;
+  if (absl::Status s = CheckLimit("layout.num_tokens", layout.num_tokens(), limits.max_tokens); !s.ok()) return s;
+  if (absl::Status s = CheckLimit("layout.batch_size", batch, limits.max_batch); !s.ok()) return s;
+  const uint64_t n = layout.num_tokens();
+  // The smallest wire dtype is 2 bytes: a pass that cannot fit even so is refused now.
+  const uint64_t min_pass_bytes = uint64_t{batch} * layout.num_layers() * layout.num_heads() * n * n * 2;
+  if (min_pass_bytes > static_cast<uint64_t>(limits.max_pass_bytes)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "layout: a pass of ", batch, " x ", layout.num_layers(), " x ", layout.num_heads(), " x ", n,
+        " x ", n, " attention values is at least ", min_pass_bytes,
+        " bytes, over the server's max_pass_bytes of ", limits.max_pass_bytes));
+  }
+
+  auto session = std::unique_ptr<PassSession>(new PassSession());
+  session->request_id_ = header.request_id();
+  session->num_layers_ = static_cast<int>(layout.num_layers());
+  session->num_heads_ = static_cast<int>(layout.num_heads());
+  session->num_tokens_ = static_cast<int>(n);
+  session->batch_ = static_cast<int>(batch);
+  session->causal_ = layout.causal();
+  session->max_pass_bytes_ = limits.max_pass_bytes;
+
+  if (layout.valid_lengths_size() != 0 && layout.valid_lengths_size() != static_cast<int>(batch)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layout.valid_lengths: expected ", batch, " lengths (one per sequence) or none, got ",
+        layout.valid_lengths_size()));
+  }
+  for (uint32_t b = 0; b < batch; ++b) {
+    const uint32_t m = layout.valid_lengths_size() == 0 ? n : layout.valid_lengths(b);
+    if (m < 1 || m > n) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layout.valid_lengths[", b, "]: expected 1 <= length <= num_tokens = ", n, ", got ", m));
+    }
+    session->valid_.push_back(static_cast<int>(m));
+  }
+  const int min_valid = *std::min_element(session->valid_.begin(), session->valid_.end());
+  if (layout.prefix_tokens() >= static_cast<uint32_t>(min_valid)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layout.prefix_tokens: expected P < the shortest valid length ", min_valid, ", got ",
+        layout.prefix_tokens()));
+  }
+  if (layout.grid().height() > n || layout.grid().width() > n) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layout.grid: ", layout.grid().height(), "x", layout.grid().width(),
+        " cannot fit num_tokens = ", n));
+  }
+  const float tol = header.row_sum_tolerance();
+  if (!(std::isfinite(tol) && tol >= 0.0f && tol < 1.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("header.row_sum_tolerance: expected 0 <= tolerance < 1, got ", tol));
+  }
+  session->tolerance_ = tol;
+
+  // Analyses: one default rollout when none is asked for.
+  std::vector<v1::Analysis> analyses(header.analyses().begin(), header.analyses().end());
+  if (analyses.empty()) analyses.emplace_back().mutable_rollout();
+  int64_t working = static_cast<int64_t>(n) * n * sizeof(float);  // block_
+  for (size_t i = 0; i < analyses.size(); ++i) {
+    const v1::Analysis& a = analyses[i];
+    if (a.kind_case() != v1::Analysis::kRollout) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("analyses[", i, "]: expected one analysis kind (rollout), got none"));
+    }
+    absl::StatusOr<analysis::RolloutSpec> spec = ToRolloutSpec(a.rollout(), layout);
+    if (!spec.ok()) {
+      return absl::Status(spec.status().code(),
+                          absl::StrCat("analyses[", i, "].", spec.status().message()));
+    }
+    Job job{a.name(), *spec, analysis::ChooseRolloutPath(*spec, session->num_layers_, n), {}};
+    for (int b = 0; b < session->batch_; ++b) {
+      const int m = session->valid_[b];
+      if (absl::Status s = analysis::ValidateRolloutSpec(*spec, session->num_layers_,
+                                                         session->num_heads_, m);
+          !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat("analyses[", i, "] (sequence ", b, "): ",
+                                                   s.message()));
+      }
+      working += analysis::RolloutWorkingBytes(*spec, session->num_layers_, m, job.path);
+    }
+    session->jobs_.push_back(std::move(job));
+  }
+  session->working_bytes_ = working;
+  for (Job& job : session->jobs_) {
+    for (int b = 0; b < session->batch_; ++b) {
+      job.sequences.emplace_back(job.spec, session->num_layers_, session->num_heads_,
+                                 session->valid_[b], job.path);
+    }
+  }
+  session->started_ = absl::Now();
+  return session;
+}
+
+absl::Status PassSession::CheckChunkPosition(const v1::LayerChunk& chunk) const {
+  const uint32_t layer = chunk.layer(), head = chunk.head_start();
+  if (layer == static_cast<uint32_t>(next_layer_) && head == static_cast<uint32_t>(next_head_)) {
+    return absl::OkStatus();
+  }
+  if (next_layer_ == num_layers_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer: all ", num_layers_, " layers were already received, got layer ", layer, " head ", head));
+  }
+  if (layer >= static_cast<uint32_t>(num_layers_)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer: expected layer < num_layers = ", num_layers_, ", got ", layer));
+  }
+  if (layer < static_cast<uint32_t>(next_layer_)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer: duplicate: layer ", layer, " was already received; expected layer ", next_layer_,
+        " head ", next_head_));
+  }
+  if (layer > static_cast<uint32_t>(next_layer_)) {
+    if (next_head_ == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer: out of order: expected layer ", next_layer_, ", got ", layer,
+          " (layers must arrive in order; layer ", next_layer_, " is missing)"));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer: out of order: layer ", next_layer_, " is incomplete (heads ", next_head_, "..",
+        num_heads_ - 1, " missing), got layer ", layer));
+  }
+  if (head < static_cast<uint32_t>(next_head_)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "head_start: overlap: layer ", layer, " heads 0..", next_head_ - 1,
+        " were already received, got head_start ", head, "; expected ", next_head_));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "head_start: gap: expected head_start ", next_head_, " for layer ", layer, ", got ", head,
+      " (heads ", next_head_, "..", head - 1, " missing)"));
+}
+
+absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
+  const absl::Time start = absl::Now();
+  if (absl::Status s = CheckChunkPosition(chunk); !s.ok()) return s;
+  const std::string field = absl::StrCat("layer[", chunk.layer(), "].attention");
+  if (!chunk.has_attention()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": expected a tensor, got none"));
+  }
+  const v1::Tensor& t = chunk.attention();
+  if (absl::Status s = CheckTensorBytes(t, field); !s.ok()) return s;
+  const int64_t n = num_tokens_;
+  const int64_t heads_left = num_heads_ - next_head_;
+  if (t.shape_size() != 4 || t.shape(0) != batch_ || t.shape(1) < 1 || t.shape(1) > heads_left ||
+      t.shape(2) != n || t.shape(3) != n) {
+    std::string seen;
+    for (int i = 0; i < t.shape_size(); ++i) absl::StrAppend(&seen, i ? ", " : "", t.shape(i));
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ".shape: expected [", batch_, ", h, ", n, ", ", n, "] with 1 <= h <= ", heads_left,
+        " (heads ", next_head_, "..", num_heads_ - 1, " of the layer remain), got [", seen, "]"));
+  }
+  bytes_received_ += static_cast<int64_t>(t.data().size());
+  if (bytes_received_ > max_pass_bytes_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "pass: ", bytes_received_, " attention bytes exceed the server's max_pass_bytes of ",
+        max_pass_bytes_));
+  }
+  const int h = static_cast<int>(t.shape(1));
+  const float tol = tolerance_ > 0 ? tolerance_ : DefaultRowSumTolerance(t.dtype());
+  for (int b = 0; b < batch_; ++b) {
+    const int m = valid_[b];
+    block_.resize(static_cast<size_t>(m) * m);
+    for (int hh = 0; hh < h; ++hh) {
+      const int head = next_head_ + hh;
+      const int64_t offset = (static_cast<int64_t>(b) * h + hh) * n * n;
+      // Cropping to the valid m x m block drops the padding before any math.
+      DecodeBlock(t.dtype(), t.data(), offset, m, m, n, block_.data());
+      if (absl::Status s = ValidateAttentionBlock(block_.data(), m, tol, causal_,
+                                                  {next_layer_, head, b});
+          !s.ok()) {
+        return s;
+      }
+      const analysis::ConstMatrixView view(block_.data(), m, m, Eigen::OuterStride<>(m));
+      for (Job& job : jobs_) job.sequences[b].AddHead(next_layer_, head, view);
+    }
+  }
+  next_head_ += h;
+  if (next_head_ == num_heads_) {
+    next_head_ = 0;
+    ++next_layer_;
+  }
+  compute_ += absl::Now() - start;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::ExplainResponse> PassSession::Finish() {
+  if (next_layer_ != num_layers_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer: missing: the stream ended after ", next_layer_, " complete layers",
+        next_head_ ? absl::StrCat(" and heads 0..", next_head_ - 1, " of layer ", next_layer_) : "",
+        "; expected ", num_layers_, " layers of ", num_heads_, " heads"));
+  }
+  const absl::Time start = absl::Now();
+  v1::ExplainResponse response;
+  response.set_request_id(request_id_);
+  response.set_server_version(ATTNROLL_VERSION);
+  for (Job& job : jobs_) {
+    v1::AnalysisResult* result = response.add_results();
+    result->set_name(job.name);
+    result->set_path(analysis::RolloutPathName(job.path));
+    for (int r : analysis::ResolvedRows(job.spec.readout)) result->add_rows(r);
+    if (job.spec.per_layer) {
+      for (int l = job.spec.first_layer; l <= analysis::LastLayer(job.spec, num_layers_); ++l) {
+        result->add_layers(l);
+      }
+    }
+    for (analysis::SequenceRollout& seq : job.sequences) {
+      analysis::Maps maps = seq.Finish();
+      v1::Tensor* t = result->add_maps();
+      t->set_dtype(v1::DTYPE_FP32);
+      for (int64_t d : maps.shape) t->add_shape(d);
+      t->mutable_data()->assign(reinterpret_cast<const char*>(maps.values.data()),
+                                maps.values.size() * sizeof(float));
+    }
+  }
+  const absl::Time end = absl::Now();
+  compute_ += end - start;
+  response.mutable_timing()->set_total_seconds(absl::ToDoubleSeconds(end - started_));
+  response.mutable_timing()->set_compute_seconds(absl::ToDoubleSeconds(compute_));
+  return response;
+}
+
+}  // namespace attnroll::service

@@ -1,0 +1,66 @@
+// One forward pass, from its header to its response: validates the layout and
+// every layer message (order, head ranges, bytes, values), decodes the
+// attention to fp32 and feeds each sequence's analyses. Runs on a worker
+// thread; knows nothing of gRPC (what happens to a stream message is here).
+#ifndef ATTNROLL_SERVER_SERVICE_PASS_SESSION_H_
+#define ATTNROLL_SERVER_SERVICE_PASS_SESSION_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "attnroll/v1/attnroll.pb.h"
+#include "server/analysis/rollout.h"
+#include "server/service/config.h"
+
+namespace attnroll::service {
+
+class PassSession {
+ public:
+  // Validates the header against the limits. Allocates nothing large: the
+  // caller reserves working_bytes() before the first AddChunk.
+  static absl::StatusOr<std::unique_ptr<PassSession>> Create(const v1::PassHeader& header,
+                                                             const PassLimits& limits);
+
+  const std::string& request_id() const { return request_id_; }
+  // Upper bound of the memory this pass allocates while it runs.
+  int64_t working_bytes() const { return working_bytes_; }
+
+  // The next layer message: must continue exactly where the last one ended.
+  absl::Status AddChunk(const v1::LayerChunk& chunk);
+
+  // Every layer must have arrived. Builds the response (timing included).
+  absl::StatusOr<v1::ExplainResponse> Finish();
+
+ private:
+  struct Job {
+    std::string name;
+    analysis::RolloutSpec spec;
+    analysis::RolloutPath path;
+    std::vector<analysis::SequenceRollout> sequences;
+  };
+
+  PassSession() = default;
+  absl::Status CheckChunkPosition(const v1::LayerChunk& chunk) const;
+
+  std::string request_id_;
+  int num_layers_ = 0, num_heads_ = 0, num_tokens_ = 0, batch_ = 0;
+  std::vector<int> valid_;
+  bool causal_ = false;
+  float tolerance_ = 0;  // 0 => default for each chunk's dtype
+  int64_t max_pass_bytes_ = 0;
+  int64_t bytes_received_ = 0;
+  int64_t working_bytes_ = 0;
+  std::vector<Job> jobs_;
+  int next_layer_ = 0, next_head_ = 0;
+  std::vector<float> block_;  // one decoded m x m head
+  absl::Time started_;
+  absl::Duration compute_;
+};
+
+}  // namespace attnroll::service
+
+#endif  // ATTNROLL_SERVER_SERVICE_PASS_SESSION_H_

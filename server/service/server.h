@@ -1,0 +1,52 @@
+// Wires a running attnroll server: gRPC (service, health, reflection), the
+// worker pool, the memory budget and the /metrics endpoint.
+#ifndef ATTNROLL_SERVER_SERVICE_SERVER_H_
+#define ATTNROLL_SERVER_SERVICE_SERVER_H_
+
+#include <memory>
+
+#include <grpcpp/grpcpp.h>
+#include <prometheus/exposer.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/service/attnroll_service.h"
+#include "server/service/config.h"
+#include "server/service/memory_budget.h"
+#include "server/service/metrics.h"
+#include "server/service/service_context.h"
+#include "server/service/worker_pool.h"
+
+namespace attnroll::service {
+
+class Server {
+ public:
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerConfig& config);
+  ~Server();
+
+  int port() const { return port_; }
+  int metrics_port() const { return metrics_port_; }  // 0 when disabled
+  const ServerConfig& config() const { return ctx_.config; }
+
+  // NOT_SERVING, refuse new passes, give the ones in flight `grace`, stop.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  Server() = default;
+
+  // Declaration order is teardown order, reversed: the gRPC server goes first.
+  std::unique_ptr<WorkerPool> pool_;
+  std::unique_ptr<MemoryBudget> budget_;
+  Metrics metrics_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  ServiceContext ctx_;
+  std::unique_ptr<AttnrollServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  int metrics_port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace attnroll::service
+
+#endif  // ATTNROLL_SERVER_SERVICE_SERVER_H_

@@ -1,0 +1,26 @@
+#include "server/service/service_context.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace attnroll::service {
+
+absl::StatusOr<OpenPass> OpenPassFromHeader(ServiceContext& ctx, const v1::PassHeader& header) {
+  if (ctx.shutting_down.load()) {
+    return absl::UnavailableError("server: shutting down, not accepting new passes");
+  }
+  absl::StatusOr<std::unique_ptr<PassSession>> session = PassSession::Create(header, ctx.config.limits);
+  if (!session.ok()) return session.status();
+  OpenPass pass;
+  const int64_t bytes = (*session)->working_bytes();
+  if (!ctx.budget->TryReserve(bytes, &pass.reservation)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "memory: the pass needs ", bytes, " bytes of working memory; ", ctx.budget->reserved(),
+        " of the server's max_memory_bytes of ", ctx.budget->capacity(), " are in use"));
+  }
+  pass.session = std::move(*session);
+  ctx.metrics->SetMemoryReserved(ctx.budget->reserved());
+  ctx.metrics->PassStarted();
+  return pass;
+}
+
+}  // namespace attnroll::service
