@@ -10,6 +10,9 @@ PACKAGES=(
   libeigen3-dev libabsl-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-numpy python3-grpcio python3-protobuf
+  # For the numpy baseline of tests/bench/run_benchmarks.sh only: numpy then uses
+  # OpenBLAS through the libblas.so.3 alternative instead of the slow reference BLAS.
+  libopenblas0-pthread
 )
 
 missing=()

@@ -35,8 +35,10 @@ std::vector<v1::LayerChunk> LayerChunks(const AttentionView& a, int layer, v1::D
                                         int64_t max_message_bytes) {
   const int64_t head_elems = a.tokens * a.tokens;
   const int64_t head_bytes = a.batch * head_elems * static_cast<int64_t>(WireSize(wire));
+  // Leave room for the message's own fields so the whole message stays under the cap.
+  const int64_t budget = max_message_bytes - 1024;
   const int64_t per_chunk =
-      std::clamp<int64_t>(head_bytes > 0 ? max_message_bytes / head_bytes : a.heads, 1, a.heads);
+      std::clamp<int64_t>(head_bytes > 0 ? budget / head_bytes : a.heads, 1, a.heads);
   std::vector<v1::LayerChunk> chunks;
   for (int64_t h0 = 0; h0 < a.heads; h0 += per_chunk) {
     const int64_t h = std::min(per_chunk, a.heads - h0);

@@ -27,6 +27,7 @@ class Server {
   int port() const { return port_; }
   int metrics_port() const { return metrics_port_; }  // 0 when disabled
   const ServerConfig& config() const { return ctx_.config; }
+  int64_t memory_reserved() const { return budget_->reserved(); }
 
   // NOT_SERVING, refuse new passes, give the ones in flight `grace`, stop.
   void Shutdown(absl::Duration grace);

@@ -22,11 +22,9 @@ void StreamReactor::OnReadDone(bool ok) {
   if (!ok) {
     // Half-close or cancellation: passes without a PassEnd cannot complete.
     while (!passes_.empty()) {
-      auto it = passes_.begin();
-      const std::string id = it->first;
-      EndPass(id, absl::InvalidArgumentError(
-                      "end: the stream closed before this pass's PassEnd; pass abandoned"));
-      passes_.erase(id);
+      FailPass(passes_.begin()->first,
+               absl::InvalidArgumentError(
+                   "end: the stream closed before this pass's PassEnd; pass abandoned"));
     }
     {
       absl::MutexLock lock(&mu_);

@@ -1,0 +1,162 @@
+#!/usr/bin/python3
+"""End-to-end test of the attnroll-server process as an operator sees it:
+--help and bad flags, the standard health service, reflection, the Prometheus
+endpoint, the CLI's error reporting, and a graceful exit 0 on SIGTERM.
+
+Run: /usr/bin/python3 tests/e2e/server_process_test.py --bin-dir BUILD_DIR
+Needs Debian's python3-grpcio, python3-protobuf, python3-numpy and protoc
+(health/reflection messages are generated from /usr/share/grpc-proto).
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.request
+
+import numpy as np
+
+GRPC_PROTO = "/usr/share/grpc-proto"
+BIN_DIR = os.environ.get("ATTNROLL_BIN_DIR")
+if "--bin-dir" in sys.argv:
+    i = sys.argv.index("--bin-dir")
+    BIN_DIR = sys.argv[i + 1]
+    del sys.argv[i:i + 2]
+
+import grpc  # noqa: E402  (after argv handling, as unittest reads argv)
+
+TMP = tempfile.mkdtemp(prefix="attnroll_proc_")
+# Generated as top-level modules: a grpc/ package here would shadow grpcio's.
+for sub, name in (("grpc/health/v1", "health.proto"), ("grpc/reflection/v1alpha", "reflection.proto")):
+    subprocess.run(["protoc", "-I", os.path.join(GRPC_PROTO, sub), "--python_out", TMP, name],
+                   check=True)
+sys.path.insert(0, TMP)
+import health_pb2  # noqa: E402
+import reflection_pb2  # noqa: E402
+
+
+def start_server(*extra):
+    proc = subprocess.Popen(
+        [os.path.join(BIN_DIR, "attnroll-server"), "--listen", "127.0.0.1:0",
+         "--metrics-listen", "127.0.0.1:0", "--workers", "2"] + list(extra),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    m = re.match(r"attnroll-server listening grpc=127\.0\.0\.1:(\d+) metrics=127\.0\.0\.1:(\d+)", line)
+    if not m:
+        proc.kill()
+        raise RuntimeError("server did not announce its ports: %r" % line)
+    return proc, int(m.group(1)), int(m.group(2))
+
+
+def uniform_attention(L, H, n):
+    return np.full((L, H, n, n), 1.0 / n, dtype=np.float32)
+
+
+class ServerProcessTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.proc, cls.port, cls.metrics_port = start_server()
+        cls.channel = grpc.insecure_channel("127.0.0.1:%d" % cls.port)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.channel.close()
+        if cls.proc.poll() is None:
+            cls.proc.kill()
+            cls.proc.wait(timeout=10)
+
+    def cli(self, *args, server=None):
+        return subprocess.run(
+            [os.path.join(BIN_DIR, "attnroll"), "--server", server or "127.0.0.1:%d" % self.port]
+            + [str(a) for a in args], capture_output=True, text=True, timeout=60)
+
+    def test_help_and_bad_flags(self):
+        for binary in ("attnroll-server", "attnroll"):
+            res = subprocess.run([os.path.join(BIN_DIR, binary), "--help"],
+                                 capture_output=True, text=True, timeout=10)
+            self.assertEqual(res.returncode, 0, binary)
+            self.assertIn("Usage", res.stdout)
+        res = subprocess.run([os.path.join(BIN_DIR, "attnroll-server"), "--no-such-flag", "1"],
+                             capture_output=True, text=True, timeout=10)
+        self.assertEqual(res.returncode, 2)
+        self.assertIn("unknown flag --no-such-flag", res.stderr)
+        res = self.cli("explain", "--help")
+        self.assertEqual(res.returncode, 0)
+        for flag in ("--fusion", "--head-weights", "--residual", "--no-renorm", "--layers",
+                     "--per-layer", "--rows", "--prefix", "--grid", "--scale", "--wire", "--json"):
+            self.assertIn(flag, res.stdout)
+
+    def test_health_serving(self):
+        check = self.channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString)
+        for service in ("", "attnroll.v1.AttnrollService"):
+            resp = check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            self.assertEqual(resp.status, health_pb2.HealthCheckResponse.SERVING, service)
+        with self.assertRaises(grpc.RpcError) as err:
+            check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=10)
+        self.assertEqual(err.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+    def test_reflection_lists_and_describes_the_service(self):
+        info = self.channel.stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        reqs = [reflection_pb2.ServerReflectionRequest(list_services=""),
+                reflection_pb2.ServerReflectionRequest(
+                    file_containing_symbol="attnroll.v1.AttnrollService")]
+        responses = list(info(iter(reqs), timeout=10))
+        names = [s.name for s in responses[0].list_services_response.service]
+        self.assertIn("attnroll.v1.AttnrollService", names)
+        files = responses[1].file_descriptor_response.file_descriptor_proto
+        self.assertTrue(any(b"ExplainStream" in f for f in files))
+
+    def test_metrics_count_passes_by_code(self):
+        with tempfile.TemporaryDirectory() as d:
+            good = os.path.join(d, "good.npy")
+            np.save(good, uniform_attention(2, 2, 5))
+            bad = os.path.join(d, "bad.npy")
+            att = uniform_attention(2, 2, 5)
+            att[1, 0, 2, 2] = -1.0
+            np.save(bad, att)
+            out = os.path.join(d, "out.npy")
+            self.assertEqual(self.cli("explain", "--attention", good, "--out", out).returncode, 0)
+            res = self.cli("explain", "--attention", bad, "--out", out)
+            self.assertEqual(res.returncode, 1)
+            self.assertIn("INVALID_ARGUMENT", res.stderr)
+        body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port,
+                                      timeout=10).read().decode()
+        self.assertRegex(body, r'attnroll_passes_total\{code="OK",rpc="Explain"\} 1\b')
+        self.assertRegex(body, r'attnroll_passes_total\{code="INVALID_ARGUMENT",rpc="Explain"\} 1\b')
+        self.assertRegex(body, r'attnroll_pass_duration_seconds_count\{rpc="Explain"\} 2\b')
+        self.assertRegex(body, r"attnroll_passes_in_flight 0\b")
+        self.assertRegex(body, r"attnroll_memory_reserved_bytes 0\b")
+        # Both passes sent 2 layers of 2 x 5 x 5 fp32 (the bad one fails on its last).
+        m = re.search(r"^attnroll_attention_received_bytes_total (\S+)$", body, re.M)
+        self.assertIsNotNone(m, body)
+        self.assertEqual(float(m.group(1)), 2 * 2 * (2 * 5 * 5 * 4))
+
+    def test_cli_reports_unavailable_server(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "a.npy")
+            np.save(path, uniform_attention(1, 1, 3))
+            # Port 1 on loopback: nothing listens there.
+            res = self.cli("--timeout", "3", "explain", "--attention", path, "--out",
+                           os.path.join(d, "o.npy"), server="127.0.0.1:1")
+            self.assertEqual(res.returncode, 1)
+            self.assertIn("UNAVAILABLE", res.stderr)
+
+    def test_zz_sigterm_exits_zero(self):
+        # Runs last (alphabetical order): the server drains and exits 0.
+        self.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.proc.wait(timeout=20), 0)
+        self.assertIn("stopped", self.proc.stderr.read())
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,343 @@
+// Every RPC against a real in-process server on 127.0.0.1:0, and every bad
+// input of the [foundation] issue arriving over the wire.
+#include "server/service/server.h"
+
+#include <chrono>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "client/cpp/attnroll_client.h"
+#include "tests/testutil/attention_testutil.h"
+
+namespace attnroll::service {
+namespace {
+
+using ::testing::FloatNear;
+using ::testing::HasSubstr;
+using ::testing::Pointwise;
+
+class ServerTest : public ::testing::Test {
+ protected:
+  static ServerConfig Config() {
+    ServerConfig c;
+    c.listen = "127.0.0.1:0";
+    c.metrics_listen = "";  // Exposer's destructor is slow; metrics are tested end to end
+    c.workers = 2;
+    c.queue_size = 16;
+    c.max_memory_bytes = 64 << 20;
+    c.limits.max_message_bytes = 1 << 20;
+    c.limits.max_tokens = 1024;
+    c.max_passes_per_stream = 3;
+    return c;
+  }
+  void SetUp() override { StartServer(Config()); }
+  void StartServer(const ServerConfig& c) {
+    client_.reset();
+    server_.reset();
+    auto s = Server::Start(c);
+    ASSERT_TRUE(s.ok()) << s.status();
+    server_ = std::move(*s);
+    client_ = client::Client::Connect("127.0.0.1:" + std::to_string(server_->port()));
+  }
+
+  // Sends `messages` raw over Explain and returns the final status.
+  absl::StatusOr<v1::ExplainResponse> RawExplain(const std::vector<v1::ExplainRequest>& messages,
+                                                 absl::Duration timeout = absl::Seconds(20)) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    v1::ExplainResponse response;
+    auto writer = client_->stub()->Explain(&ctx, &response);
+    for (const auto& m : messages) {
+      if (!writer->Write(m)) break;
+    }
+    writer->WritesDone();
+    grpc::Status status = writer->Finish();
+    if (!status.ok()) return client::FromGrpcStatus(status);
+    return response;
+  }
+
+  static v1::ExplainRequest HeaderMsg(const v1::PassHeader& h) {
+    v1::ExplainRequest r;
+    *r.mutable_header() = h;
+    return r;
+  }
+  static v1::ExplainRequest LayerMsg(const v1::LayerChunk& c) {
+    v1::ExplainRequest r;
+    *r.mutable_layer() = c;
+    return r;
+  }
+  // Header + every layer of `a` (one message per layer).
+  static std::vector<v1::ExplainRequest> Pass(const testing::Attention& a, const v1::PassHeader& h) {
+    std::vector<v1::ExplainRequest> msgs = {HeaderMsg(h)};
+    for (int l = 0; l < a.layers; ++l) {
+      for (auto& c : client::LayerChunks(a.view(), l, v1::DTYPE_FP32, 1 << 20)) msgs.push_back(LayerMsg(c));
+    }
+    return msgs;
+  }
+
+  std::unique_ptr<Server> server_;
+  std::unique_ptr<client::Client> client_;
+};
+
+std::vector<float> UniformRollout(int n, int L, int row) {
+  const float p = std::pow(0.5f, L);
+  std::vector<float> expected(n, (1 - p) / n);
+  expected[row] += p;
+  return expected;
+}
+
+TEST_F(ServerTest, GetServerInfoReportsLimits) {
+  auto info = client_->GetServerInfo();
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->version(), ATTNROLL_VERSION);
+  EXPECT_EQ(info->limits().max_tokens(), 1024u);
+  EXPECT_EQ(info->limits().workers(), 2u);
+  EXPECT_THAT(info->analyses(), ::testing::ElementsAre("rollout"));
+}
+
+TEST_F(ServerTest, ExplainUniformClosedFormOverEveryWireDtype) {
+  // n = 8: 1/8 is exact in fp16 and bf16, so every wire gives the closed form.
+  auto a = testing::UniformAttention(1, 4, 6, 8);
+  for (v1::DType wire : {v1::DTYPE_FP32, v1::DTYPE_FP16, v1::DTYPE_BF16}) {
+    v1::PassHeader h = testing::RolloutHeader(a);
+    h.mutable_analyses(0)->mutable_rollout()->mutable_readout()->add_rows(5);
+    client::ExplainOptions opts;
+    opts.wire = wire;
+    opts.max_message_bytes = 1024 + 2 * 64 * 4;  // 2 heads per message: layers split by head range
+    client::CallStats stats;
+    auto r = client_->Explain(h, a.view(), opts, &stats);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(stats.messages_sent, 1 + 4 * (wire == v1::DTYPE_FP32 ? 3 : 2));
+    EXPECT_EQ(r->request_id(), "test");
+    ASSERT_EQ(r->results(0).maps_size(), 1);
+    EXPECT_THAT(r->results(0).maps(0).shape(), ::testing::ElementsAre(1, 8));
+    EXPECT_THAT(testing::MapValues(r->results(0).maps(0)), Pointwise(FloatNear(1e-6), UniformRollout(8, 4, 5)));
+  }
+}
+
+TEST_F(ServerTest, BadInputsGetInvalidArgumentNamingTheField) {
+  auto a = testing::UniformAttention(1, 2, 2, 4);
+  const v1::PassHeader h = testing::RolloutHeader(a);
+  const std::vector<v1::ExplainRequest> good = Pass(a, h);  // header, layer 0, layer 1
+  ASSERT_EQ(good.size(), 3u);
+  auto expect_invalid = [&](std::vector<v1::ExplainRequest> msgs, const std::string& needle) {
+    auto r = RawExplain(msgs);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << needle << ": " << r.status();
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(needle));
+  };
+  expect_invalid({}, "header: expected a PassHeader as the first message");
+  expect_invalid({good[1]}, "expected a PassHeader as the first message, got a layer");
+  expect_invalid({good[0], good[0]}, "header: duplicate");
+  expect_invalid({good[0], good[2]}, "layer: out of order: expected layer 0, got 1");
+  expect_invalid({good[0], good[1], good[1]}, "layer: duplicate: layer 0");
+  expect_invalid({good[0], good[1]}, "layer: missing: the stream ended after 1 complete layers");
+  expect_invalid({good[0], v1::ExplainRequest()}, "message: expected a header or a layer");
+
+  auto mutate = [&](auto f) {
+    std::vector<v1::ExplainRequest> m = good;
+    f(m[1].mutable_layer()->mutable_attention());
+    return m;
+  };
+  expect_invalid(mutate([](v1::Tensor* t) { t->mutable_data()->pop_back(); }),
+                 "layer[0].attention.data: expected 32 elements x 4 bytes (FP32) = 128 bytes, got 127");
+  expect_invalid(mutate([](v1::Tensor* t) { t->set_dtype(static_cast<v1::DType>(7)); }),
+                 "layer[0].attention.dtype: expected FP32, FP16 or BF16, got 7");
+  expect_invalid(mutate([](v1::Tensor* t) { t->set_shape(1, 3); }), "layer[0].attention.data");
+  expect_invalid(mutate([](v1::Tensor* t) {
+                   t->clear_shape();
+                   for (int i = 0; i < 4; ++i) t->add_shape(int64_t{1} << 40);
+                 }),
+                 "shape: element count overflows");
+  auto set_value = [&](int index, float v) {
+    return mutate([=](v1::Tensor* t) { reinterpret_cast<float*>(t->mutable_data()->data())[index] = v; });
+  };
+  expect_invalid(set_value(5, NAN), "attention (layer 0, head 0, sequence 0, row 1): expected finite values");
+  expect_invalid(set_value(5, INFINITY), "expected finite values");
+  expect_invalid(set_value(20, -0.25f), "(layer 0, head 1, sequence 0, row 1): expected probabilities >= 0");
+  expect_invalid(set_value(0, 0.5f), "row 0): expected the row over the 4 valid tokens to sum to 1");
+
+  v1::PassHeader bad = h;
+  bad.mutable_layout()->set_prefix_tokens(1);
+  bad.mutable_layout()->mutable_grid()->set_height(2);
+  bad.mutable_layout()->mutable_grid()->set_width(2);
+  expect_invalid({HeaderMsg(bad)}, "grid: 2x2 = 4 cells, expected valid length - prefix_tokens = 4 - 1 = 3");
+  bad = h;
+  bad.mutable_analyses(0)->mutable_rollout()->mutable_readout()->add_rows(4);
+  expect_invalid({HeaderMsg(bad)}, "readout.rows: row 4 out of range");
+  bad = h;
+  bad.mutable_analyses(0)->mutable_rollout()->set_fusion(v1::HEAD_FUSION_WEIGHTED);
+  bad.mutable_analyses(0)->mutable_rollout()->add_head_weights(1);
+  expect_invalid({HeaderMsg(bad)}, "head_weights: expected 2 weights (one per head), got 1");
+  bad = h;
+  bad.mutable_layout()->add_valid_lengths(5);
+  expect_invalid({HeaderMsg(bad)}, "layout.valid_lengths[0]: expected 1 <= length <= num_tokens = 4, got 5");
+  bad = h;
+  bad.mutable_layout()->set_causal(true);
+  expect_invalid({HeaderMsg(bad), good[1], good[2]},
+                 "causal layout expects no attention above the diagonal");
+
+  // The server is still healthy after all of that.
+  auto r = RawExplain(good);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(testing::MapValues(r->results(0).maps(0)), Pointwise(FloatNear(1e-6), UniformRollout(4, 2, 0)));
+}
+
+TEST_F(ServerTest, SizeLimitsGetResourceExhausted) {
+  // More tokens than max_tokens.
+  v1::PassHeader h;
+  h.mutable_layout()->set_num_layers(1);
+  h.mutable_layout()->set_num_heads(1);
+  h.mutable_layout()->set_num_tokens(2000);
+  auto r = RawExplain({HeaderMsg(h)});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("layout.num_tokens: 2000 exceeds the server limit of 1024"));
+  // A pass whose working memory exceeds max_memory_bytes (64 MiB): 12 per-layer
+  // row-path matrices of 1024^2 floats.
+  h.mutable_layout()->set_num_tokens(1024);
+  h.mutable_layout()->set_num_layers(20);
+  r = RawExplain({HeaderMsg(h)});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("of the server's max_memory_bytes of 67108864"));
+  // A message over max_message_bytes (1 MiB) is refused by gRPC itself.
+  auto a = testing::UniformAttention(1, 1, 3, 300);  // 3 x 300^2 x 4 = 1.08 MB
+  std::vector<v1::ExplainRequest> big = {HeaderMsg(testing::RolloutHeader(a)),
+                                         LayerMsg(client::LayerChunks(a.view(), 0, v1::DTYPE_FP32, 1 << 30)[0])};
+  ASSERT_GT(big[1].ByteSizeLong(), 1u << 20);
+  r = RawExplain(big);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  // Splitting by head range under the server's cap makes the same pass fit.
+  client::ExplainOptions opts;
+  opts.max_message_bytes = 1 << 20;
+  auto ok = client_->Explain(testing::RolloutHeader(a), a.view(), opts);
+  EXPECT_TRUE(ok.ok()) << ok.status();
+}
+
+TEST_F(ServerTest, DeadlineStopsAnIdlePassAndFreesItsMemory) {
+  auto a = testing::UniformAttention(1, 3, 2, 64);
+  auto msgs = Pass(a, testing::RolloutHeader(a));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
+  v1::ExplainResponse response;
+  auto writer = client_->stub()->Explain(&ctx, &response);
+  ASSERT_TRUE(writer->Write(msgs[0]));
+  ASSERT_TRUE(writer->Write(msgs[1]));
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // past the deadline
+  writer->Write(msgs[2]);
+  grpc::Status status = writer->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The pass's reservation is released once the server sees the cancellation.
+  for (int i = 0; i < 100 && server_->memory_reserved() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(server_->memory_reserved(), 0);
+}
+
+TEST_F(ServerTest, ClientCancellationFreesThePass) {
+  auto a = testing::UniformAttention(1, 3, 2, 64);
+  auto msgs = Pass(a, testing::RolloutHeader(a));
+  grpc::ClientContext ctx;
+  v1::ExplainResponse response;
+  auto writer = client_->stub()->Explain(&ctx, &response);
+  ASSERT_TRUE(writer->Write(msgs[0]));
+  for (int i = 0; i < 100 && server_->memory_reserved() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_GT(server_->memory_reserved(), 0);
+  ctx.TryCancel();
+  EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  for (int i = 0; i < 100 && server_->memory_reserved() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(server_->memory_reserved(), 0);
+}
+
+// ExplainStream helpers.
+v1::StreamRequest S(const std::string& id, const v1::ExplainRequest& m) {
+  v1::StreamRequest r;
+  r.set_request_id(id);
+  if (m.has_header()) *r.mutable_header() = m.header();
+  if (m.has_layer()) *r.mutable_layer() = m.layer();
+  return r;
+}
+v1::StreamRequest End(const std::string& id) {
+  v1::StreamRequest r;
+  r.set_request_id(id);
+  r.mutable_end();
+  return r;
+}
+
+TEST_F(ServerTest, ExplainStreamMultiplexesAndReportsFailuresInBand) {
+  auto a = testing::UniformAttention(1, 2, 2, 4);
+  auto b = testing::UniformAttention(1, 3, 2, 8);
+  auto ma = Pass(a, testing::RolloutHeader(a));
+  auto mb = Pass(b, testing::RolloutHeader(b));
+  auto bad = ma;
+  reinterpret_cast<float*>(bad[1].mutable_layer()->mutable_attention()->mutable_data()->data())[0] = -1;
+
+  grpc::ClientContext ctx;
+  auto stream = client_->stub()->ExplainStream(&ctx);
+  // Interleave: A header, B header, X header, A l0, X bad l0, B l0, A l1, X l1 (dropped),
+  // B l1, B l2, A end, X end, B end.
+  std::vector<v1::StreamRequest> msgs = {
+      S("a", ma[0]), S("b", mb[0]), S("x", bad[0]), S("a", ma[1]), S("x", bad[1]),
+      S("b", mb[1]), S("a", ma[2]), S("x", bad[2]), S("b", mb[2]), S("b", mb[3]),
+      End("a"),      End("x"),      End("b"),      S("", ma[0]),  S("ghost", ma[1])};
+  std::thread writer([&] {
+    for (auto& m : msgs) stream->Write(m);
+    stream->WritesDone();
+  });
+  std::map<std::string, v1::StreamResponse> got;
+  std::vector<std::string> order;
+  v1::StreamResponse r;
+  while (stream->Read(&r)) {
+    order.push_back(r.request_id());
+    got[r.request_id()] = r;
+  }
+  writer.join();
+  EXPECT_TRUE(stream->Finish().ok());
+  // x fails at its bad layer, before a and b finish; its later messages are dropped.
+  EXPECT_THAT(order, ::testing::ElementsAre("x", "a", "b", "", "ghost"));
+  ASSERT_TRUE(got["a"].has_result());
+  EXPECT_THAT(testing::MapValues(got["a"].result().results(0).maps(0)),
+              Pointwise(FloatNear(1e-6), UniformRollout(4, 2, 0)));
+  ASSERT_TRUE(got["b"].has_result());
+  EXPECT_THAT(testing::MapValues(got["b"].result().results(0).maps(0)),
+              Pointwise(FloatNear(1e-6), UniformRollout(8, 3, 0)));
+  ASSERT_TRUE(got["x"].has_error());
+  EXPECT_EQ(got["x"].error().code_name(), "INVALID_ARGUMENT");
+  EXPECT_THAT(got["x"].error().message(), HasSubstr("expected probabilities >= 0"));
+  EXPECT_THAT(got[""].error().message(), HasSubstr("request_id: expected a non-empty id"));
+  EXPECT_THAT(got["ghost"].error().message(), HasSubstr("no open pass 'ghost'"));
+}
+
+TEST_F(ServerTest, ExplainStreamLimitsOpenPassesAndAbandonsUnendedOnes) {
+  auto a = testing::UniformAttention(1, 1, 1, 4);
+  auto m = Pass(a, testing::RolloutHeader(a));
+  grpc::ClientContext ctx;
+  auto stream = client_->stub()->ExplainStream(&ctx);
+  for (const char* id : {"p1", "p2", "p3", "p4"}) ASSERT_TRUE(stream->Write(S(id, m[0])));
+  stream->WritesDone();
+  std::map<std::string, v1::PassError> errors;
+  v1::StreamResponse r;
+  while (stream->Read(&r)) errors[r.request_id()] = r.error();
+  EXPECT_TRUE(stream->Finish().ok());
+  ASSERT_EQ(errors.size(), 4u);
+  EXPECT_EQ(errors["p4"].code_name(), "RESOURCE_EXHAUSTED");
+  EXPECT_THAT(errors["p4"].message(), HasSubstr("max_passes_per_stream is 3"));
+  EXPECT_THAT(errors["p1"].message(), HasSubstr("closed before this pass's PassEnd"));
+  for (int i = 0; i < 100 && server_->memory_reserved() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(server_->memory_reserved(), 0);
+}
+
+TEST_F(ServerTest, ShutdownRefusesNewPasses) {
+  server_->Shutdown(absl::Milliseconds(200));
+  auto info = client_->GetServerInfo(absl::Seconds(2));
+  EXPECT_EQ(info.status().code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace attnroll::service

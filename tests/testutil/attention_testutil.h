@@ -1,0 +1,80 @@
+// Helpers shared by tests: attention with known structure, and pass messages.
+#ifndef ATTNROLL_TESTS_TESTUTIL_ATTENTION_TESTUTIL_H_
+#define ATTNROLL_TESTS_TESTUTIL_ATTENTION_TESTUTIL_H_
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "attnroll/v1/attnroll.pb.h"
+#include "client/cpp/attnroll_client.h"
+#include "server/analysis/types.h"
+
+namespace attnroll::testing {
+
+// Row-stochastic m x m: softmax of N(0, scale^2) logits (large scale = peaked rows).
+inline analysis::MatrixF RandomStochastic(int m, std::mt19937& rng, float scale = 2.0f) {
+  std::normal_distribution<float> normal(0.0f, scale);
+  analysis::MatrixF a(m, m);
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < m; ++j) a(i, j) = std::exp(normal(rng));
+    a.row(i) /= a.row(i).sum();
+  }
+  return a;
+}
+
+// A [B, L, H, n, n] float32 array filled by f(b, l, h) -> n x n matrix.
+struct Attention {
+  int64_t batch, layers, heads, tokens;
+  std::vector<float> values;
+  client::AttentionView view() const {
+    return {values.data(), batch, layers, heads, tokens};
+  }
+  float* at(int64_t b, int64_t l, int64_t h) {
+    return values.data() + (((b * layers + l) * heads + h) * tokens * tokens);
+  }
+};
+
+template <typename F>
+Attention MakeAttention(int64_t batch, int64_t layers, int64_t heads, int64_t tokens, F f) {
+  Attention a{batch, layers, heads, tokens,
+              std::vector<float>(static_cast<size_t>(batch * layers * heads * tokens * tokens))};
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t l = 0; l < layers; ++l) {
+      for (int64_t h = 0; h < heads; ++h) {
+        analysis::MatrixF m = f(b, l, h);
+        std::copy(m.data(), m.data() + m.size(), a.at(b, l, h));
+      }
+    }
+  }
+  return a;
+}
+
+// Uniform attention: every row 1/n. With residual a = 0.5, L layers of it roll
+// out to 0.5^L I + (1 - 0.5^L) U (U = uniform, U^2 = U), a closed form.
+inline Attention UniformAttention(int64_t batch, int64_t layers, int64_t heads, int64_t tokens) {
+  return MakeAttention(batch, layers, heads, tokens, [&](int64_t, int64_t, int64_t) {
+    return analysis::MatrixF::Constant(tokens, tokens, 1.0f / static_cast<float>(tokens));
+  });
+}
+
+inline v1::PassHeader RolloutHeader(const Attention& a, const std::string& id = "test") {
+  v1::PassHeader h;
+  h.set_request_id(id);
+  v1::Layout* l = h.mutable_layout();
+  l->set_num_layers(a.layers);
+  l->set_num_heads(a.heads);
+  l->set_num_tokens(a.tokens);
+  l->set_batch_size(a.batch);
+  h.add_analyses()->mutable_rollout();
+  return h;
+}
+
+inline std::vector<float> MapValues(const v1::Tensor& t) {
+  const float* p = reinterpret_cast<const float*>(t.data().data());
+  return std::vector<float>(p, p + t.data().size() / sizeof(float));
+}
+
+}  // namespace attnroll::testing
+
+#endif  // ATTNROLL_TESTS_TESTUTIL_ATTENTION_TESTUTIL_H_
