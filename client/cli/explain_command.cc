@@ -7,6 +7,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/cli/npy.h"
@@ -31,6 +32,22 @@ const char* CodeName(absl::StatusCode code) {
     case absl::StatusCode::kUnauthenticated: return "UNAUTHENTICATED";
     default: return "UNKNOWN";
   }
+}
+
+// A JSON string literal (quotes included).
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      out += absl::StrFormat("\\u%04x", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
 }
 
 int Fail(const absl::Status& status) {
@@ -262,14 +279,15 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
   if (opt.count("json")) {
     const v1::AnalysisResult& r = response->results(0);
     std::printf(
-        "{\"out\": \"%s\", \"shape\": [%s], \"dtype\": \"float32\", \"method\": \"rollout\", "
-        "\"path\": \"%s\", \"rows\": [%s], \"request_id\": \"%s\", \"server_version\": \"%s\", "
+        "{\"out\": %s, \"shape\": [%s], \"dtype\": \"float32\", \"method\": \"rollout\", "
+        "\"path\": %s, \"rows\": [%s], \"request_id\": %s, \"server_version\": %s, "
         "\"wire\": \"%s\", \"bytes_sent\": %lld, \"messages_sent\": %d, "
         "\"timing\": {\"client_seconds\": %.6f, \"server_total_seconds\": %.6f, "
         "\"server_compute_seconds\": %.6f}}\n",
-        opt["out"].c_str(), absl::StrJoin(out->shape, ", ").c_str(), r.path().c_str(),
-        absl::StrJoin(r.rows(), ", ").c_str(), response->request_id().c_str(),
-        response->server_version().c_str(), opt.count("wire") ? opt["wire"].c_str() : "fp32",
+        JsonString(opt["out"]).c_str(), absl::StrJoin(out->shape, ", ").c_str(),
+        JsonString(r.path()).c_str(), absl::StrJoin(r.rows(), ", ").c_str(),
+        JsonString(response->request_id()).c_str(), JsonString(response->server_version()).c_str(),
+        opt.count("wire") ? opt["wire"].c_str() : "fp32",
         static_cast<long long>(stats.bytes_sent), stats.messages_sent, stats.seconds,
         response->timing().total_seconds(), response->timing().compute_seconds());
   } else {

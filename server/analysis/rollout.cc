@@ -70,8 +70,10 @@ int64_t RolloutWorkingBytes(const RolloutSpec& spec, int num_layers, int m, Roll
   const int64_t mat = static_cast<int64_t>(m) * m * static_cast<int64_t>(sizeof(float));
   const int64_t out =
       (spec.per_layer ? layers : 1) * NumMaps(spec.readout) * m * static_cast<int64_t>(sizeof(float));
-  // The fuser's accumulator, plus R and a product buffer or every At_l.
-  return mat + (path == RolloutPath::kChain ? 2 * mat : layers * mat) + out;
+  // The fuser's accumulator, plus R and a product buffer (chain), or every At_l
+  // and the k x m vectors pushed back through them (row).
+  const int64_t row_vectors = 2 * NumMaps(spec.readout) * m * static_cast<int64_t>(sizeof(float));
+  return mat + (path == RolloutPath::kChain ? 2 * mat : layers * mat + row_vectors) + out;
 }
 
 SequenceRollout::SequenceRollout(const RolloutSpec& spec, int num_layers, int num_heads, int m,

@@ -479,6 +479,27 @@ class CliReferenceTest(unittest.TestCase):
         self.assertIn("server_version", obj)
         self.assertEqual(list(obj["shape"]), list(got.shape))
 
+    def test_float16_npy_input(self):
+        # A float16 .npy (what torch users save from half models) is read as is.
+        att = make_attention(np.random.default_rng(300), 3, 2, 16).astype(np.float16)
+        inp = self._write("fp16_npy_in", att)
+        out = os.path.join(self.tmp, "fp16_npy_out.npy")
+        res = self.cli("explain", "--attention", inp, "--out", out, "--rows", "0,5",
+                       "--wire", "fp16")
+        self.assertEqual(res.returncode, 0, res.stderr)
+        want = reference_rollout(att.astype(np.float32), rows=(0, 5))
+        np.testing.assert_allclose(np.load(out), want, rtol=1e-3, atol=1e-5)
+
+    def test_cost_model_picks_row_path_for_few_rows_and_chain_for_per_layer(self):
+        att = make_attention(np.random.default_rng(301), 4, 2, 100)
+        paths = {}
+        for name, opts in (("one_row", ["--rows", "0"]),
+                           ("per_layer", ["--rows", "0", "--per-layer"])):
+            _, res = self.run_case("path_" + name, att, opts + ["--json"],
+                                   dict(rows=(0,), per_layer=name == "per_layer"))
+            paths[name] = json.loads(res.stdout)["path"]
+        self.assertEqual(paths, {"one_row": "row", "per_layer": "chain"})
+
     # -- bad inputs ------------------------------------------------------------
 
     def test_invalid_row_index(self):
