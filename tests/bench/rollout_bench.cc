@@ -1,0 +1,317 @@
+// Speed of a whole pass through the server's worker code, without gRPC:
+//   PassSession::Create(header) -> AddChunk(layer) x L -> Finish()
+// i.e. decode + validate + fuse heads + residual + fold + read-out, exactly what
+// a worker does with the messages of one Explain call. The attention is random
+// row-stochastic (softmax of seeded random logits), encoded beforehand as
+// v1::LayerChunk protos with the client's encoder; building it is not timed.
+//
+// Cases (names match tests/bench/numpy_rollout.py where there is a baseline):
+//   pass/vit_b16_cls/{fp32,fp16}     L=12 H=12 n=197,  CLS row
+//   pass/bert_base_cls/fp32          L=12 H=12 n=512,  CLS row
+//   pass/causal_2048_last/fp16       L=32 H=32 n=2048, causal, last row; ONE
+//                                    layer chunk re-sent as every layer
+//   pass/vit_b16_per_layer/fp32      per-layer read-outs (chain path)
+//   pass/bert_base_mean_per_layer/fp32  mean of rows + per layer (chain path)
+//   math/...                         SequenceRollout alone on decoded fp32
+//   decode/..., validate/...         one head of the service's decode / checks
+// Counters: GB/s = attention bytes as sent (wire dtype) / wall time.
+// The label of a pass case is the path the server chose (row or chain).
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include "attnroll/v1/attnroll.pb.h"
+#include "client/cpp/tensor_encode.h"
+#include "server/analysis/rollout.h"
+#include "server/service/analysis_options.h"
+#include "server/service/attention_decode.h"
+#include "server/service/config.h"
+#include "server/service/pass_session.h"
+
+namespace {
+
+namespace v1 = attnroll::v1;
+namespace analysis = attnroll::analysis;
+namespace service = attnroll::service;
+
+// ---- shapes and requests ------------------------------------------------------
+
+struct Shape {
+  const char* name;
+  int layers, heads, tokens;
+  bool causal;
+  int prefix;          // P
+  int grid_h, grid_w;  // 0 => flat maps
+};
+
+constexpr Shape kVit{"vit_b16", 12, 12, 197, false, 1, 14, 14};
+constexpr Shape kBert{"bert_base", 12, 12, 512, false, 1, 0, 0};
+constexpr Shape kCausal{"causal_2048", 32, 32, 2048, true, 0, 0, 0};
+
+struct Request {
+  std::vector<uint32_t> rows;  // empty => row 0
+  bool mean_of_rows = false;
+  bool per_layer = false;
+};
+
+v1::PassHeader MakeHeader(const Shape& s, const Request& r) {
+  v1::PassHeader header;
+  header.set_request_id("bench");
+  v1::Layout* layout = header.mutable_layout();
+  layout->set_num_layers(s.layers);
+  layout->set_num_heads(s.heads);
+  layout->set_num_tokens(s.tokens);
+  layout->set_batch_size(1);
+  layout->set_prefix_tokens(s.prefix);
+  if (s.grid_h > 0) {
+    layout->mutable_grid()->set_height(s.grid_h);
+    layout->mutable_grid()->set_width(s.grid_w);
+  }
+  layout->set_causal(s.causal);
+  v1::RolloutOptions* ro = header.add_analyses()->mutable_rollout();
+  for (uint32_t row : r.rows) ro->mutable_readout()->add_rows(row);
+  ro->mutable_readout()->set_mean_of_rows(r.mean_of_rows);
+  ro->set_per_layer(r.per_layer);
+  return header;
+}
+
+// ---- data -------------------------------------------------------------------
+
+// One head: rows are softmax(scale * z), z ~ N(0, 1), scale ~ U(1, 6) per head
+// (as numpy_rollout.py); causal rows only over columns 0..i.
+void FillHead(std::mt19937_64& rng, int n, bool causal, std::vector<float>& a) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const float scale = std::uniform_real_distribution<float>(1.0f, 6.0f)(rng);
+  a.assign(static_cast<size_t>(n) * n, 0.0f);
+  for (int i = 0; i < n; ++i) {
+    float* row = a.data() + static_cast<size_t>(i) * n;
+    const int len = causal ? i + 1 : n;
+    float mx = -INFINITY;
+    for (int j = 0; j < len; ++j) {
+      row[j] = scale * normal(rng);
+      mx = std::max(mx, row[j]);
+    }
+    double sum = 0;
+    for (int j = 0; j < len; ++j) {
+      row[j] = std::exp(row[j] - mx);
+      sum += row[j];
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int j = 0; j < len; ++j) row[j] *= inv;
+  }
+}
+
+// The chunks of one pass: one per layer (all heads, batch 1), or a single
+// chunk re-sent as every layer (`shared`, for the causal shape).
+struct PassData {
+  std::vector<v1::LayerChunk> chunks;
+  bool shared = false;
+  int64_t bytes_per_pass = 0;  // wire bytes of all L layers
+};
+
+PassData* GetPassData(const Shape& s, v1::DType dtype, bool shared) {
+  static std::map<std::tuple<std::string, int, bool>, std::unique_ptr<PassData>> cache;
+  auto& slot = cache[{s.name, static_cast<int>(dtype), shared}];
+  if (slot) return slot.get();
+  slot = std::make_unique<PassData>();
+  PassData& d = *slot;
+  d.shared = shared;
+  std::mt19937_64 rng(20240601u + s.tokens);
+  std::vector<float> head;
+  const int distinct = shared ? 1 : s.layers;
+  for (int l = 0; l < distinct; ++l) {
+    v1::LayerChunk& chunk = d.chunks.emplace_back();
+    chunk.set_layer(l);
+    chunk.set_head_start(0);
+    v1::Tensor* t = chunk.mutable_attention();
+    t->set_dtype(dtype);
+    for (int64_t dim : {int64_t{1}, int64_t{s.heads}, int64_t{s.tokens}, int64_t{s.tokens}}) {
+      t->add_shape(dim);
+    }
+    std::string* data = t->mutable_data();
+    data->reserve(static_cast<size_t>(s.heads) * s.tokens * s.tokens *
+                  attnroll::client::WireSize(dtype));
+    for (int h = 0; h < s.heads; ++h) {
+      FillHead(rng, s.tokens, s.causal, head);
+      attnroll::client::AppendEncoded(dtype, head.data(), head.size(), data);
+    }
+  }
+  d.bytes_per_pass = static_cast<int64_t>(d.chunks[0].attention().data().size()) * s.layers;
+  return &d;
+}
+
+void SetBytesCounter(benchmark::State& state, int64_t bytes_per_iteration) {
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * bytes_per_iteration);
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(bytes_per_iteration) / 1e9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// ---- whole pass through PassSession ------------------------------------------
+
+void BM_Pass(benchmark::State& state, Shape s, v1::DType dtype, Request r, bool shared) {
+  PassData* data = GetPassData(s, dtype, shared);
+  const v1::PassHeader header = MakeHeader(s, r);
+  const service::PassLimits limits;
+  std::string path;
+  double compute_seconds = 0;
+  for (auto _ : state) {
+    absl::StatusOr<std::unique_ptr<service::PassSession>> session =
+        service::PassSession::Create(header, limits);
+    if (!session.ok()) {
+      state.SkipWithError(std::string(session.status().message()).c_str());
+      break;
+    }
+    absl::Status status;
+    for (int l = 0; l < s.layers && status.ok(); ++l) {
+      v1::LayerChunk& chunk = data->chunks[data->shared ? 0 : l];
+      if (data->shared) chunk.set_layer(l);  // same bytes, next layer: same compute
+      status = (*session)->AddChunk(chunk);
+    }
+    if (!status.ok()) {
+      state.SkipWithError(std::string(status.message()).c_str());
+      break;
+    }
+    absl::StatusOr<v1::ExplainResponse> response = (*session)->Finish();
+    if (!response.ok()) {
+      state.SkipWithError(std::string(response.status().message()).c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(response->results(0).maps(0).data().data());
+    path = response->results(0).path();
+    compute_seconds = response->timing().compute_seconds();
+  }
+  state.SetLabel(path);
+  state.counters["compute_ms"] = compute_seconds * 1e3;  // the server's own timing, last pass
+  SetBytesCounter(state, data->bytes_per_pass);
+}
+
+// ---- the math alone, on already decoded fp32 ---------------------------------
+
+void BM_Math(benchmark::State& state, Shape s, Request r, bool shared) {
+  // Decode the same wire data once with the service's decoder, keep fp32.
+  PassData* data = GetPassData(s, shared ? v1::DTYPE_FP16 : v1::DTYPE_FP32, shared);
+  const size_t nn = static_cast<size_t>(s.tokens) * s.tokens;
+  std::vector<std::vector<float>> layers;
+  for (const v1::LayerChunk& chunk : data->chunks) {
+    std::vector<float>& f = layers.emplace_back(nn * s.heads);
+    for (int h = 0; h < s.heads; ++h) {
+      service::DecodeBlock(chunk.attention().dtype(), chunk.attention().data(),
+                           static_cast<int64_t>(h) * nn, s.tokens, s.tokens, s.tokens,
+                           f.data() + h * nn);
+    }
+  }
+  const v1::PassHeader header = MakeHeader(s, r);
+  absl::StatusOr<analysis::RolloutSpec> spec =
+      service::ToRolloutSpec(header.analyses(0).rollout(), header.layout());
+  if (!spec.ok()) {
+    state.SkipWithError(std::string(spec.status().message()).c_str());
+    return;
+  }
+  const analysis::RolloutPath path = analysis::ChooseRolloutPath(*spec, s.layers, s.tokens);
+  for (auto _ : state) {
+    analysis::SequenceRollout rollout(*spec, s.layers, s.heads, s.tokens, path);
+    for (int l = 0; l < s.layers; ++l) {
+      const float* base = layers[shared ? 0 : l].data();
+      for (int h = 0; h < s.heads; ++h) {
+        rollout.AddHead(l, h, analysis::ConstMatrixView(base + h * nn, s.tokens, s.tokens,
+                                                        Eigen::OuterStride<>(s.tokens)));
+      }
+    }
+    analysis::Maps maps = rollout.Finish();
+    benchmark::DoNotOptimize(maps.values.data());
+  }
+  state.SetLabel(analysis::RolloutPathName(path));
+  // fp32 bytes the math reads (L x H x n x n x 4).
+  SetBytesCounter(state, static_cast<int64_t>(nn) * s.heads * s.layers * 4);
+}
+
+// ---- one head of the service's decode and validation -------------------------
+
+void BM_Decode(benchmark::State& state, Shape s, v1::DType dtype) {
+  PassData* data = GetPassData(s, dtype, s.causal);
+  const v1::Tensor& t = data->chunks[0].attention();
+  std::vector<float> out(static_cast<size_t>(s.tokens) * s.tokens);
+  for (auto _ : state) {
+    service::DecodeBlock(t.dtype(), t.data(), 0, s.tokens, s.tokens, s.tokens, out.data());
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  SetBytesCounter(state, static_cast<int64_t>(out.size()) * service::DTypeSize(dtype));
+}
+
+void BM_Validate(benchmark::State& state, Shape s) {
+  PassData* data = GetPassData(s, s.causal ? v1::DTYPE_FP16 : v1::DTYPE_FP32, s.causal);
+  const v1::Tensor& t = data->chunks[0].attention();
+  std::vector<float> a(static_cast<size_t>(s.tokens) * s.tokens);
+  service::DecodeBlock(t.dtype(), t.data(), 0, s.tokens, s.tokens, s.tokens, a.data());
+  const float tol = service::DefaultRowSumTolerance(t.dtype());
+  for (auto _ : state) {
+    absl::Status st = service::ValidateAttentionBlock(a.data(), s.tokens, tol, s.causal, {0, 0, 0});
+    if (!st.ok()) {
+      state.SkipWithError(std::string(st.message()).c_str());
+      break;
+    }
+  }
+  SetBytesCounter(state, static_cast<int64_t>(a.size()) * 4);  // fp32 bytes checked
+}
+
+// ---- registration -------------------------------------------------------------
+
+void RegisterAll() {
+  using benchmark::RegisterBenchmark;
+  const Request cls{{0}, false, false};
+  const Request last{{2047}, false, false};
+  const Request cls_per_layer{{0}, false, true};
+  const Request mean_per_layer{{}, true, true};
+
+  auto pass = [](const char* name, Shape s, v1::DType dtype, Request r, bool shared) {
+    return RegisterBenchmark(name, BM_Pass, s, dtype, r, shared)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  };
+  pass("pass/vit_b16_cls/fp32", kVit, v1::DTYPE_FP32, cls, false)->MinTime(0.5);
+  pass("pass/vit_b16_cls/fp16", kVit, v1::DTYPE_FP16, cls, false)->MinTime(0.5);
+  pass("pass/bert_base_cls/fp32", kBert, v1::DTYPE_FP32, cls, false)->MinTime(0.5);
+  pass("pass/causal_2048_last/fp16", kCausal, v1::DTYPE_FP16, last, true)
+      ->Iterations(1)
+      ->Repetitions(3);
+  pass("pass/vit_b16_per_layer/fp32", kVit, v1::DTYPE_FP32, cls_per_layer, false)->MinTime(0.5);
+  pass("pass/bert_base_mean_per_layer/fp32", kBert, v1::DTYPE_FP32, mean_per_layer, false)
+      ->MinTime(0.5);
+
+  RegisterBenchmark("math/vit_b16_cls/fp32", BM_Math, kVit, cls, false)
+      ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.5);
+  RegisterBenchmark("math/causal_2048_last/fp32", BM_Math, kCausal, last, true)
+      ->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1)->Repetitions(3);
+
+  for (Shape s : {kVit, kCausal}) {
+    const std::string n = std::to_string(s.tokens);
+    for (v1::DType dt : {v1::DTYPE_FP32, v1::DTYPE_FP16}) {
+      if (s.causal && dt == v1::DTYPE_FP32) continue;  // only fp16 data is built for it
+      RegisterBenchmark(("decode/head_" + n + "/" + (dt == v1::DTYPE_FP16 ? "fp16" : "fp32")).c_str(),
+                        BM_Decode, s, dt)
+          ->Unit(benchmark::kMicrosecond)->UseRealTime();
+    }
+    RegisterBenchmark(("validate/head_" + n + (s.causal ? "/causal" : "")).c_str(), BM_Validate, s)
+        ->Unit(benchmark::kMicrosecond)->UseRealTime();
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  RegisterAll();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
