@@ -7,6 +7,17 @@
 #include "server/service/server.h"
 
 int main(int argc, char** argv) {
+#if defined(__x86_64__) && defined(__AVX2__)
+  // Built for x86-64-v3 (see CMakeLists.txt): refuse clearly on an older CPU
+  // instead of dying of SIGILL somewhere in the math.
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
+    std::fprintf(stderr,
+                 "attnroll-server: this build needs AVX2 and FMA (x86-64-v3); rebuild with "
+                 "cmake -DATTNROLL_MARCH= for this CPU\n");
+    return 1;
+  }
+#endif
   attnroll::service::ServerConfig config;
   int exit_code = 0;
   if (!attnroll::service::ParseServerFlags(argc, argv, &config, &exit_code)) return exit_code;

@@ -5,44 +5,43 @@
 namespace attnroll::analysis {
 
 HeadFuser::HeadFuser(Fusion fusion, std::vector<float> weights, int num_heads, int size)
-    : fusion_(fusion), weights_(std::move(weights)), num_heads_(num_heads) {}
-// acc_ is sized by the first Add, so constructing a fuser allocates nothing.
+    : fusion_(fusion), weights_(std::move(weights)), num_heads_(num_heads), size_(size) {}
+// acc_ is sized by the first AddRows, so constructing a fuser allocates nothing.
 
-void HeadFuser::Add(int head, const ConstMatrixView& a) {
-  const bool first = added_ == 0;
-  ++added_;
+float HeadFuser::residual_scale() const {
+  return fusion_ == Fusion::kMean ? 1.0f / static_cast<float>(num_heads_) : 1.0f;
+}
+
+void HeadFuser::AddRows(int head, int row0, const ConstMatrixView& a) {
+  if (acc_.rows() != size_ || acc_.cols() != size_) acc_.resize(size_, size_);
+  auto dst = acc_.middleRows(row0, a.rows());
+  const bool first = head == 0;
   switch (fusion_) {
     case Fusion::kMean:
-      if (first) acc_ = a; else acc_ += a;
+      if (first) dst = a; else dst += a;
       break;
     case Fusion::kWeighted:
-      if (first) acc_ = weights_[head] * a; else acc_ += weights_[head] * a;
+      if (first) dst = weights_[head] * a; else dst += weights_[head] * a;
       break;
     case Fusion::kMax:
-      if (first) acc_ = a; else acc_ = acc_.cwiseMax(a);
+      if (first) dst = a; else dst = dst.cwiseMax(a);
       break;
     case Fusion::kMin:
-      if (first) acc_ = a; else acc_ = acc_.cwiseMin(a);
+      if (first) dst = a; else dst = dst.cwiseMin(a);
       break;
   }
 }
 
-MatrixF& HeadFuser::Fused() {
-  if (fusion_ == Fusion::kMean) acc_ *= 1.0f / static_cast<float>(num_heads_);
-  added_ = 0;
-  return acc_;
-}
-
-void ApplyResidual(float a, bool renormalize, MatrixF& f) {
-  if (a != 0.0f) {
-    f *= (1.0f - a);
-    f.diagonal().array() += a;
-  }
-  if (!renormalize) return;
+void ApplyResidual(float a, bool renormalize, MatrixF& f, float scale) {
+  const float keep = (1.0f - a) * scale;
   for (Eigen::Index i = 0; i < f.rows(); ++i) {
-    // Rows are long (up to max_tokens): accumulate in double.
-    const double s = f.row(i).cast<double>().sum();
-    if (s > 0.0) f.row(i) *= static_cast<float>(1.0 / s);
+    auto row = f.row(i);
+    if (keep != 1.0f) row *= keep;
+    row(i) += a;
+    if (!renormalize) continue;
+    // Rows are long (up to max_tokens): sum in double.
+    const double s = row.cast<double>().sum();
+    if (s > 0.0) row *= static_cast<float>(1.0 / s);
   }
 }
 

@@ -1,5 +1,7 @@
-// Fuses the H heads of one layer into one matrix, one head at a time, so a layer
-// split into head ranges over several messages never has to be held whole.
+// Fuses the H heads of one layer into one matrix, a strip of rows of one head
+// at a time, so a layer split into head ranges over several messages is never
+// held whole and each strip of the fused matrix stays in cache while every
+// head of a message is added to it.
 #ifndef ATTNROLL_SERVER_ANALYSIS_HEAD_FUSION_H_
 #define ATTNROLL_SERVER_ANALYSIS_HEAD_FUSION_H_
 
@@ -14,23 +16,29 @@ class HeadFuser {
   // `weights` is used by Fusion::kWeighted only (one per head).
   HeadFuser(Fusion fusion, std::vector<float> weights, int num_heads, int size);
 
-  // Adds head `head` (heads may come in any order, each exactly once).
-  void Add(int head, const ConstMatrixView& a);
-  bool complete() const { return added_ == num_heads_; }
-  // The fused matrix; valid once complete(). Resets the fuser for the next layer.
-  MatrixF& Fused();
+  // Adds rows [row0, row0 + a.rows()) of head `head`. For every strip of rows,
+  // heads must come in order 0..H-1 (head 0 initialises the strip).
+  void AddRows(int head, int row0, const ConstMatrixView& a);
+
+  // The fused matrix once every head has been added to every row; the mean's
+  // 1/H is left to ApplyResidual (see residual_scale()). Moving it out is
+  // allowed: the next layer re-allocates.
+  MatrixF& fused() { return acc_; }
+  // The factor ApplyResidual must apply to fused() (1/H for the mean, else 1).
+  float residual_scale() const;
 
  private:
   Fusion fusion_;
   std::vector<float> weights_;
   int num_heads_;
-  int added_ = 0;
+  int size_;
   MatrixF acc_;
 };
 
-// At = (1 - a) F + a I, then (optionally) every row divided by its sum, in place.
-// A row whose sum is 0 (possible with min fusion and a = 0) is left at 0.
-void ApplyResidual(float a, bool renormalize, MatrixF& f);
+// f <- (1 - a) * scale * f + a I, then (optionally) every row divided by its
+// sum, in one pass per row. A row whose sum is 0 (possible with min fusion and
+// a = 0) is left at 0.
+void ApplyResidual(float a, bool renormalize, MatrixF& f, float scale = 1.0f);
 
 }  // namespace attnroll::analysis
 

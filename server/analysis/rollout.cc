@@ -82,27 +82,35 @@ SequenceRollout::SequenceRollout(const RolloutSpec& spec, int num_layers, int nu
       first_(spec.first_layer),
       last_(LastLayer(spec, num_layers)),
       m_(m),
+      num_heads_(num_heads),
       path_(path),
       fuser_(spec.fusion, spec.head_weights, num_heads, m) {
   if (path_ == RolloutPath::kRow) layers_.reserve(last_ - first_ + 1);
 }
 
-void SequenceRollout::AddHead(int layer, int head, const ConstMatrixView& a) {
-  if (!WantsLayer(layer)) return;
-  fuser_.Add(head, a);
-  if (!fuser_.complete()) return;
-  MatrixF& at = fuser_.Fused();
-  ApplyResidual(spec_.residual, spec_.renormalize, at);
-  FoldLayer(at);
+void SequenceRollout::AddHeadRows(int layer, int head, int row0, const ConstMatrixView& a) {
+  if (WantsLayer(layer)) fuser_.AddRows(head, row0, a);
 }
 
-void SequenceRollout::FoldLayer(MatrixF& at) {
+void SequenceRollout::AddHead(int layer, int head, const ConstMatrixView& a) {
+  AddHeadRows(layer, head, 0, a);
+  if (head == num_heads_ - 1) EndLayer(layer);
+}
+
+void SequenceRollout::EndLayer(int layer) {
+  if (!WantsLayer(layer)) return;
+  ApplyResidual(spec_.residual, spec_.renormalize, fuser_.fused(), fuser_.residual_scale());
+  FoldLayer();
+}
+
+void SequenceRollout::FoldLayer() {
+  MatrixF& at = fuser_.fused();
   if (path_ == RolloutPath::kRow) {
-    layers_.push_back(at);
+    layers_.push_back(std::move(at));  // no copy; the fuser re-allocates
     return;
   }
   if (!have_r_) {
-    r_ = at;
+    r_.swap(at);
     have_r_ = true;
   } else {
     scratch_.resize(m_, m_);

@@ -58,8 +58,13 @@ class SequenceRollout {
   // Layers outside [first, last] need not be added (they are ignored).
   bool WantsLayer(int layer) const { return layer >= first_ && layer <= last_; }
 
-  // Adds head `head` of layer `layer` (an m x m view). Layers must come in
-  // increasing order and every head of a layer before the next layer starts.
+  // Adds rows [row0, row0 + a.rows()) of head `head` of layer `layer`. Layers
+  // come in increasing order; within a layer, each strip of rows gets heads
+  // 0..H-1 in order. EndLayer(layer) follows the layer's last rows.
+  void AddHeadRows(int layer, int head, int row0, const ConstMatrixView& a);
+  void EndLayer(int layer);
+
+  // A whole m x m head; ends the layer after its last head.
   void AddHead(int layer, int head, const ConstMatrixView& a);
 
   // The maps, once every wanted layer is complete: [k, map...], or
@@ -69,11 +74,11 @@ class SequenceRollout {
   RolloutPath path() const { return path_; }
 
  private:
-  void FoldLayer(MatrixF& at);
+  void FoldLayer();
   void AppendReadout(const MatrixF& r);
 
   RolloutSpec spec_;
-  int first_, last_, m_;
+  int first_, last_, m_, num_heads_;
   RolloutPath path_;
   HeadFuser fuser_;
   bool have_r_ = false;

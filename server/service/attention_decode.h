@@ -33,10 +33,17 @@ struct BlockLocation {
   int sequence;
 };
 
-// An m x m attention block must be finite, non-negative, have rows summing to
-// 1 within `tolerance`, and (causal) no mass above the diagonal beyond it.
-absl::Status ValidateAttentionBlock(const float* a, int m, float tolerance, bool causal,
-                                    const BlockLocation& where);
+// Rows [row0, row0 + rows) of an attention block with `cols` valid columns
+// (row r starts at a + r * stride) must be finite, non-negative, sum to 1
+// within `tolerance`, and (causal) hold no mass above the diagonal beyond it.
+absl::Status ValidateAttentionRows(const float* a, int rows, int cols, int64_t stride, int row0,
+                                   float tolerance, bool causal, const BlockLocation& where);
+
+// The same for a whole contiguous m x m block.
+inline absl::Status ValidateAttentionBlock(const float* a, int m, float tolerance, bool causal,
+                                           const BlockLocation& where) {
+  return ValidateAttentionRows(a, m, m, m, 0, tolerance, causal, where);
+}
 
 // Default row-sum tolerance for a wire dtype.
 float DefaultRowSumTolerance(int dtype);

@@ -12,6 +12,9 @@
 namespace attnroll::service {
 namespace {
 
+// Floats in one decoded strip of rows (256 KiB: fits in L2 with its fused strip).
+constexpr int kStripFloats = 64 * 1024;
+
 absl::Status CheckRange(const char* field, uint64_t value, uint64_t lo, uint64_t hi) {
   if (value < lo || value > hi) {
     return absl::InvalidArgumentError(
@@ -97,7 +100,7 @@ absl::StatusOr<std::unique_ptr<PassSession>> PassSession::Create(const v1::PassH
   // Analyses: one default rollout when none is asked for.
   std::vector<v1::Analysis> analyses(header.analyses().begin(), header.analyses().end());
   if (analyses.empty()) analyses.emplace_back().mutable_rollout();
-  int64_t working = static_cast<int64_t>(n) * n * sizeof(float);  // block_
+  int64_t working = std::max<int64_t>(kStripFloats, n) * static_cast<int64_t>(sizeof(float));  // block_
   for (size_t i = 0; i < analyses.size(); ++i) {
     const v1::Analysis& a = analyses[i];
     if (a.kind_case() != v1::Analysis::kRollout) {
@@ -198,21 +201,42 @@ absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
   }
   const int h = static_cast<int>(t.shape(1));
   const float tol = tolerance_ > 0 ? tolerance_ : DefaultRowSumTolerance(t.dtype());
+  const bool fp32 = t.dtype() == v1::DTYPE_FP32;
+  if (!fp32 && block_.empty()) block_.resize(std::max<size_t>(kStripFloats, num_tokens_));
   for (int b = 0; b < batch_; ++b) {
     const int m = valid_[b];
-    block_.resize(static_cast<size_t>(m) * m);
-    for (int hh = 0; hh < h; ++hh) {
-      const int head = next_head_ + hh;
-      const int64_t offset = (static_cast<int64_t>(b) * h + hh) * n * n;
-      // Cropping to the valid m x m block drops the padding before any math.
-      DecodeBlock(t.dtype(), t.data(), offset, m, m, n, block_.data());
-      if (absl::Status s = ValidateAttentionBlock(block_.data(), m, tol, causal_,
-                                                  {next_layer_, head, b});
-          !s.ok()) {
-        return s;
+    // Strips of rows small enough to stay in cache while every head of the
+    // message is decoded, checked and added to the same strip of the fused
+    // matrix. Cropping to m x m drops the padding before any math.
+    const int strip = std::max(1, std::min(m, kStripFloats / m));
+    for (int r0 = 0; r0 < m; r0 += strip) {
+      const int rows = std::min(strip, m - r0);
+      for (int hh = 0; hh < h; ++hh) {
+        const int head = next_head_ + hh;
+        const int64_t offset = ((static_cast<int64_t>(b) * h + hh) * n + r0) * n;
+        const float* rows_ptr;
+        int64_t stride;
+        if (fp32) {  // read the wire bytes in place
+          rows_ptr = reinterpret_cast<const float*>(t.data().data()) + offset;
+          stride = n;
+        } else {
+          DecodeBlock(t.dtype(), t.data(), offset, rows, m, n, block_.data());
+          rows_ptr = block_.data();
+          stride = m;
+        }
+        if (absl::Status s = ValidateAttentionRows(rows_ptr, rows, m, stride, r0, tol, causal_,
+                                                   {next_layer_, head, b});
+            !s.ok()) {
+          return s;
+        }
+        const analysis::ConstMatrixView view(rows_ptr, rows, m, Eigen::OuterStride<>(stride));
+        for (Job& job : jobs_) job.sequences[b].AddHeadRows(next_layer_, head, r0, view);
       }
-      const analysis::ConstMatrixView view(block_.data(), m, m, Eigen::OuterStride<>(m));
-      for (Job& job : jobs_) job.sequences[b].AddHead(next_layer_, head, view);
+    }
+  }
+  if (next_head_ + h == num_heads_) {
+    for (Job& job : jobs_) {
+      for (analysis::SequenceRollout& seq : job.sequences) seq.EndLayer(next_layer_);
     }
   }
   next_head_ += h;

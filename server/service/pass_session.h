@@ -56,7 +56,7 @@ class PassSession {
   int64_t working_bytes_ = 0;
   std::vector<Job> jobs_;
   int next_layer_ = 0, next_head_ = 0;
-  std::vector<float> block_;  // one decoded m x m head
+  std::vector<float> block_;  // one decoded strip of rows (fp16/bf16 wire)
   absl::Time started_;
   absl::Duration compute_;
 };
