@@ -7,6 +7,7 @@
 
 #include <vector>
 
+#include "server/analysis/row_stats.h"
 #include "server/analysis/types.h"
 
 namespace attnroll::analysis {
@@ -17,8 +18,11 @@ class HeadFuser {
   HeadFuser(Fusion fusion, std::vector<float> weights, int num_heads, int size);
 
   // Adds rows [row0, row0 + a.rows()) of head `head`. For every strip of rows,
-  // heads must come in order 0..H-1 (head 0 initialises the strip).
-  void AddRows(int head, int row0, const ConstMatrixView& a);
+  // heads must come in order 0..H-1 (head 0 initialises the strip). With
+  // `stats`, also fills one RowStats per row in the same pass (upper_max when
+  // `upper`).
+  void AddRows(int head, int row0, const ConstMatrixView& a, RowStats* stats = nullptr,
+               bool upper = false);
 
   // The fused matrix once every head has been added to every row; the mean's
   // 1/H is left to ApplyResidual (see residual_scale()). Moving it out is

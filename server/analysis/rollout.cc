@@ -88,8 +88,11 @@ SequenceRollout::SequenceRollout(const RolloutSpec& spec, int num_layers, int nu
   if (path_ == RolloutPath::kRow) layers_.reserve(last_ - first_ + 1);
 }
 
-void SequenceRollout::AddHeadRows(int layer, int head, int row0, const ConstMatrixView& a) {
-  if (WantsLayer(layer)) fuser_.AddRows(head, row0, a);
+bool SequenceRollout::AddHeadRows(int layer, int head, int row0, const ConstMatrixView& a,
+                                  RowStats* stats, bool upper) {
+  if (!WantsLayer(layer)) return false;
+  fuser_.AddRows(head, row0, a, stats, upper);
+  return true;
 }
 
 void SequenceRollout::AddHead(int layer, int head, const ConstMatrixView& a) {

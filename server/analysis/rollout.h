@@ -60,8 +60,12 @@ class SequenceRollout {
 
   // Adds rows [row0, row0 + a.rows()) of head `head` of layer `layer`. Layers
   // come in increasing order; within a layer, each strip of rows gets heads
-  // 0..H-1 in order. EndLayer(layer) follows the layer's last rows.
-  void AddHeadRows(int layer, int head, int row0, const ConstMatrixView& a);
+  // 0..H-1 in order. EndLayer(layer) follows the layer's last rows. With
+  // `stats`, fills one RowStats per row in the same pass (upper_max when
+  // `upper`) and returns true; returns false (nothing filled) for a layer
+  // outside the range.
+  bool AddHeadRows(int layer, int head, int row0, const ConstMatrixView& a,
+                   RowStats* stats = nullptr, bool upper = false);
   void EndLayer(int layer);
 
   // A whole m x m head; ends the layer after its last head.

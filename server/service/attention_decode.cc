@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include <Eigen/Core>
 #if defined(__F16C__) && defined(__AVX__)
@@ -153,23 +154,28 @@ void DecodeBlock(int dtype, const std::string& data, int64_t offset, int rows, i
 }
 
 absl::Status ValidateAttentionRows(const float* a, int rows, int cols, int64_t stride, int row0,
-                                   float tolerance, bool causal, const BlockLocation& where) {
+                                   float tolerance, bool causal, const BlockLocation& where,
+                                   const analysis::RowStats* stats) {
   for (int r = 0; r < rows; ++r) {
-    const float* row = a + r * stride;
-    const int i = row0 + r;
-    // Fast, vectorised check; a finite sum rules out NaN and Inf anywhere in
-    // the row. Only a row that fails it is re-checked exactly for the message.
-    const Eigen::Map<const Eigen::RowVectorXf> v(row, cols);
-    const float sum = v.sum();
-    bool ok = std::isfinite(sum) && std::abs(sum - 1.0f) <= tolerance && v.minCoeff() >= 0.0f;
-    if (ok && causal && i + 1 < cols) ok = v.tail(cols - i - 1).maxCoeff() <= tolerance;
-    if (!ok) {
-      if (absl::Status s = CheckRowExactly(row, cols, i, tolerance, causal, where); !s.ok()) {
-        return s;
-      }
+    const analysis::RowStats& st = stats[r];
+    // A finite sum rules out NaN and Inf anywhere in the row.
+    const bool ok = std::isfinite(st.sum) && std::abs(st.sum - 1.0f) <= tolerance &&
+                    st.min >= 0.0f && (!causal || st.upper_max <= tolerance);
+    if (ok) continue;
+    if (absl::Status s = CheckRowExactly(a + r * stride, cols, row0 + r, tolerance, causal, where);
+        !s.ok()) {
+      return s;
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status ValidateAttentionBlock(const float* a, int m, float tolerance, bool causal,
+                                    const BlockLocation& where) {
+  std::vector<analysis::RowStats> stats(m);
+  analysis::ComputeRowStats(analysis::ConstMatrixView(a, m, m, Eigen::OuterStride<>(m)), 0, causal,
+                            stats.data());
+  return ValidateAttentionRows(a, m, m, m, 0, tolerance, causal, where, stats.data());
 }
 
 }  // namespace attnroll::service

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "attnroll/v1/tensor.pb.h"
+#include "server/analysis/row_stats.h"
 
 namespace attnroll::service {
 
@@ -36,14 +37,15 @@ struct BlockLocation {
 // Rows [row0, row0 + rows) of an attention block with `cols` valid columns
 // (row r starts at a + r * stride) must be finite, non-negative, sum to 1
 // within `tolerance`, and (causal) hold no mass above the diagonal beyond it.
+// `stats` (one per row, upper_max filled when causal) decide quickly; a row
+// they reject is re-checked exactly for the message.
 absl::Status ValidateAttentionRows(const float* a, int rows, int cols, int64_t stride, int row0,
-                                   float tolerance, bool causal, const BlockLocation& where);
+                                   float tolerance, bool causal, const BlockLocation& where,
+                                   const analysis::RowStats* stats);
 
-// The same for a whole contiguous m x m block.
-inline absl::Status ValidateAttentionBlock(const float* a, int m, float tolerance, bool causal,
-                                           const BlockLocation& where) {
-  return ValidateAttentionRows(a, m, m, m, 0, tolerance, causal, where);
-}
+// The same for a whole contiguous m x m block (computes the stats itself).
+absl::Status ValidateAttentionBlock(const float* a, int m, float tolerance, bool causal,
+                                    const BlockLocation& where);
 
 // Default row-sum tolerance for a wire dtype.
 float DefaultRowSumTolerance(int dtype);

@@ -203,6 +203,7 @@ absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
   const float tol = tolerance_ > 0 ? tolerance_ : DefaultRowSumTolerance(t.dtype());
   const bool fp32 = t.dtype() == v1::DTYPE_FP32;
   if (!fp32 && block_.empty()) block_.resize(std::max<size_t>(kStripFloats, num_tokens_));
+  if (stats_.empty()) stats_.resize(num_tokens_);
   for (int b = 0; b < batch_; ++b) {
     const int m = valid_[b];
     // Strips of rows small enough to stay in cache while every head of the
@@ -224,13 +225,21 @@ absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
           rows_ptr = block_.data();
           stride = m;
         }
+        const analysis::ConstMatrixView view(rows_ptr, rows, m, Eigen::OuterStride<>(stride));
+        // The first analysis that fuses this layer measures the rows as it
+        // reads them; a bad row fails the whole pass, so fusing first is safe.
+        analysis::RowStats* stats = stats_.data();
+        for (Job& job : jobs_) {
+          if (job.sequences[b].AddHeadRows(next_layer_, head, r0, view, stats, causal_)) {
+            stats = nullptr;
+          }
+        }
+        if (stats != nullptr) analysis::ComputeRowStats(view, r0, causal_, stats);
         if (absl::Status s = ValidateAttentionRows(rows_ptr, rows, m, stride, r0, tol, causal_,
-                                                   {next_layer_, head, b});
+                                                   {next_layer_, head, b}, stats_.data());
             !s.ok()) {
           return s;
         }
-        const analysis::ConstMatrixView view(rows_ptr, rows, m, Eigen::OuterStride<>(stride));
-        for (Job& job : jobs_) job.sequences[b].AddHeadRows(next_layer_, head, r0, view);
       }
     }
   }

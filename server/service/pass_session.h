@@ -57,6 +57,7 @@ class PassSession {
   std::vector<Job> jobs_;
   int next_layer_ = 0, next_head_ = 0;
   std::vector<float> block_;  // one decoded strip of rows (fp16/bf16 wire)
+  std::vector<analysis::RowStats> stats_;  // of the strip's rows
   absl::Time started_;
   absl::Duration compute_;
 };

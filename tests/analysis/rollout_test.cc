@@ -183,6 +183,53 @@ TEST(RolloutTest, ZeroRowFromMinFusionStaysZeroNotNaN) {
   EXPECT_THAT(out.values, ElementsAre(0.0f, 0.0f));
 }
 
+TEST(HeadFuserTest, StripsOfRowsFuseLikeWholeHeadsAndMeasureRows) {
+  std::mt19937 rng(5);
+  const int n = 23, H = 3;
+  std::vector<MatrixF> heads;
+  for (int h = 0; h < H; ++h) heads.push_back(testing::RandomStochastic(n, rng));
+  heads[1](4, 20) = 0.75f;  // above the diagonal of row 4
+  heads[2](9, 3) = -0.5f;
+  for (Fusion f : {Fusion::kMean, Fusion::kMax, Fusion::kMin, Fusion::kWeighted}) {
+    const std::vector<float> w = {0.5f, 2.0f, 1.0f};
+    HeadFuser whole(f, w, H, n), strips(f, w, H, n);
+    for (int h = 0; h < H; ++h) whole.AddRows(h, 0, View(heads[h]));
+    std::vector<RowStats> stats(n);
+    for (int r0 = 0; r0 < n; r0 += 5) {  // strips of 5 rows (the last has 3)
+      const int rows = std::min(5, n - r0);
+      for (int h = 0; h < H; ++h) {
+        const ConstMatrixView strip(heads[h].data() + r0 * n, rows, n, Eigen::OuterStride<>(n));
+        strips.AddRows(h, r0, strip, h == 1 ? stats.data() + r0 : nullptr, /*upper=*/true);
+      }
+    }
+    EXPECT_TRUE(whole.fused().isApprox(strips.fused(), 1e-6f)) << static_cast<int>(f);
+    MatrixF expected = heads[0];
+    for (int h = 1; h < H; ++h) {
+      switch (f) {
+        case Fusion::kMean: expected += heads[h]; break;
+        case Fusion::kMax: expected = expected.cwiseMax(heads[h]); break;
+        case Fusion::kMin: expected = expected.cwiseMin(heads[h]); break;
+        case Fusion::kWeighted: break;
+      }
+    }
+    if (f == Fusion::kWeighted) expected = 0.5f * heads[0] + 2.0f * heads[1] + heads[2];
+    EXPECT_TRUE(strips.fused().isApprox(expected, 1e-6f)) << static_cast<int>(f);
+    // Stats of head 1, measured while fusing, against a direct computation.
+    for (int i = 0; i < n; ++i) {
+      EXPECT_NEAR(stats[i].sum, heads[1].row(i).sum(), 1e-5);
+      EXPECT_EQ(stats[i].min, heads[1].row(i).minCoeff());
+      const float upper = i + 1 < n ? heads[1].row(i).tail(n - i - 1).maxCoeff() : 0.0f;
+      EXPECT_EQ(stats[i].upper_max, upper) << i;
+    }
+    EXPECT_EQ(stats[4].upper_max, 0.75f);
+  }
+  std::vector<RowStats> direct(n);
+  ComputeRowStats(View(heads[2]), 0, true, direct.data());
+  EXPECT_EQ(direct[9].min, -0.5f);
+  EXPECT_NEAR(direct[0].sum, 1.0f, 1e-5);
+  EXPECT_EQ(direct[n - 1].upper_max, 0.0f);
+}
+
 TEST(ReadoutTest, PrefixGridAndScaling) {
   RowVectorF row(5);
   row << 0.5f, 0.1f, 0.2f, 0.3f, 0.4f;
