@@ -74,8 +74,9 @@ bool ParseUintList(const std::string& s, std::vector<uint32_t>* out) {
 const std::set<std::string> kValued = {
     "attention", "method", "fusion", "head-weights", "residual", "layers", "rows", "prefix",
     "grid", "scale", "wire", "out", "valid-lengths", "max-message-bytes", "request-id",
-    "row-sum-tolerance"};
-const std::set<std::string> kFlags = {"no-renorm", "per-layer", "json"};
+    "row-sum-tolerance", "rule", "gradient", "discard-ratio", "threshold", "mass", "top-k",
+    "sink"};
+const std::set<std::string> kFlags = {"no-renorm", "per-layer", "json", "causal", "grad-normalize"};
 
 // Stacks the per-sequence maps into one array: [k, ...] for one unbatched
 // sequence, else [B, ...], zero-filling the tail of shorter (padded) sequences.
@@ -114,14 +115,24 @@ void PrintExplainUsage() {
       "Input: float32 or float16 .npy of shape [L, H, n, n] or [B, L, H, n, n] (post-softmax\n"
       "attention, rows = queries). Output: float32 .npy, [k, n-P] for k rows ([k, h, w] with\n"
       "--grid), [L, k, ...] with --per-layer, with a leading B for batched input.\n\n"
-      "  --method rollout             analysis (default rollout)\n"
+      "  --method rollout|grad-rollout  analysis (default rollout)\n"
+      "  --gradient FILE.npy          grad-rollout: d(logit)/d(attention), same shape as --attention\n"
+      "  --rule chefer|vit_explain    grad-rollout rule (default chefer: R += mean_h(max(0, G*A)) R)\n"
+      "  --grad-normalize             chefer: row-normalise I + Ab\n"
+      "  --discard-ratio R            prune the lowest fraction R of each fused layer (vit-explain)\n"
+      "  --threshold T                prune entries < T in each row\n"
+      "  --mass P                     keep the largest entries holding share P of each row\n"
+      "  --top-k K                    keep the K largest entries of each row\n"
+      "  --causal                     decoder-only model: rows must be lower-triangular\n"
+      "  --sink K                     drop the first K key columns from the maps, renormalise\n"
       "  --fusion mean|max|min|weighted  head fusion (default mean)\n"
       "  --head-weights w1,w2,...     one weight per head, for --fusion weighted\n"
       "  --residual A                 residual weight a: (1-a) A + a I (default 0.5; 0 = none)\n"
       "  --no-renorm                  do not renormalise rows after the residual\n"
       "  --layers FIRST:LAST          0-based inclusive layer range (default all)\n"
       "  --per-layer                  return the read-out of every R_l in the range\n"
-      "  --rows I,J,...|mean          rows to read out (default 0), or the mean of all rows\n"
+      "  --rows I,J,...|mean|last     rows to read out (default 0), the mean of all rows, or\n"
+      "                               the last valid token of each sequence\n"
       "  --prefix P                   prefix tokens (CLS, registers) dropped from the maps\n"
       "  --grid HxW                   reshape the n-P tokens to an H x W grid\n"
       "  --scale none|max|minmax|sum  map scaling (default none)\n"
@@ -154,8 +165,17 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
   }
   if (!opt.count("attention")) return Usage("--attention FILE.npy is required");
   if (!opt.count("out")) return Usage("--out FILE.npy is required");
-  if (opt.count("method") && opt["method"] != "rollout") {
-    return Usage("--method: expected rollout, got '" + opt["method"] + "'");
+  const std::string method = opt.count("method") ? opt["method"] : "rollout";
+  if (method != "rollout" && method != "grad-rollout") {
+    return Usage("--method: expected rollout or grad-rollout, got '" + method + "'");
+  }
+  const bool grad = method == "grad-rollout";
+  if (grad != (opt.count("gradient") > 0)) {
+    return Usage(grad ? "--method grad-rollout needs --gradient FILE.npy"
+                      : "--gradient is only used with --method grad-rollout");
+  }
+  if (!grad && (opt.count("rule") || opt.count("grad-normalize"))) {
+    return Usage("--rule and --grad-normalize are only used with --method grad-rollout");
   }
 
   v1::PassHeader header;
@@ -194,9 +214,43 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
     ro->mutable_layers()->set_last(last);
   }
   ro->set_per_layer(opt.count("per-layer") > 0);
+  if (grad) {
+    v1::GradientWeighting* gw = ro->mutable_gradient();
+    const std::string rule = opt.count("rule") ? opt["rule"] : "chefer";
+    if (rule == "chefer") {
+      gw->set_rule(v1::GRADIENT_RULE_CHEFER);
+    } else if (rule == "vit_explain") {
+      gw->set_rule(v1::GRADIENT_RULE_VIT_EXPLAIN);
+    } else {
+      return Usage("--rule: expected chefer or vit_explain");
+    }
+    gw->set_row_normalize(opt.count("grad-normalize") > 0);
+  }
+  for (const char* name : {"discard-ratio", "threshold", "mass"}) {
+    if (!opt.count(name)) continue;
+    float v;
+    if (!absl::SimpleAtof(opt[name], &v)) return Usage(std::string("--") + name + ": expected a number");
+    v1::Pruning* p = ro->mutable_pruning();
+    if (std::string(name) == "discard-ratio") p->set_discard_ratio(v);
+    if (std::string(name) == "threshold") p->set_threshold(v);
+    if (std::string(name) == "mass") p->set_mass(v);
+  }
+  if (opt.count("top-k")) {
+    uint32_t k;
+    if (!absl::SimpleAtoi(opt["top-k"], &k)) return Usage("--top-k: expected a count");
+    ro->mutable_pruning()->set_top_k(k);
+  }
+  if (opt.count("sink")) {
+    uint32_t k;
+    if (!absl::SimpleAtoi(opt["sink"], &k)) return Usage("--sink: expected a count");
+    ro->mutable_readout()->set_sink_tokens(k);
+  }
+  layout->set_causal(opt.count("causal") > 0);
   if (opt.count("rows")) {
     if (opt["rows"] == "mean") {
       ro->mutable_readout()->set_mean_of_rows(true);
+    } else if (opt["rows"] == "last") {
+      ro->mutable_readout()->set_last_row(true);
     } else {
       std::vector<uint32_t> rows;
       if (!ParseUintList(opt["rows"], &rows)) return Usage("--rows: expected I,J,... or mean");
@@ -260,8 +314,19 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
         opt["attention"], ": expected shape [L, H, n, n] or [B, L, H, n, n], got [",
         absl::StrJoin(s, ", "), "]")));
   }
+  absl::StatusOr<Array> gradient;
+  if (grad) {
+    gradient = ReadNpy(opt["gradient"]);
+    if (!gradient.ok()) return Fail(gradient.status());
+    if (gradient->shape != input->shape) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          opt["gradient"], ": expected the attention's shape [", absl::StrJoin(s, ", "), "], got [",
+          absl::StrJoin(gradient->shape, ", "), "]")));
+    }
+  }
   client::AttentionView view;
   view.data = input->values.data();
+  if (grad) view.gradient = gradient->values.data();
   view.batch = batched ? s[0] : 1;
   view.layers = s[s.size() - 4];
   view.heads = s[s.size() - 3];
@@ -275,20 +340,27 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
   absl::StatusOr<Array> out = Assemble(response->results(0), batched);
   if (!out.ok()) return Fail(out.status());
   if (absl::Status st = WriteNpy(opt["out"], *out); !st.ok()) return Fail(st);
+  for (const std::string& w : response->results(0).warnings()) {
+    std::fprintf(stderr, "attnroll: warning: %s\n", w.c_str());
+  }
 
   if (opt.count("json")) {
     const v1::AnalysisResult& r = response->results(0);
     std::printf(
-        "{\"out\": %s, \"shape\": [%s], \"dtype\": \"float32\", \"method\": \"rollout\", "
+        "{\"out\": %s, \"shape\": [%s], \"dtype\": \"float32\", \"method\": %s, "
         "\"path\": %s, \"rows\": [%s], \"request_id\": %s, \"server_version\": %s, "
-        "\"wire\": \"%s\", \"bytes_sent\": %lld, \"messages_sent\": %d, "
+        "\"wire\": \"%s\", \"bytes_sent\": %lld, \"messages_sent\": %d, \"warnings\": [%s], "
         "\"timing\": {\"client_seconds\": %.6f, \"server_total_seconds\": %.6f, "
         "\"server_compute_seconds\": %.6f}}\n",
         JsonString(opt["out"]).c_str(), absl::StrJoin(out->shape, ", ").c_str(),
-        JsonString(r.path()).c_str(), absl::StrJoin(r.rows(), ", ").c_str(),
+        JsonString(method).c_str(), JsonString(r.path()).c_str(), absl::StrJoin(r.rows(), ", ").c_str(),
         JsonString(response->request_id()).c_str(), JsonString(response->server_version()).c_str(),
         opt.count("wire") ? opt["wire"].c_str() : "fp32",
-        static_cast<long long>(stats.bytes_sent), stats.messages_sent, stats.seconds,
+        static_cast<long long>(stats.bytes_sent), stats.messages_sent,
+        absl::StrJoin(r.warnings(), ", ",
+                      [](std::string* o, const std::string& w) { o->append(JsonString(w)); })
+            .c_str(),
+        stats.seconds,
         response->timing().total_seconds(), response->timing().compute_seconds());
   } else {
     std::printf("wrote %s: shape [%s], %s path, %.1f ms (server compute %.1f ms)\n",

@@ -34,7 +34,9 @@ absl::StatusOr<v1::ServerInfo> Client::GetServerInfo(absl::Duration timeout) {
 std::vector<v1::LayerChunk> LayerChunks(const AttentionView& a, int layer, v1::DType wire,
                                         int64_t max_message_bytes) {
   const int64_t head_elems = a.tokens * a.tokens;
-  const int64_t head_bytes = a.batch * head_elems * static_cast<int64_t>(WireSize(wire));
+  // A message carries the heads' attention and, when present, their gradient.
+  const int64_t head_bytes = a.batch * head_elems * static_cast<int64_t>(WireSize(wire)) *
+                             (a.gradient != nullptr ? 2 : 1);
   // Leave room for the message's own fields so the whole message stays under the cap.
   const int64_t budget = max_message_bytes - 1024;
   const int64_t per_chunk =
@@ -46,15 +48,19 @@ std::vector<v1::LayerChunk> LayerChunks(const AttentionView& a, int layer, v1::D
     chunk.set_layer(layer);
     chunk.set_head_start(static_cast<uint32_t>(h0));
     v1::Tensor* t = chunk.mutable_attention();
-    t->set_dtype(wire);
-    for (int64_t d : {a.batch, h, a.tokens, a.tokens}) t->add_shape(d);
-    std::string* data = t->mutable_data();
-    data->reserve(static_cast<size_t>(h * head_bytes));
-    for (int64_t b = 0; b < a.batch; ++b) {
-      // Heads h0..h0+h of (b, layer) are contiguous in [B, L, H, n, n].
-      const float* src = a.data + ((b * a.layers + layer) * a.heads + h0) * head_elems;
-      AppendEncoded(wire, src, static_cast<size_t>(h * head_elems), data);
-    }
+    auto fill = [&](const float* base, v1::Tensor* tensor) {
+      tensor->set_dtype(wire);
+      for (int64_t d : {a.batch, h, a.tokens, a.tokens}) tensor->add_shape(d);
+      std::string* data = tensor->mutable_data();
+      data->reserve(static_cast<size_t>(a.batch * h * head_elems * WireSize(wire)));
+      for (int64_t b = 0; b < a.batch; ++b) {
+        // Heads h0..h0+h of (b, layer) are contiguous in [B, L, H, n, n].
+        const float* src = base + ((b * a.layers + layer) * a.heads + h0) * head_elems;
+        AppendEncoded(wire, src, static_cast<size_t>(h * head_elems), data);
+      }
+    };
+    fill(a.data, t);
+    if (a.gradient != nullptr) fill(a.gradient, chunk.mutable_gradient());
   }
   return chunks;
 }
@@ -82,7 +88,8 @@ absl::StatusOr<v1::ExplainResponse> Client::Explain(v1::PassHeader header,
   for (int64_t l = 0; open && l < attention.layers; ++l) {
     for (v1::LayerChunk& chunk :
          LayerChunks(attention, static_cast<int>(l), options.wire, options.max_message_bytes)) {
-      local.bytes_sent += static_cast<int64_t>(chunk.attention().data().size());
+      local.bytes_sent +=
+          static_cast<int64_t>(chunk.attention().data().size() + chunk.gradient().data().size());
       *request.mutable_layer() = std::move(chunk);
       ++local.messages_sent;
       // A failed write means the server has ended the call: Finish says why.

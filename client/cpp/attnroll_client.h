@@ -16,10 +16,12 @@
 
 namespace attnroll::client {
 
-// A float32 array [batch, layers, heads, tokens, tokens], row-major.
+// A float32 array [batch, layers, heads, tokens, tokens], row-major, and
+// optionally its gradient (same shape) for gradient-weighted rollout.
 struct AttentionView {
   const float* data = nullptr;
   int64_t batch = 1, layers = 0, heads = 0, tokens = 0;
+  const float* gradient = nullptr;
 };
 
 struct ExplainOptions {

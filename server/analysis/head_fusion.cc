@@ -7,47 +7,47 @@
 namespace attnroll::analysis {
 namespace {
 
-// One pass over a row: dst[j] = op(dst[j], src[j]), the row's sum and min,
-// and the max over columns j >= upper_from (cols: none). `omp simd` (compiled
-// with -fopenmp-simd, no OpenMP runtime) lets the float reductions vectorise
-// without -ffast-math.
-template <typename Op>
-void FuseRow(const float* __restrict src, float* __restrict dst, int cols, int upper_from, Op op,
-             RowStats* st) {
+// One pass over a row: dst[j] = op(dst[j], term(a[j], g[j])), and a's sum,
+// min and max over columns j >= upper_from (cols: none). Without a gradient,
+// g == a and term ignores it. `omp simd` (compiled with -fopenmp-simd, no
+// OpenMP runtime) lets the float reductions vectorise without -ffast-math.
+template <typename Op, typename Term>
+void FuseRow(const float* __restrict a, const float* __restrict g, float* __restrict dst, int cols,
+             int upper_from, Op op, Term term, RowStats* st) {
   if (st == nullptr) {
 #pragma omp simd
-    for (int j = 0; j < cols; ++j) dst[j] = op(dst[j], src[j]);
+    for (int j = 0; j < cols; ++j) dst[j] = op(dst[j], term(a[j], g[j]));
     return;
   }
   float sum = 0.0f, mn = INFINITY, upper = 0.0f;
 #pragma omp simd reduction(+ : sum) reduction(min : mn)
   for (int j = 0; j < upper_from; ++j) {
-    const float v = src[j];
+    const float v = a[j];
     sum += v;
     mn = v < mn ? v : mn;
-    dst[j] = op(dst[j], v);
+    dst[j] = op(dst[j], term(v, g[j]));
   }
 #pragma omp simd reduction(+ : sum) reduction(min : mn) reduction(max : upper)
   for (int j = upper_from; j < cols; ++j) {
-    const float v = src[j];
+    const float v = a[j];
     sum += v;
     mn = v < mn ? v : mn;
     upper = v > upper ? v : upper;
-    dst[j] = op(dst[j], v);
+    dst[j] = op(dst[j], term(v, g[j]));
   }
   st->sum = sum;
   st->min = mn;
   st->upper_max = upper;
 }
 
-template <typename Op>
-void FuseRows(int row0, const ConstMatrixView& a, MatrixF& acc, Op op, RowStats* stats,
-              bool upper) {
+template <typename Op, typename Term>
+void FuseRows(int row0, const ConstMatrixView& a, const ConstMatrixView& g, MatrixF& acc, Op op,
+              Term term, RowStats* stats, bool upper) {
   const int cols = static_cast<int>(a.cols());
   for (Eigen::Index r = 0; r < a.rows(); ++r) {
     const int i = row0 + static_cast<int>(r);
-    FuseRow(a.data() + r * a.outerStride(), acc.row(i).data(), cols,
-            upper ? std::min(i + 1, cols) : cols, op, stats == nullptr ? nullptr : stats + r);
+    FuseRow(a.data() + r * a.outerStride(), g.data() + r * g.outerStride(), acc.row(i).data(), cols,
+            upper ? std::min(i + 1, cols) : cols, op, term, stats == nullptr ? nullptr : stats + r);
   }
 }
 
@@ -74,38 +74,53 @@ void ComputeRowStats(const ConstMatrixView& a, int row0, bool upper, RowStats* o
   }
 }
 
-HeadFuser::HeadFuser(Fusion fusion, std::vector<float> weights, int num_heads, int size)
-    : fusion_(fusion), weights_(std::move(weights)), num_heads_(num_heads), size_(size) {}
+HeadFuser::HeadFuser(Fusion fusion, std::vector<float> weights, int num_heads, int size,
+                     GradientRule gradient)
+    : fusion_(fusion),
+      gradient_(gradient),
+      weights_(std::move(weights)),
+      num_heads_(num_heads),
+      size_(size) {}
 // acc_ is sized by the first AddRows, so constructing a fuser allocates nothing.
 
 float HeadFuser::residual_scale() const {
   return fusion_ == Fusion::kMean ? 1.0f / static_cast<float>(num_heads_) : 1.0f;
 }
 
-void HeadFuser::AddRows(int head, int row0, const ConstMatrixView& a, RowStats* stats, bool upper) {
+void HeadFuser::AddRows(int head, int row0, const ConstMatrixView& a, const ConstMatrixView* g,
+                        RowStats* stats, bool upper) {
   if (acc_.rows() != size_ || acc_.cols() != size_) acc_.resize(size_, size_);
-  const bool first = head == 0;
+  switch (gradient_) {
+    case GradientRule::kNone:
+      return AddTerms(head, row0, a, a, [](float v, float) { return v; }, stats, upper);
+    case GradientRule::kChefer:
+      return AddTerms(head, row0, a, *g, [](float v, float d) { return std::max(0.0f, v * d); },
+                      stats, upper);
+    case GradientRule::kVitExplain:
+      return AddTerms(head, row0, a, *g, [](float v, float d) { return v * d; }, stats, upper);
+  }
+}
+
+template <typename Term>
+void HeadFuser::AddTerms(int head, int row0, const ConstMatrixView& a, const ConstMatrixView& g,
+                         Term term, RowStats* stats, bool upper) {
   const float w = fusion_ == Fusion::kWeighted ? weights_[head] : 1.0f;
-  if (first) {
-    if (fusion_ == Fusion::kWeighted) {
-      FuseRows(row0, a, acc_, [w](float, float v) { return w * v; }, stats, upper);
-    } else {
-      FuseRows(row0, a, acc_, [](float, float v) { return v; }, stats, upper);
-    }
+  if (head == 0) {  // the first head initialises the rows
+    FuseRows(row0, a, g, acc_, [w](float, float t) { return w * t; }, term, stats, upper);
     return;
   }
   switch (fusion_) {
     case Fusion::kMean:
-      FuseRows(row0, a, acc_, [](float d, float v) { return d + v; }, stats, upper);
+      FuseRows(row0, a, g, acc_, [](float d, float t) { return d + t; }, term, stats, upper);
       break;
     case Fusion::kWeighted:
-      FuseRows(row0, a, acc_, [w](float d, float v) { return d + w * v; }, stats, upper);
+      FuseRows(row0, a, g, acc_, [w](float d, float t) { return d + w * t; }, term, stats, upper);
       break;
     case Fusion::kMax:
-      FuseRows(row0, a, acc_, [](float d, float v) { return v > d ? v : d; }, stats, upper);
+      FuseRows(row0, a, g, acc_, [](float d, float t) { return t > d ? t : d; }, term, stats, upper);
       break;
     case Fusion::kMin:
-      FuseRows(row0, a, acc_, [](float d, float v) { return v < d ? v : d; }, stats, upper);
+      FuseRows(row0, a, g, acc_, [](float d, float t) { return t < d ? t : d; }, term, stats, upper);
       break;
   }
 }

@@ -14,15 +14,19 @@ namespace attnroll::analysis {
 
 class HeadFuser {
  public:
-  // `weights` is used by Fusion::kWeighted only (one per head).
-  HeadFuser(Fusion fusion, std::vector<float> weights, int num_heads, int size);
+  // `weights` is used by Fusion::kWeighted only (one per head). With a
+  // gradient rule, each head contributes max(0, G * A) (Chefer) or G * A
+  // (vit-explain: the caller clamps the fused matrix at 0) instead of A.
+  HeadFuser(Fusion fusion, std::vector<float> weights, int num_heads, int size,
+            GradientRule gradient = GradientRule::kNone);
 
   // Adds rows [row0, row0 + a.rows()) of head `head`. For every strip of rows,
-  // heads must come in order 0..H-1 (head 0 initialises the strip). With
-  // `stats`, also fills one RowStats per row in the same pass (upper_max when
-  // `upper`).
-  void AddRows(int head, int row0, const ConstMatrixView& a, RowStats* stats = nullptr,
-               bool upper = false);
+  // heads must come in order 0..H-1 (head 0 initialises the strip). `g` (the
+  // same rows of the gradient) is required with a gradient rule. With
+  // `stats`, also fills one RowStats per row of `a` in the same pass
+  // (upper_max when `upper`).
+  void AddRows(int head, int row0, const ConstMatrixView& a, const ConstMatrixView* g = nullptr,
+               RowStats* stats = nullptr, bool upper = false);
 
   // The fused matrix once every head has been added to every row; the mean's
   // 1/H is left to ApplyResidual (see residual_scale()). Moving it out is
@@ -32,7 +36,12 @@ class HeadFuser {
   float residual_scale() const;
 
  private:
+  template <typename Term>
+  void AddTerms(int head, int row0, const ConstMatrixView& a, const ConstMatrixView& g, Term term,
+                RowStats* stats, bool upper);
+
   Fusion fusion_;
+  GradientRule gradient_;
   std::vector<float> weights_;
   int num_heads_;
   int size_;

@@ -22,8 +22,13 @@ absl::Status ValidateReadout(const ReadoutSpec& spec, int m) {
         " cells, expected valid length - prefix_tokens = ", m, " - ", spec.prefix, " = ",
         m - spec.prefix));
   }
-  if (spec.mean_of_rows && !spec.rows.empty()) {
-    return absl::InvalidArgumentError("readout: rows and mean_of_rows are exclusive");
+  if (static_cast<int>(spec.mean_of_rows) + static_cast<int>(spec.last_row) +
+          static_cast<int>(!spec.rows.empty()) > 1) {
+    return absl::InvalidArgumentError("readout: rows, mean_of_rows and last_row are exclusive");
+  }
+  if (spec.sink < 0 || spec.sink >= m) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "readout.sink_tokens: expected 0 <= sink < valid length ", m, ", got ", spec.sink));
   }
   for (int r : spec.rows) {
     if (r < 0 || r >= m) {
@@ -34,8 +39,9 @@ absl::Status ValidateReadout(const ReadoutSpec& spec, int m) {
   return absl::OkStatus();
 }
 
-std::vector<int> ResolvedRows(const ReadoutSpec& spec) {
+std::vector<int> ResolvedRows(const ReadoutSpec& spec, int m) {
   if (spec.mean_of_rows) return {};
+  if (spec.last_row) return {m - 1};
   if (spec.rows.empty()) return {0};
   return spec.rows;
 }
@@ -52,7 +58,17 @@ std::vector<int64_t> MapShape(const ReadoutSpec& spec, int m) {
 void WriteMap(const ReadoutSpec& spec, const Eigen::Ref<const RowVectorF>& row, float* out) {
   const Eigen::Index len = row.size() - spec.prefix;
   Eigen::Map<RowVectorF> dst(out, len);
-  dst = row.tail(len);
+  if (spec.sink > 0) {
+    // Sink tokens take mass by construction in causal models: drop them and
+    // renormalise the rest of the row.
+    RowVectorF kept = row;
+    kept.head(spec.sink).setZero();
+    const double s = kept.cast<double>().sum();
+    if (s > 0.0) kept *= static_cast<float>(1.0 / s);
+    dst = kept.tail(len);
+  } else {
+    dst = row.tail(len);
+  }
   switch (spec.scaling) {
     case Scaling::kNone:
       break;

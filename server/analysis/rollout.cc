@@ -50,6 +50,7 @@ absl::Status ValidateRolloutSpec(const RolloutSpec& spec, int num_layers, int nu
         "rollout.head_weights: only used with fusion WEIGHTED, got ", spec.head_weights.size(),
         " weights"));
   }
+  if (absl::Status s = ValidatePruneSpec(spec.prune); !s.ok()) return s;
   return ValidateReadout(spec.readout, m);
 }
 
@@ -84,25 +85,43 @@ SequenceRollout::SequenceRollout(const RolloutSpec& spec, int num_layers, int nu
       m_(m),
       num_heads_(num_heads),
       path_(path),
-      fuser_(spec.fusion, spec.head_weights, num_heads, m) {
+      fuser_(spec.fusion, spec.head_weights, num_heads, m, spec.gradient) {
   if (path_ == RolloutPath::kRow) layers_.reserve(last_ - first_ + 1);
 }
 
 bool SequenceRollout::AddHeadRows(int layer, int head, int row0, const ConstMatrixView& a,
-                                  RowStats* stats, bool upper) {
+                                  const ConstMatrixView* gradient, RowStats* stats, bool upper) {
   if (!WantsLayer(layer)) return false;
-  fuser_.AddRows(head, row0, a, stats, upper);
+  fuser_.AddRows(head, row0, a, gradient, stats, upper);
   return true;
 }
 
-void SequenceRollout::AddHead(int layer, int head, const ConstMatrixView& a) {
-  AddHeadRows(layer, head, 0, a);
+void SequenceRollout::AddHead(int layer, int head, const ConstMatrixView& a,
+                              const ConstMatrixView* gradient) {
+  AddHeadRows(layer, head, 0, a, gradient);
   if (head == num_heads_ - 1) EndLayer(layer);
 }
 
 void SequenceRollout::EndLayer(int layer) {
   if (!WantsLayer(layer)) return;
-  ApplyResidual(spec_.residual, spec_.renormalize, fuser_.fused(), fuser_.residual_scale());
+  MatrixF& f = fuser_.fused();
+  float scale = fuser_.residual_scale();
+  const bool chefer = spec_.gradient == GradientRule::kChefer;
+  if (spec_.prune.enabled() || spec_.gradient != GradientRule::kNone) {
+    if (scale != 1.0f) f *= scale;  // the fused values themselves are needed
+    scale = 1.0f;
+  }
+  if (spec_.gradient == GradientRule::kVitExplain) f = f.cwiseMax(0.0f);
+  if (spec_.prune.enabled()) {
+    emptied_rows_ += Prune(spec_.prune, chefer ? spec_.grad_row_normalize : spec_.renormalize, f);
+  }
+  if (chefer) {
+    // R_l = R_{l-1} + Ab R_{l-1} = (I + Ab) R_{l-1}.
+    f.diagonal().array() += 1.0f;
+    if (spec_.grad_row_normalize) ApplyResidual(0.0f, true, f);
+  } else {
+    ApplyResidual(spec_.residual, spec_.renormalize, f, scale);
+  }
   FoldLayer();
 }
 
@@ -137,7 +156,7 @@ void SequenceRollout::AppendReadout(const MatrixF& r) {
     WriteMap(ro, mean, out);
     return;
   }
-  for (int row : ResolvedRows(ro)) {
+  for (int row : ResolvedRows(ro, m_)) {
     WriteMap(ro, r.row(row), out);
     out += len;
   }
@@ -161,7 +180,7 @@ Maps SequenceRollout::Finish() {
   if (ro.mean_of_rows) {
     v.setConstant(1.0f / static_cast<float>(m_));
   } else {
-    const std::vector<int> rows = ResolvedRows(ro);
+    const std::vector<int> rows = ResolvedRows(ro, m_);
     for (int i = 0; i < k; ++i) v(i, rows[i]) = 1.0f;
   }
   MatrixF tmp(k, m_);

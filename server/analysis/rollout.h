@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "server/analysis/head_fusion.h"
+#include "server/analysis/pruning.h"
 #include "server/analysis/readout.h"
 #include "server/analysis/types.h"
 
@@ -32,6 +33,12 @@ struct RolloutSpec {
   int last_layer = -1;  // inclusive; -1 => the last layer
   bool per_layer = false;
   ReadoutSpec readout;
+  PruneSpec prune;
+  // Gradient-weighted rollout. kChefer: At = I + fuse(max(0, G A)), rows
+  // normalised only if grad_row_normalize (residual/renormalize unused).
+  // kVitExplain: F = max(0, fuse(G A)), then the ordinary residual.
+  GradientRule gradient = GradientRule::kNone;
+  bool grad_row_normalize = false;
 };
 
 enum class RolloutPath { kRow, kChain };
@@ -65,17 +72,21 @@ class SequenceRollout {
   // `upper`) and returns true; returns false (nothing filled) for a layer
   // outside the range.
   bool AddHeadRows(int layer, int head, int row0, const ConstMatrixView& a,
-                   RowStats* stats = nullptr, bool upper = false);
+                   const ConstMatrixView* gradient = nullptr, RowStats* stats = nullptr,
+                   bool upper = false);
   void EndLayer(int layer);
 
   // A whole m x m head; ends the layer after its last head.
-  void AddHead(int layer, int head, const ConstMatrixView& a);
+  void AddHead(int layer, int head, const ConstMatrixView& a,
+               const ConstMatrixView* gradient = nullptr);
 
   // The maps, once every wanted layer is complete: [k, map...], or
   // [num_layers_in_range, k, map...] with per_layer.
   Maps Finish();
 
   RolloutPath path() const { return path_; }
+  // Rows that pruning emptied (and gave their diagonal), over all layers.
+  int64_t emptied_rows() const { return emptied_rows_; }
 
  private:
   void FoldLayer();
@@ -86,6 +97,7 @@ class SequenceRollout {
   RolloutPath path_;
   HeadFuser fuser_;
   bool have_r_ = false;
+  int64_t emptied_rows_ = 0;
   MatrixF r_, scratch_;             // chain: R and the product buffer
   std::vector<MatrixF> layers_;     // row: the At_l of the range, in order
   std::vector<float> per_layer_;    // chain + per_layer: read-outs so far

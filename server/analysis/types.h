@@ -17,6 +17,8 @@ using ConstMatrixView = Eigen::Map<const MatrixF, Eigen::Unaligned, Eigen::Outer
 
 enum class Fusion { kMean, kMax, kMin, kWeighted };
 enum class Scaling { kNone, kMax, kMinMax, kSum };
+// How a head's gradient weights its attention (gradient-weighted rollout).
+enum class GradientRule { kNone, kChefer, kVitExplain };
 
 // A dense float32 result, row-major.
 struct Maps {

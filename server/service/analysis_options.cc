@@ -43,6 +43,33 @@ absl::StatusOr<analysis::RolloutSpec> ToRolloutSpec(const v1::RolloutOptions& op
     spec.readout.rows.push_back(static_cast<int>(r));
   }
   spec.readout.mean_of_rows = ro.mean_of_rows();
+  spec.readout.last_row = ro.last_row();
+  if (ro.sink_tokens() > layout.num_tokens()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "readout.sink_tokens: expected sink < num_tokens = ", layout.num_tokens(), ", got ",
+        ro.sink_tokens()));
+  }
+  spec.readout.sink = static_cast<int>(ro.sink_tokens());
+  const v1::Pruning& pr = options.pruning();
+  if (pr.top_k() > layout.num_tokens()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pruning.top_k: expected k <= num_tokens = ", layout.num_tokens(), ", got ", pr.top_k()));
+  }
+  spec.prune.discard_ratio = pr.discard_ratio();
+  spec.prune.threshold = pr.threshold();
+  spec.prune.mass = pr.mass();
+  spec.prune.top_k = static_cast<int>(pr.top_k());
+  if (options.has_gradient()) {
+    switch (options.gradient().rule()) {
+      case v1::GRADIENT_RULE_CHEFER: spec.gradient = analysis::GradientRule::kChefer; break;
+      case v1::GRADIENT_RULE_VIT_EXPLAIN: spec.gradient = analysis::GradientRule::kVitExplain; break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat(
+            "rollout.gradient.rule: expected CHEFER or VIT_EXPLAIN, got ",
+            static_cast<int>(options.gradient().rule())));
+    }
+    spec.grad_row_normalize = options.gradient().row_normalize();
+  }
   switch (ro.scaling()) {
     case v1::SCALING_NONE: spec.readout.scaling = analysis::Scaling::kNone; break;
     case v1::SCALING_MAX: spec.readout.scaling = analysis::Scaling::kMax; break;

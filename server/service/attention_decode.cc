@@ -170,6 +170,26 @@ absl::Status ValidateAttentionRows(const float* a, int rows, int cols, int64_t s
   return absl::OkStatus();
 }
 
+absl::Status ValidateGradientRows(const float* g, int rows, int cols, int64_t stride, int row0,
+                                  const BlockLocation& where) {
+  for (int r = 0; r < rows; ++r) {
+    const float* row = g + r * stride;
+    // x - x is 0 for every finite x and NaN for NaN and +-Inf.
+    float probe = 0.0f;
+#pragma omp simd reduction(+ : probe)
+    for (int j = 0; j < cols; ++j) probe += row[j] - row[j];
+    if (probe == 0.0f) continue;
+    for (int j = 0; j < cols; ++j) {
+      if (!std::isfinite(row[j])) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "gradient (layer ", where.layer, ", head ", where.head, ", sequence ", where.sequence,
+            ", row ", row0 + r, "): expected finite values, got ", row[j], " at column ", j));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateAttentionBlock(const float* a, int m, float tolerance, bool causal,
                                     const BlockLocation& where) {
   std::vector<analysis::RowStats> stats(m);

@@ -47,6 +47,10 @@ absl::Status ValidateAttentionRows(const float* a, int rows, int cols, int64_t s
 absl::Status ValidateAttentionBlock(const float* a, int m, float tolerance, bool causal,
                                     const BlockLocation& where);
 
+// Rows of a gradient block must be finite.
+absl::Status ValidateGradientRows(const float* g, int rows, int cols, int64_t stride, int row0,
+                                  const BlockLocation& where);
+
 // Default row-sum tolerance for a wire dtype.
 float DefaultRowSumTolerance(int dtype);
 

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "server/service/analysis_options.h"
 #include "server/service/attention_decode.h"
 
@@ -100,7 +102,8 @@ absl::StatusOr<std::unique_ptr<PassSession>> PassSession::Create(const v1::PassH
   // Analyses: one default rollout when none is asked for.
   std::vector<v1::Analysis> analyses(header.analyses().begin(), header.analyses().end());
   if (analyses.empty()) analyses.emplace_back().mutable_rollout();
-  int64_t working = std::max<int64_t>(kStripFloats, n) * static_cast<int64_t>(sizeof(float));  // block_
+  // block_ and gblock_
+  int64_t working = 2 * std::max<int64_t>(kStripFloats, n) * static_cast<int64_t>(sizeof(float));
   for (size_t i = 0; i < analyses.size(); ++i) {
     const v1::Analysis& a = analyses[i];
     if (a.kind_case() != v1::Analysis::kRollout) {
@@ -113,6 +116,7 @@ absl::StatusOr<std::unique_ptr<PassSession>> PassSession::Create(const v1::PassH
                           absl::StrCat("analyses[", i, "].", spec.status().message()));
     }
     Job job{a.name(), *spec, analysis::ChooseRolloutPath(*spec, session->num_layers_, n), {}};
+    if (spec->gradient != analysis::GradientRule::kNone) session->needs_gradient_ = true;
     for (int b = 0; b < session->batch_; ++b) {
       const int m = session->valid_[b];
       if (absl::Status s = analysis::ValidateRolloutSpec(*spec, session->num_layers_,
@@ -193,7 +197,25 @@ absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
         field, ".shape: expected [", batch_, ", h, ", n, ", ", n, "] with 1 <= h <= ", heads_left,
         " (heads ", next_head_, "..", num_heads_ - 1, " of the layer remain), got [", seen, "]"));
   }
-  bytes_received_ += static_cast<int64_t>(t.data().size());
+  if (chunk.has_gradient() != needs_gradient_) {
+    return absl::InvalidArgumentError(
+        needs_gradient_
+            ? absl::StrCat("layer[", chunk.layer(), "].gradient: expected a gradient (an analysis ",
+                           "is gradient-weighted), got none")
+            : absl::StrCat("layer[", chunk.layer(), "].gradient: no analysis is ",
+                           "gradient-weighted, but a gradient was sent"));
+  }
+  const v1::Tensor& g = chunk.gradient();
+  if (needs_gradient_) {
+    const std::string gfield = absl::StrCat("layer[", chunk.layer(), "].gradient");
+    if (absl::Status s = CheckTensorBytes(g, gfield); !s.ok()) return s;
+    if (!std::equal(g.shape().begin(), g.shape().end(), t.shape().begin(), t.shape().end())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          gfield, ".shape: expected the attention's shape [", absl::StrJoin(t.shape(), ", "),
+          "], got [", absl::StrJoin(g.shape(), ", "), "]"));
+    }
+  }
+  bytes_received_ += static_cast<int64_t>(t.data().size() + g.data().size());
   if (bytes_received_ > max_pass_bytes_) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "pass: ", bytes_received_, " attention bytes exceed the server's max_pass_bytes of ",
@@ -202,7 +224,9 @@ absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
   const int h = static_cast<int>(t.shape(1));
   const float tol = tolerance_ > 0 ? tolerance_ : DefaultRowSumTolerance(t.dtype());
   const bool fp32 = t.dtype() == v1::DTYPE_FP32;
-  if (!fp32 && block_.empty()) block_.resize(std::max<size_t>(kStripFloats, num_tokens_));
+  const bool gfp32 = g.dtype() == v1::DTYPE_FP32;
+  if (block_.empty()) block_.resize(std::max<size_t>(kStripFloats, num_tokens_));
+  if (needs_gradient_ && gblock_.empty()) gblock_.resize(block_.size());
   if (stats_.empty()) stats_.resize(num_tokens_);
   for (int b = 0; b < batch_; ++b) {
     const int m = valid_[b];
@@ -226,11 +250,28 @@ absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
           stride = m;
         }
         const analysis::ConstMatrixView view(rows_ptr, rows, m, Eigen::OuterStride<>(stride));
+        // The gradient's same rows (validated finite), when sent.
+        const analysis::ConstMatrixView* gview = nullptr;
+        std::optional<analysis::ConstMatrixView> gstorage;
+        if (needs_gradient_) {
+          const float* gptr = reinterpret_cast<const float*>(g.data().data()) + offset;
+          int64_t gstride = n;
+          if (!gfp32) {
+            DecodeBlock(g.dtype(), g.data(), offset, rows, m, n, gblock_.data());
+            gptr = gblock_.data();
+            gstride = m;
+          }
+          if (absl::Status s = ValidateGradientRows(gptr, rows, m, gstride, r0, {next_layer_, head, b});
+              !s.ok()) {
+            return s;
+          }
+          gview = &gstorage.emplace(gptr, rows, m, Eigen::OuterStride<>(gstride));
+        }
         // The first analysis that fuses this layer measures the rows as it
         // reads them; a bad row fails the whole pass, so fusing first is safe.
         analysis::RowStats* stats = stats_.data();
         for (Job& job : jobs_) {
-          if (job.sequences[b].AddHeadRows(next_layer_, head, r0, view, stats, causal_)) {
+          if (job.sequences[b].AddHeadRows(next_layer_, head, r0, view, gview, stats, causal_)) {
             stats = nullptr;
           }
         }
@@ -272,13 +313,20 @@ absl::StatusOr<v1::ExplainResponse> PassSession::Finish() {
     v1::AnalysisResult* result = response.add_results();
     result->set_name(job.name);
     result->set_path(analysis::RolloutPathName(job.path));
-    for (int r : analysis::ResolvedRows(job.spec.readout)) result->add_rows(r);
+    if (!job.spec.readout.last_row) {
+      for (int r : analysis::ResolvedRows(job.spec.readout, valid_[0])) result->add_rows(r);
+    }
     if (job.spec.per_layer) {
       for (int l = job.spec.first_layer; l <= analysis::LastLayer(job.spec, num_layers_); ++l) {
         result->add_layers(l);
       }
     }
-    for (analysis::SequenceRollout& seq : job.sequences) {
+    for (size_t b = 0; b < job.sequences.size(); ++b) {
+      analysis::SequenceRollout& seq = job.sequences[b];
+      if (seq.emptied_rows() > 0) {
+        result->add_warnings(absl::StrCat("sequence ", b, ": pruning emptied ", seq.emptied_rows(),
+                                          " rows (summed over layers); each kept its diagonal"));
+      }
       analysis::Maps maps = seq.Finish();
       v1::Tensor* t = result->add_maps();
       t->set_dtype(v1::DTYPE_FP32);

@@ -56,7 +56,9 @@ class PassSession {
   int64_t working_bytes_ = 0;
   std::vector<Job> jobs_;
   int next_layer_ = 0, next_head_ = 0;
+  bool needs_gradient_ = false;  // some analysis is gradient-weighted
   std::vector<float> block_;  // one decoded strip of rows (fp16/bf16 wire)
+  std::vector<float> gblock_;  // the same strip of the gradient
   std::vector<analysis::RowStats> stats_;  // of the strip's rows
   absl::Time started_;
   absl::Duration compute_;

@@ -12,14 +12,13 @@
 namespace attnroll::analysis {
 namespace {
 
+using testing::Flat;
+using testing::Mat;
+using testing::View;
 using ::testing::ElementsAre;
 using ::testing::FloatNear;
 using ::testing::HasSubstr;
 using ::testing::Pointwise;
-
-ConstMatrixView View(const MatrixF& m) {
-  return ConstMatrixView(m.data(), m.rows(), m.cols(), Eigen::OuterStride<>(m.cols()));
-}
 
 // Runs one sequence through SequenceRollout: layers[l][h].
 Maps RunRollout(const RolloutSpec& spec, const std::vector<std::vector<MatrixF>>& layers, RolloutPath path) {
@@ -33,20 +32,9 @@ Maps RunRollout(const RolloutSpec& spec, const std::vector<std::vector<MatrixF>>
   return r.Finish();
 }
 
-MatrixF M(std::initializer_list<std::initializer_list<float>> rows) {
-  MatrixF m(rows.size(), rows.begin()->size());
-  int i = 0;
-  for (auto& r : rows) {
-    int j = 0;
-    for (float v : r) m(i, j++) = v;
-    ++i;
-  }
-  return m;
-}
-
 TEST(RolloutTest, OneLayerOneHeadByHand) {
   // At = 0.5 A + 0.5 I = [[0.75, 0.25], [0.1, 0.9]].
-  const MatrixF a = M({{0.5f, 0.5f}, {0.2f, 0.8f}});
+  const MatrixF a = Mat({{0.5f, 0.5f}, {0.2f, 0.8f}});
   RolloutSpec spec;
   spec.readout.rows = {0, 1};
   for (RolloutPath p : {RolloutPath::kRow, RolloutPath::kChain}) {
@@ -59,7 +47,7 @@ TEST(RolloutTest, OneLayerOneHeadByHand) {
 TEST(RolloutTest, LayersMultiplyLastOnTheLeft) {
   // A1 = [[0,1],[0,1]], A2 = [[1,0],[1,0]], a = 0:
   // R = A2 A1 = [[0,1],[0,1]] (row 0 -> token 1), whereas A1 A2 would give token 0.
-  const MatrixF a1 = M({{0, 1}, {0, 1}}), a2 = M({{1, 0}, {1, 0}});
+  const MatrixF a1 = Mat({{0, 1}, {0, 1}}), a2 = Mat({{1, 0}, {1, 0}});
   RolloutSpec spec;
   spec.residual = 0.0f;
   for (RolloutPath p : {RolloutPath::kRow, RolloutPath::kChain}) {
@@ -69,7 +57,7 @@ TEST(RolloutTest, LayersMultiplyLastOnTheLeft) {
 }
 
 TEST(RolloutTest, HeadFusionsByHand) {
-  const MatrixF h0 = M({{1.0f, 0.0f}, {0.5f, 0.5f}}), h1 = M({{0.2f, 0.8f}, {0.0f, 1.0f}});
+  const MatrixF h0 = Mat({{1.0f, 0.0f}, {0.5f, 0.5f}}), h1 = Mat({{0.2f, 0.8f}, {0.0f, 1.0f}});
   RolloutSpec spec;
   spec.residual = 0.0f;
   spec.readout.rows = {0, 1};
@@ -175,7 +163,7 @@ TEST(RolloutTest, PerLayerReturnsEveryPartialProduct) {
 
 TEST(RolloutTest, ZeroRowFromMinFusionStaysZeroNotNaN) {
   // Heads attend to disjoint tokens: min fusion is all zero; a = 0 keeps it so.
-  const MatrixF h0 = M({{1, 0}, {1, 0}}), h1 = M({{0, 1}, {0, 1}});
+  const MatrixF h0 = Mat({{1, 0}, {1, 0}}), h1 = Mat({{0, 1}, {0, 1}});
   RolloutSpec spec;
   spec.fusion = Fusion::kMin;
   spec.residual = 0.0f;
@@ -199,7 +187,7 @@ TEST(HeadFuserTest, StripsOfRowsFuseLikeWholeHeadsAndMeasureRows) {
       const int rows = std::min(5, n - r0);
       for (int h = 0; h < H; ++h) {
         const ConstMatrixView strip(heads[h].data() + r0 * n, rows, n, Eigen::OuterStride<>(n));
-        strips.AddRows(h, r0, strip, h == 1 ? stats.data() + r0 : nullptr, /*upper=*/true);
+        strips.AddRows(h, r0, strip, nullptr, h == 1 ? stats.data() + r0 : nullptr, /*upper=*/true);
       }
     }
     EXPECT_TRUE(whole.fused().isApprox(strips.fused(), 1e-6f)) << static_cast<int>(f);

@@ -184,6 +184,62 @@ TEST_F(ServerTest, BadInputsGetInvalidArgumentNamingTheField) {
   EXPECT_THAT(testing::MapValues(r->results(0).maps(0)), Pointwise(FloatNear(1e-6), UniformRollout(4, 2, 0)));
 }
 
+TEST_F(ServerTest, GradientRolloutOverTheWireAndItsBadInputs) {
+  // Uniform attention, unit gradient: Ab = U, At = I + U, (I + U)^L = I + (2^L - 1) U.
+  const int n = 8, L = 3;
+  auto a = testing::UniformAttention(1, L, 4, n);
+  std::vector<float> ones(a.values.size(), 1.0f);
+  client::AttentionView view = a.view();
+  view.gradient = ones.data();
+  v1::PassHeader h = testing::RolloutHeader(a);
+  h.mutable_analyses(0)->mutable_rollout()->mutable_gradient()->set_rule(v1::GRADIENT_RULE_CHEFER);
+  for (v1::DType wire : {v1::DTYPE_FP32, v1::DTYPE_BF16}) {
+    client::ExplainOptions opts;
+    opts.wire = wire;
+    opts.max_message_bytes = 1024 + 2 * 2 * n * n * 4;  // 2 heads + gradients per message
+    auto r = client_->Explain(h, view, opts);
+    ASSERT_TRUE(r.ok()) << r.status();
+    std::vector<float> expected(n, 7.0f / n);
+    expected[0] += 1.0f;
+    EXPECT_THAT(testing::MapValues(r->results(0).maps(0)), Pointwise(FloatNear(1e-5), expected));
+  }
+
+  auto expect_invalid = [&](const v1::PassHeader& header, const client::AttentionView& v,
+                            const std::string& needle) {
+    auto r = client_->Explain(header, v, {});
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << needle << ": " << r.status();
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(needle));
+  };
+  expect_invalid(h, a.view(), "layer[0].gradient: expected a gradient");
+  expect_invalid(testing::RolloutHeader(a), view, "no analysis is gradient-weighted, but a gradient was sent");
+  std::vector<float> bad = ones;
+  bad[5 * n * n + 3] = NAN;  // layer 1, head 1
+  client::AttentionView nan_view = view;
+  nan_view.gradient = bad.data();
+  expect_invalid(h, nan_view, "gradient (layer 1, head 1, sequence 0, row 0): expected finite values");
+  v1::PassHeader bad_rule = h;
+  bad_rule.mutable_analyses(0)->mutable_rollout()->mutable_gradient()->set_rule(
+      static_cast<v1::GradientRule>(5));
+  expect_invalid(bad_rule, view, "rollout.gradient.rule: expected CHEFER or VIT_EXPLAIN, got 5");
+  v1::PassHeader bad_prune = testing::RolloutHeader(a);
+  bad_prune.mutable_analyses(0)->mutable_rollout()->mutable_pruning()->set_discard_ratio(1.0f);
+  expect_invalid(bad_prune, a.view(), "pruning.discard_ratio: expected 0 <= ratio < 1, got 1");
+
+  // A gradient whose shape differs from the attention's.
+  auto msgs = Pass(a, testing::RolloutHeader(a));
+  msgs[0] = HeaderMsg(h);
+  for (size_t i = 1; i < msgs.size(); ++i) {
+    v1::Tensor* g = msgs[i].mutable_layer()->mutable_gradient();
+    *g = msgs[i].layer().attention();
+    g->set_shape(1, 2);
+    g->mutable_data()->resize(g->data().size() / 2);
+  }
+  auto r = RawExplain(msgs);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(r.status().message()),
+              HasSubstr("layer[0].gradient.shape: expected the attention's shape [1, 4, 8, 8], got [1, 2, 8, 8]"));
+}
+
 TEST_F(ServerTest, SizeLimitsGetResourceExhausted) {
   // More tokens than max_tokens.
   v1::PassHeader h;

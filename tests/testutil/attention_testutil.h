@@ -12,6 +12,25 @@
 
 namespace attnroll::testing {
 
+// A view of a whole matrix, as the math takes it.
+inline analysis::ConstMatrixView View(const analysis::MatrixF& m) {
+  return analysis::ConstMatrixView(m.data(), m.rows(), m.cols(), Eigen::OuterStride<>(m.cols()));
+}
+
+// A small matrix written out row by row.
+inline analysis::MatrixF Mat(std::initializer_list<std::initializer_list<float>> rows) {
+  analysis::MatrixF m(rows.size(), rows.begin()->size());
+  int i = 0;
+  for (auto& r : rows) {
+    int j = 0;
+    for (float v : r) m(i, j++) = v;
+    ++i;
+  }
+  return m;
+}
+
+inline std::vector<float> Flat(const analysis::MatrixF& m) { return {m.data(), m.data() + m.size()}; }
+
 // Row-stochastic m x m: softmax of N(0, scale^2) logits (large scale = peaked rows).
 inline analysis::MatrixF RandomStochastic(int m, std::mt19937& rng, float scale = 2.0f) {
   std::normal_distribution<float> normal(0.0f, scale);
