@@ -75,7 +75,7 @@ const std::set<std::string> kValued = {
     "attention", "method", "fusion", "head-weights", "residual", "layers", "rows", "prefix",
     "grid", "scale", "wire", "out", "valid-lengths", "max-message-bytes", "request-id",
     "row-sum-tolerance", "rule", "gradient", "discard-ratio", "threshold", "mass", "top-k",
-    "sink"};
+    "sink", "residual-weights", "value-norms"};
 const std::set<std::string> kFlags = {"no-renorm", "per-layer", "json", "causal", "grad-normalize"};
 
 // Stacks the per-sequence maps into one array: [k, ...] for one unbatched
@@ -123,6 +123,10 @@ void PrintExplainUsage() {
       "  --threshold T                prune entries < T in each row\n"
       "  --mass P                     keep the largest entries holding share P of each row\n"
       "  --top-k K                    keep the K largest entries of each row\n"
+      "  --residual-weights FILE.npy  residual weight per layer [L] or per query token [L, n]\n"
+      "                               (leading B for batched input), replacing --residual\n"
+      "  --value-norms FILE.npy       value-vector norms [L, H, n] (leading B): columns of each\n"
+      "                               head scaled by them, rows renormalised (Kobayashi 2020)\n"
       "  --causal                     decoder-only model: rows must be lower-triangular\n"
       "  --sink K                     drop the first K key columns from the maps, renormalise\n"
       "  --fusion mean|max|min|weighted  head fusion (default mean)\n"
@@ -331,6 +335,39 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
   view.layers = s[s.size() - 4];
   view.heads = s[s.size() - 3];
   view.tokens = s[s.size() - 1];
+  // Side inputs: their shape is the attention's leading axes plus their own.
+  auto side = [&](const char* name, std::vector<std::vector<int64_t>> shapes,
+                  absl::StatusOr<Array>* out) -> absl::Status {
+    *out = ReadNpy(opt[name]);
+    if (!out->ok()) return out->status();
+    for (auto& shape : shapes) {
+      if (batched) shape.insert(shape.begin(), view.batch);
+      if ((*out)->shape == shape) return absl::OkStatus();
+    }
+    std::vector<std::string> wanted;
+    for (const auto& shape : shapes) wanted.push_back(absl::StrCat("[", absl::StrJoin(shape, ", "), "]"));
+    return absl::InvalidArgumentError(absl::StrCat(opt[name], ": expected shape ",
+                                                   absl::StrJoin(wanted, " or "), ", got [",
+                                                   absl::StrJoin((*out)->shape, ", "), "]"));
+  };
+  absl::StatusOr<Array> residual_weights, value_norms;
+  if (opt.count("residual-weights")) {
+    if (absl::Status st = side("residual-weights", {{view.layers}, {view.layers, view.tokens}},
+                               &residual_weights);
+        !st.ok()) {
+      return Fail(st);
+    }
+    view.residual_weights = residual_weights->values.data();
+    view.residual_per_token = residual_weights->shape.back() == view.tokens &&
+                              residual_weights->shape.size() == (batched ? 3u : 2u);
+  }
+  if (opt.count("value-norms")) {
+    if (absl::Status st = side("value-norms", {{view.layers, view.heads, view.tokens}}, &value_norms);
+        !st.ok()) {
+      return Fail(st);
+    }
+    view.value_norms = value_norms->values.data();
+  }
 
   auto client = client::Client::Connect(global.server);
   client::CallStats stats;

@@ -36,9 +36,12 @@ std::vector<v1::LayerChunk> LayerChunks(const AttentionView& a, int layer, v1::D
   const int64_t head_elems = a.tokens * a.tokens;
   // A message carries the heads' attention and, when present, their gradient.
   const int64_t head_bytes = a.batch * head_elems * static_cast<int64_t>(WireSize(wire)) *
-                             (a.gradient != nullptr ? 2 : 1);
-  // Leave room for the message's own fields so the whole message stays under the cap.
-  const int64_t budget = max_message_bytes - 1024;
+                                 (a.gradient != nullptr ? 2 : 1) +
+                             (a.value_norms != nullptr ? a.batch * a.tokens * 4 : 0);
+  // Leave room for the message's own fields (and the layer's residual
+  // weights) so the whole message stays under the cap.
+  const int64_t budget =
+      max_message_bytes - 1024 - (a.residual_weights != nullptr ? a.batch * a.tokens * 4 : 0);
   const int64_t per_chunk =
       std::clamp<int64_t>(head_bytes > 0 ? budget / head_bytes : a.heads, 1, a.heads);
   std::vector<v1::LayerChunk> chunks;
@@ -61,6 +64,27 @@ std::vector<v1::LayerChunk> LayerChunks(const AttentionView& a, int layer, v1::D
     };
     fill(a.data, t);
     if (a.gradient != nullptr) fill(a.gradient, chunk.mutable_gradient());
+    if (a.residual_weights != nullptr && h0 == 0) {
+      // Per layer, on the layer's first message: [B] or [B, n].
+      v1::Tensor* w = chunk.mutable_residual_weights();
+      w->set_dtype(v1::DTYPE_FP32);
+      const int64_t per = a.residual_per_token ? a.tokens : 1;
+      w->add_shape(a.batch);
+      if (a.residual_per_token) w->add_shape(a.tokens);
+      for (int64_t b = 0; b < a.batch; ++b) {
+        AppendEncoded(v1::DTYPE_FP32, a.residual_weights + (b * a.layers + layer) * per,
+                      static_cast<size_t>(per), w->mutable_data());
+      }
+    }
+    if (a.value_norms != nullptr) {
+      v1::Tensor* v = chunk.mutable_value_norms();
+      v->set_dtype(v1::DTYPE_FP32);
+      for (int64_t d : {a.batch, h, a.tokens}) v->add_shape(d);
+      for (int64_t b = 0; b < a.batch; ++b) {
+        AppendEncoded(v1::DTYPE_FP32, a.value_norms + ((b * a.layers + layer) * a.heads + h0) * a.tokens,
+                      static_cast<size_t>(h * a.tokens), v->mutable_data());
+      }
+    }
   }
   return chunks;
 }

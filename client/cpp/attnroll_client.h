@@ -22,6 +22,11 @@ struct AttentionView {
   const float* data = nullptr;
   int64_t batch = 1, layers = 0, heads = 0, tokens = 0;
   const float* gradient = nullptr;
+  // Residual weights: [batch, layers] or, with residual_per_token,
+  // [batch, layers, tokens]. Value norms: [batch, layers, heads, tokens].
+  const float* residual_weights = nullptr;
+  bool residual_per_token = false;
+  const float* value_norms = nullptr;
 };
 
 struct ExplainOptions {

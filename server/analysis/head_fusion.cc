@@ -125,12 +125,29 @@ void HeadFuser::AddTerms(int head, int row0, const ConstMatrixView& a, const Con
   }
 }
 
-void ApplyResidual(float a, bool renormalize, MatrixF& f, float scale) {
-  const float keep = (1.0f - a) * scale;
+void ApplyValueNorms(const float* norms, int rows, int cols, int64_t stride, float* a) {
+  for (int r = 0; r < rows; ++r) {
+    float* row = a + r * stride;
+    double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < cols; ++j) {
+      row[j] *= norms[j];
+      sum += row[j];
+    }
+    if (sum <= 0.0) continue;
+    const float inv = static_cast<float>(1.0 / sum);
+#pragma omp simd
+    for (int j = 0; j < cols; ++j) row[j] *= inv;
+  }
+}
+
+void ApplyResidual(float a, bool renormalize, MatrixF& f, float scale, const float* row_weights) {
   for (Eigen::Index i = 0; i < f.rows(); ++i) {
+    const float ai = row_weights != nullptr ? row_weights[i] : a;
+    const float keep = (1.0f - ai) * scale;
     auto row = f.row(i);
     if (keep != 1.0f) row *= keep;
-    row(i) += a;
+    row(i) += ai;
     if (!renormalize) continue;
     // Rows are long (up to max_tokens): sum in double.
     const double s = row.cast<double>().sum();

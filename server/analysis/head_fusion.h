@@ -49,9 +49,16 @@ class HeadFuser {
 };
 
 // f <- (1 - a) * scale * f + a I, then (optionally) every row divided by its
-// sum, in one pass per row. A row whose sum is 0 (possible with min fusion and
-// a = 0) is left at 0.
-void ApplyResidual(float a, bool renormalize, MatrixF& f, float scale = 1.0f);
+// sum, in one pass per row. With `row_weights` (length rows), row i uses
+// a = row_weights[i] instead. A row whose sum is 0 (possible with min fusion
+// and a = 0) is left at 0.
+void ApplyResidual(float a, bool renormalize, MatrixF& f, float scale = 1.0f,
+                   const float* row_weights = nullptr);
+
+// The norm-based view (Kobayashi et al. 2020): a[i, j] <- a[i, j] * norms[j],
+// then each row divided by its sum (a row whose sum becomes 0 stays 0).
+// `a` is rows x cols with row stride `stride`; norms has cols entries.
+void ApplyValueNorms(const float* norms, int rows, int cols, int64_t stride, float* a);
 
 }  // namespace attnroll::analysis
 

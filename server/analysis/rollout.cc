@@ -102,7 +102,7 @@ void SequenceRollout::AddHead(int layer, int head, const ConstMatrixView& a,
   if (head == num_heads_ - 1) EndLayer(layer);
 }
 
-void SequenceRollout::EndLayer(int layer) {
+void SequenceRollout::EndLayer(int layer, const float* residual_weights) {
   if (!WantsLayer(layer)) return;
   MatrixF& f = fuser_.fused();
   float scale = fuser_.residual_scale();
@@ -120,7 +120,7 @@ void SequenceRollout::EndLayer(int layer) {
     f.diagonal().array() += 1.0f;
     if (spec_.grad_row_normalize) ApplyResidual(0.0f, true, f);
   } else {
-    ApplyResidual(spec_.residual, spec_.renormalize, f, scale);
+    ApplyResidual(spec_.residual, spec_.renormalize, f, scale, residual_weights);
   }
   FoldLayer();
 }

@@ -74,7 +74,9 @@ class SequenceRollout {
   bool AddHeadRows(int layer, int head, int row0, const ConstMatrixView& a,
                    const ConstMatrixView* gradient = nullptr, RowStats* stats = nullptr,
                    bool upper = false);
-  void EndLayer(int layer);
+  // `residual_weights` (m values, may be null): per-query residual weights of
+  // this layer, replacing spec.residual (not used by the Chefer rule).
+  void EndLayer(int layer, const float* residual_weights = nullptr);
 
   // A whole m x m head; ends the layer after its last head.
   void AddHead(int layer, int head, const ConstMatrixView& a,

@@ -102,8 +102,11 @@ absl::StatusOr<std::unique_ptr<PassSession>> PassSession::Create(const v1::PassH
   // Analyses: one default rollout when none is asked for.
   std::vector<v1::Analysis> analyses(header.analyses().begin(), header.analyses().end());
   if (analyses.empty()) analyses.emplace_back().mutable_rollout();
-  // block_ and gblock_
-  int64_t working = 2 * std::max<int64_t>(kStripFloats, n) * static_cast<int64_t>(sizeof(float));
+  // block_ and gblock_, value norms and residual weights of one message, stats_.
+  int64_t working = (2 * std::max<int64_t>(kStripFloats, n) +
+                     static_cast<int64_t>(batch) * (layout.num_heads() + 1) * n) *
+                        static_cast<int64_t>(sizeof(float)) +
+                    static_cast<int64_t>(n) * static_cast<int64_t>(sizeof(analysis::RowStats));
   for (size_t i = 0; i < analyses.size(); ++i) {
     const v1::Analysis& a = analyses[i];
     if (a.kind_case() != v1::Analysis::kRollout) {
@@ -197,24 +200,10 @@ absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
         field, ".shape: expected [", batch_, ", h, ", n, ", ", n, "] with 1 <= h <= ", heads_left,
         " (heads ", next_head_, "..", num_heads_ - 1, " of the layer remain), got [", seen, "]"));
   }
-  if (chunk.has_gradient() != needs_gradient_) {
-    return absl::InvalidArgumentError(
-        needs_gradient_
-            ? absl::StrCat("layer[", chunk.layer(), "].gradient: expected a gradient (an analysis ",
-                           "is gradient-weighted), got none")
-            : absl::StrCat("layer[", chunk.layer(), "].gradient: no analysis is ",
-                           "gradient-weighted, but a gradient was sent"));
-  }
+  if (absl::Status s = CheckGradient(chunk); !s.ok()) return s;
+  if (absl::Status s = TakeResidualWeights(chunk); !s.ok()) return s;
+  if (absl::Status s = TakeValueNorms(chunk); !s.ok()) return s;
   const v1::Tensor& g = chunk.gradient();
-  if (needs_gradient_) {
-    const std::string gfield = absl::StrCat("layer[", chunk.layer(), "].gradient");
-    if (absl::Status s = CheckTensorBytes(g, gfield); !s.ok()) return s;
-    if (!std::equal(g.shape().begin(), g.shape().end(), t.shape().begin(), t.shape().end())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          gfield, ".shape: expected the attention's shape [", absl::StrJoin(t.shape(), ", "),
-          "], got [", absl::StrJoin(g.shape(), ", "), "]"));
-    }
-  }
   bytes_received_ += static_cast<int64_t>(t.data().size() + g.data().size());
   if (bytes_received_ > max_pass_bytes_) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -222,9 +211,6 @@ absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
         max_pass_bytes_));
   }
   const int h = static_cast<int>(t.shape(1));
-  const float tol = tolerance_ > 0 ? tolerance_ : DefaultRowSumTolerance(t.dtype());
-  const bool fp32 = t.dtype() == v1::DTYPE_FP32;
-  const bool gfp32 = g.dtype() == v1::DTYPE_FP32;
   if (block_.empty()) block_.resize(std::max<size_t>(kStripFloats, num_tokens_));
   if (needs_gradient_ && gblock_.empty()) gblock_.resize(block_.size());
   if (stats_.empty()) stats_.resize(num_tokens_);
@@ -235,50 +221,8 @@ absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
     // matrix. Cropping to m x m drops the padding before any math.
     const int strip = std::max(1, std::min(m, kStripFloats / m));
     for (int r0 = 0; r0 < m; r0 += strip) {
-      const int rows = std::min(strip, m - r0);
       for (int hh = 0; hh < h; ++hh) {
-        const int head = next_head_ + hh;
-        const int64_t offset = ((static_cast<int64_t>(b) * h + hh) * n + r0) * n;
-        const float* rows_ptr;
-        int64_t stride;
-        if (fp32) {  // read the wire bytes in place
-          rows_ptr = reinterpret_cast<const float*>(t.data().data()) + offset;
-          stride = n;
-        } else {
-          DecodeBlock(t.dtype(), t.data(), offset, rows, m, n, block_.data());
-          rows_ptr = block_.data();
-          stride = m;
-        }
-        const analysis::ConstMatrixView view(rows_ptr, rows, m, Eigen::OuterStride<>(stride));
-        // The gradient's same rows (validated finite), when sent.
-        const analysis::ConstMatrixView* gview = nullptr;
-        std::optional<analysis::ConstMatrixView> gstorage;
-        if (needs_gradient_) {
-          const float* gptr = reinterpret_cast<const float*>(g.data().data()) + offset;
-          int64_t gstride = n;
-          if (!gfp32) {
-            DecodeBlock(g.dtype(), g.data(), offset, rows, m, n, gblock_.data());
-            gptr = gblock_.data();
-            gstride = m;
-          }
-          if (absl::Status s = ValidateGradientRows(gptr, rows, m, gstride, r0, {next_layer_, head, b});
-              !s.ok()) {
-            return s;
-          }
-          gview = &gstorage.emplace(gptr, rows, m, Eigen::OuterStride<>(gstride));
-        }
-        // The first analysis that fuses this layer measures the rows as it
-        // reads them; a bad row fails the whole pass, so fusing first is safe.
-        analysis::RowStats* stats = stats_.data();
-        for (Job& job : jobs_) {
-          if (job.sequences[b].AddHeadRows(next_layer_, head, r0, view, gview, stats, causal_)) {
-            stats = nullptr;
-          }
-        }
-        if (stats != nullptr) analysis::ComputeRowStats(view, r0, causal_, stats);
-        if (absl::Status s = ValidateAttentionRows(rows_ptr, rows, m, stride, r0, tol, causal_,
-                                                   {next_layer_, head, b}, stats_.data());
-            !s.ok()) {
+        if (absl::Status s = AddHeadStrip(chunk, b, hh, r0, std::min(strip, m - r0)); !s.ok()) {
           return s;
         }
       }
@@ -286,8 +230,12 @@ absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
   }
   if (next_head_ + h == num_heads_) {
     for (Job& job : jobs_) {
-      for (analysis::SequenceRollout& seq : job.sequences) seq.EndLayer(next_layer_);
+      for (int b = 0; b < batch_; ++b) {
+        job.sequences[b].EndLayer(
+            next_layer_, layer_residual_.empty() ? nullptr : layer_residual_.data() + b * num_tokens_);
+      }
     }
+    layer_residual_.clear();
   }
   next_head_ += h;
   if (next_head_ == num_heads_) {
@@ -295,6 +243,168 @@ absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
     ++next_layer_;
   }
   compute_ += absl::Now() - start;
+  return absl::OkStatus();
+}
+
+// Rows [r0, r0 + rows) of head hh (of the chunk) of sequence b: decode,
+// validate, and add to every analysis.
+absl::Status PassSession::AddHeadStrip(const v1::LayerChunk& chunk, int b, int hh, int r0, int rows) {
+  const v1::Tensor& t = chunk.attention();
+  const v1::Tensor& g = chunk.gradient();
+  const int h = static_cast<int>(t.shape(1));
+  const int head = next_head_ + hh;
+  const int m = valid_[b];
+  const int64_t n = num_tokens_;
+  const int64_t offset = ((static_cast<int64_t>(b) * h + hh) * n + r0) * n;
+  const float tol = tolerance_ > 0 ? tolerance_ : DefaultRowSumTolerance(t.dtype());
+  const BlockLocation where{next_layer_, head, b};
+  const float* rows_ptr;
+  int64_t stride;
+  if (t.dtype() == v1::DTYPE_FP32 && !value_norms_) {  // read the wire bytes in place
+    rows_ptr = reinterpret_cast<const float*>(t.data().data()) + offset;
+    stride = n;
+  } else {
+    DecodeBlock(t.dtype(), t.data(), offset, rows, m, n, block_.data());
+    rows_ptr = block_.data();
+    stride = m;
+  }
+  const analysis::ConstMatrixView view(rows_ptr, rows, m, Eigen::OuterStride<>(stride));
+  // The gradient's same rows (validated finite), when sent.
+  std::optional<analysis::ConstMatrixView> gview;
+  if (needs_gradient_) {
+    const float* gptr = reinterpret_cast<const float*>(g.data().data()) + offset;
+    int64_t gstride = n;
+    if (g.dtype() != v1::DTYPE_FP32) {
+      DecodeBlock(g.dtype(), g.data(), offset, rows, m, n, gblock_.data());
+      gptr = gblock_.data();
+      gstride = m;
+    }
+    if (absl::Status s = ValidateGradientRows(gptr, rows, m, gstride, r0, where); !s.ok()) return s;
+    gview.emplace(gptr, rows, m, Eigen::OuterStride<>(gstride));
+  }
+  analysis::RowStats* stats = stats_.data();
+  if (value_norms_) {
+    // Validate the attention as sent, then weight its columns by the norms.
+    analysis::ComputeRowStats(view, r0, causal_, stats);
+    if (absl::Status s = ValidateAttentionRows(rows_ptr, rows, m, stride, r0, tol, causal_, where, stats);
+        !s.ok()) {
+      return s;
+    }
+    analysis::ApplyValueNorms(norms_.data() + (static_cast<int64_t>(b) * h + hh) * n, rows, m, m,
+                              block_.data());
+    stats = nullptr;
+  }
+  // The first analysis that fuses this layer measures the rows as it reads
+  // them; a bad row fails the whole pass, so fusing first is safe.
+  for (Job& job : jobs_) {
+    if (job.sequences[b].AddHeadRows(next_layer_, head, r0, view, gview ? &*gview : nullptr, stats,
+                                     causal_)) {
+      stats = nullptr;
+    }
+  }
+  if (value_norms_) return absl::OkStatus();
+  if (stats != nullptr) analysis::ComputeRowStats(view, r0, causal_, stats);
+  return ValidateAttentionRows(rows_ptr, rows, m, stride, r0, tol, causal_, where, stats_.data());
+}
+
+absl::Status PassSession::CheckGradient(const v1::LayerChunk& chunk) const {
+  const std::string field = absl::StrCat("layer[", chunk.layer(), "].gradient");
+  if (chunk.has_gradient() != needs_gradient_) {
+    return absl::InvalidArgumentError(
+        needs_gradient_
+            ? absl::StrCat(field, ": expected a gradient (an analysis is gradient-weighted), got none")
+            : absl::StrCat(field, ": no analysis is gradient-weighted, but a gradient was sent"));
+  }
+  if (!needs_gradient_) return absl::OkStatus();
+  const v1::Tensor& t = chunk.attention();
+  const v1::Tensor& g = chunk.gradient();
+  if (absl::Status s = CheckTensorBytes(g, field); !s.ok()) return s;
+  if (!std::equal(g.shape().begin(), g.shape().end(), t.shape().begin(), t.shape().end())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ".shape: expected the attention's shape [", absl::StrJoin(t.shape(), ", "),
+        "], got [", absl::StrJoin(g.shape(), ", "), "]"));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// A small side tensor decoded whole to fp32.
+std::vector<float> DecodeAll(const v1::Tensor& t) {
+  const int64_t count = static_cast<int64_t>(t.data().size() / DTypeSize(t.dtype()));
+  std::vector<float> out(count);
+  if (count > 0) DecodeBlock(t.dtype(), t.data(), 0, 1, static_cast<int>(count), count, out.data());
+  return out;
+}
+
+std::string ShapeString(const v1::Tensor& t) {
+  return absl::StrCat("[", absl::StrJoin(t.shape(), ", "), "]");
+}
+
+}  // namespace
+
+absl::Status PassSession::TakeResidualWeights(const v1::LayerChunk& chunk) {
+  if (!chunk.has_residual_weights()) return absl::OkStatus();
+  const std::string field = absl::StrCat("layer[", chunk.layer(), "].residual_weights");
+  if (next_head_ != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": expected on the layer's first message (head_start 0), got head_start ", next_head_));
+  }
+  const v1::Tensor& w = chunk.residual_weights();
+  if (absl::Status s = CheckTensorBytes(w, field); !s.ok()) return s;
+  const bool per_token = w.shape_size() == 2;
+  if (!(w.shape_size() == 1 || per_token) || w.shape(0) != batch_ ||
+      (per_token && w.shape(1) != num_tokens_)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".shape: expected [", batch_, "] or [",
+                                                   batch_, ", ", num_tokens_, "], got ",
+                                                   ShapeString(w)));
+  }
+  const std::vector<float> values = DecodeAll(w);
+  layer_residual_.assign(static_cast<size_t>(batch_) * num_tokens_, 0.0f);
+  for (int b = 0; b < batch_; ++b) {
+    for (int i = 0; i < valid_[b]; ++i) {
+      const float a = per_token ? values[static_cast<size_t>(b) * num_tokens_ + i] : values[b];
+      if (!(a >= 0.0f && a <= 1.0f)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            field, ": expected weights in [0, 1], got ", a, " (sequence ", b,
+            per_token ? absl::StrCat(", token ", i) : std::string(), ")"));
+      }
+      layer_residual_[static_cast<size_t>(b) * num_tokens_ + i] = a;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PassSession::TakeValueNorms(const v1::LayerChunk& chunk) {
+  const std::string field = absl::StrCat("layer[", chunk.layer(), "].value_norms");
+  const bool first_message = next_layer_ == 0 && next_head_ == 0;
+  if (first_message) value_norms_ = chunk.has_value_norms();
+  if (chunk.has_value_norms() != value_norms_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, value_norms_ ? ": expected value norms (the pass's first message had them), got none"
+                            : ": the pass's first message had no value norms, so none may follow"));
+  }
+  if (!value_norms_) return absl::OkStatus();
+  const v1::Tensor& v = chunk.value_norms();
+  if (absl::Status s = CheckTensorBytes(v, field); !s.ok()) return s;
+  const int64_t h = chunk.attention().shape(1);
+  if (v.shape_size() != 3 || v.shape(0) != batch_ || v.shape(1) != h || v.shape(2) != num_tokens_) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".shape: expected [", batch_, ", ", h, ", ",
+                                                   num_tokens_, "], got ", ShapeString(v)));
+  }
+  norms_ = DecodeAll(v);
+  for (int b = 0; b < batch_; ++b) {
+    for (int64_t hh = 0; hh < h; ++hh) {
+      for (int j = 0; j < valid_[b]; ++j) {
+        const float x = norms_[(b * h + hh) * num_tokens_ + j];
+        if (!(x >= 0.0f && std::isfinite(x))) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              field, ": expected finite norms >= 0, got ", x, " (sequence ", b, ", head ",
+              next_head_ + hh, ", token ", j, ")"));
+        }
+      }
+    }
+  }
   return absl::OkStatus();
 }
 

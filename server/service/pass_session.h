@@ -45,6 +45,10 @@ class PassSession {
 
   PassSession() = default;
   absl::Status CheckChunkPosition(const v1::LayerChunk& chunk) const;
+  absl::Status CheckGradient(const v1::LayerChunk& chunk) const;
+  absl::Status TakeResidualWeights(const v1::LayerChunk& chunk);
+  absl::Status TakeValueNorms(const v1::LayerChunk& chunk);
+  absl::Status AddHeadStrip(const v1::LayerChunk& chunk, int b, int hh, int r0, int rows);
 
   std::string request_id_;
   int num_layers_ = 0, num_heads_ = 0, num_tokens_ = 0, batch_ = 0;
@@ -60,6 +64,9 @@ class PassSession {
   std::vector<float> block_;  // one decoded strip of rows (fp16/bf16 wire)
   std::vector<float> gblock_;  // the same strip of the gradient
   std::vector<analysis::RowStats> stats_;  // of the strip's rows
+  bool value_norms_ = false;               // the pass sends value norms
+  std::vector<float> norms_;               // this message's, [B, h, n]
+  std::vector<float> layer_residual_;      // this layer's residual weights, [B, n]
   absl::Time started_;
   absl::Duration compute_;
 };

@@ -219,3 +219,28 @@ TEST(PruningInRolloutTest, RowPathEqualsChainPathAndEmptiedRowsAreCounted) {
 
 }  // namespace
 }  // namespace attnroll::analysis
+
+namespace attnroll::analysis {
+namespace {
+
+TEST(BeyondHeuristicTest, ValueNormsScaleColumnsAndRenormaliseRows) {
+  MatrixF a = testing::Mat({{0.5f, 0.25f, 0.25f}, {0.0f, 0.5f, 0.5f}});
+  const float norms[3] = {2.0f, 0.0f, 1.0f};
+  ApplyValueNorms(norms, 2, 3, 3, a.data());
+  // Row 0: [1, 0, .25] / 1.25; row 1: [0, 0, .5] / .5.
+  EXPECT_THAT(testing::Flat(a), Pointwise(FloatNear(1e-6), {0.8f, 0.0f, 0.2f, 0.0f, 0.0f, 1.0f}));
+  MatrixF z = testing::Mat({{0.0f, 1.0f}});
+  const float zero[2] = {1.0f, 0.0f};
+  ApplyValueNorms(zero, 1, 2, 2, z.data());  // all mass on a zero-norm token: stays 0
+  EXPECT_THAT(testing::Flat(z), ElementsAre(0.0f, 0.0f));
+}
+
+TEST(BeyondHeuristicTest, PerRowResidualWeights) {
+  MatrixF f = testing::Mat({{0.5f, 0.5f}, {0.5f, 0.5f}});
+  const float a[2] = {0.0f, 0.5f};
+  ApplyResidual(0.9f, true, f, 1.0f, a);  // the scalar 0.9 is replaced per row
+  EXPECT_THAT(testing::Flat(f), Pointwise(FloatNear(1e-6), {0.5f, 0.5f, 0.25f, 0.75f}));
+}
+
+}  // namespace
+}  // namespace attnroll::analysis

@@ -240,6 +240,79 @@ TEST_F(ServerTest, GradientRolloutOverTheWireAndItsBadInputs) {
               HasSubstr("layer[0].gradient.shape: expected the attention's shape [1, 4, 8, 8], got [1, 2, 8, 8]"));
 }
 
+TEST_F(ServerTest, ResidualWeightsAndValueNormsClosedFormsAndBadInputs) {
+  // Uniform attention with value norms v: every row becomes v / |v| =: P (P^2 = P),
+  // so L layers roll out to 0.5^L I + (1 - 0.5^L) P.
+  const int n = 5, L = 3, H = 2;
+  auto a = testing::UniformAttention(1, L, H, n);
+  std::vector<float> norms(L * H * n);
+  for (size_t i = 0; i < norms.size(); ++i) norms[i] = static_cast<float>(1 + i % n);  // 1..5
+  client::AttentionView view = a.view();
+  view.value_norms = norms.data();
+  v1::PassHeader h = testing::RolloutHeader(a);
+  h.mutable_analyses(0)->mutable_rollout()->mutable_readout()->add_rows(1);
+  client::ExplainOptions opts;
+  opts.max_message_bytes = 1024 + n * n * 4 + n * 4;  // one head per message
+  auto r = client_->Explain(h, view, opts);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const float p = std::pow(0.5f, L);
+  std::vector<float> expected;
+  for (int j = 0; j < n; ++j) expected.push_back((1 - p) * (1 + j) / 15.0f + (j == 1 ? p : 0.0f));
+  EXPECT_THAT(testing::MapValues(r->results(0).maps(0)), Pointwise(FloatNear(1e-6), expected));
+
+  // One layer with a residual weight per query token: row i = (1 - a_i) / n + a_i e_i.
+  auto one = testing::UniformAttention(1, 1, H, n);
+  std::vector<float> weights = {0.0f, 0.25f, 0.5f, 0.75f, 1.0f};
+  client::AttentionView wview = one.view();
+  wview.residual_weights = weights.data();
+  wview.residual_per_token = true;
+  v1::PassHeader h1 = testing::RolloutHeader(one);
+  for (int i = 0; i < n; ++i) h1.mutable_analyses(0)->mutable_rollout()->mutable_readout()->add_rows(i);
+  r = client_->Explain(h1, wview, {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  expected.clear();
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < n; ++j) expected.push_back((1 - weights[i]) / n + (i == j ? weights[i] : 0.0f));
+  }
+  EXPECT_THAT(testing::MapValues(r->results(0).maps(0)), Pointwise(FloatNear(1e-6), expected));
+
+  auto expect_invalid = [&](const v1::PassHeader& header, const client::AttentionView& v,
+                            const std::string& needle, int64_t max_bytes = int64_t{4} << 20) {
+    client::ExplainOptions o;
+    o.max_message_bytes = max_bytes;
+    auto res = client_->Explain(header, v, o);
+    EXPECT_EQ(res.status().code(), absl::StatusCode::kInvalidArgument) << needle << ": " << res.status();
+    EXPECT_THAT(std::string(res.status().message()), HasSubstr(needle));
+  };
+  weights[3] = 1.5f;
+  expect_invalid(h1, wview, "layer[0].residual_weights: expected weights in [0, 1], got 1.5 (sequence 0, token 3)");
+  std::vector<float> bad_norms = norms;
+  bad_norms[7] = -1.0f;  // layer 0, head 1, token 2
+  client::AttentionView nview = view;
+  nview.value_norms = bad_norms.data();
+  expect_invalid(h, nview, "layer[0].value_norms: expected finite norms >= 0, got -1 (sequence 0, head 1, token 2)");
+
+  // Raw messages: residual weights on a layer's second message; value norms on
+  // the first message only; a wrong shape.
+  auto msgs = Pass(a, testing::RolloutHeader(a));
+  auto chunks = client::LayerChunks(view, 0, v1::DTYPE_FP32, 1024 + n * n * 4 + n * 4);
+  ASSERT_EQ(chunks.size(), 2u);
+  msgs[1] = LayerMsg(chunks[0]);  // layer 0 head 0 with value norms, then layers without
+  auto res = RawExplain({msgs[0], msgs[1], LayerMsg(client::LayerChunks(a.view(), 0, v1::DTYPE_FP32, 1024 + n * n * 4)[1])});
+  EXPECT_THAT(std::string(res.status().message()), HasSubstr("expected value norms (the pass's first message had them), got none"));
+  v1::LayerChunk second = chunks[1];
+  second.mutable_residual_weights()->set_dtype(v1::DTYPE_FP32);
+  second.mutable_residual_weights()->add_shape(1);
+  second.mutable_residual_weights()->set_data(std::string(4, '\0'));
+  res = RawExplain({msgs[0], LayerMsg(chunks[0]), LayerMsg(second)});
+  EXPECT_THAT(std::string(res.status().message()), HasSubstr("residual_weights: expected on the layer's first message (head_start 0), got head_start 1"));
+  v1::LayerChunk wrong = chunks[0];
+  wrong.mutable_value_norms()->set_shape(2, n - 1);
+  wrong.mutable_value_norms()->mutable_data()->resize((n - 1) * 4);
+  res = RawExplain({msgs[0], LayerMsg(wrong)});
+  EXPECT_THAT(std::string(res.status().message()), HasSubstr("layer[0].value_norms.shape: expected [1, 1, 5], got [1, 1, 4]"));
+}
+
 TEST_F(ServerTest, SizeLimitsGetResourceExhausted) {
   // More tokens than max_tokens.
   v1::PassHeader h;
