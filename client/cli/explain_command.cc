@@ -75,7 +75,7 @@ const std::set<std::string> kValued = {
     "attention", "method", "fusion", "head-weights", "residual", "layers", "rows", "prefix",
     "grid", "scale", "wire", "out", "valid-lengths", "max-message-bytes", "request-id",
     "row-sum-tolerance", "rule", "gradient", "discard-ratio", "threshold", "mass", "top-k",
-    "sink", "residual-weights", "value-norms"};
+    "sink", "residual-weights", "value-norms", "head-aggregate", "aggregate-out"};
 const std::set<std::string> kFlags = {"no-renorm", "per-layer", "json", "causal", "grad-normalize"};
 
 // Stacks the per-sequence maps into one array: [k, ...] for one unbatched
@@ -129,7 +129,10 @@ void PrintExplainUsage() {
       "                               head scaled by them, rows renormalised (Kobayashi 2020)\n"
       "  --causal                     decoder-only model: rows must be lower-triangular\n"
       "  --sink K                     drop the first K key columns from the maps, renormalise\n"
-      "  --fusion mean|max|min|weighted  head fusion (default mean)\n"
+      "  --fusion mean|max|min|weighted|none  head fusion (default mean); none: head-specific\n"
+      "                               rollout, one chain per head, output [H, k, ...]\n"
+      "  --head-aggregate mean|max|min|weighted  fusion none: aggregate of the head maps\n"
+      "  --aggregate-out FILE.npy     fusion none: write that aggregate ([k, ...]) here\n"
       "  --head-weights w1,w2,...     one weight per head, for --fusion weighted\n"
       "  --residual A                 residual weight a: (1-a) A + a I (default 0.5; 0 = none)\n"
       "  --no-renorm                  do not renormalise rows after the residual\n"
@@ -189,11 +192,23 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
 
   static const std::map<std::string, v1::HeadFusion> kFusion = {
       {"mean", v1::HEAD_FUSION_MEAN}, {"max", v1::HEAD_FUSION_MAX},
-      {"min", v1::HEAD_FUSION_MIN}, {"weighted", v1::HEAD_FUSION_WEIGHTED}};
+      {"min", v1::HEAD_FUSION_MIN}, {"weighted", v1::HEAD_FUSION_WEIGHTED},
+      {"none", v1::HEAD_FUSION_NONE}};
   if (opt.count("fusion")) {
     auto it = kFusion.find(opt["fusion"]);
-    if (it == kFusion.end()) return Usage("--fusion: expected mean|max|min|weighted");
+    if (it == kFusion.end()) return Usage("--fusion: expected mean|max|min|weighted|none");
     ro->set_fusion(it->second);
+  }
+  const bool head_specific = ro->fusion() == v1::HEAD_FUSION_NONE;
+  if (!head_specific && (opt.count("head-aggregate") || opt.count("aggregate-out"))) {
+    return Usage("--head-aggregate and --aggregate-out are only used with --fusion none");
+  }
+  if (opt.count("head-aggregate")) {
+    auto it = kFusion.find(opt["head-aggregate"]);
+    if (it == kFusion.end() || it->second == v1::HEAD_FUSION_NONE) {
+      return Usage("--head-aggregate: expected mean|max|min|weighted");
+    }
+    ro->set_head_aggregate(it->second);
   }
   if (opt.count("head-weights")) {
     for (absl::string_view part : absl::StrSplit(opt["head-weights"], ',')) {
@@ -232,12 +247,12 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
   }
   for (const char* name : {"discard-ratio", "threshold", "mass"}) {
     if (!opt.count(name)) continue;
-    float v;
-    if (!absl::SimpleAtof(opt[name], &v)) return Usage(std::string("--") + name + ": expected a number");
+    double v;
+    if (!absl::SimpleAtod(opt[name], &v)) return Usage(std::string("--") + name + ": expected a number");
     v1::Pruning* p = ro->mutable_pruning();
     if (std::string(name) == "discard-ratio") p->set_discard_ratio(v);
-    if (std::string(name) == "threshold") p->set_threshold(v);
-    if (std::string(name) == "mass") p->set_mass(v);
+    if (std::string(name) == "threshold") p->set_threshold(static_cast<float>(v));
+    if (std::string(name) == "mass") p->set_mass(static_cast<float>(v));
   }
   if (opt.count("top-k")) {
     uint32_t k;
@@ -377,6 +392,13 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
   absl::StatusOr<Array> out = Assemble(response->results(0), batched);
   if (!out.ok()) return Fail(out.status());
   if (absl::Status st = WriteNpy(opt["out"], *out); !st.ok()) return Fail(st);
+  if (opt.count("aggregate-out")) {
+    v1::AnalysisResult aggregate;
+    *aggregate.mutable_maps() = response->results(0).aggregate_maps();
+    absl::StatusOr<Array> agg = Assemble(aggregate, batched);
+    if (!agg.ok()) return Fail(agg.status());
+    if (absl::Status st = WriteNpy(opt["aggregate-out"], *agg); !st.ok()) return Fail(st);
+  }
   for (const std::string& w : response->results(0).warnings()) {
     std::fprintf(stderr, "attnroll: warning: %s\n", w.c_str());
   }

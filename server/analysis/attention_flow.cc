@@ -5,6 +5,10 @@
 #include <cmath>
 #include <limits>
 
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
 namespace attnroll::analysis {
 namespace {
 
@@ -16,6 +20,41 @@ constexpr double kBoundTol = 1e-12;
 constexpr int kDead = std::numeric_limits<int>::min();
 // A layer with fewer than m / kSparse live nodes is scanned through its list.
 constexpr int kSparse = 8;
+
+
+// Admissible-arc search over a row: the first j in [from, m) with
+// lev[j] == want (kUnvisited: lev[j] < 0) and cap[j] - f[j] > kEps, or m.
+// The scans are the solver's inner loop: AVX2 looks at 8 arcs at a time.
+template <bool kUnvisited>
+inline bool ArcOk(const int* lev, int want, const float* cap, const double* f, int j) {
+  const bool level_ok = kUnvisited ? lev[j] < 0 : lev[j] == want;
+  return level_ok && static_cast<double>(cap[j]) - f[j] > kEps;
+}
+
+template <bool kUnvisited>
+inline int FindArc(const int* lev, int want, const float* cap, const double* f, int from, int m) {
+  int j = from;
+#ifdef __AVX2__
+  const __m256i wantv = _mm256_set1_epi32(kUnvisited ? 0 : want);
+  const __m256d epsv = _mm256_set1_pd(kEps);
+  for (; j + 8 <= m; j += 8) {
+    const __m256i lv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lev + j));
+    const __m256i eq = kUnvisited ? _mm256_cmpgt_epi32(wantv, lv) : _mm256_cmpeq_epi32(lv, wantv);
+    const int lmask = _mm256_movemask_ps(_mm256_castsi256_ps(eq));
+    if (lmask == 0) continue;
+    const __m256 c = _mm256_loadu_ps(cap + j);
+    const __m256d r0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(c)), _mm256_loadu_pd(f + j));
+    const __m256d r1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(c, 1)), _mm256_loadu_pd(f + j + 4));
+    const int rmask = _mm256_movemask_pd(_mm256_cmp_pd(r0, epsv, _CMP_GT_OQ)) |
+                      (_mm256_movemask_pd(_mm256_cmp_pd(r1, epsv, _CMP_GT_OQ)) << 4);
+    const int mask = lmask & rmask;
+    if (mask != 0) return j + __builtin_ctz(static_cast<unsigned>(mask));
+  }
+#endif
+  for (; j < m; ++j)
+    if (ArcOk<kUnvisited>(lev, want, cap, f, j)) return j;
+  return m;
+}
 
 }  // namespace
 
@@ -100,7 +139,10 @@ bool AttentionFlow::Bfs(int src, int snk) {
   const int m = m_, L = num_layers_;
   const size_t mm = static_cast<size_t>(m) * m;
   std::fill(level_.begin(), level_.end(), -1);
+  // Unvisited nodes per layer: a row into a fully visited layer is skipped.
+  std::fill(alive_count_.begin(), alive_count_.end(), m);
   level_[src] = 0;
+  --alive_count_[node_layer_[src]];
   int head = 0, tail = 0;
   queue_[tail++] = src;
   int snk_level = std::numeric_limits<int>::max();
@@ -110,7 +152,7 @@ bool AttentionFlow::Bfs(int src, int snk) {
     const int lv = level_[v];
     if (lv >= snk_level - 1) break;  // BFS order: the rest is at least as far
     const int l = node_layer_[v], i = node_index_[v];
-    if (l >= 1) {
+    if (l >= 1 && alive_count_[l - 1] > 0) {
       const float* cap = layers_[l - 1].data() + static_cast<size_t>(i) * m;
       const double* f = flow_.data() + (l - 1) * mm + static_cast<size_t>(i) * m;
       int* lev = level_.data() + static_cast<size_t>(l - 1) * m;
@@ -122,24 +164,29 @@ bool AttentionFlow::Bfs(int src, int snk) {
         }
         ++scanned;
       } else {
-        for (int j = 0; j < m; ++j) {
-          if (lev[j] < 0 && cap[j] - f[j] > kEps) {
-            lev[j] = lv + 1;
-            queue_[tail++] = (l - 1) * m + j;
-          }
+        int found = 0;
+        for (int j = FindArc<true>(lev, 0, cap, f, 0, m); j < m;
+             j = FindArc<true>(lev, 0, cap, f, j + 1, m)) {
+          lev[j] = lv + 1;
+          queue_[tail++] = (l - 1) * m + j;
+          ++found;
         }
+        alive_count_[l - 1] -= found;
         scanned += m;
       }
     }
-    if (l < L) {
+    if (l < L && alive_count_[l + 1] > 0) {
       const double* f = flow_.data() + static_cast<size_t>(l) * mm + i;
       int* lev = level_.data() + static_cast<size_t>(l + 1) * m;
+      int found = 0;
       for (int k : back_[v]) {
         if (lev[k] < 0 && f[static_cast<size_t>(k) * m] > kEps) {
           lev[k] = lv + 1;
           queue_[tail++] = (l + 1) * m + k;
+          ++found;
         }
       }
+      alive_count_[l + 1] -= found;
       scanned += back_[v].size();
     }
   }
@@ -271,10 +318,7 @@ double AttentionFlow::Solve(int source, int sink) {
           j = c < n ? list[c] : -1;
           cur = j >= 0 ? j : m;
         } else if (j < 0 && l > 1) {
-          int jj = cur;
-          for (; jj < m; ++jj) {
-            if (lev[jj] == want && cap[jj] - f[jj] > kEps) break;
-          }
+          const int jj = FindArc<false>(lev, want, cap, f, cur, m);
           scanned += jj - cur + (jj < m);
           cur = jj;
           if (jj < m) j = jj;
@@ -328,6 +372,7 @@ double AttentionFlow::Solve(int source, int sink) {
   }
   return std::min(total, bound);
 }
+
 
 double EstimateFlowCost(int num_layers, int m, int num_sinks) {
   // A pair scans on the order of L m^2 arcs in the worst structured cases

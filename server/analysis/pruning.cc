@@ -13,9 +13,9 @@ namespace {
 // Zeros the lowest floor(ratio * size) entries (ties: lower flat index first),
 // except flat index 0, as vit-explain does (it drops index 0 from the list, so
 // one fewer entry is zeroed when (0, 0) is among the lowest).
-void DiscardLowest(float ratio, MatrixF& f) {
+void DiscardLowest(double ratio, MatrixF& f) {
   const int64_t size = f.size();
-  const int64_t count = static_cast<int64_t>(std::floor(static_cast<double>(ratio) * size));
+  const int64_t count = static_cast<int64_t>(std::floor(ratio * static_cast<double>(size)));
   if (count <= 0) return;
   std::vector<int64_t> order(size);
   std::iota(order.begin(), order.end(), 0);
@@ -58,7 +58,7 @@ void KeepTopK(int k, Eigen::Ref<RowVectorF> row, std::vector<int>& idx) {
 }  // namespace
 
 absl::Status ValidatePruneSpec(const PruneSpec& spec) {
-  if (!(spec.discard_ratio >= 0.0f && spec.discard_ratio < 1.0f)) {
+  if (!(spec.discard_ratio >= 0.0 && spec.discard_ratio < 1.0)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "pruning.discard_ratio: expected 0 <= ratio < 1, got ", spec.discard_ratio));
   }

@@ -11,7 +11,7 @@
 namespace attnroll::analysis {
 
 struct PruneSpec {
-  float discard_ratio = 0;  // [0, 1): lowest fraction of all m*m entries, never (0, 0)
+  double discard_ratio = 0;  // [0, 1): lowest fraction of all m*m entries, never (0, 0)
   float threshold = 0;      // per row: drop entries < threshold
   float mass = 0;           // (0, 1]: per row keep the largest entries holding this share
   int top_k = 0;            // per row: keep the k largest

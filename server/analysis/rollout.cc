@@ -27,7 +27,13 @@ absl::Status ValidateRolloutSpec(const RolloutSpec& spec, int num_layers, int nu
     return absl::InvalidArgumentError(
         absl::StrCat("rollout.residual: expected a in [0, 1], got ", spec.residual));
   }
-  if (spec.fusion == Fusion::kWeighted) {
+  const bool head_specific = spec.fusion == Fusion::kNone;
+  if (head_specific && spec.head_aggregate == Fusion::kNone) {
+    return absl::InvalidArgumentError(
+        "rollout.head_aggregate: expected MEAN, MAX, MIN or WEIGHTED, got NONE");
+  }
+  if (spec.fusion == Fusion::kWeighted ||
+      (head_specific && spec.head_aggregate == Fusion::kWeighted)) {
     if (static_cast<int>(spec.head_weights.size()) != num_heads) {
       return absl::InvalidArgumentError(absl::StrCat(
           "rollout.head_weights: expected ", num_heads, " weights (one per head), got ",
@@ -47,7 +53,8 @@ absl::Status ValidateRolloutSpec(const RolloutSpec& spec, int num_layers, int nu
     }
   } else if (!spec.head_weights.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "rollout.head_weights: only used with fusion WEIGHTED, got ", spec.head_weights.size(),
+        "rollout.head_weights: only used with fusion (or head_aggregate) WEIGHTED, got ",
+        spec.head_weights.size(),
         " weights"));
   }
   if (absl::Status s = ValidatePruneSpec(spec.prune); !s.ok()) return s;
@@ -66,15 +73,18 @@ RolloutPath ChooseRolloutPath(const RolloutSpec& spec, int num_layers, int m) {
   return row < chain ? RolloutPath::kRow : RolloutPath::kChain;
 }
 
-int64_t RolloutWorkingBytes(const RolloutSpec& spec, int num_layers, int m, RolloutPath path) {
+int64_t RolloutWorkingBytes(const RolloutSpec& spec, int num_layers, int num_heads, int m,
+                            RolloutPath path) {
   const int64_t layers = LastLayer(spec, num_layers) - spec.first_layer + 1;
   const int64_t mat = static_cast<int64_t>(m) * m * static_cast<int64_t>(sizeof(float));
   const int64_t out =
       (spec.per_layer ? layers : 1) * NumMaps(spec.readout) * m * static_cast<int64_t>(sizeof(float));
   // The fuser's accumulator, plus R and a product buffer (chain), or every At_l
-  // and the k x m vectors pushed back through them (row).
+  // and the k x m vectors pushed back through them (row); per head when
+  // head-specific (plus the aggregate).
   const int64_t row_vectors = 2 * NumMaps(spec.readout) * m * static_cast<int64_t>(sizeof(float));
-  return mat + (path == RolloutPath::kChain ? 2 * mat : layers * mat + row_vectors) + out;
+  const int64_t one = mat + (path == RolloutPath::kChain ? 2 * mat : layers * mat + row_vectors) + out;
+  return spec.fusion == Fusion::kNone ? num_heads * one + out : one;
 }
 
 SequenceRollout::SequenceRollout(const RolloutSpec& spec, int num_layers, int num_heads, int m,
@@ -86,12 +96,21 @@ SequenceRollout::SequenceRollout(const RolloutSpec& spec, int num_layers, int nu
       num_heads_(num_heads),
       path_(path),
       fuser_(spec.fusion, spec.head_weights, num_heads, m, spec.gradient) {
+  if (spec.fusion == Fusion::kNone) {
+    RolloutSpec one = spec;
+    one.fusion = Fusion::kMean;  // of a single head: the head itself
+    one.head_weights.clear();
+    per_head_.reserve(num_heads);
+    for (int h = 0; h < num_heads; ++h) per_head_.emplace_back(one, num_layers, 1, m, path);
+    return;
+  }
   if (path_ == RolloutPath::kRow) layers_.reserve(last_ - first_ + 1);
 }
 
 bool SequenceRollout::AddHeadRows(int layer, int head, int row0, const ConstMatrixView& a,
                                   const ConstMatrixView* gradient, RowStats* stats, bool upper) {
   if (!WantsLayer(layer)) return false;
+  if (!per_head_.empty()) return per_head_[head].AddHeadRows(layer, 0, row0, a, gradient, stats, upper);
   fuser_.AddRows(head, row0, a, gradient, stats, upper);
   return true;
 }
@@ -104,6 +123,10 @@ void SequenceRollout::AddHead(int layer, int head, const ConstMatrixView& a,
 
 void SequenceRollout::EndLayer(int layer, const float* residual_weights) {
   if (!WantsLayer(layer)) return;
+  if (!per_head_.empty()) {
+    for (SequenceRollout& head : per_head_) head.EndLayer(layer, residual_weights);
+    return;
+  }
   MatrixF& f = fuser_.fused();
   float scale = fuser_.residual_scale();
   const bool chefer = spec_.gradient == GradientRule::kChefer;
@@ -162,7 +185,8 @@ void SequenceRollout::AppendReadout(const MatrixF& r) {
   }
 }
 
-Maps SequenceRollout::Finish() {
+Maps SequenceRollout::Finish(Maps* aggregate) {
+  if (!per_head_.empty()) return FinishPerHead(aggregate);
   const ReadoutSpec& ro = spec_.readout;
   const int k = NumMaps(ro);
   Maps maps;
@@ -193,6 +217,40 @@ Maps SequenceRollout::Finish() {
   maps.values.resize(static_cast<size_t>(k) * len);
   for (int i = 0; i < k; ++i) WriteMap(ro, v.row(i), maps.values.data() + static_cast<size_t>(i) * len);
   return maps;
+}
+
+}  // namespace attnroll::analysis
+
+namespace attnroll::analysis {
+
+Maps SequenceRollout::FinishPerHead(Maps* aggregate) {
+  Maps all;
+  Maps agg;
+  const int num_heads = static_cast<int>(per_head_.size());
+  for (int h = 0; h < num_heads; ++h) {
+    Maps one = per_head_[h].Finish();
+    emptied_rows_ += per_head_[h].emptied_rows();
+    if (h == 0) {
+      all.shape.push_back(num_heads);
+      all.shape.insert(all.shape.end(), one.shape.begin(), one.shape.end());
+      agg.shape = one.shape;
+      agg.values.assign(one.values.size(), 0.0f);
+      all.values.reserve(one.values.size() * num_heads);
+    }
+    for (size_t i = 0; i < one.values.size(); ++i) {
+      const float v = one.values[i];
+      float& a = agg.values[i];
+      switch (spec_.head_aggregate) {
+        case Fusion::kMax: a = h == 0 ? v : std::max(a, v); break;
+        case Fusion::kMin: a = h == 0 ? v : std::min(a, v); break;
+        case Fusion::kWeighted: a += spec_.head_weights[h] * v; break;
+        default: a += v / static_cast<float>(num_heads); break;
+      }
+    }
+    all.values.insert(all.values.end(), one.values.begin(), one.values.end());
+  }
+  if (aggregate != nullptr) *aggregate = std::move(agg);
+  return all;
 }
 
 }  // namespace attnroll::analysis

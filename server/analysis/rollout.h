@@ -39,6 +39,10 @@ struct RolloutSpec {
   // kVitExplain: F = max(0, fuse(G A)), then the ordinary residual.
   GradientRule gradient = GradientRule::kNone;
   bool grad_row_normalize = false;
+  // fusion == kNone: every head is rolled out on its own chain; the maps get a
+  // leading H axis, and Finish also returns their aggregate by this fusion
+  // (mean, max, min, or weighted with head_weights).
+  Fusion head_aggregate = Fusion::kMean;
 };
 
 enum class RolloutPath { kRow, kChain };
@@ -55,7 +59,8 @@ int LastLayer(const RolloutSpec& spec, int num_layers);
 RolloutPath ChooseRolloutPath(const RolloutSpec& spec, int num_layers, int m);
 
 // Upper bound of the bytes a SequenceRollout allocates (for admission control).
-int64_t RolloutWorkingBytes(const RolloutSpec& spec, int num_layers, int m, RolloutPath path);
+int64_t RolloutWorkingBytes(const RolloutSpec& spec, int num_layers, int num_heads, int m,
+                            RolloutPath path);
 
 class SequenceRollout {
  public:
@@ -83,8 +88,9 @@ class SequenceRollout {
                const ConstMatrixView* gradient = nullptr);
 
   // The maps, once every wanted layer is complete: [k, map...], or
-  // [num_layers_in_range, k, map...] with per_layer.
-  Maps Finish();
+  // [num_layers_in_range, k, map...] with per_layer; with fusion kNone a
+  // leading [H] axis, and `aggregate` (if given) gets the maps' aggregate.
+  Maps Finish(Maps* aggregate = nullptr);
 
   RolloutPath path() const { return path_; }
   // Rows that pruning emptied (and gave their diagonal), over all layers.
@@ -92,6 +98,7 @@ class SequenceRollout {
 
  private:
   void FoldLayer();
+  Maps FinishPerHead(Maps* aggregate);
   void AppendReadout(const MatrixF& r);
 
   RolloutSpec spec_;
@@ -103,6 +110,7 @@ class SequenceRollout {
   MatrixF r_, scratch_;             // chain: R and the product buffer
   std::vector<MatrixF> layers_;     // row: the At_l of the range, in order
   std::vector<float> per_layer_;    // chain + per_layer: read-outs so far
+  std::vector<SequenceRollout> per_head_;  // fusion kNone: one chain per head
 };
 
 }  // namespace attnroll::analysis

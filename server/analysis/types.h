@@ -15,7 +15,8 @@ using RowVectorF = Eigen::Matrix<float, 1, Eigen::Dynamic>;
 // A read-only m x m block of a larger row-major buffer (padding cropped by stride).
 using ConstMatrixView = Eigen::Map<const MatrixF, Eigen::Unaligned, Eigen::OuterStride<>>;
 
-enum class Fusion { kMean, kMax, kMin, kWeighted };
+// kNone: head-specific rollout (one chain per head), see RolloutSpec.head_aggregate.
+enum class Fusion { kMean, kMax, kMin, kWeighted, kNone };
 enum class Scaling { kNone, kMax, kMinMax, kSum };
 // How a head's gradient weights its attention (gradient-weighted rollout).
 enum class GradientRule { kNone, kChefer, kVitExplain };

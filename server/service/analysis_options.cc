@@ -9,14 +9,23 @@ namespace attnroll::service {
 absl::StatusOr<analysis::RolloutSpec> ToRolloutSpec(const v1::RolloutOptions& options,
                                                     const v1::Layout& layout) {
   analysis::RolloutSpec spec;
-  switch (options.fusion()) {
-    case v1::HEAD_FUSION_MEAN: spec.fusion = analysis::Fusion::kMean; break;
-    case v1::HEAD_FUSION_MAX: spec.fusion = analysis::Fusion::kMax; break;
-    case v1::HEAD_FUSION_MIN: spec.fusion = analysis::Fusion::kMin; break;
-    case v1::HEAD_FUSION_WEIGHTED: spec.fusion = analysis::Fusion::kWeighted; break;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "rollout.fusion: expected MEAN, MAX, MIN or WEIGHTED, got ", static_cast<int>(options.fusion())));
+  auto fusion = [](int value, const char* field, analysis::Fusion* out) {
+    switch (value) {
+      case v1::HEAD_FUSION_MEAN: *out = analysis::Fusion::kMean; break;
+      case v1::HEAD_FUSION_MAX: *out = analysis::Fusion::kMax; break;
+      case v1::HEAD_FUSION_MIN: *out = analysis::Fusion::kMin; break;
+      case v1::HEAD_FUSION_WEIGHTED: *out = analysis::Fusion::kWeighted; break;
+      case v1::HEAD_FUSION_NONE: *out = analysis::Fusion::kNone; break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat(
+            field, ": expected MEAN, MAX, MIN, WEIGHTED or NONE, got ", value));
+    }
+    return absl::OkStatus();
+  };
+  if (absl::Status s = fusion(options.fusion(), "rollout.fusion", &spec.fusion); !s.ok()) return s;
+  if (absl::Status s = fusion(options.head_aggregate(), "rollout.head_aggregate", &spec.head_aggregate);
+      !s.ok()) {
+    return s;
   }
   spec.head_weights.assign(options.head_weights().begin(), options.head_weights().end());
   if (options.has_residual()) spec.residual = options.residual();

@@ -128,7 +128,8 @@ absl::StatusOr<std::unique_ptr<PassSession>> PassSession::Create(const v1::PassH
         return absl::Status(s.code(), absl::StrCat("analyses[", i, "] (sequence ", b, "): ",
                                                    s.message()));
       }
-      working += analysis::RolloutWorkingBytes(*spec, session->num_layers_, m, job.path);
+      working += analysis::RolloutWorkingBytes(*spec, session->num_layers_, session->num_heads_, m,
+                                               job.path);
     }
     session->jobs_.push_back(std::move(job));
   }
@@ -329,6 +330,13 @@ absl::Status PassSession::CheckGradient(const v1::LayerChunk& chunk) const {
 
 namespace {
 
+void ToTensor(const analysis::Maps& maps, v1::Tensor* t) {
+  t->set_dtype(v1::DTYPE_FP32);
+  for (int64_t d : maps.shape) t->add_shape(d);
+  t->mutable_data()->assign(reinterpret_cast<const char*>(maps.values.data()),
+                            maps.values.size() * sizeof(float));
+}
+
 // A small side tensor decoded whole to fp32.
 std::vector<float> DecodeAll(const v1::Tensor& t) {
   const int64_t count = static_cast<int64_t>(t.data().size() / DTypeSize(t.dtype()));
@@ -433,16 +441,15 @@ absl::StatusOr<v1::ExplainResponse> PassSession::Finish() {
     }
     for (size_t b = 0; b < job.sequences.size(); ++b) {
       analysis::SequenceRollout& seq = job.sequences[b];
+      const bool head_specific = job.spec.fusion == analysis::Fusion::kNone;
+      analysis::Maps aggregate;
+      ToTensor(seq.Finish(head_specific ? &aggregate : nullptr), result->add_maps());
+      if (head_specific) ToTensor(aggregate, result->add_aggregate_maps());
       if (seq.emptied_rows() > 0) {
         result->add_warnings(absl::StrCat("sequence ", b, ": pruning emptied ", seq.emptied_rows(),
-                                          " rows (summed over layers); each kept its diagonal"));
+                                          " rows (summed over layers", head_specific ? " and heads" : "",
+                                          "); each kept its diagonal"));
       }
-      analysis::Maps maps = seq.Finish();
-      v1::Tensor* t = result->add_maps();
-      t->set_dtype(v1::DTYPE_FP32);
-      for (int64_t d : maps.shape) t->add_shape(d);
-      t->mutable_data()->assign(reinterpret_cast<const char*>(maps.values.data()),
-                                maps.values.size() * sizeof(float));
     }
   }
   const absl::Time end = absl::Now();

@@ -262,7 +262,7 @@ TEST(ValidateRolloutSpecTest, RejectsBadOptionsNamingTheField) {
   EXPECT_THAT(error(s), HasSubstr("positive sum"));
   s = RolloutSpec();
   s.head_weights = {1.0f, 1.0f};
-  EXPECT_THAT(error(s), HasSubstr("only used with fusion WEIGHTED"));
+  EXPECT_THAT(error(s), HasSubstr("only used with fusion (or head_aggregate) WEIGHTED"));
   s = RolloutSpec();
   s.first_layer = 2;
   s.last_layer = 4;

@@ -244,3 +244,49 @@ TEST(BeyondHeuristicTest, PerRowResidualWeights) {
 
 }  // namespace
 }  // namespace attnroll::analysis
+
+namespace attnroll::analysis {
+namespace {
+
+TEST(HeadSpecificTest, EachHeadRollsOutAloneAndTheAggregateCombinesThem) {
+  std::mt19937 rng(17);
+  const int n = 7, L = 3, H = 3;
+  std::vector<std::vector<MatrixF>> a(L);
+  for (auto& l : a) {
+    for (int h = 0; h < H; ++h) l.push_back(testing::RandomStochastic(n, rng));
+  }
+  RolloutSpec spec;
+  spec.fusion = Fusion::kNone;
+  spec.head_aggregate = Fusion::kWeighted;
+  spec.head_weights = {0.5f, 0.25f, 0.25f};
+  spec.readout.rows = {0, 6};
+  for (RolloutPath path : {RolloutPath::kRow, RolloutPath::kChain}) {
+    ASSERT_TRUE(ValidateRolloutSpec(spec, L, H, n).ok());
+    SequenceRollout all(spec, L, H, n, path);
+    for (int l = 0; l < L; ++l) {
+      for (int h = 0; h < H; ++h) all.AddHead(l, h, testing::View(a[l][h]));
+    }
+    Maps aggregate;
+    Maps maps = all.Finish(&aggregate);
+    ASSERT_THAT(maps.shape, ElementsAre(H, 2, n));
+    ASSERT_THAT(aggregate.shape, ElementsAre(2, n));
+    std::vector<float> weighted(2 * n, 0.0f);
+    for (int h = 0; h < H; ++h) {
+      // Head h alone, as a one-head model.
+      RolloutSpec one;
+      one.readout.rows = {0, 6};
+      SequenceRollout single(one, L, 1, n, RolloutPath::kChain);
+      for (int l = 0; l < L; ++l) single.AddHead(l, 0, testing::View(a[l][h]));
+      Maps expected = single.Finish();
+      std::vector<float> got(maps.values.begin() + h * 2 * n, maps.values.begin() + (h + 1) * 2 * n);
+      EXPECT_THAT(got, Pointwise(FloatNear(1e-6), expected.values)) << "head " << h;
+      for (int i = 0; i < 2 * n; ++i) weighted[i] += spec.head_weights[h] * expected.values[i];
+    }
+    EXPECT_THAT(aggregate.values, Pointwise(FloatNear(1e-6), weighted));
+  }
+  spec.head_aggregate = Fusion::kNone;
+  EXPECT_THAT(std::string(ValidateRolloutSpec(spec, L, H, n).message()), HasSubstr("rollout.head_aggregate"));
+}
+
+}  // namespace
+}  // namespace attnroll::analysis

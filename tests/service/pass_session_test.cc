@@ -63,7 +63,7 @@ TEST(PassSessionTest, LayoutAndLimitErrors) {
   EXPECT_THAT(std::string(CreateError(h).message()), HasSubstr("rollout.head_weights: expected 2 weights"));
   h = Header(1, 2, 8);
   h.add_analyses()->mutable_rollout()->set_fusion(static_cast<v1::HeadFusion>(42));
-  EXPECT_THAT(std::string(CreateError(h).message()), HasSubstr("rollout.fusion: expected MEAN, MAX, MIN or WEIGHTED, got 42"));
+  EXPECT_THAT(std::string(CreateError(h).message()), HasSubstr("rollout.fusion: expected MEAN, MAX, MIN, WEIGHTED or NONE, got 42"));
   h = Header(1, 2, 8);
   h.add_analyses()->mutable_rollout()->mutable_readout()->add_rows(8);
   EXPECT_THAT(std::string(CreateError(h).message()), HasSubstr("readout.rows: row 8 out of range"));

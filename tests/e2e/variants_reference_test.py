@@ -1,0 +1,1123 @@
+#!/usr/bin/python3
+"""End-to-end test of the [variants] options of `attnroll explain` (issue 3):
+gradient-weighted rollout (rules chefer and vit_explain), pruning
+(discard_ratio, threshold, mass, top_k), causal validation, --rows last and
+--sink, against a real `attnroll-server` and an independent numpy reference.
+
+Run:
+    /usr/bin/python3 tests/e2e/variants_reference_test.py --bin-dir BUILD_DIR [unittest args]
+or set ATTNROLL_BIN_DIR.  Uses only the standard library and numpy.  The input
+generator and the fp16 rounding are imported from cli_reference_test.py (same
+directory); the server harness follows that file's start-up and teardown.
+
+The reference is written the slow, obvious way (float64, explicit loops over
+sequences, layers and rows, the full m x m chain).  Conventions it encodes
+(design.md section 4 and the brief of this test):
+
+  * fusion over heads of X[h]: mean / max / min, weighted = sum_h w_h X[h].
+  * plain rollout: F_l = fuse_h(A[l,h]).
+    chefer:        F_l = fuse_h(max(0, G[l,h] * A[l,h]))   (= Ab_l)
+    vit_explain:   F_l = max(0, fuse_h(G[l,h] * A[l,h]))
+    Gradient l goes with attention layer l (never reversed).
+  * pruning of F_l (any of the four steps enabled), each step on the previous
+    result:
+      1. discard_ratio R: k = floor(R * m * m); the k lowest entries of the
+         whole matrix (ties: lower flat row-major index first) are zeroed,
+         except flat index 0, which is never zeroed (one fewer if it is among
+         the k).
+      2. threshold T: per row, entries < T are zeroed.
+      3. mass P: per row with total > 0, sort ascending (stable), cumulative
+         sum / total; keep entries whose cumulative share > 1 - P.
+      4. top_k K: per row keep the K largest (ties: lower column kept).
+    Then per row: if its sum > 0 and renormalisation is on (plain and
+    vit_explain: unless --no-renorm; chefer: only with --grad-normalize), the
+    row is divided by its sum; if its sum is 0 but it had mass before pruning,
+    it becomes e_i and counts as "emptied".  The server reports, per
+    sequence, "sequence b: pruning emptied N rows" (N summed over the layers
+    of the range); the CLI prints it on stderr.
+    T and P travel as proto floats and are used at float32 precision; R is a
+    double (k = floor(R * m * m) as in Python).
+  * chefer: At_l = I + F_l; with --grad-normalize rows divided by row sums.
+    Otherwise: At_l = (1 - a) F_l + a I, rows with sum > 0 divided by it unless
+    --no-renorm.  R_first = At_first, R_l = At_l @ R_{l-1}.
+  * read-out rows: indices, "mean" (mean over the valid rows) or "last"
+    (row m_b - 1).  Per map row x (length m_b): sink K zeroes x[0:K] and
+    divides by the sum (if > 0); then the prefix P is dropped; then scaling
+    (none / max / minmax / sum) on the valid part; zero fill to n - P; grid.
+  * output shape: [k, n-P] (or [k, h, w]); [Lsel, ...] with --per-layer; a
+    leading B for 5-D input.
+
+Decisions the pruning takes on nearly equal numbers (a float32 rounding could
+flip them) are measured by the reference ("margins"); every case asserts that
+it is well conditioned, so a mismatch is a real disagreement.
+"""
+
+import importlib.util
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import unittest
+
+import numpy as np
+
+# --------------------------------------------------------------------------
+# Helpers shared with the foundation test (input generation, fp16 rounding,
+# --bin-dir parsing), imported by path; that file is not modified.
+# --------------------------------------------------------------------------
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location(
+    "attnroll_cli_reference_test", os.path.join(_HERE, "cli_reference_test.py"))
+_base = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_base)
+make_attention = _base.make_attention
+round_fp16 = _base.round_fp16
+_softmax = _base._softmax
+_take_bin_dir = _base._take_bin_dir
+
+BIN_DIR = os.environ.get("ATTNROLL_BIN_DIR")
+
+SERVER_START_TIMEOUT_S = 20.0
+SERVER_STOP_TIMEOUT_S = 10.0
+CLI_TIMEOUT_S = 30.0
+
+# Smallest relative margin a pruning decision may have (see module doc).
+MIN_MARGIN = 1e-5
+
+
+def make_gradient(rng, shape, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(np.float32)
+
+
+def make_causal_attention(rng, L, H, n, batch=None, valid_lengths=None):
+    """Lower-triangular row-stochastic attention (softmax over j <= i).  With
+    valid_lengths, padded rows hold non-causal junk over all n columns (the
+    server validates valid rows only) and padded columns of valid rows are 0."""
+    B = 1 if batch is None else batch
+    out = np.zeros((B, L, H, n, n), dtype=np.float64)
+    for b in range(B):
+        m = n if valid_lengths is None else valid_lengths[b]
+        for l in range(L):
+            for h in range(H):
+                temp = rng.uniform(1.0, 4.0)
+                for i in range(m):
+                    out[b, l, h, i, : i + 1] = _softmax(temp * rng.standard_normal(i + 1))
+                if m < n:
+                    out[b, l, h, m:, :] = _softmax(3.0 * rng.standard_normal((n - m, n)))
+    out = out.astype(np.float32)
+    return out[0] if batch is None else out
+
+
+def make_mixed_attention(rng, L, H, n, diffuse_rows):
+    """Rows in `diffuse_rows` are nearly uniform in every head (temperature
+    0.05), the others sharply peaked on one column (the same for all heads)."""
+    out = np.zeros((L, H, n, n), dtype=np.float64)
+    for l in range(L):
+        peaks = rng.integers(0, n, size=n)
+        for h in range(H):
+            for i in range(n):
+                if i in diffuse_rows:
+                    out[l, h, i] = _softmax(0.05 * rng.standard_normal(n))
+                else:
+                    logits = rng.standard_normal(n)
+                    logits[peaks[i]] += 6.0
+                    out[l, h, i] = _softmax(logits)
+    return out.astype(np.float32)
+
+
+# --------------------------------------------------------------------------
+# The reference.
+# --------------------------------------------------------------------------
+
+
+def _f32(x):
+    """A parameter as the server sees it (proto float)."""
+    return float(np.float32(x))
+
+
+def _fuse(X, fusion, weights):
+    """X: [H, m, m] float64 -> [m, m]."""
+    H = X.shape[0]
+    if fusion == "mean":
+        out = np.zeros(X.shape[1:])
+        for h in range(H):
+            out += X[h]
+        return out / H
+    if fusion == "max":
+        out = X[0].copy()
+        for h in range(1, H):
+            out = np.maximum(out, X[h])
+        return out
+    if fusion == "min":
+        out = X[0].copy()
+        for h in range(1, H):
+            out = np.minimum(out, X[h])
+        return out
+    if fusion == "weighted":
+        assert len(weights) == H
+        out = np.zeros(X.shape[1:])
+        for h in range(H):
+            out += float(weights[h]) * X[h]
+        return out
+    raise ValueError(fusion)
+
+
+def _rel_gap(x, y):
+    """Relative distance of two values a float32 rounding must not swap."""
+    scale = max(abs(x), abs(y))
+    return abs(x - y) / scale if scale > 0 else 0.0
+
+
+def _prune(F, discard_ratio, threshold, mass, top_k, renorm, margins, info):
+    """Pruning of one fused m x m matrix (float64), then the row rule.
+    Returns (pruned F, number of emptied rows)."""
+    m, cols = F.shape  # square in use; the self-test also feeds single rows
+    F = F.copy()
+    had_mass = [F[i].sum() > 0 for i in range(m)]
+
+    # 1. discard_ratio over the whole matrix.
+    if discard_ratio > 0:
+        # The ratio travels as a double (Python's float), as vit-explain's
+        # int(m * m * ratio): 0.7 of 100 entries is 70.
+        k = int(np.floor(float(discard_ratio) * m * cols))
+        if k > 0:
+            flat = F.reshape(-1)
+            order = sorted(range(m * cols), key=lambda idx: (flat[idx], idx))
+            if k < m * cols and flat[order[k - 1]] != flat[order[k]]:
+                margins.append(_rel_gap(flat[order[k - 1]], flat[order[k]]))
+            lowest = order[:k]
+            if 0 in lowest:
+                info["corner_in_discard"] = True
+            for idx in lowest:
+                if idx != 0:
+                    flat[idx] = 0.0
+            F = flat.reshape(m, cols)
+
+    T = _f32(threshold)
+    P = _f32(mass)
+    for i in range(m):
+        row = F[i]
+        # 2. threshold.
+        if threshold > 0:
+            for j in range(cols):
+                if row[j] != 0.0:
+                    margins.append(abs(row[j] - T) / T)
+                if row[j] < T:
+                    row[j] = 0.0
+        # 3. mass (DINO): keep entries whose ascending cumulative share > 1 - P.
+        if mass > 0:
+            total = row.sum()
+            if total > 0:
+                order = sorted(range(cols), key=lambda j: (row[j], j))  # stable ascending
+                cum = 0.0
+                drop = []
+                for t, j in enumerate(order):
+                    cum += row[j]
+                    share = cum / total
+                    margins.append(abs(share - (1.0 - P)))
+                    if share > 1.0 - P:
+                        if t > 0 and row[order[t - 1]] != row[j]:
+                            margins.append(_rel_gap(row[order[t - 1]], row[j]))
+                        break
+                    drop.append(j)
+                for j in drop:
+                    row[j] = 0.0
+        # 4. top_k: keep the K largest, ties to the lower column.
+        if top_k > 0 and top_k < cols:
+            order = sorted(range(cols), key=lambda j: (-row[j], j))
+            if row[order[top_k - 1]] != row[order[top_k]]:
+                margins.append(_rel_gap(row[order[top_k - 1]], row[order[top_k]]))
+            for j in order[top_k:]:
+                row[j] = 0.0
+        F[i] = row
+
+    emptied = 0
+    for i in range(m):
+        s = F[i].sum()
+        if s > 0:
+            if renorm:
+                F[i] = F[i] / s
+        elif had_mass[i]:
+            F[i] = 0.0
+            F[i, i] = 1.0
+            emptied += 1
+    return F, emptied
+
+
+def _scale_map(x, scale):
+    if scale == "none":
+        return x
+    if scale == "max":
+        mx = x.max()
+        return x / mx if mx > 0 else x
+    if scale == "minmax":
+        lo, hi = x.min(), x.max()
+        return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    if scale == "sum":
+        s = x.sum()
+        return x / s if s > 0 else x
+    raise ValueError(scale)
+
+
+def reference(att, grad=None, rule=None, grad_normalize=False, fusion="mean", weights=None,
+              residual=0.5, renorm=True, layers=None, per_layer=False, rows=(0,), prefix=0,
+              grid=None, scale="none", valid_lengths=None, discard_ratio=0.0, threshold=0.0,
+              mass=0.0, top_k=0, sink=0, margins=None, info=None):
+    """Returns (maps, emptied rows per sequence); see the module doc."""
+    if margins is None:
+        margins = []
+    if info is None:
+        info = {}
+    att = np.asarray(att)
+    batched = att.ndim == 5
+    if not batched:
+        att = att[None]
+        if grad is not None:
+            grad = np.asarray(grad)[None]
+    B, L, H, n, _ = att.shape
+    assert (grad is None) == (rule is None)
+    first, last = (0, L - 1) if layers is None else layers
+    pruning = discard_ratio > 0 or threshold > 0 or mass > 0 or top_k > 0
+    outs, emptied_per_seq = [], []
+    for b in range(B):
+        m = n if valid_lengths is None else int(valid_lengths[b])
+        a = att[b, :, :, :m, :m].astype(np.float64)
+        g = None if grad is None else grad[b, :, :, :m, :m].astype(np.float64)
+        eye = np.eye(m)
+        chain, R, emptied = [], None, 0
+        for l in range(first, last + 1):
+            if rule is None:
+                F = _fuse(a[l], fusion, weights)
+            elif rule == "chefer":
+                F = _fuse(np.maximum(0.0, g[l] * a[l]), fusion, weights)
+            elif rule == "vit_explain":
+                F = np.maximum(0.0, _fuse(g[l] * a[l], fusion, weights))
+            else:
+                raise ValueError(rule)
+            if pruning:
+                F, e = _prune(F, discard_ratio, threshold, mass, top_k,
+                              grad_normalize if rule == "chefer" else renorm, margins, info)
+                emptied += e
+            if rule == "chefer":
+                At = eye + F
+                if grad_normalize:
+                    At = At / At.sum(axis=1, keepdims=True)
+            else:
+                At = (1.0 - residual) * F + residual * eye
+                if renorm:
+                    for i in range(m):
+                        s = At[i].sum()
+                        if s > 0:
+                            At[i] = At[i] / s
+            R = At if R is None else At @ R
+            chain.append(R)
+        emptied_per_seq.append(emptied)
+        mats = chain if per_layer else [R]
+        per = []
+        for Rm in mats:
+            if rows == "mean":
+                sel = Rm.mean(axis=0, keepdims=True)
+            elif rows == "last":
+                sel = Rm[[m - 1], :]
+            else:
+                sel = Rm[list(rows), :]
+            full = np.zeros((sel.shape[0], n - prefix))
+            for r in range(sel.shape[0]):
+                x = sel[r].copy()
+                if sink > 0:
+                    x[:sink] = 0.0
+                    s = x.sum()
+                    if s > 0:
+                        x = x / s
+                x = x[prefix:]
+                full[r, : m - prefix] = _scale_map(x, scale)
+            if grid is not None:
+                full = full.reshape(sel.shape[0], grid[0], grid[1])
+            per.append(full)
+        outs.append(np.stack(per) if per_layer else per[0])
+    out = np.stack(outs) if batched else outs[0]
+    return out, emptied_per_seq
+
+
+# --------------------------------------------------------------------------
+# Self-test of the reference (no binaries needed).
+# --------------------------------------------------------------------------
+
+
+def _prune_only(F, **kw):
+    args = dict(discard_ratio=0.0, threshold=0.0, mass=0.0, top_k=0, renorm=False)
+    args.update(kw)
+    info = {}
+    out, e = _prune(np.asarray(F, dtype=np.float64), margins=[], info=info, **args)
+    return out, e, info
+
+
+class ReferenceSelfTest(unittest.TestCase):
+
+    def test_discard_keeps_corner(self):
+        F = np.array([[0.01, 0.5, 0.49], [0.3, 0.3, 0.4], [0.05, 0.9, 0.05]])
+        # k = floor(0.34 * 9) = 3 lowest: (0,0)=.01, (2,0)=.05, (2,2)=.05;
+        # (0,0) is never zeroed, so only two entries go.
+        out, e, info = _prune_only(F, discard_ratio=0.34)
+        want = F.copy()
+        want[2, 0] = want[2, 2] = 0.0
+        np.testing.assert_array_equal(out, want)
+        self.assertTrue(info.get("corner_in_discard"))
+        self.assertEqual(e, 0)
+        # Ties: lower flat index first. k = floor(0.23 * 9) = 2: (0,0) kept and
+        # (2,0), not (2,2), zeroed.
+        out, _, _ = _prune_only(F, discard_ratio=0.23)
+        want = F.copy()
+        want[2, 0] = 0.0
+        np.testing.assert_array_equal(out, want)
+
+    def test_threshold_mass_topk(self):
+        row = np.array([[0.1, 0.4, 0.2, 0.3]])
+        out, _, _ = _prune_only(row, threshold=0.25)
+        np.testing.assert_array_equal(out, [[0, 0.4, 0, 0.3]])
+        # mass 0.65: ascending .1 .2 .3 .4, shares .1 .3 .6 1.0; keep share > .35.
+        out, _, _ = _prune_only(row, mass=0.65)
+        np.testing.assert_array_equal(out, [[0, 0.4, 0, 0.3]])
+        out, _, _ = _prune_only(row, mass=0.75)
+        np.testing.assert_array_equal(out, [[0, 0.4, 0.2, 0.3]])
+        out, _, _ = _prune_only(row, top_k=1, renorm=True)
+        np.testing.assert_array_equal(out, [[0, 1, 0, 0]])
+        ties = np.array([[0.25, 0.25, 0.25, 0.25]])
+        out, _, _ = _prune_only(ties, top_k=2)
+        np.testing.assert_array_equal(out, [[0.25, 0.25, 0, 0]])
+        # mass with ties: ascending stable order is columns 0,1,2,3; shares
+        # .25 .5 .75 1; P = 0.5 keeps share > .5 -> columns 2, 3.
+        out, _, _ = _prune_only(ties, mass=0.5)
+        np.testing.assert_array_equal(out, [[0, 0, 0.25, 0.25]])
+
+    def test_emptied_rows(self):
+        F = np.array([[0.5, 0.5, 0.0], [0.0, 0.0, 0.0], [0.2, 0.7, 0.1]])
+        out, e, _ = _prune_only(F, threshold=0.6, renorm=True)
+        # row 0 emptied -> e_0; row 1 had no mass -> stays 0; row 2 keeps .7 -> 1.
+        np.testing.assert_array_equal(out, [[1, 0, 0], [0, 0, 0], [0, 1, 0]])
+        self.assertEqual(e, 1)
+
+    def test_chefer_identity(self):
+        L, H, n = 3, 2, 4
+        att = np.broadcast_to(np.eye(n), (L, H, n, n)).copy()
+        got, _ = reference(att, grad=np.ones_like(att), rule="chefer", rows=(0, 1, 2, 3))
+        np.testing.assert_allclose(got, 2.0 ** L * np.eye(n), rtol=1e-14)
+
+    def test_plain_matches_foundation_reference(self):
+        rng = np.random.default_rng(7)
+        att = make_attention(rng, 4, 3, 9, batch=2, valid_lengths=(9, 6))
+        kw = dict(fusion="max", residual=0.3, layers=(1, 3), per_layer=True, rows=(0, 2),
+                  prefix=1, scale="minmax", valid_lengths=(9, 6))
+        got, _ = reference(att, **kw)
+        np.testing.assert_allclose(got, _base.reference_rollout(att, **kw), rtol=1e-12,
+                                   atol=1e-15)
+
+    def test_chefer_recurrence(self):
+        # R_l = R_{l-1} + Ab_l R_{l-1}, written the other way round.
+        rng = np.random.default_rng(8)
+        att = make_attention(rng, 3, 2, 6).astype(np.float64)
+        grad = make_gradient(rng, att.shape).astype(np.float64)
+        got, _ = reference(att, grad=grad, rule="chefer", rows=(0, 1, 2, 3, 4, 5))
+        R = np.eye(6)
+        for l in range(3):
+            Ab = np.maximum(0, grad[l] * att[l]).mean(0)
+            R = R + Ab @ R
+        np.testing.assert_allclose(got, R, rtol=1e-12)
+
+    def test_sink(self):
+        att = np.broadcast_to(np.full((3, 3), 1.0 / 3), (1, 1, 3, 3)).copy()
+        got, _ = reference(att, sink=1, rows=(0,))
+        np.testing.assert_allclose(got, [[0.0, 0.5, 0.5]])
+        got, _ = reference(att, sink=1, prefix=1, scale="max", rows=(0,))
+        np.testing.assert_allclose(got, [[1.0, 1.0]])
+
+
+# --------------------------------------------------------------------------
+# The server and the CLI.
+# --------------------------------------------------------------------------
+
+_EMPTIED_RE = re.compile(r"sequence (\d+): pruning emptied (\d+) rows")
+
+
+class VariantsTest(unittest.TestCase):
+    server = None
+    port = None
+    tmp = None
+
+    @classmethod
+    def setUpClass(cls):
+        if not BIN_DIR:
+            raise RuntimeError("no build directory: pass --bin-dir BUILD_DIR or set "
+                               "ATTNROLL_BIN_DIR")
+        cls.server_bin = os.path.join(BIN_DIR, "attnroll-server")
+        cls.cli_bin = os.path.join(BIN_DIR, "attnroll")
+        for b in (cls.server_bin, cls.cli_bin):
+            if not os.access(b, os.X_OK):
+                raise RuntimeError("missing executable %s" % b)
+        cls.tmp = tempfile.mkdtemp(prefix="attnroll_variants_")
+        cls.server_log_path = os.path.join(cls.tmp, "server.stderr")
+        cls.server_log = open(cls.server_log_path, "wb")
+        cls.server = subprocess.Popen(
+            [cls.server_bin, "--listen", "127.0.0.1:0",
+             "--metrics-listen", "127.0.0.1:0", "--workers", "2"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=cls.server_log)
+        lines = queue.Queue()
+        cls.server_stdout = []
+
+        def drain():
+            # Keep reading so the server never blocks on a full pipe.
+            for raw in iter(cls.server.stdout.readline, b""):
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                cls.server_stdout.append(line)
+                lines.put(line)
+            lines.put(None)
+
+        cls.drain_thread = threading.Thread(target=drain, daemon=True)
+        cls.drain_thread.start()
+        try:
+            first = lines.get(timeout=SERVER_START_TIMEOUT_S)
+        except queue.Empty:
+            first = "<nothing within %.0f s>" % SERVER_START_TIMEOUT_S
+        prefix = "attnroll-server listening grpc=127.0.0.1:"
+        ok = first is not None and first.startswith(prefix) and " metrics=" in first
+        if ok:
+            try:
+                cls.port = int(first[len(prefix):].split()[0])
+            except ValueError:
+                ok = False
+        if not ok:
+            cls._kill_server()
+            raise RuntimeError(
+                "attnroll-server did not announce its port; first stdout line: %r;"
+                " stderr:\n%s" % (first, cls._server_stderr()))
+
+    @classmethod
+    def _server_stderr(cls):
+        try:
+            cls.server_log.flush()
+            with open(cls.server_log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")[-4000:]
+        except OSError:
+            return "<unreadable>"
+
+    @classmethod
+    def _kill_server(cls):
+        if cls.server is not None and cls.server.poll() is None:
+            cls.server.kill()
+            cls.server.wait(timeout=SERVER_STOP_TIMEOUT_S)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            if cls.server is not None and cls.server.poll() is None:
+                cls.server.send_signal(signal.SIGTERM)
+                try:
+                    rc = cls.server.wait(timeout=SERVER_STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    cls._kill_server()
+                    raise AssertionError(
+                        "attnroll-server did not exit within %.0f s of SIGTERM"
+                        % SERVER_STOP_TIMEOUT_S)
+                if rc != 0:
+                    raise AssertionError(
+                        "attnroll-server exited with %d after SIGTERM; stderr:\n%s"
+                        % (rc, cls._server_stderr()))
+            elif cls.server is not None and cls.server.returncode not in (0, None):
+                raise AssertionError("attnroll-server died early with %d; stderr:\n%s"
+                                     % (cls.server.returncode, cls._server_stderr()))
+        finally:
+            if cls.server is not None:
+                cls.server.stdout.close()
+            cls.server_log.close()
+            if cls.tmp:
+                shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    # -- helpers ------------------------------------------------------------
+
+    def setUp(self):
+        self.assertIsNone(self.server.poll(),
+                          "server is gone; stderr:\n" + self._server_stderr())
+
+    def cli(self, *args):
+        cmd = [self.cli_bin, "--server", "127.0.0.1:%d" % self.port] + [str(a) for a in args]
+        try:
+            return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=CLI_TIMEOUT_S, text=True)
+        except subprocess.TimeoutExpired:
+            self.fail("CLI timed out after %.0f s: %s" % (CLI_TIMEOUT_S, " ".join(cmd)))
+
+    def _write(self, name, arr):
+        path = os.path.join(self.tmp, name + ".npy")
+        np.save(path, arr)
+        return path
+
+    def explain(self, name, att, opts, grad=None, wire="fp32"):
+        """Runs `explain`; returns (output array, completed process)."""
+        args = ["explain", "--attention", self._write(name + "_in", att)]
+        if grad is not None:
+            args += ["--gradient", self._write(name + "_grad", grad)]
+        out = os.path.join(self.tmp, name + "_out.npy")
+        args += ["--out", out] + [str(o) for o in opts]
+        if wire != "fp32":
+            args += ["--wire", wire]
+        res = self.cli(*args)
+        self.assertEqual(res.returncode, 0,
+                         "CLI failed (%s)\ncmd: %s\nstdout:\n%s\nstderr:\n%s"
+                         % (name, " ".join(args), res.stdout, res.stderr))
+        got = np.load(out)
+        self.assertEqual(got.dtype, np.float32, name)
+        res.cmdline = " ".join(args)
+        return got, res
+
+    def emptied_reported(self, stderr):
+        return {int(s): int(c) for s, c in _EMPTIED_RE.findall(stderr)}
+
+    def run_case(self, name, att, opts, ref_kwargs, grad=None, wire="fp32", rtol=None,
+                 atol=None):
+        """Runs `explain` and compares maps and emptied-row counts with the
+        reference (on the wire-rounded inputs)."""
+        got, res = self.explain(name, att, opts, grad=grad, wire=wire)
+        if wire == "fp16":
+            ref_att = round_fp16(att)
+            ref_grad = None if grad is None else round_fp16(grad)
+            rtol, atol = rtol or 1e-3, atol or 1e-5
+        else:
+            ref_att, ref_grad = att, grad
+            rtol, atol = rtol or 1e-4, atol or 1e-6
+        margins, info = [], {}
+        want, emptied = reference(ref_att, grad=ref_grad, margins=margins, info=info,
+                                  **ref_kwargs)
+        if margins:
+            self.assertGreater(min(margins), MIN_MARGIN,
+                               "case %s is ill-conditioned (a pruning decision is within "
+                               "float32 rounding); change its seed" % name)
+        self.assertEqual(got.shape, want.shape, "case %s: %s" % (name, res.cmdline))
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol,
+                                   err_msg="case %s: %s" % (name, res.cmdline))
+        want_counts = {b: e for b, e in enumerate(emptied) if e > 0}
+        self.assertEqual(self.emptied_reported(res.stderr), want_counts,
+                         "case %s: emptied-row report on stderr:\n%s" % (name, res.stderr))
+        return got, want, res, info
+
+    def expect_invalid(self, name, att, opts, grad=None, exit_code=None, mention=None):
+        args = ["explain", "--attention", self._write(name + "_in", att)]
+        if grad is not None:
+            args += ["--gradient", self._write(name + "_grad", grad)]
+        args += ["--out", os.path.join(self.tmp, name + "_out.npy")] + [str(o) for o in opts]
+        res = self.cli(*args)
+        self.assertNotEqual(res.returncode, 0,
+                            "CLI accepted bad input (%s): %s\nstdout:\n%s"
+                            % (name, " ".join(args), res.stdout))
+        if exit_code is not None:
+            self.assertEqual(res.returncode, exit_code, "case %s:\n%s" % (name, res.stderr))
+        self.assertIn("INVALID_ARGUMENT", res.stderr,
+                      "case %s: stderr does not name INVALID_ARGUMENT:\n%s"
+                      % (name, res.stderr))
+        if mention is not None:
+            self.assertIn(mention, res.stderr, "case %s" % name)
+        self.assertIsNone(self.server.poll(), "server died on bad input " + name)
+        return res
+
+    # -- hand-built cases with known answers ------------------------------------
+
+    def test_known_chefer_identity(self):
+        # A = I, G = 1: Ab = mean_h max(0, I) = I, At = 2I, R = 2^L I (unnormalised).
+        L, H, n = 4, 3, 6
+        att = np.broadcast_to(np.eye(n, dtype=np.float32), (L, H, n, n)).copy()
+        grad = np.ones_like(att)
+        got, _ = self.explain("known_identity", att, ["--method", "grad-rollout",
+                                                      "--rows", "0,1,2,3,4,5"], grad=grad)
+        np.testing.assert_allclose(got, 2.0 ** L * np.eye(n), rtol=1e-6, atol=0)
+        # Any gradient: only the diagonal survives, Ab = diag(mean_h max(0, G_ii)).
+        rng = np.random.default_rng(11)
+        grad = make_gradient(rng, att.shape)
+        got, _ = self.explain("known_identity_anygrad", att,
+                              ["--method", "grad-rollout", "--rows", "0,1,2,3,4,5"], grad=grad)
+        diag = np.ones(n)
+        for l in range(L):
+            d = np.maximum(0.0, np.diagonal(grad[l].astype(np.float64), axis1=1, axis2=2))
+            diag *= 1.0 + d.mean(axis=0)
+        np.testing.assert_allclose(got, np.diag(diag), rtol=1e-5, atol=0)
+
+    def test_known_single_token_head(self):
+        # One head, every query attends to token 0 only: A = 1 e_0^T =: P, P^2 = P.
+        L, n = 3, 5
+        P = np.zeros((n, n), dtype=np.float32)
+        P[:, 0] = 1.0
+        att = np.broadcast_to(P, (L, 1, n, n)).copy()
+        rows = ["--rows", "0,1,2,3,4"]
+        # Plain rollout, a = 0.5: At^L = (1 - 2^-L) P + 2^-L I.
+        got, _ = self.explain("known_p_plain", att, rows)
+        np.testing.assert_allclose(got, (1 - 2.0 ** -L) * P + 2.0 ** -L * np.eye(n),
+                                   rtol=1e-6, atol=1e-7)
+        # Chefer, G = 1: (I + P)^L = I + (2^L - 1) P.
+        got, _ = self.explain("known_p_chefer", att, ["--method", "grad-rollout"] + rows,
+                              grad=np.ones_like(att))
+        np.testing.assert_allclose(got, np.eye(n) + (2.0 ** L - 1) * P, rtol=1e-6, atol=1e-7)
+
+    def test_known_one_head_gradient(self):
+        # Gradient zero on all heads but head 2 -> chefer on that head alone,
+        # with mean fusion over H heads (divided by H).
+        rng = np.random.default_rng(12)
+        L, H, n = 3, 4, 8
+        att = make_attention(rng, L, H, n)
+        grad = np.zeros_like(att)
+        grad[:, 2] = make_gradient(rng, (L, n, n), scale=3.0)
+        rows = list(range(n))
+        got, _ = self.explain("known_one_head", att,
+                              ["--method", "grad-rollout", "--rows", ",".join(map(str, rows))],
+                              grad=grad)
+        R = np.eye(n)
+        for l in range(L):
+            Ab = np.maximum(0.0, grad[l, 2].astype(np.float64) * att[l, 2]) / H
+            R = (np.eye(n) + Ab) @ R
+        np.testing.assert_allclose(got, R, rtol=1e-5, atol=1e-7)
+        # The same through the server with the head alone, weighted 1/H.
+        alone, _ = self.explain("known_one_head_alone", att[:, 2:3].copy(),
+                                ["--method", "grad-rollout", "--fusion", "weighted",
+                                 "--head-weights", repr(1.0 / H), "--rows",
+                                 ",".join(map(str, rows))], grad=grad[:, 2:3].copy())
+        np.testing.assert_allclose(got, alone, rtol=1e-5, atol=1e-7)
+
+    def test_vit_explain_bug_column_normalisation_absent(self):
+        # vit-explain divides by a.sum(dim=-1) without keepdim: a[i, j] / s[j].
+        # With gradient weighting the fused rows no longer sum to 1, so the two
+        # differ; we must match the per-row version.
+        rng = np.random.default_rng(13)
+        L, H, n = 3, 2, 7
+        att = make_attention(rng, L, H, n)
+        grad = make_gradient(rng, att.shape)
+        rows = list(range(n))
+        got, _ = self.explain("bug_colnorm", att,
+                              ["--method", "grad-rollout", "--rule", "vit_explain",
+                               "--rows", ",".join(map(str, rows))], grad=grad)
+
+        def chain(per_row):
+            R = None
+            for l in range(L):
+                F = np.maximum(0.0, (grad[l].astype(np.float64) * att[l]).mean(0))
+                a = 0.5 * F + 0.5 * np.eye(n)
+                s = a.sum(axis=-1)
+                a = a / s[:, None] if per_row else a / s  # the bug broadcasts over columns
+                R = a if R is None else a @ R
+            return R
+
+        right, wrong = chain(True), chain(False)
+        self.assertGreater(np.abs(right - wrong).max(), 1e-2, "case does not separate the two")
+        np.testing.assert_allclose(got, right, rtol=1e-4, atol=1e-6)
+        self.assertGreater(np.abs(got - wrong).max(), 1e-2)
+
+    def test_vit_explain_bug_reversed_gradients_absent(self):
+        # vit-explain pairs attention l with gradient L-1-l (backward hooks
+        # arrive in reverse).  Gradient l must go with attention layer l.
+        rng = np.random.default_rng(14)
+        L, H, n = 4, 3, 9
+        att = make_attention(rng, L, H, n)
+        grad = make_gradient(rng, att.shape)
+        for rule in ("chefer", "vit_explain"):
+            opts = ["--method", "grad-rollout", "--rule", rule, "--rows", "0,4"]
+            got, _ = self.explain("bug_reversed_" + rule, att, opts, grad=grad)
+            right, _ = reference(att, grad=grad, rule=rule, rows=(0, 4))
+            wrong, _ = reference(att, grad=grad[::-1].copy(), rule=rule, rows=(0, 4))
+            self.assertGreater(np.abs(right - wrong).max(), 1e-2, rule)
+            np.testing.assert_allclose(got, right, rtol=1e-4, atol=1e-6, err_msg=rule)
+            self.assertGreater(np.abs(got - wrong).max(), 1e-2, rule)
+            # Sending the reversed list gives the reversed-pairing answer: the
+            # server pairs by the index sent, not by anything else.
+            got_rev, _ = self.explain("bug_reversed_sent_" + rule, att, opts,
+                                      grad=grad[::-1].copy())
+            np.testing.assert_allclose(got_rev, wrong, rtol=1e-4, atol=1e-6, err_msg=rule)
+
+    def test_discard_corner_among_lowest(self):
+        # Entry (0, 0) of every fused layer is among the lowest k (at half the
+        # k-th lowest of the other entries, so that zeroing it would show): it
+        # must survive, and one fewer entry is zeroed.
+        rng = np.random.default_rng(15)
+        L, H, n = 3, 2, 8
+        att = np.zeros((L, H, n, n))
+        for l in range(L):
+            for h in range(H):
+                att[l, h] = _softmax(0.7 * rng.standard_normal((n, n)))
+        k = int(np.floor(np.float32(0.5) * n * n))
+        for l in range(L):
+            others = np.sort(att[l].mean(0).reshape(-1)[1:])
+            c = 0.5 * others[k - 1]
+            att[l, :, 0, 0] = c
+            att[l, :, 0, 1:] *= (1 - c) / att[l, :, 0, 1:].sum(-1, keepdims=True)
+        att = att.astype(np.float32)
+        got, _, _, info = self.run_case("discard_corner", att,
+                                        ["--discard-ratio", "0.5", "--rows", "0,3"],
+                                        dict(discard_ratio=0.5, rows=(0, 3)))
+        self.assertTrue(info.get("corner_in_discard"), "case does not exercise (0, 0)")
+
+    def test_ties_on_uniform_attention(self):
+        # Every entry 1/8 (exact in float32 and after the mean): all pruning
+        # decisions are ties, broken as the conventions say.
+        L, H, n = 2, 2, 8
+        att = np.full((L, H, n, n), 1.0 / n, dtype=np.float32)
+        rows = ["--rows", "0,1,5", "--residual", "0"]
+        # top_k 3: columns 0, 1, 2 kept in every row.
+        got, _, _, _ = self.run_case("ties_top_k", att, ["--top-k", "3"] + rows,
+                                     dict(top_k=3, rows=(0, 1, 5), residual=0.0))
+        np.testing.assert_allclose(got, np.tile([1 / 3] * 3 + [0] * 5, (3, 1)), rtol=1e-6)
+        # mass 0.55: ascending stable order is columns 0..7, shares k/8; keep
+        # share > 0.45 -> columns 3..7.
+        got, _, _, _ = self.run_case("ties_mass", att, ["--mass", "0.55"] + rows,
+                                     dict(mass=0.55, rows=(0, 1, 5), residual=0.0))
+        np.testing.assert_allclose(got, np.tile([0] * 3 + [0.2] * 5, (3, 1)), rtol=1e-6)
+        # discard 0.25: k = 16, flat indices 0..15 (rows 0 and 1), (0, 0) kept:
+        # row 0 -> e_0, row 1 emptied -> e_1, once per layer.
+        got, _, res, _ = self.run_case("ties_discard", att, ["--discard-ratio", "0.25"] + rows,
+                                       dict(discard_ratio=0.25, rows=(0, 1, 5), residual=0.0))
+        self.assertEqual(self.emptied_reported(res.stderr), {0: L}, res.stderr)
+
+    def test_chefer_rows_without_mass_are_not_emptied(self):
+        # A gradient <= 0 on row 2 of every head: Ab row 2 is 0 before pruning,
+        # stays 0 (At row 2 = e_2) and is not counted as emptied.
+        rng = np.random.default_rng(16)
+        L, H, n = 3, 2, 8
+        att = make_attention(rng, L, H, n)
+        grad = make_gradient(rng, att.shape)
+        grad[:, :, 2, :] = -np.abs(grad[:, :, 2, :])
+        got, want, res, _ = self.run_case(
+            "chefer_no_mass_rows", att,
+            ["--method", "grad-rollout", "--threshold", "0.3", "--rows", "0,2,5"],
+            dict(rule="chefer", threshold=0.3, rows=(0, 2, 5)), grad=grad)
+        np.testing.assert_array_equal(got[1], np.eye(n)[2])
+
+    # -- pruning that empties rows --------------------------------------------
+
+    def test_threshold_empties_every_row(self):
+        # Diffuse attention, threshold 0.99: every row of every layer is
+        # emptied, so At = I and R = I.
+        rng = np.random.default_rng(17)
+        L, H, n = 3, 2, 10
+        att = make_mixed_attention(rng, L, H, n, diffuse_rows=set(range(n)))
+        got, _, res, _ = self.run_case("empty_all", att,
+                                       ["--threshold", "0.99", "--rows", "0,5"],
+                                       dict(threshold=0.99, rows=(0, 5)))
+        np.testing.assert_allclose(got, np.eye(n)[[0, 5]], atol=1e-7)
+        self.assertEqual(self.emptied_reported(res.stderr), {0: L * n}, res.stderr)
+
+    def test_threshold_empties_some_rows(self):
+        rng = np.random.default_rng(18)
+        L, H, n = 4, 3, 10
+        diffuse = {1, 4, 7, 8}
+        att = make_mixed_attention(rng, L, H, n, diffuse_rows=diffuse)
+        _, _, res, _ = self.run_case("empty_some", att,
+                                     ["--threshold", "0.3", "--rows", "0,1,4", "--layers", "1:3"],
+                                     dict(threshold=0.3, rows=(0, 1, 4), layers=(1, 3)))
+        self.assertEqual(self.emptied_reported(res.stderr), {0: 3 * len(diffuse)}, res.stderr)
+
+    def test_empties_rows_batched_per_sequence(self):
+        rng = np.random.default_rng(19)
+        L, H, n = 3, 2, 10
+        a0 = make_mixed_attention(rng, L, H, n, diffuse_rows={2, 3})
+        a1 = make_mixed_attention(rng, L, H, n, diffuse_rows=set())
+        a2 = make_mixed_attention(rng, L, H, n, diffuse_rows={0, 5, 9})
+        att = np.stack([a0, a1, a2])
+        _, _, res, _ = self.run_case("empty_batched", att,
+                                     ["--threshold", "0.3", "--mass", "0.9", "--rows", "mean"],
+                                     dict(threshold=0.3, mass=0.9, rows="mean"))
+        self.assertEqual(self.emptied_reported(res.stderr), {0: 2 * L, 2: 3 * L}, res.stderr)
+
+    def test_empties_rows_vit_explain(self):
+        rng = np.random.default_rng(20)
+        L, H, n = 3, 2, 9
+        att = make_mixed_attention(rng, L, H, n, diffuse_rows={0, 3, 6})
+        grad = np.abs(make_gradient(rng, att.shape)) + 0.5
+        _, _, res, _ = self.run_case(
+            "empty_vit_explain", att,
+            ["--method", "grad-rollout", "--rule", "vit_explain", "--threshold", "0.25",
+             "--rows", "0,1"],
+            dict(rule="vit_explain", threshold=0.25, rows=(0, 1)), grad=grad)
+        self.assertGreater(self.emptied_reported(res.stderr).get(0, 0), 0, res.stderr)
+
+    # -- causal, last row, sink -------------------------------------------------
+
+    def test_causal_rows_last_sink(self):
+        rng = np.random.default_rng(21)
+        att = make_causal_attention(rng, 4, 3, 12)
+        got, _, _, _ = self.run_case("causal_last_sink", att,
+                                     ["--causal", "--rows", "last", "--sink", "1"],
+                                     dict(rows="last", sink=1))
+        self.assertEqual(got.shape, (1, 12))
+        self.assertAlmostEqual(float(got[0, 0]), 0.0)
+        # The causal flag changes nothing in the answer.
+        plain, _ = self.explain("causal_last_sink_plain", att, ["--rows", "last", "--sink", "1"])
+        np.testing.assert_allclose(got, plain, rtol=1e-6, atol=1e-8)
+        # --rows last is row n-1.
+        explicit, _ = self.explain("causal_row_n1", att, ["--causal", "--rows", "11", "--sink",
+                                                          "1"])
+        np.testing.assert_allclose(got, explicit, rtol=1e-6, atol=1e-8)
+
+    def test_causal_batched_valid_lengths(self):
+        rng = np.random.default_rng(22)
+        valid = (12, 7, 9)
+        att = make_causal_attention(rng, 3, 2, 12, batch=3, valid_lengths=valid)
+        got, _, _, _ = self.run_case(
+            "causal_batched", att,
+            ["--causal", "--rows", "last", "--sink", "1", "--valid-lengths", "12,7,9"],
+            dict(rows="last", sink=1, valid_lengths=valid))
+        self.assertEqual(got.shape, (3, 1, 12))
+        self.run_case("causal_batched_per_layer_prefix", att,
+                      ["--causal", "--rows", "last", "--sink", "2", "--prefix", "1",
+                       "--per-layer", "--scale", "sum", "--valid-lengths", "12,7,9"],
+                      dict(rows="last", sink=2, prefix=1, per_layer=True, scale="sum",
+                           valid_lengths=valid))
+
+    def test_causal_grad_rollout(self):
+        rng = np.random.default_rng(23)
+        att = make_causal_attention(rng, 3, 2, 10)
+        grad = make_gradient(rng, att.shape)
+        self.run_case("causal_chefer", att,
+                      ["--causal", "--method", "grad-rollout", "--rows", "last", "--sink", "1"],
+                      dict(rule="chefer", rows="last", sink=1), grad=grad)
+
+    def test_causal_rejects_upper_mass(self):
+        rng = np.random.default_rng(24)
+        att = make_attention(rng, 2, 2, 8)
+        self.expect_invalid("causal_full", att, ["--causal"], mention="causal layout")
+        # One entry above the diagonal beyond the tolerance (1e-3 for fp32).
+        att = make_causal_attention(rng, 2, 2, 8).astype(np.float64)
+        att[1, 1, 3, 5] = 2e-3
+        att[1, 1, 3, :4] *= (1 - 2e-3) / att[1, 1, 3, :4].sum()
+        self.expect_invalid("causal_one_entry", att.astype(np.float32), ["--causal"],
+                            mention="causal layout")
+
+    def test_causal_tolerates_small_upper_mass(self):
+        rng = np.random.default_rng(25)
+        att = make_causal_attention(rng, 2, 2, 8).astype(np.float64)
+        att[1, 1, 3, 5] = 4e-4
+        att[1, 1, 3, :4] *= (1 - 4e-4) / att[1, 1, 3, :4].sum()
+        self.run_case("causal_small_upper", att.astype(np.float32),
+                      ["--causal", "--rows", "last"], dict(rows="last"))
+
+    def test_rows_last_valid_lengths_noncausal(self):
+        rng = np.random.default_rng(26)
+        valid = (6, 10, 3)
+        att = make_attention(rng, 3, 2, 10, batch=3, valid_lengths=valid)
+        self.run_case("rows_last_padded", att,
+                      ["--rows", "last", "--valid-lengths", "6,10,3", "--prefix", "1"],
+                      dict(rows="last", valid_lengths=valid, prefix=1))
+
+    def test_sink2_prefix1_scale_max(self):
+        rng = np.random.default_rng(27)
+        att = make_attention(rng, 4, 3, 17)
+        got, _, _, _ = self.run_case(
+            "sink2_prefix1_max", att,
+            ["--sink", "2", "--prefix", "1", "--scale", "max", "--rows", "0,5,16",
+             "--grid", "4x4"],
+            dict(sink=2, prefix=1, scale="max", rows=(0, 5, 16), grid=(4, 4)))
+        self.assertEqual(got.shape, (3, 4, 4))
+        np.testing.assert_array_equal(got[:, 0, 0], 0.0)  # column 1 is a sink
+        # Sink renormalisation happens before the prefix is dropped: without
+        # scaling, columns 2.. of each map sum to 1.
+        got, _, _, _ = self.run_case("sink2_prefix1_none", att,
+                                     ["--sink", "2", "--prefix", "1", "--rows", "0,5,16"],
+                                     dict(sink=2, prefix=1, rows=(0, 5, 16)))
+        np.testing.assert_allclose(got.sum(-1), 1.0, rtol=1e-5)
+
+    # -- bad inputs ---------------------------------------------------------------
+
+    def test_invalid_gradient_nan(self):
+        rng = np.random.default_rng(30)
+        att = make_attention(rng, 2, 2, 8)
+        grad = make_gradient(rng, att.shape)
+        grad[1, 0, 4, 2] = np.nan
+        self.expect_invalid("bad_grad_nan", att, ["--method", "grad-rollout"], grad=grad)
+        grad[1, 0, 4, 2] = np.inf
+        self.expect_invalid("bad_grad_inf", att, ["--method", "grad-rollout", "--rule",
+                                                  "vit_explain"], grad=grad)
+
+    def test_invalid_gradient_shape(self):
+        rng = np.random.default_rng(31)
+        att = make_attention(rng, 3, 2, 8)
+        grad = make_gradient(rng, (2, 2, 8, 8))
+        self.expect_invalid("bad_grad_shape", att, ["--method", "grad-rollout"], grad=grad,
+                            exit_code=1)
+
+    def test_invalid_pruning_parameters(self):
+        att = make_attention(np.random.default_rng(32), 2, 2, 8)
+        self.expect_invalid("bad_mass", att, ["--mass", "1.5"])
+        self.expect_invalid("bad_discard", att, ["--discard-ratio", "1"])
+        self.expect_invalid("bad_threshold", att, ["--threshold", "-0.1"])
+
+    def test_invalid_sink(self):
+        att = make_attention(np.random.default_rng(33), 2, 2, 8)
+        self.expect_invalid("bad_sink", att, ["--sink", "8"])
+        # With padding the limit is the valid length.
+        att = make_attention(np.random.default_rng(34), 2, 2, 8, batch=2, valid_lengths=(8, 5))
+        self.expect_invalid("bad_sink_padded", att, ["--sink", "5", "--valid-lengths", "8,5"])
+
+
+# Cases compared with the reference.  Each entry: (name, generator spec, cli
+# options, reference kwargs [, wire]).  Generator spec: L, H, n, optional B
+# and valid (valid lengths), grad=True for a gradient of the same shape
+# (N(0, 1) + grad_offset), steps_matter=True to check (on the reference) that
+# leaving out any one pruning step changes the answer, so that every step of
+# a combined case is exercised.
+_CASES = [
+    # Gradient-weighted rollout.
+    ("chefer_default", dict(L=4, H=3, n=12, grad=True),
+     ["--method", "grad-rollout", "--rows", "0,5"], dict(rule="chefer", rows=(0, 5))),
+    ("chefer_explicit_rule_all_rows", dict(L=3, H=2, n=8, grad=True),
+     ["--method", "grad-rollout", "--rule", "chefer", "--rows", "0,1,2,3,4,5,6,7"],
+     dict(rule="chefer", rows=tuple(range(8)))),
+    ("chefer_grad_normalize", dict(L=4, H=3, n=12, grad=True),
+     ["--method", "grad-rollout", "--grad-normalize", "--rows", "0,3,11"],
+     dict(rule="chefer", grad_normalize=True, rows=(0, 3, 11))),
+    ("chefer_fusion_max", dict(L=4, H=3, n=12, grad=True),
+     ["--method", "grad-rollout", "--fusion", "max", "--rows", "0,7"],
+     dict(rule="chefer", fusion="max", rows=(0, 7))),
+    # A positive gradient bias, or the min over heads of max(0, G*A) is ~0.
+    ("chefer_fusion_min", dict(L=3, H=3, n=10, grad=True, grad_offset=1.0),
+     ["--method", "grad-rollout", "--fusion", "min"], dict(rule="chefer", fusion="min")),
+    ("chefer_fusion_weighted", dict(L=3, H=3, n=10, grad=True),
+     ["--method", "grad-rollout", "--fusion", "weighted", "--head-weights", "0.5,2,0.25",
+      "--rows", "0,9"],
+     dict(rule="chefer", fusion="weighted", weights=[0.5, 2.0, 0.25], rows=(0, 9))),
+    ("chefer_ignores_residual_and_no_renorm", dict(L=3, H=2, n=9, grad=True),
+     ["--method", "grad-rollout", "--residual", "0.2", "--no-renorm", "--rows", "0,4"],
+     dict(rule="chefer", rows=(0, 4))),
+    ("chefer_per_layer_prefix_grid_scale", dict(L=3, H=2, n=17, grad=True),
+     ["--method", "grad-rollout", "--per-layer", "--prefix", "1", "--grid", "4x4",
+      "--scale", "minmax"],
+     dict(rule="chefer", per_layer=True, prefix=1, grid=(4, 4), scale="minmax")),
+    ("vit_explain", dict(L=4, H=3, n=12, grad=True),
+     ["--method", "grad-rollout", "--rule", "vit_explain", "--rows", "0,4"],
+     dict(rule="vit_explain", rows=(0, 4))),
+    ("vit_explain_residual_per_layer", dict(L=4, H=3, n=12, grad=True),
+     ["--method", "grad-rollout", "--rule", "vit_explain", "--residual", "0.3", "--per-layer",
+      "--rows", "0,6"],
+     dict(rule="vit_explain", residual=0.3, per_layer=True, rows=(0, 6))),
+    ("vit_explain_no_renorm_max", dict(L=3, H=3, n=10, grad=True),
+     ["--method", "grad-rollout", "--rule", "vit_explain", "--no-renorm", "--fusion", "max"],
+     dict(rule="vit_explain", renorm=False, fusion="max")),
+    ("grad_layer_range_rows_mean", dict(L=6, H=2, n=10, grad=True),
+     ["--method", "grad-rollout", "--layers", "1:4", "--rows", "mean"],
+     dict(rule="chefer", layers=(1, 4), rows="mean")),
+    ("vit_explain_layer_range_rows_mean", dict(L=6, H=2, n=10, grad=True),
+     ["--method", "grad-rollout", "--rule", "vit_explain", "--layers", "2:3", "--rows", "mean"],
+     dict(rule="vit_explain", layers=(2, 3), rows="mean")),
+    ("grad_fp16", dict(L=4, H=3, n=16, grad=True),
+     ["--method", "grad-rollout", "--rows", "0,3"], dict(rule="chefer", rows=(0, 3)), "fp16"),
+    ("grad_fp16_vit_explain", dict(L=4, H=3, n=16, grad=True),
+     ["--method", "grad-rollout", "--rule", "vit_explain", "--rows", "0,3"],
+     dict(rule="vit_explain", rows=(0, 3)), "fp16"),
+    ("grad_batched_padded", dict(L=3, H=2, n=12, B=3, valid=(12, 7, 9), grad=True),
+     ["--method", "grad-rollout", "--valid-lengths", "12,7,9", "--prefix", "1", "--rows", "0,3"],
+     dict(rule="chefer", valid_lengths=(12, 7, 9), prefix=1, rows=(0, 3))),
+    ("grad_batched_padded_vit_explain_mean", dict(L=3, H=2, n=12, B=3, valid=(5, 12, 8),
+                                                  grad=True),
+     ["--method", "grad-rollout", "--rule", "vit_explain", "--valid-lengths", "5,12,8",
+      "--rows", "mean", "--scale", "max"],
+     dict(rule="vit_explain", valid_lengths=(5, 12, 8), rows="mean", scale="max")),
+    ("grad_batch1_5d_rows_last", dict(L=3, H=2, n=9, B=1, grad=True),
+     ["--method", "grad-rollout", "--grad-normalize", "--rows", "last"],
+     dict(rule="chefer", grad_normalize=True, rows="last")),
+    # Few rows, larger n (row read-out path) and the full chain.
+    ("chefer_row_path", dict(L=5, H=2, n=100, grad=True),
+     ["--method", "grad-rollout", "--rows", "0"], dict(rule="chefer", rows=(0,))),
+    ("chefer_chain_per_layer", dict(L=5, H=2, n=100, grad=True),
+     ["--method", "grad-rollout", "--rows", "0", "--per-layer"],
+     dict(rule="chefer", rows=(0,), per_layer=True)),
+    # Pruning on plain rollout, one step at a time, then combined.
+    ("prune_discard_ratio", dict(L=4, H=3, n=12),
+     ["--discard-ratio", "0.3", "--rows", "0,5"], dict(discard_ratio=0.3, rows=(0, 5))),
+    ("prune_discard_ratio_high", dict(L=3, H=2, n=10),
+     ["--discard-ratio", "0.85", "--rows", "0,1,9"],
+     dict(discard_ratio=0.85, rows=(0, 1, 9))),
+    ("prune_threshold", dict(L=4, H=3, n=12),
+     ["--threshold", "0.05", "--rows", "0,5"], dict(threshold=0.05, rows=(0, 5))),
+    ("prune_mass", dict(L=4, H=3, n=12),
+     ["--mass", "0.9", "--rows", "0,5"], dict(mass=0.9, rows=(0, 5))),
+    ("prune_mass_small", dict(L=3, H=2, n=10),
+     ["--mass", "0.35", "--rows", "mean"], dict(mass=0.35, rows="mean")),
+    ("prune_top_k", dict(L=4, H=3, n=12),
+     ["--top-k", "3", "--rows", "0,5"], dict(top_k=3, rows=(0, 5))),
+    ("prune_top_k_1", dict(L=3, H=2, n=10),
+     ["--top-k", "1", "--rows", "0,4,9"], dict(top_k=1, rows=(0, 4, 9))),
+    ("prune_all_four", dict(L=4, H=3, n=12, steps_matter=True),
+     ["--discard-ratio", "0.6", "--threshold", "0.05", "--mass", "0.9", "--top-k", "4",
+      "--rows", "0,5,11"],
+     dict(discard_ratio=0.6, threshold=0.05, mass=0.9, top_k=4, rows=(0, 5, 11))),
+    ("prune_all_four_per_layer_fusion_max_res", dict(L=4, H=3, n=12, steps_matter=True),
+     ["--discard-ratio", "0.4", "--threshold", "0.05", "--mass", "0.8", "--top-k", "4",
+      "--per-layer", "--fusion", "max", "--residual", "0.3"],
+     dict(discard_ratio=0.4, threshold=0.05, mass=0.8, top_k=4, per_layer=True,
+          fusion="max", residual=0.3)),
+    ("prune_top_k_no_renorm", dict(L=3, H=2, n=10),
+     ["--top-k", "3", "--no-renorm", "--rows", "0,5"],
+     dict(top_k=3, renorm=False, rows=(0, 5))),
+    ("prune_threshold_residual0_layer_range", dict(L=5, H=2, n=10),
+     ["--threshold", "0.08", "--residual", "0", "--layers", "1:3", "--rows", "0,2"],
+     dict(threshold=0.08, residual=0.0, layers=(1, 3), rows=(0, 2))),
+    ("prune_mass_batched_padded", dict(L=3, H=2, n=12, B=3, valid=(12, 6, 9)),
+     ["--mass", "0.8", "--top-k", "4", "--valid-lengths", "12,6,9", "--prefix", "1",
+      "--rows", "0,2"],
+     dict(mass=0.8, top_k=4, valid_lengths=(12, 6, 9), prefix=1, rows=(0, 2))),
+    ("prune_discard_fp16", dict(L=3, H=3, n=12),
+     ["--discard-ratio", "0.4", "--top-k", "6", "--rows", "0,3"],
+     dict(discard_ratio=0.4, top_k=6, rows=(0, 3)), "fp16"),
+    ("prune_discard_row_path", dict(L=4, H=2, n=90),
+     ["--discard-ratio", "0.5", "--rows", "0"], dict(discard_ratio=0.5, rows=(0,))),
+    # Pruning with gradient weighting.
+    # About half of G*A is negative: the discard ratio must reach past the zeros.
+    ("prune_chefer_discard_topk", dict(L=4, H=3, n=12, grad=True, steps_matter=True),
+     ["--method", "grad-rollout", "--discard-ratio", "0.7", "--top-k", "3", "--rows", "0,6"],
+     dict(rule="chefer", discard_ratio=0.7, top_k=3, rows=(0, 6))),
+    ("prune_chefer_grad_normalize_mass", dict(L=4, H=3, n=12, grad=True),
+     ["--method", "grad-rollout", "--grad-normalize", "--mass", "0.8", "--rows", "0,6"],
+     dict(rule="chefer", grad_normalize=True, mass=0.8, rows=(0, 6))),
+    ("prune_chefer_all_four", dict(L=3, H=2, n=10, grad=True, steps_matter=True),
+     ["--method", "grad-rollout", "--discard-ratio", "0.7", "--threshold", "0.01",
+      "--mass", "0.95", "--top-k", "4", "--rows", "0,1,2"],
+     dict(rule="chefer", discard_ratio=0.7, threshold=0.01, mass=0.95, top_k=4,
+          rows=(0, 1, 2))),
+    ("prune_vit_explain_threshold", dict(L=4, H=3, n=12, grad=True),
+     ["--method", "grad-rollout", "--rule", "vit_explain", "--threshold", "0.02",
+      "--rows", "0,6"],
+     dict(rule="vit_explain", threshold=0.02, rows=(0, 6))),
+]
+
+
+def _make_case_test(index, name, spec, opts, ref_kwargs, wire="fp32"):
+    def test(self):
+        rng = np.random.default_rng(2000 + index)
+        att = make_attention(rng, spec["L"], spec["H"], spec["n"],
+                             batch=spec.get("B"), valid_lengths=spec.get("valid"))
+        grad = None
+        if spec.get("grad"):
+            grad = make_gradient(rng, att.shape) + np.float32(spec.get("grad_offset", 0.0))
+        if spec.get("steps_matter"):
+            ra = round_fp16(att) if wire == "fp16" else att
+            rg = None if grad is None else (round_fp16(grad) if wire == "fp16" else grad)
+            full, _ = reference(ra, grad=rg, **ref_kwargs)
+            for step in ("discard_ratio", "threshold", "mass", "top_k"):
+                if step in ref_kwargs:
+                    kw = dict(ref_kwargs)
+                    del kw[step]
+                    without, _ = reference(ra, grad=rg, **kw)
+                    self.assertGreater(np.abs(full - without).max(), 1e-3,
+                                       "case %s does not exercise %s" % (name, step))
+        self.run_case(name, att, opts, ref_kwargs, grad=grad, wire=wire)
+    test.__name__ = "test_case_" + name
+    return test
+
+
+for _i, _case in enumerate(_CASES):
+    _t = _make_case_test(_i, *_case)
+    setattr(VariantsTest, _t.__name__, _t)
+
+
+if __name__ == "__main__":
+    BIN_DIR, _argv = _take_bin_dir(sys.argv)
+    unittest.main(argv=_argv)
