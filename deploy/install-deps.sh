@@ -13,6 +13,9 @@ PACKAGES=(
   # For the numpy baseline of tests/bench/run_benchmarks.sh only: numpy then uses
   # OpenBLAS through the libblas.so.3 alternative instead of the slow reference BLAS.
   libopenblas0-pthread
+  # Attention flow tests: LEMON (an independent exact max-flow) and networkx
+  # (the reference implementation's library); tests/bench/networkx_flow.py too.
+  liblemon-dev python3-networkx
 )
 
 missing=()

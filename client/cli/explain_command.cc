@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <unistd.h>
 #include <map>
 #include <set>
 
@@ -76,7 +77,8 @@ const std::set<std::string> kValued = {
     "grid", "scale", "wire", "out", "valid-lengths", "max-message-bytes", "request-id",
     "row-sum-tolerance", "rule", "gradient", "discard-ratio", "threshold", "mass", "top-k",
     "sink", "residual-weights", "value-norms", "head-aggregate", "aggregate-out"};
-const std::set<std::string> kFlags = {"no-renorm", "per-layer", "json", "causal", "grad-normalize"};
+const std::set<std::string> kFlags = {"no-renorm", "per-layer", "json", "causal", "grad-normalize",
+                                      "raw"};
 
 // Stacks the per-sequence maps into one array: [k, ...] for one unbatched
 // sequence, else [B, ...], zero-filling the tail of shorter (padded) sequences.
@@ -115,7 +117,9 @@ void PrintExplainUsage() {
       "Input: float32 or float16 .npy of shape [L, H, n, n] or [B, L, H, n, n] (post-softmax\n"
       "attention, rows = queries). Output: float32 .npy, [k, n-P] for k rows ([k, h, w] with\n"
       "--grid), [L, k, ...] with --per-layer, with a leading B for batched input.\n\n"
-      "  --method rollout|grad-rollout  analysis (default rollout)\n"
+      "  --method rollout|grad-rollout|flow  analysis (default rollout); flow: exact attention\n"
+      "                               flow (Abnar & Zuidema) on the same fused graph\n"
+      "  --raw                        flow: raw flow values, not divided by their sum\n"
       "  --gradient FILE.npy          grad-rollout: d(logit)/d(attention), same shape as --attention\n"
       "  --rule chefer|vit_explain    grad-rollout rule (default chefer: R += mean_h(max(0, G*A)) R)\n"
       "  --grad-normalize             chefer: row-normalise I + Ab\n"
@@ -138,8 +142,8 @@ void PrintExplainUsage() {
       "  --no-renorm                  do not renormalise rows after the residual\n"
       "  --layers FIRST:LAST          0-based inclusive layer range (default all)\n"
       "  --per-layer                  return the read-out of every R_l in the range\n"
-      "  --rows I,J,...|mean|last     rows to read out (default 0), the mean of all rows, or\n"
-      "                               the last valid token of each sequence\n"
+      "  --rows I,J,...|mean|last|all rows to read out (default 0), the mean of all rows, the\n"
+      "                               last valid token of each sequence, or (flow) every token\n"
       "  --prefix P                   prefix tokens (CLS, registers) dropped from the maps\n"
       "  --grid HxW                   reshape the n-P tokens to an H x W grid\n"
       "  --scale none|max|minmax|sum  map scaling (default none)\n"
@@ -173,8 +177,16 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
   if (!opt.count("attention")) return Usage("--attention FILE.npy is required");
   if (!opt.count("out")) return Usage("--out FILE.npy is required");
   const std::string method = opt.count("method") ? opt["method"] : "rollout";
-  if (method != "rollout" && method != "grad-rollout") {
-    return Usage("--method: expected rollout or grad-rollout, got '" + method + "'");
+  if (method != "rollout" && method != "grad-rollout" && method != "flow") {
+    return Usage("--method: expected rollout, grad-rollout or flow, got '" + method + "'");
+  }
+  const bool flow = method == "flow";
+  if (flow) {
+    for (const char* name : {"per-layer", "discard-ratio", "threshold", "mass", "top-k"}) {
+      if (opt.count(name)) return Usage(std::string("--") + name + " is not used with --method flow");
+    }
+  } else if (opt.count("raw")) {
+    return Usage("--raw is only used with --method flow");
   }
   const bool grad = method == "grad-rollout";
   if (grad != (opt.count("gradient") > 0)) {
@@ -268,6 +280,8 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
   if (opt.count("rows")) {
     if (opt["rows"] == "mean") {
       ro->mutable_readout()->set_mean_of_rows(true);
+    } else if (opt["rows"] == "all") {
+      if (!flow) return Usage("--rows all is only used with --method flow (use --rows mean or a list)");
     } else if (opt["rows"] == "last") {
       ro->mutable_readout()->set_last_row(true);
     } else {
@@ -308,6 +322,19 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
     float t;
     if (!absl::SimpleAtof(opt["row-sum-tolerance"], &t)) return Usage("--row-sum-tolerance: expected a number");
     header.set_row_sum_tolerance(t);
+  }
+  if (flow) {
+    // Flow runs on the graph rollout builds: move the shared options over.
+    const v1::RolloutOptions graph = *ro;
+    v1::FlowOptions* f = header.mutable_analyses(0)->mutable_flow();
+    f->set_fusion(graph.fusion());
+    *f->mutable_head_weights() = graph.head_weights();
+    if (graph.has_residual()) f->set_residual(graph.residual());
+    f->set_no_renormalize(graph.no_renormalize());
+    if (graph.has_layers()) *f->mutable_layers() = graph.layers();
+    *f->mutable_readout() = graph.readout();
+    f->set_all_rows(opt.count("rows") > 0 && opt["rows"] == "all");
+    f->set_raw(opt.count("raw") > 0);
   }
   client::ExplainOptions options;
   options.timeout = absl::Seconds(global.timeout_seconds);
@@ -386,7 +413,30 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
 
   auto client = client::Client::Connect(global.server);
   client::CallStats stats;
-  absl::StatusOr<v1::ExplainResponse> response = client->Explain(header, view, options, &stats);
+  absl::StatusOr<v1::ExplainResponse> response;
+  if (flow) {
+    // Flow can take a while: use the stream that reports progress, and draw
+    // a bar when stderr is a terminal.
+    const bool tty = isatty(fileno(stderr));
+    const absl::Time t0 = absl::Now();
+    response = client->ExplainWithProgress(
+        header, view, options,
+        [&](const v1::Progress& p) {
+          if (!tty || p.total() == 0) return;
+          const double frac = static_cast<double>(p.done()) / static_cast<double>(p.total());
+          const double elapsed = absl::ToDoubleSeconds(absl::Now() - t0);
+          const int width = 30, filled = static_cast<int>(frac * width);
+          std::fprintf(stderr, "\rflow [%s%s] %5.1f%%  %llu/%llu max flows  ETA %.0fs ",
+                       std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+                       100 * frac, static_cast<unsigned long long>(p.done()),
+                       static_cast<unsigned long long>(p.total()),
+                       frac > 0 ? elapsed * (1 - frac) / frac : 0.0);
+          if (p.done() == p.total()) std::fprintf(stderr, "\n");
+        },
+        &stats);
+  } else {
+    response = client->Explain(header, view, options, &stats);
+  }
   if (!response.ok()) return Fail(response.status());
   if (response->results_size() != 1) return Fail(absl::InternalError("expected one result"));
   absl::StatusOr<Array> out = Assemble(response->results(0), batched);

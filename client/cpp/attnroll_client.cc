@@ -89,16 +89,76 @@ std::vector<v1::LayerChunk> LayerChunks(const AttentionView& a, int layer, v1::D
   return chunks;
 }
 
+namespace {
+
+// Fills the layout fields left at 0 from the array.
+void CompleteLayout(const AttentionView& attention, v1::Layout* layout) {
+  if (layout->num_layers() == 0) layout->set_num_layers(static_cast<uint32_t>(attention.layers));
+  if (layout->num_heads() == 0) layout->set_num_heads(static_cast<uint32_t>(attention.heads));
+  if (layout->num_tokens() == 0) layout->set_num_tokens(static_cast<uint32_t>(attention.tokens));
+  if (layout->batch_size() == 0) layout->set_batch_size(static_cast<uint32_t>(attention.batch));
+}
+
+}  // namespace
+
+absl::StatusOr<v1::ExplainResponse> Client::ExplainWithProgress(v1::PassHeader header,
+                                                                const AttentionView& attention,
+                                                                const ExplainOptions& options,
+                                                                const ProgressFn& progress,
+                                                                CallStats* stats) {
+  const absl::Time start = absl::Now();
+  CompleteLayout(attention, header.mutable_layout());
+  const std::string id = header.request_id().empty() ? "pass" : header.request_id();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + options.timeout));
+  auto stream = stub_->ExplainStream(&ctx);
+  CallStats local;
+  v1::StreamRequest request;
+  request.set_request_id(id);
+  *request.mutable_header() = std::move(header);
+  bool open = stream->Write(request);
+  ++local.messages_sent;
+  for (int64_t l = 0; open && l < attention.layers; ++l) {
+    for (v1::LayerChunk& chunk :
+         LayerChunks(attention, static_cast<int>(l), options.wire, options.max_message_bytes)) {
+      local.bytes_sent +=
+          static_cast<int64_t>(chunk.attention().data().size() + chunk.gradient().data().size());
+      *request.mutable_layer() = std::move(chunk);
+      ++local.messages_sent;
+      if (!(open = stream->Write(request))) break;
+    }
+  }
+  if (open) {
+    request.mutable_end();
+    stream->Write(request);
+    stream->WritesDone();
+  }
+  absl::StatusOr<v1::ExplainResponse> result =
+      absl::InternalError("the stream ended without a result for the pass");
+  v1::StreamResponse response;
+  while (stream->Read(&response)) {
+    if (response.has_progress()) {
+      if (progress) progress(response.progress());
+    } else if (response.has_result()) {
+      result = std::move(*response.mutable_result());
+    } else if (response.has_error()) {
+      result = absl::Status(static_cast<absl::StatusCode>(response.error().code()),
+                            response.error().message());
+    }
+  }
+  grpc::Status status = stream->Finish();
+  local.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  if (stats != nullptr) *stats = local;
+  if (!status.ok()) return FromGrpcStatus(status);
+  return result;
+}
+
 absl::StatusOr<v1::ExplainResponse> Client::Explain(v1::PassHeader header,
                                                     const AttentionView& attention,
                                                     const ExplainOptions& options,
                                                     CallStats* stats) {
   const absl::Time start = absl::Now();
-  v1::Layout* layout = header.mutable_layout();
-  if (layout->num_layers() == 0) layout->set_num_layers(static_cast<uint32_t>(attention.layers));
-  if (layout->num_heads() == 0) layout->set_num_heads(static_cast<uint32_t>(attention.heads));
-  if (layout->num_tokens() == 0) layout->set_num_tokens(static_cast<uint32_t>(attention.tokens));
-  if (layout->batch_size() == 0) layout->set_batch_size(static_cast<uint32_t>(attention.batch));
+  CompleteLayout(attention, header.mutable_layout());
 
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + options.timeout));

@@ -5,6 +5,7 @@
 #define ATTNROLL_CLIENT_CPP_ATTNROLL_CLIENT_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -58,6 +59,15 @@ class Client {
   absl::StatusOr<v1::ExplainResponse> Explain(v1::PassHeader header, const AttentionView& attention,
                                               const ExplainOptions& options = {},
                                               CallStats* stats = nullptr);
+
+  // The same pass over ExplainStream, which also reports progress of long
+  // analyses (attention flow) through `progress` (may be empty).
+  using ProgressFn = std::function<void(const v1::Progress&)>;
+  absl::StatusOr<v1::ExplainResponse> ExplainWithProgress(v1::PassHeader header,
+                                                          const AttentionView& attention,
+                                                          const ExplainOptions& options,
+                                                          const ProgressFn& progress,
+                                                          CallStats* stats = nullptr);
 
   v1::AttnrollService::Stub* stub() { return stub_.get(); }
 

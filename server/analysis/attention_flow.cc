@@ -1,3 +1,30 @@
+// Exact attention flow: Dinic's algorithm specialised to the layered DAG.
+//
+// Orientation. Internally the graph is reversed, as Abnar & Zuidema build it:
+// arcs (l, i) -> (l-1, j) with capacity At_l[i, j], flow from the output node
+// (L, sink) down to the input node (0, source). Reversing every arc keeps every
+// max-flow value, and makes the arcs out of a node a contiguous row of At_l, so
+// the input matrices are used in place (no transposed copy).
+//
+// Residual graph. flow_ holds the flow of every arc (L m^2 doubles, reset
+// sparsely after each pair: only touched entries). The backward residual arc
+// (l-1, j) -> (l, i) exists while that arc carries flow; back_[(l-1, j)] lists
+// those i (appended on first flow, stale entries skipped by checking the flow).
+//
+// Phases. Phase 0 needs no BFS: with no flow, the distance of (l, i) from the
+// top is L - l. Later phases get levels by BFS from the top node (stopping at
+// the sink's level). In each phase a multi-push DFS with current-arc pointers
+// sends a blocking flow; a node with no admissible arc left is retired for the
+// phase. The DFS tries the diagonal arc first (the residual connection makes it
+// the widest of most rows), then the rest of the row in index order; when few
+// nodes of the layer below are still live it walks a list of them instead of
+// the whole row. Row scans look at 8 arcs per AVX2 instruction.
+//
+// Early exit. Every flow is at most min(colsum At_1[:, source], rowsum
+// At_L[sink, :]) (the source's and the sink's arcs); the root of the DFS asks
+// for exactly that much, so a pair that reaches its bound stops at once, with
+// no cut proof. Otherwise the last BFS, which cannot reach the sink, is the
+// proof (its visited set is a minimum cut's source side).
 #include "server/analysis/attention_flow.h"
 
 #include <algorithm>
@@ -13,24 +40,18 @@ namespace attnroll::analysis {
 namespace {
 
 // Residual capacities at or below this are zero. Inputs are probabilities
-// (<= 1) in float, so rounding noise of double sums is ~1e-16.
+// (<= 1) in float, so the rounding noise of double sums is ~1e-16; an arc of
+// capacity <= kEps is absent, which moves a flow by at most its capacity.
 constexpr double kEps = 1e-15;
 // A flow within this fraction of its upper bound is the bound.
 constexpr double kBoundTol = 1e-12;
+// Level of a node retired for the current phase.
 constexpr int kDead = std::numeric_limits<int>::min();
-// A layer with fewer than m / kSparse live nodes is scanned through its list.
+// A layer with fewer than m / kSparse live nodes is searched through its list.
 constexpr int kSparse = 8;
 
-
-// Admissible-arc search over a row: the first j in [from, m) with
-// lev[j] == want (kUnvisited: lev[j] < 0) and cap[j] - f[j] > kEps, or m.
-// The scans are the solver's inner loop: AVX2 looks at 8 arcs at a time.
-template <bool kUnvisited>
-inline bool ArcOk(const int* lev, int want, const float* cap, const double* f, int j) {
-  const bool level_ok = kUnvisited ? lev[j] < 0 : lev[j] == want;
-  return level_ok && static_cast<double>(cap[j]) - f[j] > kEps;
-}
-
+// The first j in [from, m) with lev[j] == want (kUnvisited: lev[j] < 0) and
+// cap[j] - f[j] > kEps, or m.
 template <bool kUnvisited>
 inline int FindArc(const int* lev, int want, const float* cap, const double* f, int from, int m) {
   int j = from;
@@ -39,20 +60,24 @@ inline int FindArc(const int* lev, int want, const float* cap, const double* f, 
   const __m256d epsv = _mm256_set1_pd(kEps);
   for (; j + 8 <= m; j += 8) {
     const __m256i lv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lev + j));
-    const __m256i eq = kUnvisited ? _mm256_cmpgt_epi32(wantv, lv) : _mm256_cmpeq_epi32(lv, wantv);
-    const int lmask = _mm256_movemask_ps(_mm256_castsi256_ps(eq));
+    const __m256i ok = kUnvisited ? _mm256_cmpgt_epi32(wantv, lv) : _mm256_cmpeq_epi32(lv, wantv);
+    const int lmask = _mm256_movemask_ps(_mm256_castsi256_ps(ok));
     if (lmask == 0) continue;
     const __m256 c = _mm256_loadu_ps(cap + j);
-    const __m256d r0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(c)), _mm256_loadu_pd(f + j));
-    const __m256d r1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(c, 1)), _mm256_loadu_pd(f + j + 4));
+    const __m256d r0 =
+        _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(c)), _mm256_loadu_pd(f + j));
+    const __m256d r1 =
+        _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(c, 1)), _mm256_loadu_pd(f + j + 4));
     const int rmask = _mm256_movemask_pd(_mm256_cmp_pd(r0, epsv, _CMP_GT_OQ)) |
                       (_mm256_movemask_pd(_mm256_cmp_pd(r1, epsv, _CMP_GT_OQ)) << 4);
     const int mask = lmask & rmask;
     if (mask != 0) return j + __builtin_ctz(static_cast<unsigned>(mask));
   }
 #endif
-  for (; j < m; ++j)
-    if (ArcOk<kUnvisited>(lev, want, cap, f, j)) return j;
+  for (; j < m; ++j) {
+    const bool level_ok = kUnvisited ? lev[j] < 0 : lev[j] == want;
+    if (level_ok && static_cast<double>(cap[j]) - f[j] > kEps) return j;
+  }
   return m;
 }
 
@@ -85,24 +110,30 @@ AttentionFlow::AttentionFlow(const std::vector<MatrixF>& layers)
   level_.assign(nodes, 0);
   cursor_.assign(nodes, 0);
   queue_.resize(nodes);
-  path_node_.resize(nodes + 1);
-  path_flow_.resize(nodes + 1);
-  path_cap_.resize(nodes + 1);
   node_layer_.resize(nodes);
   node_index_.resize(nodes);
   for (size_t v = 0; v < nodes; ++v) {
     node_layer_[v] = static_cast<int>(v / m);
     node_index_[v] = static_cast<int>(v % m);
   }
-  alive_count_.assign(L + 1, 0);
-  alive_valid_.assign(L + 1, 0);
-  alive_list_.resize(L + 1);
+  frame_node_.resize(nodes + 1);
+  frame_limit_.resize(nodes + 1);
+  frame_sent_.resize(nodes + 1);
+  frame_flow_.resize(nodes + 1);
+  frame_cap_.resize(nodes + 1);
+  live_count_.assign(L + 1, 0);
+  live_valid_.assign(L + 1, 0);
+  live_list_.resize(L + 1);
 }
 
 int64_t AttentionFlow::WorkingBytes(int num_layers, int m) {
   const int64_t nodes = static_cast<int64_t>(num_layers + 1) * m;
-  return static_cast<int64_t>(num_layers) * m * m * (sizeof(double) + sizeof(int64_t) / 4) +
-         nodes * (4 * sizeof(int) + 2 * sizeof(int64_t) + sizeof(std::vector<int>));
+  const int64_t arcs = static_cast<int64_t>(num_layers) * m * m;
+  // flow_ plus, at worst, every arc touched (touched_ pointer + back_ entry).
+  return arcs * static_cast<int64_t>(sizeof(double) + sizeof(double*) + sizeof(int)) +
+         nodes * static_cast<int64_t>(6 * sizeof(int) + 3 * sizeof(double) + sizeof(double*) +
+                                      sizeof(std::vector<int>)) +
+         (num_layers + 1) * static_cast<int64_t>(m) * static_cast<int64_t>(sizeof(int));
 }
 
 double AttentionFlow::Bound(int source, int sink) const {
@@ -133,6 +164,11 @@ bool AttentionFlow::FlowRow(int sink, double* out, const std::function<bool()>& 
   return true;
 }
 
+void AttentionFlow::Kill(int v) {
+  if (level_[v] >= 0) --live_count_[node_layer_[v]];
+  level_[v] = kDead;
+}
+
 // Levels by BFS from src over the residual graph. Returns whether snk is
 // reachable; nodes farther than snk keep level -1 (never admissible).
 bool AttentionFlow::Bfs(int src, int snk) {
@@ -140,9 +176,10 @@ bool AttentionFlow::Bfs(int src, int snk) {
   const size_t mm = static_cast<size_t>(m) * m;
   std::fill(level_.begin(), level_.end(), -1);
   // Unvisited nodes per layer: a row into a fully visited layer is skipped.
-  std::fill(alive_count_.begin(), alive_count_.end(), m);
+  std::fill(live_count_.begin(), live_count_.end(), m);
+  std::fill(live_valid_.begin(), live_valid_.end(), 0);
   level_[src] = 0;
-  --alive_count_[node_layer_[src]];
+  --live_count_[node_layer_[src]];
   int head = 0, tail = 0;
   queue_[tail++] = src;
   int snk_level = std::numeric_limits<int>::max();
@@ -152,17 +189,37 @@ bool AttentionFlow::Bfs(int src, int snk) {
     const int lv = level_[v];
     if (lv >= snk_level - 1) break;  // BFS order: the rest is at least as far
     const int l = node_layer_[v], i = node_index_[v];
-    if (l >= 1 && alive_count_[l - 1] > 0) {
+    if (l >= 1 && live_count_[l - 1] > 0) {
       const float* cap = layers_[l - 1].data() + static_cast<size_t>(i) * m;
       const double* f = flow_.data() + (l - 1) * mm + static_cast<size_t>(i) * m;
       int* lev = level_.data() + static_cast<size_t>(l - 1) * m;
       if (l == 1) {
-        const int j = snk;  // only the sink matters on layer 0
-        if (lev[j] < 0 && cap[j] - f[j] > kEps) {
-          lev[j] = lv + 1;
+        // Layer 0: only the sink leads anywhere.
+        if (lev[snk] < 0 && static_cast<double>(cap[snk]) - f[snk] > kEps) {
+          lev[snk] = lv + 1;
           snk_level = lv + 1;
         }
         ++scanned;
+      } else if (live_count_[l - 1] * kSparse < m) {
+        // Few unvisited nodes left below: try only their arcs.
+        std::vector<int>& list = live_list_[l - 1];
+        if (!live_valid_[l - 1] || list.size() > 2 * static_cast<size_t>(live_count_[l - 1]) + 8) {
+          list.clear();
+          for (int j = 0; j < m; ++j)
+            if (lev[j] < 0) list.push_back(j);
+          live_valid_[l - 1] = 1;
+          scanned += m;
+        }
+        int found = 0;
+        for (int j : list) {
+          if (lev[j] < 0 && static_cast<double>(cap[j]) - f[j] > kEps) {
+            lev[j] = lv + 1;
+            queue_[tail++] = (l - 1) * m + j;
+            ++found;
+          }
+        }
+        live_count_[l - 1] -= found;
+        scanned += list.size();
       } else {
         int found = 0;
         for (int j = FindArc<true>(lev, 0, cap, f, 0, m); j < m;
@@ -171,11 +228,11 @@ bool AttentionFlow::Bfs(int src, int snk) {
           queue_[tail++] = (l - 1) * m + j;
           ++found;
         }
-        alive_count_[l - 1] -= found;
+        live_count_[l - 1] -= found;
         scanned += m;
       }
     }
-    if (l < L && alive_count_[l + 1] > 0) {
+    if (l < L && live_count_[l + 1] > 0) {
       const double* f = flow_.data() + static_cast<size_t>(l) * mm + i;
       int* lev = level_.data() + static_cast<size_t>(l + 1) * m;
       int found = 0;
@@ -186,7 +243,7 @@ bool AttentionFlow::Bfs(int src, int snk) {
           ++found;
         }
       }
-      alive_count_[l + 1] -= found;
+      live_count_[l + 1] -= found;
       scanned += back_[v].size();
     }
   }
@@ -194,17 +251,169 @@ bool AttentionFlow::Bfs(int src, int snk) {
   return level_[snk] >= 0;
 }
 
-// Max flow from node (L, sink) down to node (0, source) in the reversed graph.
-double AttentionFlow::Solve(int source, int sink) {
+// The next admissible arc out of v (level + 1, residual > kEps) from v's
+// cursor, advancing the cursor. Cursor: -1 = the diagonal, 0..m-1 = forward
+// arc j, m + k = back_[v][k].
+bool AttentionFlow::NextArc(int v, int snk, Arc* arc) {
   const int m = m_, L = num_layers_;
   const size_t mm = static_cast<size_t>(m) * m;
+  const int l = node_layer_[v], i = node_index_[v];
+  const int want = level_[v] + 1;
+  int& cur = cursor_[v];
+  int64_t scanned = 0;
+  int j = -1;
+  const float* cap = nullptr;
+  double* f = nullptr;
+  if (l >= 1 && cur < m) {
+    cap = layers_[l - 1].data() + static_cast<size_t>(i) * m;
+    f = flow_.data() + (l - 1) * mm + static_cast<size_t>(i) * m;
+    const int* lev = level_.data() + static_cast<size_t>(l - 1) * m;
+    if (l == 1) {
+      if (cur <= snk && lev[snk] == want && static_cast<double>(cap[snk]) - f[snk] > kEps) j = snk;
+      cur = j >= 0 ? j : m;
+      ++scanned;
+    } else {
+      if (cur < 0) {
+        ++scanned;
+        if (lev[i] == want && static_cast<double>(cap[i]) - f[i] > kEps) {
+          j = i;
+        } else {
+          cur = 0;
+        }
+      }
+      if (j < 0 && live_count_[l - 1] * kSparse < m) {
+        // Few live nodes below: walk them (sorted) instead of the row.
+        std::vector<int>& list = live_list_[l - 1];
+        if (!live_valid_[l - 1] ||
+            list.size() > 2 * static_cast<size_t>(live_count_[l - 1]) + 8) {
+          list.clear();
+          for (int jj = 0; jj < m; ++jj)
+            if (lev[jj] >= 0) list.push_back(jj);
+          live_valid_[l - 1] = 1;
+          scanned += m;
+        }
+        const int n = static_cast<int>(list.size());
+        int c = static_cast<int>(std::lower_bound(list.begin(), list.end(), cur) - list.begin());
+        const int c0 = c;
+        for (; c < n; ++c) {
+          const int jj = list[c];
+          if (lev[jj] == want && static_cast<double>(cap[jj]) - f[jj] > kEps) break;
+        }
+        scanned += c - c0 + 1;
+        j = c < n ? list[c] : -1;
+        cur = j >= 0 ? j : m;
+      } else if (j < 0) {
+        const int jj = FindArc<false>(lev, want, cap, f, cur, m);
+        scanned += jj - cur + 1;
+        cur = jj;
+        if (jj < m) j = jj;
+      }
+    }
+  }
+  stats_.arcs_scanned += scanned;
+  if (j >= 0) {
+    arc->head = (l - 1) * m + j;
+    arc->flow = f + j;
+    arc->cap = cap[j];
+    return true;
+  }
+  if (l < L) {
+    const std::vector<int>& back = back_[v];
+    double* fb = flow_.data() + static_cast<size_t>(l) * mm + i;
+    const int* lev = level_.data() + static_cast<size_t>(l + 1) * m;
+    const int k0 = std::max(cur, m) - m;
+    int k = k0;
+    const int n = static_cast<int>(back.size());
+    for (; k < n; ++k) {
+      const int u = back[k];
+      if (lev[u] == want && fb[static_cast<size_t>(u) * m] > kEps) break;
+    }
+    stats_.arcs_scanned += k - k0 + 1;
+    cur = m + k;
+    if (k < n) {
+      arc->head = (l + 1) * m + back[k];
+      arc->flow = fb + static_cast<size_t>(back[k]) * m;
+      arc->cap = -1.0;
+      return true;
+    }
+  }
+  return false;
+}
+
+// Sends up to `limit` from src to snk along admissible arcs of the current
+// level graph (a multi-push DFS, iterative: frame d holds the node at depth
+// d, how much its parent asked of it, how much it has sent so far, and the
+// arc it was entered by). Returns the amount sent.
+double AttentionFlow::BlockingFlow(int src, int snk, double limit, double tol) {
+  const int snk_level = level_[snk];
+  int d = 0;
+  frame_node_[0] = src;
+  frame_limit_[0] = limit;
+  frame_sent_[0] = 0.0;
+  for (;;) {
+    const int v = frame_node_[d];
+    double ret;
+    if (v == snk) {
+      ret = frame_limit_[d];
+      ++stats_.augmentations;
+    } else if (frame_limit_[d] - frame_sent_[d] <= tol) {
+      ret = frame_sent_[d];
+    } else {
+      Arc arc;
+      bool found = false;
+      while (NextArc(v, snk, &arc)) {
+        // Nodes at the sink's level (other than the sink) lead nowhere.
+        if (arc.head != snk && level_[arc.head] >= snk_level) {
+          Kill(arc.head);
+          continue;
+        }
+        found = true;
+        break;
+      }
+      if (found) {
+        const double r = arc.cap >= 0 ? arc.cap - *arc.flow : *arc.flow;
+        ++d;
+        frame_node_[d] = arc.head;
+        frame_limit_[d] = std::min(frame_limit_[d - 1] - frame_sent_[d - 1], r);
+        frame_sent_[d] = 0.0;
+        frame_flow_[d] = arc.flow;
+        frame_cap_[d] = arc.cap;
+        continue;
+      }
+      Kill(v);  // no admissible arc left: retired for this phase
+      ret = frame_sent_[d];
+    }
+    if (d == 0) return ret;
+    if (ret > 0) {
+      // Apply `ret` on the arc into frame d; saturate exactly when it is all.
+      double* f = frame_flow_[d];
+      const double c = frame_cap_[d];
+      if (c >= 0) {
+        if (*f == 0.0) {
+          // First flow on (l, i) -> (l-1, j): a back arc of (l-1, j).
+          touched_.push_back(f);
+          const int head = frame_node_[d];
+          if (back_[head].empty()) touched_nodes_.push_back(head);
+          back_[head].push_back(node_index_[frame_node_[d - 1]]);
+        }
+        *f = ret >= c - *f ? c : *f + ret;
+      } else {
+        *f = ret >= *f ? 0.0 : *f - ret;
+      }
+      frame_sent_[d - 1] += ret;
+    }
+    --d;
+  }
+}
+
+double AttentionFlow::Solve(int source, int sink) {
+  const int m = m_, L = num_layers_;
   const int src = L * m + sink;  // reversed: flow starts at the output node
   const int snk = source;        // node (0, source)
   const double bound = Bound(source, sink);
   if (!(bound > kEps)) return 0.0;  // at most kEps: nothing to route
-  const double target = bound * (1.0 - kBoundTol);
+  const double tol = std::max(kEps, bound * kBoundTol);
   double total = 0.0;
-
   for (int phase = 0;; ++phase) {
     if (phase == 0) {
       // No flow yet: the residual graph is the layered DAG itself.
@@ -212,167 +421,25 @@ double AttentionFlow::Solve(int source, int sink) {
         std::fill(level_.begin() + static_cast<size_t>(l) * m,
                   level_.begin() + static_cast<size_t>(l + 1) * m, L - l);
     } else if (!Bfs(src, snk)) {
-      break;
+      break;  // no augmenting path: total is the max flow
     }
     ++stats_.phases;
     std::fill(cursor_.begin(), cursor_.end(), -1);
     for (int l = 0; l <= L; ++l) {
+      const int* lev = level_.data() + static_cast<size_t>(l) * m;
       int n = 0;
-      for (int i = 0; i < m; ++i) n += level_[static_cast<size_t>(l) * m + i] >= 0;
-      alive_count_[l] = n;
-      alive_valid_[l] = 0;
+      for (int i = 0; i < m; ++i) n += lev[i] >= 0;
+      live_count_[l] = n;
+      live_valid_[l] = 0;
     }
-    const int snk_level = level_[snk];
-    int depth = 0;
-    int v = src;
-    path_node_[0] = src;
-    int64_t scanned = 0;
-    for (;;) {
-      if (v == snk) {
-        // Augment by the bottleneck; retreat to the tail of its first arc.
-        double b = std::numeric_limits<double>::infinity();
-        int cut = 0;
-        for (int d = 0; d < depth; ++d) {
-          const double c = path_cap_[d];
-          const double r = c >= 0 ? c - *path_flow_[d] : *path_flow_[d];
-          if (r < b) {
-            b = r;
-            cut = d;
-          }
-        }
-        for (int d = 0; d < depth; ++d) {
-          double* f = path_flow_[d];
-          const double c = path_cap_[d];
-          if (c >= 0) {
-            if (*f == 0.0) {
-              // First flow on (l, i) -> (l-1, j): a back arc of (l-1, j).
-              touched_.push_back(f);
-              const int w = path_node_[d + 1];
-              if (back_[w].empty()) touched_nodes_.push_back(w);
-              back_[w].push_back(node_index_[path_node_[d]]);
-            }
-            *f = d == cut ? c : *f + b;
-          } else {
-            *f = d == cut ? 0.0 : *f - b;
-          }
-        }
-        total += b;
-        ++stats_.augmentations;
-        if (total >= target) {
-          stats_.arcs_scanned += scanned;
-          stats_.hit_bound = true;
-          return bound;
-        }
-        depth = cut;
-        v = path_node_[cut];
-        continue;
-      }
-      // Advance along the first admissible arc from v's cursor.
-      const int l = node_layer_[v], i = node_index_[v];
-      const int want = level_[v] + 1;
-      int& cur = cursor_[v];
-      int w = -1;
-      double* arc_flow = nullptr;
-      double arc_cap = -1.0;
-      if (l >= 1 && cur < m) {
-        const float* cap = layers_[l - 1].data() + static_cast<size_t>(i) * m;
-        double* f = flow_.data() + (l - 1) * mm + static_cast<size_t>(i) * m;
-        const int* lev = level_.data() + static_cast<size_t>(l - 1) * m;
-        int j = -1;
-        if (l == 1) {
-          // Layer 0: only the sink leads anywhere.
-          if (cur <= snk && lev[snk] == want && cap[snk] - f[snk] > kEps) {
-            j = snk;
-          }
-          cur = j >= 0 ? j : m;
-          ++scanned;
-        } else if (cur < 0) {
-          // The diagonal first: the residual connection makes it the
-          // widest arc of most rows. Then every arc in index order.
-          ++scanned;
-          if (lev[i] == want && cap[i] - f[i] > kEps) {
-            j = i;
-          } else {
-            cur = 0;
-          }
-        }
-        if (j < 0 && l > 1 && alive_count_[l - 1] * kSparse < m) {
-          // Few live nodes below: look only at them (sorted by index).
-          std::vector<int>& list = alive_list_[l - 1];
-          if (!alive_valid_[l - 1] ||
-              list.size() > 2 * static_cast<size_t>(alive_count_[l - 1]) + 8) {
-            list.clear();
-            for (int jj = 0; jj < m; ++jj)
-              if (lev[jj] >= 0) list.push_back(jj);
-            alive_valid_[l - 1] = 1;
-            scanned += m;
-          }
-          const int n = static_cast<int>(list.size());
-          int c = static_cast<int>(std::lower_bound(list.begin(), list.end(), cur) - list.begin());
-          const int c0 = c;
-          for (; c < n; ++c) {
-            const int jj = list[c];
-            if (lev[jj] == want && cap[jj] - f[jj] > kEps) break;
-          }
-          scanned += c - c0 + 1;
-          j = c < n ? list[c] : -1;
-          cur = j >= 0 ? j : m;
-        } else if (j < 0 && l > 1) {
-          const int jj = FindArc<false>(lev, want, cap, f, cur, m);
-          scanned += jj - cur + (jj < m);
-          cur = jj;
-          if (jj < m) j = jj;
-        }
-        if (j >= 0) {
-          w = (l - 1) * m + j;
-          arc_flow = f + j;
-          arc_cap = cap[j];
-        }
-      }
-      if (w < 0 && l < L) {
-        const std::vector<int>& back = back_[v];
-        double* f = flow_.data() + static_cast<size_t>(l) * mm + i;
-        const int* lev = level_.data() + static_cast<size_t>(l + 1) * m;
-        const int k0 = std::max(cur, m) - m;  // cur >= m after the forward arcs
-        int k = k0;
-        const int n = static_cast<int>(back.size());
-        for (; k < n; ++k) {
-          const int u = back[k];
-          if (lev[u] == want && f[static_cast<size_t>(u) * m] > kEps) break;
-        }
-        scanned += k - k0 + (k < n);
-        cur = m + k;
-        if (k < n) {
-          w = (l + 1) * m + back[k];
-          arc_flow = f + static_cast<size_t>(back[k]) * m;
-          arc_cap = -1.0;
-        }
-      }
-      if (w >= 0) {
-        // Nodes at or beyond the sink's level cannot lead to it.
-        if (w != snk && level_[w] >= snk_level) {
-          Kill(w);
-          continue;
-        }
-        path_flow_[depth] = arc_flow;
-        path_cap_[depth] = arc_cap;
-        ++depth;
-        path_node_[depth] = w;
-        v = w;
-        continue;
-      }
-      // Dead end: retire v and step back.
-      Kill(v);
-      if (depth == 0) break;
-      --depth;
-      v = path_node_[depth];
-      ++cursor_[v];
+    total += BlockingFlow(src, snk, bound - total, tol);
+    if (bound - total <= tol) {
+      stats_.hit_bound = true;
+      return bound;
     }
-    stats_.arcs_scanned += scanned;
   }
   return std::min(total, bound);
 }
-
 
 double EstimateFlowCost(int num_layers, int m, int num_sinks) {
   // A pair scans on the order of L m^2 arcs in the worst structured cases

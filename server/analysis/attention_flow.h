@@ -81,13 +81,17 @@ class AttentionFlow {
   static int64_t WorkingBytes(int num_layers, int m);
 
  private:
+  struct Arc {
+    int head;      // node the arc leads to
+    double* flow;  // its flow (for a backward arc: the forward arc's flow)
+    double cap;    // capacity of a forward arc; -1 for a backward arc
+  };
   double Solve(int source, int sink);
   bool Bfs(int src, int snk);
+  bool NextArc(int v, int snk, Arc* arc);
+  double BlockingFlow(int src, int snk, double limit, double tol);
+  void Kill(int v);
   void ResetFlows();
-  void Kill(int v) {
-    if (level_[v] >= 0) --alive_count_[v / m_];
-    level_[v] = std::numeric_limits<int>::min();
-  }
 
   const std::vector<MatrixF>& layers_;
   int num_layers_ = 0;
@@ -95,23 +99,25 @@ class AttentionFlow {
   std::vector<double> colsum_first_;  // column sums of At_1
   std::vector<double> rowsum_last_;   // row sums of At_L
 
-  // Scratch. Internally the graph is reversed (edges (l, i) -> (l-1, j), as
-  // Abnar & Zuidema build it), so a node's forward arcs are a contiguous row
-  // of At_l. flow_[(l-1) m^2 + i m + j] = flow on that edge.
+  // Scratch, reused by every call. Node (l, i) is l m + i. Internally the
+  // graph is reversed (arcs (l, i) -> (l-1, j)), so a node's arcs are a
+  // contiguous row of At_l; flow_[(l-1) m^2 + i m + j] is that arc's flow.
   std::vector<double> flow_;
-  std::vector<double*> touched_;            // flow_ entries made non-zero
-  std::vector<std::vector<int>> back_;      // node (l, j): i with flow on (l+1, i) -> (l, j)
-  std::vector<int> touched_nodes_;          // nodes whose back_ is non-empty
-  std::vector<int> level_;
-  std::vector<int> cursor_;
+  std::vector<double*> touched_;           // flow_ entries made non-zero
+  std::vector<std::vector<int>> back_;     // (l, j): the i with flow on (l+1, i) -> (l, j)
+  std::vector<int> touched_nodes_;         // nodes whose back_ is non-empty
+  std::vector<int> level_;                 // BFS level; < 0: unreached or retired
+  std::vector<int> cursor_;                // current arc (see NextArc)
   std::vector<int> queue_;
-  std::vector<int> path_node_;
-  std::vector<int> alive_count_;            // per layer: nodes with level >= 0
-  std::vector<char> alive_valid_;
-  std::vector<std::vector<int>> alive_list_;  // per layer: superset of live nodes, sorted
-  std::vector<double*> path_flow_;          // the arc's flow
-  std::vector<double> path_cap_;            // its capacity; -1 for a backward arc
   std::vector<int> node_layer_, node_index_;
+  std::vector<int> live_count_;            // per layer: nodes with level >= 0
+  std::vector<char> live_valid_;
+  std::vector<std::vector<int>> live_list_;  // per layer: superset of live nodes, sorted
+  // DFS frames (see BlockingFlow).
+  std::vector<int> frame_node_;
+  std::vector<double> frame_limit_, frame_sent_;
+  std::vector<double*> frame_flow_;
+  std::vector<double> frame_cap_;
   Stats stats_;
 };
 

@@ -92,6 +92,10 @@ class SequenceRollout {
   // leading [H] axis, and `aggregate` (if given) gets the maps' aggregate.
   Maps Finish(Maps* aggregate = nullptr);
 
+  // Row path only, instead of Finish: the residual-corrected At_l of the
+  // range, in order (what attention flow runs on).
+  std::vector<MatrixF> TakeLayers() { return std::move(layers_); }
+
   RolloutPath path() const { return path_; }
   // Rows that pruning emptied (and gave their diagonal), over all layers.
   int64_t emptied_rows() const { return emptied_rows_; }

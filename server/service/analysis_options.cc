@@ -95,4 +95,32 @@ absl::StatusOr<analysis::RolloutSpec> ToRolloutSpec(const v1::RolloutOptions& op
   return spec;
 }
 
+absl::StatusOr<analysis::RolloutSpec> ToFlowGraphSpec(const v1::FlowOptions& options,
+                                                      const v1::Layout& layout) {
+  if (options.fusion() == v1::HEAD_FUSION_NONE) {
+    return absl::InvalidArgumentError("flow.fusion: expected MEAN, MAX, MIN or WEIGHTED, got NONE");
+  }
+  if (options.readout().mean_of_rows()) {
+    return absl::InvalidArgumentError(
+        "flow.readout.mean_of_rows: flow maps are per output token; ask for rows (or all_rows)");
+  }
+  if (options.all_rows() && (options.readout().rows_size() > 0 || options.readout().last_row())) {
+    return absl::InvalidArgumentError("flow: all_rows and readout rows are exclusive");
+  }
+  v1::RolloutOptions graph;
+  graph.set_fusion(options.fusion());
+  *graph.mutable_head_weights() = options.head_weights();
+  if (options.has_residual()) graph.set_residual(options.residual());
+  graph.set_no_renormalize(options.no_renormalize());
+  if (options.has_layers()) *graph.mutable_layers() = options.layers();
+  *graph.mutable_readout() = options.readout();
+  absl::StatusOr<analysis::RolloutSpec> spec = ToRolloutSpec(graph, layout);
+  if (!spec.ok()) {
+    std::string message(spec.status().message());
+    if (message.rfind("rollout.", 0) == 0) message = "flow." + message.substr(8);
+    return absl::Status(spec.status().code(), message);
+  }
+  return spec;
+}
+
 }  // namespace attnroll::service

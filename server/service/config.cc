@@ -53,6 +53,11 @@ std::vector<Flag> Flags(ServerConfig* c) {
       IntFlag("max-batch", "sequences per pass (B)", &c->limits.max_batch),
       IntFlag("max-message-bytes", "bytes per gRPC message", &c->limits.max_message_bytes),
       IntFlag("max-pass-bytes", "attention bytes streamed in one pass", &c->limits.max_pass_bytes),
+      {"max-flow-cost", "estimated work units (~ns of one core) of one pass's attention flow",
+       [c] { return absl::StrFormat("%g", c->limits.max_flow_cost); },
+       [c](const std::string& s) {
+         return absl::SimpleAtod(s, &c->limits.max_flow_cost) && c->limits.max_flow_cost >= 0;
+       }},
       {"shutdown-grace-seconds", "time given to passes in flight on SIGTERM/SIGINT",
        [c] { return absl::StrFormat("%g", c->shutdown_grace_seconds); },
        [c](const std::string& s) {

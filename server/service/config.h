@@ -17,6 +17,9 @@ struct PassLimits {
   int max_batch = 64;
   int64_t max_message_bytes = int64_t{64} << 20;  // also gRPC's receive cap
   int64_t max_pass_bytes = int64_t{64} << 30;     // attention bytes streamed in one pass
+  // Estimated work units of a pass's attention flow (~1 ns each on one core:
+  // 1e11 is about 100 core-seconds; a ViT-B/16 CLS row is ~1e8).
+  double max_flow_cost = 1e11;
 };
 
 struct ServerConfig {

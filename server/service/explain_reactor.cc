@@ -65,7 +65,11 @@ void ExplainReactor::HandleMessage() {
 
 void ExplainReactor::Complete() {
   if (call_->IsCancelled()) return End(absl::CancelledError("pass cancelled"));
-  absl::StatusOr<v1::ExplainResponse> response = pass_.session->Finish();
+  PassSession::FinishContext finish;
+  finish.pool = ctx_->pool;
+  finish.helpers = ctx_->pool->num_threads() - 1;
+  finish.cancelled = [call = call_] { return call->IsCancelled(); };
+  absl::StatusOr<v1::ExplainResponse> response = pass_.session->Finish(finish);
   if (!response.ok()) return End(response.status());
   *response_ = std::move(*response);
   End(absl::OkStatus());

@@ -1,15 +1,21 @@
 #include "server/service/pass_session.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "server/analysis/attention_flow.h"
+#include "server/analysis/flow_maps.h"
 #include "server/service/analysis_options.h"
 #include "server/service/attention_decode.h"
+#include "server/service/parallel_for.h"
 
 namespace attnroll::service {
 namespace {
@@ -36,7 +42,8 @@ absl::Status CheckLimit(const char* field, uint64_t value, uint64_t limit) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<PassSession>> PassSession::Create(const v1::PassHeader& header,
-                                                                 const PassLimits& limits) {
+                                                                 const PassLimits& limits,
+                                                                 int threads) {
   if (!header.has_layout()) {
     return absl::InvalidArgumentError("header.layout: expected a layout, got none");
   }
@@ -107,19 +114,30 @@ absl::StatusOr<std::unique_ptr<PassSession>> PassSession::Create(const v1::PassH
                      static_cast<int64_t>(batch) * (layout.num_heads() + 1) * n) *
                         static_cast<int64_t>(sizeof(float)) +
                     static_cast<int64_t>(n) * static_cast<int64_t>(sizeof(analysis::RowStats));
+  double flow_cost = 0;
   for (size_t i = 0; i < analyses.size(); ++i) {
     const v1::Analysis& a = analyses[i];
-    if (a.kind_case() != v1::Analysis::kRollout) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("analyses[", i, "]: expected one analysis kind (rollout), got none"));
+    absl::StatusOr<analysis::RolloutSpec> spec;
+    switch (a.kind_case()) {
+      case v1::Analysis::kRollout: spec = ToRolloutSpec(a.rollout(), layout); break;
+      case v1::Analysis::kFlow: spec = ToFlowGraphSpec(a.flow(), layout); break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat(
+            "analyses[", i, "]: expected one analysis kind (rollout or flow), got none"));
     }
-    absl::StatusOr<analysis::RolloutSpec> spec = ToRolloutSpec(a.rollout(), layout);
     if (!spec.ok()) {
       return absl::Status(spec.status().code(),
                           absl::StrCat("analyses[", i, "].", spec.status().message()));
     }
     Job job{a.name(), *spec, analysis::ChooseRolloutPath(*spec, session->num_layers_, n), {}};
+    if (a.kind_case() == v1::Analysis::kFlow) {
+      job.flow = true;
+      job.all_rows = a.flow().all_rows();
+      job.raw = a.flow().raw();
+      job.path = analysis::RolloutPath::kRow;  // keeps every At_l for the max flows
+    }
     if (spec->gradient != analysis::GradientRule::kNone) session->needs_gradient_ = true;
+    const int layers = analysis::LastLayer(*spec, session->num_layers_) - spec->first_layer + 1;
     for (int b = 0; b < session->batch_; ++b) {
       const int m = session->valid_[b];
       if (absl::Status s = analysis::ValidateRolloutSpec(*spec, session->num_layers_,
@@ -130,8 +148,21 @@ absl::StatusOr<std::unique_ptr<PassSession>> PassSession::Create(const v1::PassH
       }
       working += analysis::RolloutWorkingBytes(*spec, session->num_layers_, session->num_heads_, m,
                                                job.path);
+      if (job.flow) {
+        const int sinks = job.all_rows ? m : analysis::NumMaps(spec->readout);
+        flow_cost += analysis::EstimateFlowCost(layers, m, sinks);
+        // Each thread's solver scratch, and the flows (double) of the sinks.
+        working += threads * analysis::AttentionFlow::WorkingBytes(layers, m) +
+                   static_cast<int64_t>(sinks) * m * static_cast<int64_t>(sizeof(double) + sizeof(float));
+      }
     }
     session->jobs_.push_back(std::move(job));
+  }
+  if (flow_cost > limits.max_flow_cost) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "flow: the pass's attention flow is estimated at %.3g work units (~%.3g core-seconds), over "
+        "the server's max_flow_cost of %.3g; ask for fewer output tokens or layers",
+        flow_cost, flow_cost * 1e-9, limits.max_flow_cost));
   }
   session->working_bytes_ = working;
   for (Job& job : session->jobs_) {
@@ -416,7 +447,53 @@ absl::Status PassSession::TakeValueNorms(const v1::LayerChunk& chunk) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::ExplainResponse> PassSession::Finish() {
+// The flow maps of sequence b: every (output token, input token) max flow,
+// spread over the pool, stopping between max flows if the call is cancelled.
+absl::StatusOr<analysis::Maps> PassSession::FlowMapsOf(Job& job, int index, int b,
+                                                      const FinishContext& ctx) {
+  const int m = valid_[b];
+  const std::vector<analysis::MatrixF> layers = job.sequences[b].TakeLayers();
+  std::vector<int> sinks;
+  if (job.all_rows) {
+    for (int i = 0; i < m; ++i) sinks.push_back(i);
+  } else {
+    sinks = analysis::ResolvedRows(job.spec.readout, m);
+  }
+  Eigen::MatrixXd flows(sinks.size(), m);
+  const int64_t items = static_cast<int64_t>(sinks.size()) * m;
+  std::atomic<int64_t> done{0};
+  const int64_t step = std::max<int64_t>(1, (items + 99) / 100);  // at most ~100 reports
+  absl::Mutex progress_mu;
+  int64_t reported = 0;  // guarded by progress_mu: reports only move forward
+  auto worker = [&](const ClaimFn& claim) {
+    analysis::AttentionFlow solver(layers);
+    int64_t item;
+    while (claim(&item)) {
+      const int r = static_cast<int>(item / m), source = static_cast<int>(item % m);
+      flows(r, source) = solver.MaxFlow(source, sinks[r]);
+      const int64_t now = done.fetch_add(1) + 1;
+      if (ctx.progress && (now % step == 0 || now == items)) {
+        absl::MutexLock lock(&progress_mu);
+        if (now > reported) {
+          reported = now;
+          ctx.progress(index, now, items);
+        }
+      }
+    }
+  };
+  if (ctx.pool != nullptr && ctx.helpers > 0) {
+    ParallelFor(ctx.pool, ctx.helpers, items, ctx.cancelled, worker);
+  } else {
+    ParallelFor(nullptr, 0, items, ctx.cancelled, worker);
+  }
+  if (done.load() != items) {
+    return absl::CancelledError(absl::StrCat("flow: cancelled after ", done.load(), " of ", items,
+                                             " max flows"));
+  }
+  return analysis::FlowMaps(flows, job.raw, job.spec.readout);
+}
+
+absl::StatusOr<v1::ExplainResponse> PassSession::Finish(const FinishContext& ctx) {
   if (next_layer_ != num_layers_) {
     return absl::InvalidArgumentError(absl::StrCat(
         "layer: missing: the stream ended after ", next_layer_, " complete layers",
@@ -430,8 +507,10 @@ absl::StatusOr<v1::ExplainResponse> PassSession::Finish() {
   for (Job& job : jobs_) {
     v1::AnalysisResult* result = response.add_results();
     result->set_name(job.name);
-    result->set_path(analysis::RolloutPathName(job.path));
-    if (!job.spec.readout.last_row) {
+    result->set_path(job.flow ? "flow" : analysis::RolloutPathName(job.path));
+    if (job.all_rows) {
+      for (int r = 0; r < valid_[0]; ++r) result->add_rows(r);
+    } else if (!job.spec.readout.last_row) {
       for (int r : analysis::ResolvedRows(job.spec.readout, valid_[0])) result->add_rows(r);
     }
     if (job.spec.per_layer) {
@@ -441,6 +520,13 @@ absl::StatusOr<v1::ExplainResponse> PassSession::Finish() {
     }
     for (size_t b = 0; b < job.sequences.size(); ++b) {
       analysis::SequenceRollout& seq = job.sequences[b];
+      if (job.flow) {
+        absl::StatusOr<analysis::Maps> maps =
+            FlowMapsOf(job, static_cast<int>(&job - jobs_.data()), static_cast<int>(b), ctx);
+        if (!maps.ok()) return maps.status();
+        ToTensor(*maps, result->add_maps());
+        continue;
+      }
       const bool head_specific = job.spec.fusion == analysis::Fusion::kNone;
       analysis::Maps aggregate;
       ToTensor(seq.Finish(head_specific ? &aggregate : nullptr), result->add_maps());

@@ -6,6 +6,7 @@
 #define ATTNROLL_SERVER_SERVICE_PASS_SESSION_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "attnroll/v1/attnroll.pb.h"
 #include "server/analysis/rollout.h"
 #include "server/service/config.h"
+#include "server/service/worker_pool.h"
 
 namespace attnroll::service {
 
@@ -22,8 +24,11 @@ class PassSession {
  public:
   // Validates the header against the limits. Allocates nothing large: the
   // caller reserves working_bytes() before the first AddChunk.
+  // `threads` is how many threads Finish may use (attention flow's scratch
+  // is counted per thread in working_bytes()).
   static absl::StatusOr<std::unique_ptr<PassSession>> Create(const v1::PassHeader& header,
-                                                             const PassLimits& limits);
+                                                             const PassLimits& limits,
+                                                             int threads = 1);
 
   const std::string& request_id() const { return request_id_; }
   // Upper bound of the memory this pass allocates while it runs.
@@ -32,8 +37,20 @@ class PassSession {
   // The next layer message: must continue exactly where the last one ended.
   absl::Status AddChunk(const v1::LayerChunk& chunk);
 
+  // How Finish may spread independent work (attention flow's max flows) and
+  // learn that the call was cancelled. Defaults: serial, never cancelled.
+  struct FinishContext {
+    WorkerPool* pool = nullptr;
+    int helpers = 0;  // pool workers that may join the calling one
+    std::function<bool()> cancelled;
+    // Called (from any worker, serialised) as long analyses advance: analysis
+    // index, items done, items in all. At most ~100 calls per analysis.
+    std::function<void(int analysis, int64_t done, int64_t total)> progress;
+  };
+
   // Every layer must have arrived. Builds the response (timing included).
-  absl::StatusOr<v1::ExplainResponse> Finish();
+  absl::StatusOr<v1::ExplainResponse> Finish(const FinishContext& ctx);
+  absl::StatusOr<v1::ExplainResponse> Finish() { return Finish(FinishContext()); }
 
  private:
   struct Job {
@@ -41,7 +58,13 @@ class PassSession {
     analysis::RolloutSpec spec;
     analysis::RolloutPath path;
     std::vector<analysis::SequenceRollout> sequences;
+    // Attention flow: the sequences keep their At_l (row path) and Finish
+    // runs the max flows on them.
+    bool flow = false;
+    bool all_rows = false;
+    bool raw = false;
   };
+  absl::StatusOr<analysis::Maps> FlowMapsOf(Job& job, int index, int b, const FinishContext& ctx);
 
   PassSession() = default;
   absl::Status CheckChunkPosition(const v1::LayerChunk& chunk) const;

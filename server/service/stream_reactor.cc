@@ -103,7 +103,19 @@ void StreamReactor::HandleOne() {
         return FailPass(id, absl::InvalidArgumentError(absl::StrCat(
                                 "request_id: no open pass '", id, "' to end")));
       }
-      absl::StatusOr<v1::ExplainResponse> result = it->second.open.session->Finish();
+      PassSession::FinishContext finish;
+      finish.pool = ctx_->pool;
+      finish.helpers = ctx_->pool->num_threads() - 1;
+      finish.cancelled = [call = call_] { return call->IsCancelled(); };
+      finish.progress = [this, id](int analysis, int64_t done, int64_t total) {
+        v1::StreamResponse r;
+        r.set_request_id(id);
+        r.mutable_progress()->set_analysis(analysis);
+        r.mutable_progress()->set_done(done);
+        r.mutable_progress()->set_total(total);
+        Enqueue(std::move(r));
+      };
+      absl::StatusOr<v1::ExplainResponse> result = it->second.open.session->Finish(finish);
       if (!result.ok()) return FailPass(id, result.status());
       v1::StreamResponse r;
       r.set_request_id(id);

@@ -2,7 +2,10 @@
 """End-to-end test of the [variants] options of `attnroll explain` (issue 3):
 gradient-weighted rollout (rules chefer and vit_explain), pruning
 (discard_ratio, threshold, mass, top_k), causal validation, --rows last and
---sink, against a real `attnroll-server` and an independent numpy reference.
+--sink, head-specific rollout (--fusion none, --head-aggregate,
+--aggregate-out), residual weights (--residual-weights) and value norms
+(--value-norms), against a real `attnroll-server` and an independent numpy
+reference.
 
 Run:
     /usr/bin/python3 tests/e2e/variants_reference_test.py --bin-dir BUILD_DIR [unittest args]
@@ -46,6 +49,24 @@ sequences, layers and rows, the full m x m chain).  Conventions it encodes
     (none / max / minmax / sum) on the valid part; zero fill to n - P; grid.
   * output shape: [k, n-P] (or [k, h, w]); [Lsel, ...] with --per-layer; a
     leading B for 5-D input.
+  * value norms v [L, H, n] (leading B): before anything else (fusion, the
+    gradient product, pruning), A'[l,h][i, j] = A[l,h][i, j] * v[l,h,j] over
+    the valid m_b x m_b block, then each row divided by its sum (a row whose
+    sum is 0 stays 0).  The attention is validated as sent.  The norms
+    travel as float32 whatever the wire dtype.
+  * residual weights [L] or [L, n] (leading B): layer l (absolute index) uses
+    At[i,:] = (1 - a_{l,i}) F[i,:] + a_{l,i} e_i (a_{l,i} = a_l for [L]),
+    then the usual row renormalisation, instead of --residual; only the
+    first m_b weights of a sequence are used.  Chefer ignores them
+    (At = I + Ab).
+  * --fusion none: every head h is its own one-head model (F = A[l,h]; the
+    rules, pruning, residual and renormalisation per head; chefer
+    Ab = max(0, G[l,h] A[l,h]), vit_explain F = max(0, G[l,h] A[l,h])).
+    Output [H, ...] ([B, H, ...] batched).  Rows emptied by pruning are
+    counted over heads and layers.  --aggregate-out: --head-aggregate
+    (mean / max / min / weighted = sum_h w_h map_h, unnormalised, with
+    --head-weights) of the maps as returned (after sink, prefix drop,
+    scaling and zero fill), shape without the H axis.
 
 Decisions the pruning takes on nearly equal numbers (a float32 rounding could
 flip them) are measured by the reference ("margins"); every case asserts that
@@ -265,10 +286,103 @@ def _scale_map(x, scale):
     raise ValueError(scale)
 
 
+def _value_weighted(A, v):
+    """A: [H, m, m], v: [H, m] (float64) -> A'[h, i, j] = A[h, i, j] v[h, j],
+    each row divided by its sum; a row whose sum is 0 stays 0."""
+    H, m, _ = A.shape
+    out = np.zeros_like(A)
+    for h in range(H):
+        for i in range(m):
+            row = A[h, i] * v[h]
+            s = row.sum()
+            if s > 0:
+                out[h, i] = row / s
+    return out
+
+
+def _alphas(residual, rw, l, m):
+    """Residual weight of each of the m query rows of layer l: the scalar
+    --residual, or rw[l] ([L]) or rw[l, :m] ([L, n]) of one sequence."""
+    if rw is None:
+        return np.full(m, float(residual))
+    rw = np.asarray(rw, dtype=np.float64)
+    if rw.ndim == 1:
+        return np.full(m, rw[l])
+    return rw[l, :m].copy()
+
+
+def _chain(a, g, rule, grad_normalize, fusion, weights, residual, rw, renorm, first, last,
+           prune_kw, margins, info):
+    """One rollout chain over heads a [L, H', m, m] (H' = 1 for a head of
+    --fusion none).  Returns ([R_first, ..., R_last], emptied rows)."""
+    m = a.shape[-1]
+    eye = np.eye(m)
+    pruning = any(v > 0 for v in prune_kw.values())
+    chain, R, emptied = [], None, 0
+    for l in range(first, last + 1):
+        if rule is None:
+            F = _fuse(a[l], fusion, weights)
+        elif rule == "chefer":
+            F = _fuse(np.maximum(0.0, g[l] * a[l]), fusion, weights)
+        elif rule == "vit_explain":
+            F = np.maximum(0.0, _fuse(g[l] * a[l], fusion, weights))
+        else:
+            raise ValueError(rule)
+        if pruning:
+            F, e = _prune(F, renorm=grad_normalize if rule == "chefer" else renorm,
+                          margins=margins, info=info, **prune_kw)
+            emptied += e
+        if rule == "chefer":
+            At = eye + F
+            if grad_normalize:
+                At = At / At.sum(axis=1, keepdims=True)
+        else:
+            alpha = _alphas(residual, rw, l, m)
+            At = np.zeros((m, m))
+            for i in range(m):
+                At[i] = (1.0 - alpha[i]) * F[i]
+                At[i, i] += alpha[i]
+            if renorm:
+                for i in range(m):
+                    s = At[i].sum()
+                    if s > 0:
+                        At[i] = At[i] / s
+        R = At if R is None else At @ R
+        chain.append(R)
+    return chain, emptied
+
+
+def _read_out(chain, per_layer, rows, m, n, prefix, sink, scale, grid):
+    mats = chain if per_layer else [chain[-1]]
+    per = []
+    for Rm in mats:
+        if rows == "mean":
+            sel = Rm.mean(axis=0, keepdims=True)
+        elif rows == "last":
+            sel = Rm[[m - 1], :]
+        else:
+            sel = Rm[list(rows), :]
+        full = np.zeros((sel.shape[0], n - prefix))
+        for r in range(sel.shape[0]):
+            x = sel[r].copy()
+            if sink > 0:
+                x[:sink] = 0.0
+                s = x.sum()
+                if s > 0:
+                    x = x / s
+            x = x[prefix:]
+            full[r, : m - prefix] = _scale_map(x, scale)
+        if grid is not None:
+            full = full.reshape(sel.shape[0], grid[0], grid[1])
+        per.append(full)
+    return np.stack(per) if per_layer else per[0]
+
+
 def reference(att, grad=None, rule=None, grad_normalize=False, fusion="mean", weights=None,
               residual=0.5, renorm=True, layers=None, per_layer=False, rows=(0,), prefix=0,
               grid=None, scale="none", valid_lengths=None, discard_ratio=0.0, threshold=0.0,
-              mass=0.0, top_k=0, sink=0, margins=None, info=None):
+              mass=0.0, top_k=0, sink=0, residual_weights=None, value_norms=None,
+              margins=None, info=None):
     """Returns (maps, emptied rows per sequence); see the module doc."""
     if margins is None:
         margins = []
@@ -280,69 +394,64 @@ def reference(att, grad=None, rule=None, grad_normalize=False, fusion="mean", we
         att = att[None]
         if grad is not None:
             grad = np.asarray(grad)[None]
+        if residual_weights is not None:
+            residual_weights = np.asarray(residual_weights)[None]
+        if value_norms is not None:
+            value_norms = np.asarray(value_norms)[None]
     B, L, H, n, _ = att.shape
     assert (grad is None) == (rule is None)
     first, last = (0, L - 1) if layers is None else layers
-    pruning = discard_ratio > 0 or threshold > 0 or mass > 0 or top_k > 0
+    prune_kw = dict(discard_ratio=discard_ratio, threshold=threshold, mass=mass, top_k=top_k)
     outs, emptied_per_seq = [], []
     for b in range(B):
         m = n if valid_lengths is None else int(valid_lengths[b])
         a = att[b, :, :, :m, :m].astype(np.float64)
         g = None if grad is None else grad[b, :, :, :m, :m].astype(np.float64)
-        eye = np.eye(m)
-        chain, R, emptied = [], None, 0
-        for l in range(first, last + 1):
-            if rule is None:
-                F = _fuse(a[l], fusion, weights)
-            elif rule == "chefer":
-                F = _fuse(np.maximum(0.0, g[l] * a[l]), fusion, weights)
-            elif rule == "vit_explain":
-                F = np.maximum(0.0, _fuse(g[l] * a[l], fusion, weights))
-            else:
-                raise ValueError(rule)
-            if pruning:
-                F, e = _prune(F, discard_ratio, threshold, mass, top_k,
-                              grad_normalize if rule == "chefer" else renorm, margins, info)
+        if value_norms is not None:
+            v = np.asarray(value_norms[b], dtype=np.float64)[:, :, :m]
+            a = np.stack([_value_weighted(a[l], v[l]) for l in range(L)])
+        rw = None if residual_weights is None else residual_weights[b]
+        args = (rule, grad_normalize)
+        tail = (residual, rw, renorm, first, last, prune_kw, margins, info)
+        if fusion == "none":
+            # Head h alone, as a one-head model (the mean over one head is that head).
+            maps, emptied = [], 0
+            for h in range(H):
+                chain, e = _chain(a[:, h:h + 1], None if g is None else g[:, h:h + 1],
+                                  *args, "mean", None, *tail)
                 emptied += e
-            if rule == "chefer":
-                At = eye + F
-                if grad_normalize:
-                    At = At / At.sum(axis=1, keepdims=True)
-            else:
-                At = (1.0 - residual) * F + residual * eye
-                if renorm:
-                    for i in range(m):
-                        s = At[i].sum()
-                        if s > 0:
-                            At[i] = At[i] / s
-            R = At if R is None else At @ R
-            chain.append(R)
+                maps.append(_read_out(chain, per_layer, rows, m, n, prefix, sink, scale, grid))
+            outs.append(np.stack(maps))
+        else:
+            chain, emptied = _chain(a, g, *args, fusion, weights, *tail)
+            outs.append(_read_out(chain, per_layer, rows, m, n, prefix, sink, scale, grid))
         emptied_per_seq.append(emptied)
-        mats = chain if per_layer else [R]
-        per = []
-        for Rm in mats:
-            if rows == "mean":
-                sel = Rm.mean(axis=0, keepdims=True)
-            elif rows == "last":
-                sel = Rm[[m - 1], :]
-            else:
-                sel = Rm[list(rows), :]
-            full = np.zeros((sel.shape[0], n - prefix))
-            for r in range(sel.shape[0]):
-                x = sel[r].copy()
-                if sink > 0:
-                    x[:sink] = 0.0
-                    s = x.sum()
-                    if s > 0:
-                        x = x / s
-                x = x[prefix:]
-                full[r, : m - prefix] = _scale_map(x, scale)
-            if grid is not None:
-                full = full.reshape(sel.shape[0], grid[0], grid[1])
-            per.append(full)
-        outs.append(np.stack(per) if per_layer else per[0])
     out = np.stack(outs) if batched else outs[0]
     return out, emptied_per_seq
+
+
+def aggregate_heads(maps, how="mean", weights=None, batched=False):
+    """--aggregate-out of --fusion none maps ([H, ...] or [B, H, ...])."""
+    maps = np.asarray(maps, dtype=np.float64)
+    if batched:
+        return np.stack([aggregate_heads(x, how, weights) for x in maps])
+    H = maps.shape[0]
+    if how == "mean":
+        out = np.zeros(maps.shape[1:])
+        for h in range(H):
+            out += maps[h]
+        return out / H
+    if how == "max":
+        return np.max(maps, axis=0)
+    if how == "min":
+        return np.min(maps, axis=0)
+    if how == "weighted":
+        assert len(weights) == H
+        out = np.zeros(maps.shape[1:])
+        for h in range(H):
+            out += float(weights[h]) * maps[h]
+        return out
+    raise ValueError(how)
 
 
 # --------------------------------------------------------------------------
@@ -436,6 +545,62 @@ class ReferenceSelfTest(unittest.TestCase):
         np.testing.assert_allclose(got, [[0.0, 0.5, 0.5]])
         got, _ = reference(att, sink=1, prefix=1, scale="max", rows=(0,))
         np.testing.assert_allclose(got, [[1.0, 1.0]])
+
+    def test_value_weighted(self):
+        A = np.array([[[0.5, 0.25, 0.25], [1.0, 0.0, 0.0], [0.2, 0.3, 0.5]]])
+        v = np.array([[0.0, 2.0, 1.0]])
+        # Row 0: (0, .5, .25) / .75; row 1: (0, 0, 0) stays 0; row 2: (0, .6, .5) / 1.1.
+        np.testing.assert_allclose(_value_weighted(A, v)[0],
+                                   [[0, 2 / 3, 1 / 3], [0, 0, 0], [0, 6 / 11, 5 / 11]],
+                                   rtol=1e-15)
+
+    def test_residual_weights_and_value_norms_neutral(self):
+        rng = np.random.default_rng(9)
+        L, H, n = 3, 2, 7
+        att = make_attention(rng, L, H, n)
+        grad = make_gradient(rng, att.shape)
+        plain, _ = reference(att, rows=(0, 3), residual=0.3)
+        for rw in (np.full(L, 0.3), np.full((L, n), 0.3)):
+            got, _ = reference(att, rows=(0, 3), residual_weights=rw)
+            np.testing.assert_allclose(got, plain, rtol=1e-13)
+        # Norms all 1 only renormalise the rows (float32 rows sum to 1 within ~1e-7).
+        got, _ = reference(att, rows=(0, 3), residual=0.3, value_norms=np.ones((L, H, n)))
+        np.testing.assert_allclose(got, plain, rtol=1e-6)
+        a64 = att.astype(np.float64)
+        got, _ = reference(a64 / a64.sum(-1, keepdims=True), rows=(0, 3), residual=0.3)
+        want, _ = reference(att, rows=(0, 3), residual=0.3, value_norms=np.ones((L, H, n)))
+        np.testing.assert_allclose(got, want, rtol=1e-13)
+        # Chefer ignores the residual weights.
+        ch, _ = reference(att, grad=grad, rule="chefer", rows=(0, 3))
+        got, _ = reference(att, grad=grad, rule="chefer", rows=(0, 3),
+                           residual_weights=rng.uniform(0, 1, (L, n)))
+        np.testing.assert_array_equal(got, ch)
+        # Per token, by hand on one layer: At = diag(1 - a) A + diag(a).
+        a = rng.uniform(0, 1, (1, n))
+        got, _ = reference(att[:1], rows=tuple(range(n)), residual_weights=a, renorm=False)
+        A = att[0].astype(np.float64).mean(0)
+        np.testing.assert_allclose(got, (1 - a[0])[:, None] * A + np.diag(a[0]), rtol=1e-13)
+
+    def test_fusion_none_is_one_head_models(self):
+        rng = np.random.default_rng(10)
+        L, H, n = 3, 3, 6
+        att = make_attention(rng, L, H, n)
+        grad = make_gradient(rng, att.shape)
+        for kw in (dict(), dict(grad=grad, rule="chefer"), dict(grad=grad, rule="vit_explain"),
+                   dict(per_layer=True, top_k=2)):
+            got, _ = reference(att, fusion="none", rows=(0, 2), **kw)
+            self.assertEqual(got.shape[0], H)
+            for h in range(H):
+                one = dict(kw)
+                if "grad" in one:
+                    one["grad"] = grad[:, h:h + 1]
+                want, _ = reference(att[:, h:h + 1], rows=(0, 2), **one)
+                np.testing.assert_array_equal(got[h], want)
+        maps = rng.uniform(0, 1, (2, H, 2, n))
+        np.testing.assert_allclose(aggregate_heads(maps, "mean", batched=True),
+                                   maps.mean(axis=1), rtol=1e-15)
+        np.testing.assert_allclose(aggregate_heads(maps[0], "weighted", [1, 2, 3]),
+                                   maps[0, 0] + 2 * maps[0, 1] + 3 * maps[0, 2], rtol=1e-15)
 
 
 # --------------------------------------------------------------------------
@@ -558,13 +723,26 @@ class VariantsTest(unittest.TestCase):
         np.save(path, arr)
         return path
 
-    def explain(self, name, att, opts, grad=None, wire="fp32"):
-        """Runs `explain`; returns (output array, completed process)."""
+    def _input_args(self, name, att, grad, residual_weights, value_norms):
         args = ["explain", "--attention", self._write(name + "_in", att)]
         if grad is not None:
             args += ["--gradient", self._write(name + "_grad", grad)]
+        if residual_weights is not None:
+            args += ["--residual-weights", self._write(name + "_rw", residual_weights)]
+        if value_norms is not None:
+            args += ["--value-norms", self._write(name + "_vn", value_norms)]
+        return args
+
+    def explain(self, name, att, opts, grad=None, wire="fp32", residual_weights=None,
+                value_norms=None, aggregate_out=False):
+        """Runs `explain`; returns (output array, completed process).  With
+        aggregate_out, --aggregate-out is passed and its array is res.aggregate."""
+        args = self._input_args(name, att, grad, residual_weights, value_norms)
         out = os.path.join(self.tmp, name + "_out.npy")
         args += ["--out", out] + [str(o) for o in opts]
+        if aggregate_out:
+            agg = os.path.join(self.tmp, name + "_agg.npy")
+            args += ["--aggregate-out", agg]
         if wire != "fp32":
             args += ["--wire", wire]
         res = self.cli(*args)
@@ -574,16 +752,26 @@ class VariantsTest(unittest.TestCase):
         got = np.load(out)
         self.assertEqual(got.dtype, np.float32, name)
         res.cmdline = " ".join(args)
+        res.aggregate = None
+        if aggregate_out:
+            res.aggregate = np.load(agg)
+            self.assertEqual(res.aggregate.dtype, np.float32, name)
         return got, res
 
     def emptied_reported(self, stderr):
         return {int(s): int(c) for s, c in _EMPTIED_RE.findall(stderr)}
 
     def run_case(self, name, att, opts, ref_kwargs, grad=None, wire="fp32", rtol=None,
-                 atol=None):
+                 atol=None, residual_weights=None, value_norms=None, aggregate=None):
         """Runs `explain` and compares maps and emptied-row counts with the
-        reference (on the wire-rounded inputs)."""
-        got, res = self.explain(name, att, opts, grad=grad, wire=wire)
+        reference (on the wire-rounded inputs; residual weights and value norms
+        are float32 files and travel as float32).  aggregate: dict(how=...,
+        weights=...) to also ask for --aggregate-out (the cli options carry
+        --head-aggregate) and compare it with the aggregate of the reference
+        maps."""
+        got, res = self.explain(name, att, opts, grad=grad, wire=wire,
+                                residual_weights=residual_weights, value_norms=value_norms,
+                                aggregate_out=aggregate is not None)
         if wire == "fp16":
             ref_att = round_fp16(att)
             ref_grad = None if grad is None else round_fp16(grad)
@@ -593,6 +781,7 @@ class VariantsTest(unittest.TestCase):
             rtol, atol = rtol or 1e-4, atol or 1e-6
         margins, info = [], {}
         want, emptied = reference(ref_att, grad=ref_grad, margins=margins, info=info,
+                                  residual_weights=residual_weights, value_norms=value_norms,
                                   **ref_kwargs)
         if margins:
             self.assertGreater(min(margins), MIN_MARGIN,
@@ -604,12 +793,18 @@ class VariantsTest(unittest.TestCase):
         want_counts = {b: e for b, e in enumerate(emptied) if e > 0}
         self.assertEqual(self.emptied_reported(res.stderr), want_counts,
                          "case %s: emptied-row report on stderr:\n%s" % (name, res.stderr))
+        if aggregate is not None:
+            want_agg = aggregate_heads(want, aggregate.get("how", "mean"),
+                                       aggregate.get("weights"), batched=np.ndim(att) == 5)
+            self.assertEqual(res.aggregate.shape, want_agg.shape,
+                             "case %s aggregate: %s" % (name, res.cmdline))
+            np.testing.assert_allclose(res.aggregate, want_agg, rtol=rtol, atol=atol,
+                                       err_msg="case %s aggregate: %s" % (name, res.cmdline))
         return got, want, res, info
 
-    def expect_invalid(self, name, att, opts, grad=None, exit_code=None, mention=None):
-        args = ["explain", "--attention", self._write(name + "_in", att)]
-        if grad is not None:
-            args += ["--gradient", self._write(name + "_grad", grad)]
+    def expect_invalid(self, name, att, opts, grad=None, exit_code=None, mention=None,
+                       residual_weights=None, value_norms=None):
+        args = self._input_args(name, att, grad, residual_weights, value_norms)
         args += ["--out", os.path.join(self.tmp, name + "_out.npy")] + [str(o) for o in opts]
         res = self.cli(*args)
         self.assertNotEqual(res.returncode, 0,
@@ -623,6 +818,18 @@ class VariantsTest(unittest.TestCase):
         if mention is not None:
             self.assertIn(mention, res.stderr, "case %s" % name)
         self.assertIsNone(self.server.poll(), "server died on bad input " + name)
+        return res
+
+    def expect_usage_error(self, name, att, opts):
+        """A usage error of the CLI: exit 2, no output written."""
+        out = os.path.join(self.tmp, name + "_out.npy")
+        args = self._input_args(name, att, None, None, None) + ["--out", out]
+        args += [str(o) for o in opts]
+        res = self.cli(*args)
+        self.assertEqual(res.returncode, 2, "case %s: %s\nstdout:\n%s\nstderr:\n%s"
+                         % (name, " ".join(args), res.stdout, res.stderr))
+        self.assertFalse(os.path.exists(out), "case %s wrote an output" % name)
+        self.assertIsNone(self.server.poll(), "server died on " + name)
         return res
 
     # -- hand-built cases with known answers ------------------------------------
@@ -828,6 +1035,20 @@ class VariantsTest(unittest.TestCase):
                                      dict(threshold=0.3, mass=0.9, rows="mean"))
         self.assertEqual(self.emptied_reported(res.stderr), {0: 2 * L, 2: 3 * L}, res.stderr)
 
+    def test_empties_rows_fusion_none(self):
+        # Each head of --fusion none is pruned on its own; the report sums the
+        # emptied rows over layers and heads.
+        rng = np.random.default_rng(35)
+        L, H, n = 3, 3, 10
+        diffuse = {2, 5}
+        att = make_mixed_attention(rng, L, H, n, diffuse_rows=diffuse)
+        _, _, res, _ = self.run_case("empty_fusion_none", att,
+                                     ["--fusion", "none", "--threshold", "0.3", "--rows", "0,2"],
+                                     dict(fusion="none", threshold=0.3, rows=(0, 2)),
+                                     aggregate=dict(how="mean"))
+        self.assertEqual(self.emptied_reported(res.stderr), {0: H * L * len(diffuse)},
+                         res.stderr)
+
     def test_empties_rows_vit_explain(self):
         rng = np.random.default_rng(20)
         L, H, n = 3, 2, 9
@@ -956,6 +1177,182 @@ class VariantsTest(unittest.TestCase):
         # With padding the limit is the valid length.
         att = make_attention(np.random.default_rng(34), 2, 2, 8, batch=2, valid_lengths=(8, 5))
         self.expect_invalid("bad_sink_padded", att, ["--sink", "5", "--valid-lengths", "8,5"])
+
+    # -- head-specific rollout, residual weights, value norms ----------------------
+
+    def test_fusion_none_heads_are_one_head_runs(self):
+        # Head h of --fusion none is the answer for a model made of head h alone.
+        rng = np.random.default_rng(40)
+        L, H, n = 3, 3, 9
+        att = make_attention(rng, L, H, n)
+        grad = make_gradient(rng, att.shape)
+        for method, g in ((["--rows", "0,4"], None),
+                          (["--method", "grad-rollout", "--rows", "0,4"], grad)):
+            tag = "plain" if g is None else "chefer"
+            rule = None if g is None else "chefer"
+            got, _, res, _ = self.run_case("none_heads_" + tag, att, ["--fusion", "none"] + method,
+                                           dict(fusion="none", rule=rule, rows=(0, 4)), grad=g,
+                                           aggregate=dict(how="mean"))
+            for h in range(H):
+                alone, _ = self.explain("none_head_alone_%s_%d" % (tag, h), att[:, h:h + 1].copy(),
+                                        method, grad=None if g is None else g[:, h:h + 1].copy())
+                np.testing.assert_allclose(got[h], alone, rtol=1e-5, atol=1e-7,
+                                           err_msg="%s head %d" % (tag, h))
+        # One head: fusion none = the default run, aggregate = the head's map.
+        one = att[:, 1:2].copy()
+        got, res = self.explain("none_one_head", one, ["--fusion", "none", "--rows", "0,4"],
+                                aggregate_out=True)
+        plain, _ = self.explain("none_one_head_plain", one, ["--rows", "0,4"])
+        self.assertEqual(got.shape, (1,) + plain.shape)
+        np.testing.assert_allclose(got[0], plain, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(res.aggregate, plain, rtol=1e-6, atol=1e-8)
+
+    def test_residual_weights_half_equal_default(self):
+        rng = np.random.default_rng(41)
+        L, H, n = 4, 3, 12
+        att = make_attention(rng, L, H, n)
+        opts = ["--rows", "0,5,11"]
+        plain, _ = self.explain("rw_half_plain", att, opts)
+        for tag, rw in (("layer", np.full(L, 0.5, np.float32)),
+                        ("token", np.full((L, n), 0.5, np.float32))):
+            got, want, _, _ = self.run_case("rw_half_" + tag, att, opts, dict(rows=(0, 5, 11)),
+                                            residual_weights=rw)
+            np.testing.assert_allclose(got, plain, rtol=1e-6, atol=1e-8, err_msg=tag)
+        # ... and the reference of the default run is the same numbers.
+        want_plain, _ = reference(att, rows=(0, 5, 11))
+        np.testing.assert_allclose(want, want_plain, rtol=1e-13)
+        # Weights a everywhere replace --residual: the same as --residual a.
+        rw = np.full(L, 0.2, np.float32)
+        got, _ = self.explain("rw_02", att, opts, residual_weights=rw)
+        res02, _ = self.explain("rw_02_plain", att, opts + ["--residual", "0.2"])
+        np.testing.assert_allclose(got, res02, rtol=1e-6, atol=1e-8)
+
+    def test_residual_weights_ignored_by_chefer(self):
+        rng = np.random.default_rng(42)
+        L, H, n = 3, 2, 10
+        att = make_attention(rng, L, H, n)
+        grad = make_gradient(rng, att.shape)
+        rw = rng.uniform(0.0, 1.0, (L, n)).astype(np.float32)
+        opts = ["--method", "grad-rollout", "--rows", "0,7"]
+        got, _, _, _ = self.run_case("rw_chefer", att, opts, dict(rule="chefer", rows=(0, 7)),
+                                     grad=grad, residual_weights=rw)
+        without, _ = self.explain("rw_chefer_without", att, opts, grad=grad)
+        np.testing.assert_allclose(got, without, rtol=1e-6, atol=1e-8)
+        # Not a vacuous check: vit_explain does use them.
+        vit = ["--method", "grad-rollout", "--rule", "vit_explain", "--rows", "0,7"]
+        with_rw, _ = self.explain("rw_vit_with", att, vit, grad=grad, residual_weights=rw)
+        without, _ = self.explain("rw_vit_without", att, vit, grad=grad)
+        self.assertGreater(np.abs(with_rw - without).max(), 1e-3)
+
+    def test_value_norms_ones_equal_plain(self):
+        rng = np.random.default_rng(43)
+        L, H, n = 4, 3, 12
+        att = make_attention(rng, L, H, n)
+        opts = ["--rows", "0,5", "--fusion", "max"]
+        plain, _ = self.explain("vn_ones_plain", att, opts)
+        got, _, _, _ = self.run_case("vn_ones", att, opts, dict(rows=(0, 5), fusion="max"),
+                                     value_norms=np.ones((L, H, n), np.float32))
+        np.testing.assert_allclose(got, plain, rtol=1e-5, atol=1e-8)
+        # Any per-(layer, head) constant is the same as all ones.
+        c = rng.uniform(0.5, 4.0, (L, H, 1)).astype(np.float32)
+        got, _ = self.explain("vn_const", att, opts,
+                              value_norms=np.broadcast_to(c, (L, H, n)).copy())
+        np.testing.assert_allclose(got, plain, rtol=1e-5, atol=1e-8)
+
+    def test_value_norms_zero_column(self):
+        # ||v_3|| = 0 in every layer and head: no query takes anything from
+        # token 3 except token 3 itself through the residual, so R[i, 3] = 0
+        # for i != 3.
+        rng = np.random.default_rng(44)
+        L, H, n = 4, 3, 10
+        att = make_attention(rng, L, H, n)
+        vn = rng.uniform(0.1, 3.0, (L, H, n)).astype(np.float32)
+        vn[:, :, 3] = 0.0
+        got, _, _, _ = self.run_case("vn_zero_col", att, ["--rows", "0,3,7"],
+                                     dict(rows=(0, 3, 7)), value_norms=vn)
+        np.testing.assert_array_equal(got[[0, 2], 3], 0.0)
+        self.assertGreater(got[1, 3], 0.0)
+        got, _, _, _ = self.run_case("vn_zero_col_none", att,
+                                     ["--rows", "0,3,7", "--fusion", "none"],
+                                     dict(rows=(0, 3, 7), fusion="none"), value_norms=vn,
+                                     aggregate=dict(how="mean"))
+        np.testing.assert_array_equal(got[:, [0, 2], 3], 0.0)
+        # A zero norm in one head of one layer only.
+        vn = rng.uniform(0.1, 3.0, (L, H, n)).astype(np.float32)
+        vn[2, 1, 6] = 0.0
+        self.run_case("vn_zero_one_entry", att, ["--rows", "0,6"], dict(rows=(0, 6)),
+                      value_norms=vn)
+
+    def test_value_norms_zero_row_stays_zero(self):
+        # Causal: query 0 sees only key 0; with ||v_0|| = 0 its row of A' sums
+        # to 0 and stays 0, so At row 0 = e_0 (residual, renormalised).
+        rng = np.random.default_rng(45)
+        L, H, n = 3, 2, 9
+        att = make_causal_attention(rng, L, H, n)
+        vn = rng.uniform(0.1, 3.0, (L, H, n)).astype(np.float32)
+        vn[:, :, 0] = 0.0
+        got, _, _, _ = self.run_case("vn_zero_row", att, ["--causal", "--rows", "0,4,8"],
+                                     dict(rows=(0, 4, 8)), value_norms=vn)
+        np.testing.assert_allclose(got[0], np.eye(n)[0], atol=1e-7)
+        np.testing.assert_array_equal(got[1:, 0], 0.0)
+        # The same with --no-renorm: At row 0 = 0.5 e_0 and R row 0 = 0.5^L e_0.
+        got, _, _, _ = self.run_case("vn_zero_row_no_renorm", att,
+                                     ["--causal", "--rows", "0,4", "--no-renorm"],
+                                     dict(rows=(0, 4), renorm=False), value_norms=vn)
+        np.testing.assert_allclose(got[0], 0.5 ** L * np.eye(n)[0], atol=1e-7)
+
+    def test_invalid_residual_weights(self):
+        rng = np.random.default_rng(46)
+        L, H, n = 3, 2, 8
+        att = make_attention(rng, L, H, n)
+        rw = np.full(L, 0.5, np.float32)
+        rw[1] = 1.5
+        self.expect_invalid("bad_rw_1_5", att, [], residual_weights=rw,
+                            mention="residual_weights")
+        rw[1] = -0.1
+        self.expect_invalid("bad_rw_negative", att, [], residual_weights=rw,
+                            mention="residual_weights")
+        rw = np.full((L, n), 0.5, np.float32)
+        rw[2, 5] = 1.5
+        self.expect_invalid("bad_rw_token_1_5", att, [], residual_weights=rw,
+                            mention="residual_weights")
+        rw[2, 5] = np.nan
+        self.expect_invalid("bad_rw_token_nan", att, [], residual_weights=rw,
+                            mention="residual_weights")
+        # Wrong shapes: refused by the CLI before anything is sent.
+        for tag, shape in (("l_plus_1", (L + 1,)), ("l_n_minus_1", (L, n - 1)),
+                           ("batched_for_4d", (1, L, n))):
+            self.expect_invalid("bad_rw_shape_" + tag, att, [],
+                                residual_weights=np.full(shape, 0.5, np.float32), exit_code=1,
+                                mention="expected shape")
+        batt = make_attention(rng, L, H, n, batch=2)
+        self.expect_invalid("bad_rw_shape_no_batch", batt, [],
+                            residual_weights=np.full((L, n), 0.5, np.float32), exit_code=1,
+                            mention="expected shape")
+
+    def test_invalid_value_norms(self):
+        rng = np.random.default_rng(47)
+        L, H, n = 3, 2, 8
+        att = make_attention(rng, L, H, n)
+        for tag, bad in (("negative", -0.5), ("nan", np.nan), ("inf", np.inf)):
+            vn = np.ones((L, H, n), np.float32)
+            vn[1, 1, 4] = bad
+            self.expect_invalid("bad_vn_" + tag, att, [], value_norms=vn, mention="value_norms")
+        self.expect_invalid("bad_vn_shape", att, [], value_norms=np.ones((L, H + 1, n),
+                                                                        np.float32),
+                            exit_code=1, mention="expected shape")
+
+    def test_head_aggregate_usage_errors(self):
+        att = make_attention(np.random.default_rng(48), 2, 2, 8)
+        agg = os.path.join(self.tmp, "usage_agg.npy")
+        self.expect_usage_error("usage_agg_out", att, ["--aggregate-out", agg])
+        self.assertFalse(os.path.exists(agg))
+        self.expect_usage_error("usage_agg_out_mean", att,
+                                ["--fusion", "mean", "--aggregate-out", agg])
+        self.expect_usage_error("usage_head_agg", att, ["--head-aggregate", "max"])
+        self.expect_usage_error("usage_head_agg_weighted", att,
+                                ["--fusion", "weighted", "--head-weights", "1,1",
+                                 "--head-aggregate", "mean"])
 
 
 # Cases compared with the reference.  Each entry: (name, generator spec, cli
@@ -1086,6 +1483,135 @@ _CASES = [
      ["--method", "grad-rollout", "--rule", "vit_explain", "--threshold", "0.02",
       "--rows", "0,6"],
      dict(rule="vit_explain", threshold=0.02, rows=(0, 6))),
+    # Head-specific rollout (--fusion none); agg: also compare --aggregate-out.
+    ("none_plain", dict(L=4, H=3, n=12, agg=dict(how="mean")),
+     ["--fusion", "none", "--rows", "0,5"], dict(fusion="none", rows=(0, 5))),
+    ("none_explicit_mean_rows_mean_residual", dict(L=3, H=2, n=10, agg=dict(how="mean")),
+     ["--fusion", "none", "--head-aggregate", "mean", "--rows", "mean", "--residual", "0.3"],
+     dict(fusion="none", rows="mean", residual=0.3)),
+    ("none_per_layer_grid", dict(L=4, H=2, n=17, agg=dict(how="mean")),
+     ["--fusion", "none", "--per-layer", "--layers", "1:3", "--prefix", "1", "--grid", "4x4",
+      "--scale", "max", "--rows", "0,3"],
+     dict(fusion="none", per_layer=True, layers=(1, 3), prefix=1, grid=(4, 4), scale="max",
+          rows=(0, 3))),
+    ("none_batched_padded", dict(L=3, H=3, n=12, B=3, valid=(12, 7, 9), agg=dict(how="mean")),
+     ["--fusion", "none", "--valid-lengths", "12,7,9", "--prefix", "1", "--rows", "0,2",
+      "--scale", "minmax"],
+     dict(fusion="none", valid_lengths=(12, 7, 9), prefix=1, rows=(0, 2), scale="minmax")),
+    ("none_batched_padded_per_layer_last_sink", dict(L=3, H=2, n=10, B=2, valid=(6, 10),
+                                                     agg=dict(how="max")),
+     ["--fusion", "none", "--head-aggregate", "max", "--valid-lengths", "6,10", "--per-layer",
+      "--rows", "last", "--sink", "1"],
+     dict(fusion="none", valid_lengths=(6, 10), per_layer=True, rows="last", sink=1)),
+    ("none_chefer", dict(L=4, H=3, n=10, grad=True, agg=dict(how="mean")),
+     ["--method", "grad-rollout", "--fusion", "none", "--rows", "0,4"],
+     dict(rule="chefer", fusion="none", rows=(0, 4))),
+    ("none_chefer_grad_normalize", dict(L=3, H=3, n=10, grad=True, agg=dict(how="mean")),
+     ["--method", "grad-rollout", "--fusion", "none", "--grad-normalize", "--rows", "0,9"],
+     dict(rule="chefer", fusion="none", grad_normalize=True, rows=(0, 9))),
+    ("none_vit_explain", dict(L=4, H=3, n=10, grad=True, agg=dict(how="mean")),
+     ["--method", "grad-rollout", "--rule", "vit_explain", "--fusion", "none", "--rows", "0,4"],
+     dict(rule="vit_explain", fusion="none", rows=(0, 4))),
+    ("none_agg_max", dict(L=3, H=4, n=10, agg=dict(how="max")),
+     ["--fusion", "none", "--head-aggregate", "max", "--rows", "0,6"],
+     dict(fusion="none", rows=(0, 6))),
+    ("none_agg_min", dict(L=3, H=4, n=10, agg=dict(how="min")),
+     ["--fusion", "none", "--head-aggregate", "min", "--rows", "0,6", "--scale", "max"],
+     dict(fusion="none", rows=(0, 6), scale="max")),
+    ("none_agg_weighted", dict(L=3, H=3, n=10, agg=dict(how="weighted",
+                                                         weights=[0.5, 2.0, 0.25])),
+     ["--fusion", "none", "--head-aggregate", "weighted", "--head-weights", "0.5,2,0.25",
+      "--rows", "0,6", "--prefix", "1", "--scale", "sum"],
+     dict(fusion="none", rows=(0, 6), prefix=1, scale="sum")),
+    ("none_top_k", dict(L=4, H=3, n=12, agg=dict(how="mean")),
+     ["--fusion", "none", "--top-k", "3", "--rows", "0,5"],
+     dict(fusion="none", top_k=3, rows=(0, 5))),
+    ("none_discard_mass", dict(L=3, H=3, n=10, steps_matter=True, agg=dict(how="mean")),
+     ["--fusion", "none", "--discard-ratio", "0.5", "--mass", "0.9", "--rows", "0,3"],
+     dict(fusion="none", discard_ratio=0.5, mass=0.9, rows=(0, 3))),
+    ("none_fp16", dict(L=3, H=3, n=16, agg=dict(how="mean")),
+     ["--fusion", "none", "--rows", "0,3"], dict(fusion="none", rows=(0, 3)), "fp16"),
+    ("none_row_path", dict(L=4, H=2, n=80, agg=dict(how="mean")),
+     ["--fusion", "none", "--rows", "0"], dict(fusion="none", rows=(0,))),
+    ("none_chain_per_layer", dict(L=4, H=2, n=80, agg=dict(how="mean")),
+     ["--fusion", "none", "--rows", "0", "--per-layer"],
+     dict(fusion="none", rows=(0,), per_layer=True)),
+    # Residual weights (rw: "layer" -> [L], "token" -> [L, n], uniform in [0, 1),
+    # leading B for batched input; padded positions hold weights that must not be used).
+    ("rw_per_layer", dict(L=4, H=3, n=12, rw="layer"), ["--rows", "0,5"], dict(rows=(0, 5))),
+    ("rw_per_layer_range_per_layer", dict(L=5, H=2, n=10, rw="layer"),
+     ["--layers", "1:3", "--per-layer", "--rows", "0,4"],
+     dict(layers=(1, 3), per_layer=True, rows=(0, 4))),
+    ("rw_per_layer_batched", dict(L=3, H=2, n=10, B=2, rw="layer"),
+     ["--rows", "mean", "--fusion", "max"], dict(rows="mean", fusion="max")),
+    ("rw_per_token", dict(L=4, H=3, n=12, rw="token"),
+     ["--rows", "0,5,11"], dict(rows=(0, 5, 11))),
+    ("rw_per_token_rows_mean_fusion_min", dict(L=3, H=3, n=10, rw="token"),
+     ["--rows", "mean", "--fusion", "min"], dict(rows="mean", fusion="min")),
+    ("rw_per_token_no_renorm_fusion_max", dict(L=3, H=3, n=10, rw="token"),
+     ["--rows", "0,9", "--fusion", "max", "--no-renorm"],
+     dict(rows=(0, 9), fusion="max", renorm=False)),
+    ("rw_per_token_batched_padded", dict(L=3, H=2, n=12, B=3, valid=(12, 7, 9), rw="token"),
+     ["--valid-lengths", "12,7,9", "--prefix", "1", "--rows", "0,3"],
+     dict(valid_lengths=(12, 7, 9), prefix=1, rows=(0, 3))),
+    ("rw_per_token_batched_padded_last", dict(L=3, H=2, n=10, B=2, valid=(5, 10), rw="token"),
+     ["--valid-lengths", "5,10", "--rows", "last", "--per-layer"],
+     dict(valid_lengths=(5, 10), rows="last", per_layer=True)),
+    ("rw_vit_explain", dict(L=4, H=3, n=12, grad=True, rw="layer"),
+     ["--method", "grad-rollout", "--rule", "vit_explain", "--rows", "0,4"],
+     dict(rule="vit_explain", rows=(0, 4))),
+    ("rw_vit_explain_token_no_renorm", dict(L=3, H=2, n=10, grad=True, rw="token"),
+     ["--method", "grad-rollout", "--rule", "vit_explain", "--no-renorm", "--rows", "0,4"],
+     dict(rule="vit_explain", renorm=False, rows=(0, 4))),
+    ("rw_token_top_k", dict(L=4, H=3, n=12, rw="token"),
+     ["--top-k", "3", "--rows", "0,5"], dict(top_k=3, rows=(0, 5))),
+    ("rw_token_row_path", dict(L=4, H=2, n=80, rw="token"), ["--rows", "0"], dict(rows=(0,))),
+    ("rw_token_fp16", dict(L=3, H=3, n=16, rw="token"), ["--rows", "0,3"], dict(rows=(0, 3)),
+     "fp16"),
+    # Value norms (vn: uniform in [0.1, 3), [L, H, n], leading B).
+    ("vn_random", dict(L=4, H=3, n=12, vn=True), ["--rows", "0,5"], dict(rows=(0, 5))),
+    ("vn_fusion_max_residual_per_layer", dict(L=3, H=3, n=10, vn=True),
+     ["--fusion", "max", "--residual", "0.3", "--per-layer", "--rows", "0,9"],
+     dict(fusion="max", residual=0.3, per_layer=True, rows=(0, 9))),
+    ("vn_fusion_weighted", dict(L=3, H=3, n=10, vn=True),
+     ["--fusion", "weighted", "--head-weights", "0.5,2,0.25", "--rows", "0,9"],
+     dict(fusion="weighted", weights=[0.5, 2.0, 0.25], rows=(0, 9))),
+    ("vn_fp16", dict(L=4, H=3, n=16, vn=True), ["--rows", "0,3"], dict(rows=(0, 3)), "fp16"),
+    ("vn_fp16_batched_padded", dict(L=3, H=2, n=12, B=2, valid=(12, 8), vn=True),
+     ["--valid-lengths", "12,8", "--rows", "0,3"], dict(valid_lengths=(12, 8), rows=(0, 3)),
+     "fp16"),
+    ("vn_batched_padded", dict(L=3, H=2, n=12, B=3, valid=(12, 7, 9), vn=True),
+     ["--valid-lengths", "12,7,9", "--prefix", "1", "--rows", "0,3", "--scale", "max"],
+     dict(valid_lengths=(12, 7, 9), prefix=1, rows=(0, 3), scale="max")),
+    ("vn_chefer", dict(L=4, H=3, n=10, grad=True, vn=True),
+     ["--method", "grad-rollout", "--rows", "0,4"], dict(rule="chefer", rows=(0, 4))),
+    ("vn_vit_explain", dict(L=4, H=3, n=10, grad=True, vn=True),
+     ["--method", "grad-rollout", "--rule", "vit_explain", "--rows", "0,4"],
+     dict(rule="vit_explain", rows=(0, 4))),
+    ("vn_top_k_threshold", dict(L=4, H=3, n=12, vn=True, steps_matter=True),
+     ["--threshold", "0.03", "--top-k", "4", "--rows", "0,5"],
+     dict(threshold=0.03, top_k=4, rows=(0, 5))),
+    ("vn_row_path", dict(L=4, H=2, n=80, vn=True), ["--rows", "0"], dict(rows=(0,))),
+    # All three together.
+    ("vn_rw_none", dict(L=4, H=3, n=12, vn=True, rw="token",
+                        agg=dict(how="weighted", weights=[1.0, 0.5, 2.0])),
+     ["--fusion", "none", "--head-aggregate", "weighted", "--head-weights", "1,0.5,2",
+      "--rows", "0,5"],
+     dict(fusion="none", rows=(0, 5))),
+    ("vn_rw_layer_none_chefer", dict(L=3, H=3, n=10, grad=True, vn=True, rw="layer",
+                                     agg=dict(how="mean")),
+     ["--method", "grad-rollout", "--fusion", "none", "--rows", "0,5"],
+     dict(rule="chefer", fusion="none", rows=(0, 5))),
+    ("vn_rw_none_vit_explain", dict(L=3, H=3, n=10, grad=True, vn=True, rw="token",
+                                    agg=dict(how="max")),
+     ["--method", "grad-rollout", "--rule", "vit_explain", "--fusion", "none",
+      "--head-aggregate", "max", "--rows", "0,5"],
+     dict(rule="vit_explain", fusion="none", rows=(0, 5))),
+    ("vn_rw_none_batched_padded_per_layer", dict(L=3, H=2, n=12, B=2, valid=(12, 7), vn=True,
+                                                 rw="token", agg=dict(how="mean")),
+     ["--fusion", "none", "--valid-lengths", "12,7", "--per-layer", "--prefix", "1",
+      "--rows", "0,2"],
+     dict(fusion="none", valid_lengths=(12, 7), per_layer=True, prefix=1, rows=(0, 2))),
 ]
 
 
@@ -1097,18 +1623,43 @@ def _make_case_test(index, name, spec, opts, ref_kwargs, wire="fp32"):
         grad = None
         if spec.get("grad"):
             grad = make_gradient(rng, att.shape) + np.float32(spec.get("grad_offset", 0.0))
+        lead = () if spec.get("B") is None else (spec["B"],)
+        rw = None
+        if spec.get("rw"):
+            shape = (spec["L"],) if spec["rw"] == "layer" else (spec["L"], spec["n"])
+            rw = rng.uniform(0.0, 1.0, lead + shape).astype(np.float32)
+        vn = None
+        if spec.get("vn"):
+            vn = rng.uniform(0.1, 3.0, lead + (spec["L"], spec["H"], spec["n"]))
+            vn = vn.astype(np.float32)
+        extra = dict(residual_weights=rw, value_norms=vn)
         if spec.get("steps_matter"):
             ra = round_fp16(att) if wire == "fp16" else att
             rg = None if grad is None else (round_fp16(grad) if wire == "fp16" else grad)
-            full, _ = reference(ra, grad=rg, **ref_kwargs)
+            full, _ = reference(ra, grad=rg, **extra, **ref_kwargs)
             for step in ("discard_ratio", "threshold", "mass", "top_k"):
                 if step in ref_kwargs:
                     kw = dict(ref_kwargs)
                     del kw[step]
-                    without, _ = reference(ra, grad=rg, **kw)
+                    without, _ = reference(ra, grad=rg, **extra, **kw)
                     self.assertGreater(np.abs(full - without).max(), 1e-3,
                                        "case %s does not exercise %s" % (name, step))
-        self.run_case(name, att, opts, ref_kwargs, grad=grad, wire=wire)
+        if rw is not None or vn is not None:
+            # The option must matter for this input.
+            ra = round_fp16(att) if wire == "fp16" else att
+            rg = None if grad is None else (round_fp16(grad) if wire == "fp16" else grad)
+            full, _ = reference(ra, grad=rg, **extra, **ref_kwargs)
+            for key in ("residual_weights", "value_norms"):
+                if extra[key] is None or (key == "residual_weights"
+                                          and ref_kwargs.get("rule") == "chefer"):
+                    continue  # chefer ignores residual weights
+                kw = dict(extra)
+                kw[key] = None
+                without, _ = reference(ra, grad=rg, **kw, **ref_kwargs)
+                self.assertGreater(np.abs(full - without).max(), 1e-3,
+                                   "case %s does not exercise %s" % (name, key))
+        self.run_case(name, att, opts, ref_kwargs, grad=grad, wire=wire,
+                      aggregate=spec.get("agg"), **extra)
     test.__name__ = "test_case_" + name
     return test
 

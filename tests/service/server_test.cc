@@ -3,6 +3,7 @@
 #include "server/service/server.h"
 
 #include <chrono>
+#include <random>
 #include <thread>
 
 #include <gmock/gmock.h>
@@ -311,6 +312,38 @@ TEST_F(ServerTest, ResidualWeightsAndValueNormsClosedFormsAndBadInputs) {
   wrong.mutable_value_norms()->mutable_data()->resize((n - 1) * 4);
   res = RawExplain({msgs[0], LayerMsg(wrong)});
   EXPECT_THAT(std::string(res.status().message()), HasSubstr("layer[0].value_norms.shape: expected [1, 1, 5], got [1, 1, 4]"));
+}
+
+TEST_F(ServerTest, FlowReportsProgressOnTheStreamAndMatchesExplain) {
+  std::mt19937 rng(3);
+  auto a = testing::MakeAttention(1, 3, 2, 12, [&](int64_t, int64_t, int64_t) {
+    return testing::RandomStochastic(12, rng, 3.0f);
+  });
+  v1::PassHeader h = testing::RolloutHeader(a);
+  v1::FlowOptions* flow = h.mutable_analyses(0)->mutable_flow();
+  flow->set_all_rows(true);
+  std::vector<v1::Progress> progress;
+  auto streamed = client_->ExplainWithProgress(h, a.view(), {}, [&](const v1::Progress& p) {
+    progress.push_back(p);
+  });
+  ASSERT_TRUE(streamed.ok()) << streamed.status();
+  ASSERT_FALSE(progress.empty());
+  for (size_t i = 1; i < progress.size(); ++i) EXPECT_GT(progress[i].done(), progress[i - 1].done());
+  EXPECT_EQ(progress.back().done(), 144u);  // 12 output x 12 input tokens
+  EXPECT_EQ(progress.back().total(), 144u);
+  EXPECT_LE(progress.size(), 101u);
+  auto unary = client_->Explain(h, a.view(), {});
+  ASSERT_TRUE(unary.ok()) << unary.status();
+  EXPECT_EQ(streamed->results(0).path(), "flow");
+  EXPECT_THAT(streamed->results(0).maps(0).shape(), ::testing::ElementsAre(12, 12));
+  EXPECT_EQ(testing::MapValues(streamed->results(0).maps(0)), testing::MapValues(unary->results(0).maps(0)));
+  // Each row is normalised: sums to 1.
+  const std::vector<float> maps = testing::MapValues(unary->results(0).maps(0));
+  for (int r = 0; r < 12; ++r) {
+    float sum = 0;
+    for (int j = 0; j < 12; ++j) sum += maps[r * 12 + j];
+    EXPECT_NEAR(sum, 1.0f, 1e-5);
+  }
 }
 
 TEST_F(ServerTest, SizeLimitsGetResourceExhausted) {

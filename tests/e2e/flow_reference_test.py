@@ -1,0 +1,175 @@
+#!/usr/bin/python3
+"""End-to-end test of attention flow ([flow]): `attnroll explain --method flow`
+against a real attnroll-server, compared with networkx max flows on the same
+graph, built the way Abnar & Zuidema's reference code builds it (one
+networkx maximum_flow_value per (input, output) pair).
+
+Run: /usr/bin/python3 tests/e2e/flow_reference_test.py --bin-dir BUILD_DIR
+Needs Debian's python3-numpy and python3-networkx.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+import networkx as nx
+
+BIN_DIR = os.environ.get("ATTNROLL_BIN_DIR")
+if "--bin-dir" in sys.argv:
+    i = sys.argv.index("--bin-dir")
+    BIN_DIR = sys.argv[i + 1]
+    del sys.argv[i:i + 2]
+
+
+def structured_attention(rng, L, H, n, sink=0.6):
+    """Softmax attention with a sink token, self and local heads and a
+    bottleneck layer in the middle: flows are not the trivial column bound."""
+    att = np.empty((L, H, n, n))
+    for l in range(L):
+        for h in range(H):
+            logits = rng.normal(size=(n, n))
+            kind = (l + h) % 3
+            if kind == 0:
+                logits[:, 0] += 4.0 * sink + 2.0  # attention sink on token 0
+            elif kind == 1:
+                logits += 4.0 * np.eye(n)  # self head
+            else:
+                idx = np.arange(n)
+                logits -= 2.0 * np.abs(idx[:, None] - idx[None, :])  # local head
+            if l == L // 2:
+                logits[:, 1:3] += 6.0  # bottleneck through tokens 1 and 2
+            a = np.exp(logits - logits.max(-1, keepdims=True))
+            att[l, h] = a / a.sum(-1, keepdims=True)
+    return att.astype(np.float32)
+
+
+def fused_layers(att, residual=0.5, fusion="mean"):
+    out = []
+    for l in range(att.shape[0]):
+        a = att[l].astype(np.float64)
+        f = {"mean": a.mean(0), "max": a.max(0), "min": a.min(0)}[fusion]
+        at = (1 - residual) * f + residual * np.eye(f.shape[0])
+        out.append(at / at.sum(-1, keepdims=True))
+    return out
+
+
+def networkx_flows(layers, sinks):
+    """flow[r, j] = max flow from input j to output sinks[r] (reference style:
+    nodes (layer, token), edge (l-1, j) -> (l, i) with capacity At_l[i, j])."""
+    L, n = len(layers), layers[0].shape[0]
+    g = nx.DiGraph()
+    for l in range(1, L + 1):
+        for i in range(n):
+            for j in range(n):
+                g.add_edge((l - 1, j), (l, i), capacity=float(layers[l - 1][i, j]))
+    flows = np.zeros((len(sinks), n))
+    for r, i in enumerate(sinks):
+        for j in range(n):
+            flows[r, j] = nx.maximum_flow_value(g, (0, j), (L, i))
+    return flows
+
+
+class FlowReferenceTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="attnroll_flow_")
+        cls.proc = subprocess.Popen(
+            [os.path.join(BIN_DIR, "attnroll-server"), "--listen", "127.0.0.1:0",
+             "--metrics-listen", "none", "--workers", "2", "--max-flow-cost", "2e6"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = cls.proc.stdout.readline()
+        m = re.match(r"attnroll-server listening grpc=127\.0\.0\.1:(\d+)", line)
+        if not m:
+            cls.proc.kill()
+            raise RuntimeError("server did not announce its port: %r" % line)
+        cls.port = int(m.group(1))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proc.send_signal(signal.SIGTERM)
+        assert cls.proc.wait(timeout=20) == 0
+
+    def explain(self, name, att, *args):
+        inp = os.path.join(self.tmp, name + ".npy")
+        out = os.path.join(self.tmp, name + "_out.npy")
+        np.save(inp, att)
+        res = subprocess.run(
+            [os.path.join(BIN_DIR, "attnroll"), "--server", "127.0.0.1:%d" % self.port, "explain",
+             "--attention", inp, "--method", "flow", "--out", out, "--json"] + [str(a) for a in args],
+            capture_output=True, text=True, timeout=120)
+        return res, (np.load(out) if res.returncode == 0 else None)
+
+    def check(self, name, att, args, sinks, residual=0.5, fusion="mean", raw=False, prefix=0):
+        res, got = self.explain(name, att, *args)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(json.loads(res.stdout)["path"], "flow")
+        flows = networkx_flows(fused_layers(att, residual, fusion), sinks)
+        if not raw:
+            flows = flows / flows.sum(-1, keepdims=True)
+        want = flows[:, prefix:]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
+        return flows
+
+    def test_cls_row_structured(self):
+        att = structured_attention(np.random.default_rng(1), 4, 3, 9)
+        flows = self.check("cls", att, [], sinks=[0])
+        # Structured attention: some flow is strictly below its trivial bound.
+        layers = fused_layers(att)
+        bound = np.minimum(layers[0].sum(0), 1.0)
+        raw = networkx_flows(layers, [0])[0]
+        self.assertTrue(np.any(raw < bound - 1e-3), "the test graph is trivial")
+        self.assertEqual(flows.shape, (1, 9))
+
+    def test_raw_rows_and_prefix(self):
+        att = structured_attention(np.random.default_rng(2), 3, 2, 8)
+        self.check("raw", att, ["--rows", "0,5", "--raw", "--prefix", "1"], sinks=[0, 5],
+                   raw=True, prefix=1)
+
+    def test_all_rows_is_the_full_matrix(self):
+        att = structured_attention(np.random.default_rng(3), 3, 2, 7)
+        res, got = self.explain("all", att, "--rows", "all", "--raw")
+        self.assertEqual(res.returncode, 0, res.stderr)
+        want = networkx_flows(fused_layers(att), list(range(7)))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+    def test_fusion_residual_and_layer_range(self):
+        att = structured_attention(np.random.default_rng(4), 5, 3, 8)
+        self.check("max_res", att, ["--fusion", "max", "--residual", "0.3", "--rows", "2"],
+                   sinks=[2], residual=0.3, fusion="max")
+        res, got = self.explain("range", att, "--layers", "1:3", "--rows", "0", "--raw")
+        self.assertEqual(res.returncode, 0, res.stderr)
+        want = networkx_flows(fused_layers(att[1:4]), [0])
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+    def test_iid_attention(self):
+        rng = np.random.default_rng(5)
+        a = np.exp(rng.normal(size=(3, 2, 10, 10)))
+        att = (a / a.sum(-1, keepdims=True)).astype(np.float32)
+        self.check("iid", att, ["--rows", "0,9"], sinks=[0, 9])
+
+    def test_cost_limit_refuses_with_the_estimate(self):
+        # The server was started with --max-flow-cost 2e6: the full matrix of
+        # a 6-layer, 40-token pass is estimated far above it.
+        att = structured_attention(np.random.default_rng(6), 6, 1, 40)
+        res, _ = self.explain("big", att, "--rows", "all")
+        self.assertEqual(res.returncode, 1)
+        self.assertIn("RESOURCE_EXHAUSTED", res.stderr)
+        self.assertRegex(res.stderr, r"estimated at [0-9.e+]+ work units")
+
+    def test_bad_flow_options(self):
+        att = structured_attention(np.random.default_rng(7), 2, 2, 6)
+        res, _ = self.explain("mean", att, "--rows", "mean")
+        self.assertIn("INVALID_ARGUMENT", res.stderr)
+        self.assertIn("flow.readout.mean_of_rows", res.stderr)
+        res, _ = self.explain("none", att, "--fusion", "none")
+        self.assertIn("flow.fusion", res.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
