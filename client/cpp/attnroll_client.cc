@@ -99,6 +99,28 @@ void CompleteLayout(const AttentionView& attention, v1::Layout* layout) {
   if (layout->batch_size() == 0) layout->set_batch_size(static_cast<uint32_t>(attention.batch));
 }
 
+// Writes the header, then every layer, reusing `request` (ExplainRequest or
+// StreamRequest); false when the server ended the call early (its Finish
+// says why).
+template <typename Request, typename Stream>
+bool WritePass(Stream& stream, Request& request, v1::PassHeader header,
+               const AttentionView& attention, const ExplainOptions& options, CallStats* stats) {
+  *request.mutable_header() = std::move(header);
+  ++stats->messages_sent;
+  if (!stream.Write(request)) return false;
+  for (int64_t l = 0; l < attention.layers; ++l) {
+    for (v1::LayerChunk& chunk :
+         LayerChunks(attention, static_cast<int>(l), options.wire, options.max_message_bytes)) {
+      stats->bytes_sent +=
+          static_cast<int64_t>(chunk.attention().data().size() + chunk.gradient().data().size());
+      *request.mutable_layer() = std::move(chunk);
+      ++stats->messages_sent;
+      if (!stream.Write(request)) return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 absl::StatusOr<v1::ExplainResponse> Client::ExplainWithProgress(v1::PassHeader header,
@@ -115,20 +137,7 @@ absl::StatusOr<v1::ExplainResponse> Client::ExplainWithProgress(v1::PassHeader h
   CallStats local;
   v1::StreamRequest request;
   request.set_request_id(id);
-  *request.mutable_header() = std::move(header);
-  bool open = stream->Write(request);
-  ++local.messages_sent;
-  for (int64_t l = 0; open && l < attention.layers; ++l) {
-    for (v1::LayerChunk& chunk :
-         LayerChunks(attention, static_cast<int>(l), options.wire, options.max_message_bytes)) {
-      local.bytes_sent +=
-          static_cast<int64_t>(chunk.attention().data().size() + chunk.gradient().data().size());
-      *request.mutable_layer() = std::move(chunk);
-      ++local.messages_sent;
-      if (!(open = stream->Write(request))) break;
-    }
-  }
-  if (open) {
+  if (WritePass(*stream, request, std::move(header), attention, options, &local)) {
     request.mutable_end();
     stream->Write(request);
     stream->WritesDone();
@@ -166,21 +175,9 @@ absl::StatusOr<v1::ExplainResponse> Client::Explain(v1::PassHeader header,
   std::unique_ptr<grpc::ClientWriter<v1::ExplainRequest>> writer = stub_->Explain(&ctx, &response);
   CallStats local;
   v1::ExplainRequest request;
-  *request.mutable_header() = std::move(header);
-  bool open = writer->Write(request);
-  ++local.messages_sent;
-  for (int64_t l = 0; open && l < attention.layers; ++l) {
-    for (v1::LayerChunk& chunk :
-         LayerChunks(attention, static_cast<int>(l), options.wire, options.max_message_bytes)) {
-      local.bytes_sent +=
-          static_cast<int64_t>(chunk.attention().data().size() + chunk.gradient().data().size());
-      *request.mutable_layer() = std::move(chunk);
-      ++local.messages_sent;
-      // A failed write means the server has ended the call: Finish says why.
-      if (!(open = writer->Write(request))) break;
-    }
+  if (WritePass(*writer, request, std::move(header), attention, options, &local)) {
+    writer->WritesDone();
   }
-  if (open) writer->WritesDone();
   grpc::Status status = writer->Finish();
   local.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   if (stats != nullptr) *stats = local;
