@@ -32,49 +32,13 @@ Conventions the reference encodes (design.md section 4 and the CLI brief):
 
 import json
 import os
-import queue
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import threading
-import time
 import unittest
 
 import numpy as np
 
-# --------------------------------------------------------------------------
-# Command line: --bin-dir is ours, everything else goes to unittest.
-# --------------------------------------------------------------------------
-
-
-def _take_bin_dir(argv):
-    bin_dir = os.environ.get("ATTNROLL_BIN_DIR")
-    rest = [argv[0]]
-    i = 1
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--bin-dir":
-            if i + 1 >= len(argv):
-                sys.exit("--bin-dir needs a value")
-            bin_dir = argv[i + 1]
-            i += 2
-            continue
-        if arg.startswith("--bin-dir="):
-            bin_dir = arg.split("=", 1)[1]
-            i += 1
-            continue
-        rest.append(arg)
-        i += 1
-    return bin_dir, rest
-
-
-BIN_DIR = os.environ.get("ATTNROLL_BIN_DIR")
-
-SERVER_START_TIMEOUT_S = 20.0
-SERVER_STOP_TIMEOUT_S = 10.0
-CLI_TIMEOUT_S = 30.0
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e_harness  # noqa: E402  (the server harness, same directory)
 
 # --------------------------------------------------------------------------
 # Input generation.
@@ -304,118 +268,10 @@ def _fmt_floats(xs):
     return ",".join(repr(float(x)) for x in xs)
 
 
-class CliReferenceTest(unittest.TestCase):
-    server = None
-    port = None
-    tmp = None
-
-    @classmethod
-    def setUpClass(cls):
-        if not BIN_DIR:
-            raise RuntimeError("no build directory: pass --bin-dir BUILD_DIR or set "
-                               "ATTNROLL_BIN_DIR")
-        cls.server_bin = os.path.join(BIN_DIR, "attnroll-server")
-        cls.cli_bin = os.path.join(BIN_DIR, "attnroll")
-        for b in (cls.server_bin, cls.cli_bin):
-            if not os.access(b, os.X_OK):
-                raise RuntimeError("missing executable %s" % b)
-        cls.tmp = tempfile.mkdtemp(prefix="attnroll_e2e_")
-        cls.server_log_path = os.path.join(cls.tmp, "server.stderr")
-        cls.server_log = open(cls.server_log_path, "wb")
-        cls.server = subprocess.Popen(
-            [cls.server_bin, "--listen", "127.0.0.1:0",
-             "--metrics-listen", "127.0.0.1:0", "--workers", "2"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=cls.server_log)
-        lines = queue.Queue()
-        cls.server_stdout = []
-
-        def drain():
-            # Keep reading so the server never blocks on a full pipe.
-            for raw in iter(cls.server.stdout.readline, b""):
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                cls.server_stdout.append(line)
-                lines.put(line)
-            lines.put(None)
-
-        cls.drain_thread = threading.Thread(target=drain, daemon=True)
-        cls.drain_thread.start()
-        try:
-            first = lines.get(timeout=SERVER_START_TIMEOUT_S)
-        except queue.Empty:
-            first = "<nothing within %.0f s>" % SERVER_START_TIMEOUT_S
-        prefix = "attnroll-server listening grpc=127.0.0.1:"
-        ok = first is not None and first.startswith(prefix) and " metrics=" in first
-        if ok:
-            try:
-                cls.port = int(first[len(prefix):].split()[0])
-            except ValueError:
-                ok = False
-        if not ok:
-            cls._kill_server()
-            raise RuntimeError(
-                "attnroll-server did not announce its port; first stdout line: %r;"
-                " stderr:\n%s" % (first, cls._server_stderr()))
-
-    @classmethod
-    def _server_stderr(cls):
-        try:
-            cls.server_log.flush()
-            with open(cls.server_log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")[-4000:]
-        except OSError:
-            return "<unreadable>"
-
-    @classmethod
-    def _kill_server(cls):
-        if cls.server is not None and cls.server.poll() is None:
-            cls.server.kill()
-            cls.server.wait(timeout=SERVER_STOP_TIMEOUT_S)
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            if cls.server is not None and cls.server.poll() is None:
-                cls.server.send_signal(signal.SIGTERM)
-                try:
-                    rc = cls.server.wait(timeout=SERVER_STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    cls._kill_server()
-                    raise AssertionError(
-                        "attnroll-server did not exit within %.0f s of SIGTERM"
-                        % SERVER_STOP_TIMEOUT_S)
-                if rc != 0:
-                    raise AssertionError(
-                        "attnroll-server exited with %d after SIGTERM; stderr:\n%s"
-                        % (rc, cls._server_stderr()))
-            elif cls.server is not None and cls.server.returncode not in (0, None):
-                raise AssertionError("attnroll-server died early with %d; stderr:\n%s"
-                                     % (cls.server.returncode, cls._server_stderr()))
-        finally:
-            if cls.server is not None:
-                cls.server.stdout.close()
-            cls.server_log.close()
-            if cls.tmp:
-                shutil.rmtree(cls.tmp, ignore_errors=True)
+class CliReferenceTest(e2e_harness.ServerTestCase):
+    tmp_prefix = "attnroll_e2e_"
 
     # -- helpers ------------------------------------------------------------
-
-    def setUp(self):
-        self.assertIsNone(self.server.poll(),
-                          "server is gone; stderr:\n" + self._server_stderr())
-
-    def cli(self, *args):
-        cmd = [self.cli_bin, "--server", "127.0.0.1:%d" % self.port] + [str(a) for a in args]
-        try:
-            return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=CLI_TIMEOUT_S, text=True)
-        except subprocess.TimeoutExpired:
-            self.fail("CLI timed out after %.0f s: %s" % (CLI_TIMEOUT_S, " ".join(cmd)))
-
-    def _write(self, name, att):
-        path = os.path.join(self.tmp, name + ".npy")
-        np.save(path, att)
-        return path
 
     def run_case(self, name, att, opts, ref_kwargs, wire="fp32", extra=()):
         # `wire` selects both the --wire flag (omitted for fp32, the default)
@@ -646,5 +502,4 @@ for _i, _case in enumerate(_CASES):
 
 
 if __name__ == "__main__":
-    BIN_DIR, _argv = _take_bin_dir(sys.argv)
-    unittest.main(argv=_argv)
+    e2e_harness.main()

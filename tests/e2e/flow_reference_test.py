@@ -10,21 +10,13 @@ Needs Debian's python3-numpy and python3-networkx.
 
 import json
 import os
-import re
-import signal
-import subprocess
 import sys
-import tempfile
-import unittest
 
 import numpy as np
 import networkx as nx
 
-BIN_DIR = os.environ.get("ATTNROLL_BIN_DIR")
-if "--bin-dir" in sys.argv:
-    i = sys.argv.index("--bin-dir")
-    BIN_DIR = sys.argv[i + 1]
-    del sys.argv[i:i + 2]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e_harness  # noqa: E402  (the server harness, same directory)
 
 
 def structured_attention(rng, L, H, n, sink=0.6):
@@ -75,34 +67,19 @@ def networkx_flows(layers, sinks):
     return flows
 
 
-class FlowReferenceTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="attnroll_flow_")
-        cls.proc = subprocess.Popen(
-            [os.path.join(BIN_DIR, "attnroll-server"), "--listen", "127.0.0.1:0",
-             "--metrics-listen", "none", "--workers", "2", "--max-flow-cost", "2e6"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = cls.proc.stdout.readline()
-        m = re.match(r"attnroll-server listening grpc=127\.0\.0\.1:(\d+)", line)
-        if not m:
-            cls.proc.kill()
-            raise RuntimeError("server did not announce its port: %r" % line)
-        cls.port = int(m.group(1))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.proc.send_signal(signal.SIGTERM)
-        assert cls.proc.wait(timeout=20) == 0
+class FlowReferenceTest(e2e_harness.ServerTestCase):
+    # test_cost_limit_refuses_with_the_estimate relies on --max-flow-cost 2e6.
+    metrics_listen = "none"
+    server_flags = ("--max-flow-cost", "2e6")
+    tmp_prefix = "attnroll_flow_"
+    cli_timeout_s = 120.0
+    server_stop_timeout_s = 20.0
 
     def explain(self, name, att, *args):
-        inp = os.path.join(self.tmp, name + ".npy")
+        inp = self._write(name, att)
         out = os.path.join(self.tmp, name + "_out.npy")
-        np.save(inp, att)
-        res = subprocess.run(
-            [os.path.join(BIN_DIR, "attnroll"), "--server", "127.0.0.1:%d" % self.port, "explain",
-             "--attention", inp, "--method", "flow", "--out", out, "--json"] + [str(a) for a in args],
-            capture_output=True, text=True, timeout=120)
+        res = self.cli("explain", "--attention", inp, "--method", "flow", "--out", out,
+                       "--json", *args)
         return res, (np.load(out) if res.returncode == 0 else None)
 
     def check(self, name, att, args, sinks, residual=0.5, fusion="mean", raw=False, prefix=0):
@@ -172,4 +149,4 @@ class FlowReferenceTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    e2e_harness.main()

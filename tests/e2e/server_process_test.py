@@ -14,20 +14,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import unittest
 import urllib.request
 
+import grpc
 import numpy as np
 
-GRPC_PROTO = "/usr/share/grpc-proto"
-BIN_DIR = os.environ.get("ATTNROLL_BIN_DIR")
-if "--bin-dir" in sys.argv:
-    i = sys.argv.index("--bin-dir")
-    BIN_DIR = sys.argv[i + 1]
-    del sys.argv[i:i + 2]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e_harness  # noqa: E402  (the server harness, same directory)
 
-import grpc  # noqa: E402  (after argv handling, as unittest reads argv)
+GRPC_PROTO = "/usr/share/grpc-proto"
 
 TMP = tempfile.mkdtemp(prefix="attnroll_proc_")
 # Generated as top-level modules: a grpc/ package here would shadow grpcio's.
@@ -39,48 +34,32 @@ import health_pb2  # noqa: E402
 import reflection_pb2  # noqa: E402
 
 
-def start_server(*extra):
-    proc = subprocess.Popen(
-        [os.path.join(BIN_DIR, "attnroll-server"), "--listen", "127.0.0.1:0",
-         "--metrics-listen", "127.0.0.1:0", "--workers", "2"] + list(extra),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    m = re.match(r"attnroll-server listening grpc=127\.0\.0\.1:(\d+) metrics=127\.0\.0\.1:(\d+)", line)
-    if not m:
-        proc.kill()
-        raise RuntimeError("server did not announce its ports: %r" % line)
-    return proc, int(m.group(1)), int(m.group(2))
-
-
 def uniform_attention(L, H, n):
     return np.full((L, H, n, n), 1.0 / n, dtype=np.float32)
 
 
-class ServerProcessTest(unittest.TestCase):
+class ServerProcessTest(e2e_harness.ServerTestCase):
+    # The harness serves metrics on 127.0.0.1:0 and sets metrics_port.
+    tmp_prefix = "attnroll_proc_"
+    cli_timeout_s = 60.0
+
     @classmethod
     def setUpClass(cls):
-        cls.proc, cls.port, cls.metrics_port = start_server()
+        super().setUpClass()
         cls.channel = grpc.insecure_channel("127.0.0.1:%d" % cls.port)
 
     @classmethod
     def tearDownClass(cls):
         cls.channel.close()
-        if cls.proc.poll() is None:
-            cls.proc.kill()
-            cls.proc.wait(timeout=10)
-
-    def cli(self, *args, server=None):
-        return subprocess.run(
-            [os.path.join(BIN_DIR, "attnroll"), "--server", server or "127.0.0.1:%d" % self.port]
-            + [str(a) for a in args], capture_output=True, text=True, timeout=60)
+        super().tearDownClass()
 
     def test_help_and_bad_flags(self):
-        for binary in ("attnroll-server", "attnroll"):
-            res = subprocess.run([os.path.join(BIN_DIR, binary), "--help"],
+        for binary in (self.server_bin, self.cli_bin):
+            res = subprocess.run([binary, "--help"],
                                  capture_output=True, text=True, timeout=10)
             self.assertEqual(res.returncode, 0, binary)
             self.assertIn("Usage", res.stdout)
-        res = subprocess.run([os.path.join(BIN_DIR, "attnroll-server"), "--no-such-flag", "1"],
+        res = subprocess.run([self.server_bin, "--no-such-flag", "1"],
                              capture_output=True, text=True, timeout=10)
         self.assertEqual(res.returncode, 2)
         self.assertIn("unknown flag --no-such-flag", res.stderr)
@@ -152,11 +131,12 @@ class ServerProcessTest(unittest.TestCase):
             self.assertIn("UNAVAILABLE", res.stderr)
 
     def test_zz_sigterm_exits_zero(self):
-        # Runs last (alphabetical order): the server drains and exits 0.
-        self.proc.send_signal(signal.SIGTERM)
-        self.assertEqual(self.proc.wait(timeout=20), 0)
-        self.assertIn("stopped", self.proc.stderr.read())
+        # Runs last (alphabetical order): the server drains and exits 0, and
+        # tearDownClass finds it gone.
+        self.server.send_signal(signal.SIGTERM)
+        self.assertEqual(self.server.wait(timeout=20), 0)
+        self.assertIn("stopped", self._server_stderr())
 
 
 if __name__ == "__main__":
-    unittest.main()
+    e2e_harness.main()

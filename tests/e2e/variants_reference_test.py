@@ -10,8 +10,8 @@ reference.
 Run:
     /usr/bin/python3 tests/e2e/variants_reference_test.py --bin-dir BUILD_DIR [unittest args]
 or set ATTNROLL_BIN_DIR.  Uses only the standard library and numpy.  The input
-generator and the fp16 rounding are imported from cli_reference_test.py (same
-directory); the server harness follows that file's start-up and teardown.
+generator and the fp16 rounding are imported from cli_reference_test.py, the
+server harness from e2e_harness.py (both in this directory).
 
 The reference is written the slow, obvious way (float64, explicit loops over
 sequences, layers and rows, the full m x m chain).  Conventions it encodes
@@ -73,40 +73,26 @@ flip them) are measured by the reference ("margins"); every case asserts that
 it is well conditioned, so a mismatch is a real disagreement.
 """
 
-import importlib.util
 import os
-import queue
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import threading
 import unittest
 
 import numpy as np
 
 # --------------------------------------------------------------------------
-# Helpers shared with the foundation test (input generation, fp16 rounding,
-# --bin-dir parsing), imported by path; that file is not modified.
+# The server harness (e2e_harness.py) and the helpers shared with the
+# foundation test (input generation, fp16 rounding, its numpy reference),
+# imported from this file's directory.
 # --------------------------------------------------------------------------
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location(
-    "attnroll_cli_reference_test", os.path.join(_HERE, "cli_reference_test.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e_harness  # noqa: E402
+import cli_reference_test as _base  # noqa: E402
+
 make_attention = _base.make_attention
 round_fp16 = _base.round_fp16
 _softmax = _base._softmax
-_take_bin_dir = _base._take_bin_dir
-
-BIN_DIR = os.environ.get("ATTNROLL_BIN_DIR")
-
-SERVER_START_TIMEOUT_S = 20.0
-SERVER_STOP_TIMEOUT_S = 10.0
-CLI_TIMEOUT_S = 30.0
 
 # Smallest relative margin a pruning decision may have (see module doc).
 MIN_MARGIN = 1e-5
@@ -610,118 +596,10 @@ class ReferenceSelfTest(unittest.TestCase):
 _EMPTIED_RE = re.compile(r"sequence (\d+): pruning emptied (\d+) rows")
 
 
-class VariantsTest(unittest.TestCase):
-    server = None
-    port = None
-    tmp = None
-
-    @classmethod
-    def setUpClass(cls):
-        if not BIN_DIR:
-            raise RuntimeError("no build directory: pass --bin-dir BUILD_DIR or set "
-                               "ATTNROLL_BIN_DIR")
-        cls.server_bin = os.path.join(BIN_DIR, "attnroll-server")
-        cls.cli_bin = os.path.join(BIN_DIR, "attnroll")
-        for b in (cls.server_bin, cls.cli_bin):
-            if not os.access(b, os.X_OK):
-                raise RuntimeError("missing executable %s" % b)
-        cls.tmp = tempfile.mkdtemp(prefix="attnroll_variants_")
-        cls.server_log_path = os.path.join(cls.tmp, "server.stderr")
-        cls.server_log = open(cls.server_log_path, "wb")
-        cls.server = subprocess.Popen(
-            [cls.server_bin, "--listen", "127.0.0.1:0",
-             "--metrics-listen", "127.0.0.1:0", "--workers", "2"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=cls.server_log)
-        lines = queue.Queue()
-        cls.server_stdout = []
-
-        def drain():
-            # Keep reading so the server never blocks on a full pipe.
-            for raw in iter(cls.server.stdout.readline, b""):
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                cls.server_stdout.append(line)
-                lines.put(line)
-            lines.put(None)
-
-        cls.drain_thread = threading.Thread(target=drain, daemon=True)
-        cls.drain_thread.start()
-        try:
-            first = lines.get(timeout=SERVER_START_TIMEOUT_S)
-        except queue.Empty:
-            first = "<nothing within %.0f s>" % SERVER_START_TIMEOUT_S
-        prefix = "attnroll-server listening grpc=127.0.0.1:"
-        ok = first is not None and first.startswith(prefix) and " metrics=" in first
-        if ok:
-            try:
-                cls.port = int(first[len(prefix):].split()[0])
-            except ValueError:
-                ok = False
-        if not ok:
-            cls._kill_server()
-            raise RuntimeError(
-                "attnroll-server did not announce its port; first stdout line: %r;"
-                " stderr:\n%s" % (first, cls._server_stderr()))
-
-    @classmethod
-    def _server_stderr(cls):
-        try:
-            cls.server_log.flush()
-            with open(cls.server_log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")[-4000:]
-        except OSError:
-            return "<unreadable>"
-
-    @classmethod
-    def _kill_server(cls):
-        if cls.server is not None and cls.server.poll() is None:
-            cls.server.kill()
-            cls.server.wait(timeout=SERVER_STOP_TIMEOUT_S)
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            if cls.server is not None and cls.server.poll() is None:
-                cls.server.send_signal(signal.SIGTERM)
-                try:
-                    rc = cls.server.wait(timeout=SERVER_STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    cls._kill_server()
-                    raise AssertionError(
-                        "attnroll-server did not exit within %.0f s of SIGTERM"
-                        % SERVER_STOP_TIMEOUT_S)
-                if rc != 0:
-                    raise AssertionError(
-                        "attnroll-server exited with %d after SIGTERM; stderr:\n%s"
-                        % (rc, cls._server_stderr()))
-            elif cls.server is not None and cls.server.returncode not in (0, None):
-                raise AssertionError("attnroll-server died early with %d; stderr:\n%s"
-                                     % (cls.server.returncode, cls._server_stderr()))
-        finally:
-            if cls.server is not None:
-                cls.server.stdout.close()
-            cls.server_log.close()
-            if cls.tmp:
-                shutil.rmtree(cls.tmp, ignore_errors=True)
+class VariantsTest(e2e_harness.ServerTestCase):
+    tmp_prefix = "attnroll_variants_"
 
     # -- helpers ------------------------------------------------------------
-
-    def setUp(self):
-        self.assertIsNone(self.server.poll(),
-                          "server is gone; stderr:\n" + self._server_stderr())
-
-    def cli(self, *args):
-        cmd = [self.cli_bin, "--server", "127.0.0.1:%d" % self.port] + [str(a) for a in args]
-        try:
-            return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=CLI_TIMEOUT_S, text=True)
-        except subprocess.TimeoutExpired:
-            self.fail("CLI timed out after %.0f s: %s" % (CLI_TIMEOUT_S, " ".join(cmd)))
-
-    def _write(self, name, arr):
-        path = os.path.join(self.tmp, name + ".npy")
-        np.save(path, arr)
-        return path
 
     def _input_args(self, name, att, grad, residual_weights, value_norms):
         args = ["explain", "--attention", self._write(name + "_in", att)]
@@ -1670,5 +1548,4 @@ for _i, _case in enumerate(_CASES):
 
 
 if __name__ == "__main__":
-    BIN_DIR, _argv = _take_bin_dir(sys.argv)
-    unittest.main(argv=_argv)
+    e2e_harness.main()
