@@ -326,6 +326,35 @@ TEST(AttentionFlowTest, AgreesWithLemonOnSinkDominatedDeepStacks) {
   EXPECT_GT(totals.below_bound, 0);
 }
 
+TEST(AttentionFlowTest, AgreesWithLemonOnManySmallRandomGraphs) {
+  // Small graphs of every kind (sparse rows, zero rows, rows not summing to
+  // 1, one dominant token per layer), all pairs: many different cut shapes.
+  std::mt19937 rng(2024);
+  std::uniform_real_distribution<float> uni(0.0f, 1.0f);
+  Totals totals;
+  for (int rep = 0; rep < 150; ++rep) {
+    const int m = 2 + rep % 9, L = 1 + (rep / 9) % 7;
+    std::vector<MatrixF> layers;
+    for (int l = 0; l < L; ++l) {
+      MatrixF a(m, m);
+      const float density = 0.2f + 0.8f * uni(rng);
+      const int hub = static_cast<int>(uni(rng) * m) % m;
+      for (int i = 0; i < m; ++i) {
+        for (int j = 0; j < m; ++j) {
+          float x = uni(rng) < density ? uni(rng) * uni(rng) : 0.0f;
+          if (j == hub && rep % 3 == 0) x += 2.0f;
+          a(i, j) = x;
+        }
+      }
+      if (rep % 4 != 3) NormalizeRows(a);  // else: unnormalised (and maybe zero) rows
+      if (rep % 5 == 1) a = Residual(a, 0.5f);
+      layers.push_back(a);
+    }
+    CompareWithLemon(layers, m * m, rep, "random rep=" + std::to_string(rep), &totals);
+  }
+  EXPECT_GT(totals.below_bound, totals.pairs / 4);
+}
+
 TEST(AttentionFlowTest, TinyCapacitiesStayWithinTolerance) {
   // Capacities are never rounded: floats widen exactly to double. Arcs at or
   // below 1e-15 are treated as absent; flows carried only by such arcs (and
