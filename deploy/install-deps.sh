@@ -16,6 +16,9 @@ PACKAGES=(
   # Attention flow tests: LEMON (an independent exact max-flow) and networkx
   # (the reference implementation's library); tests/bench/networkx_flow.py too.
   liblemon-dev python3-networkx
+  # Comparison metrics tests: scipy (spearmanr, kendalltau, pearsonr, jensenshannon,
+  # wasserstein_distance, linprog, ndimage.uniform_filter) as the independent reference.
+  python3-scipy
 )
 
 missing=()

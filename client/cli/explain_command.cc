@@ -1,4 +1,4 @@
-#include "client/cli/explain_command.h"
+#include "client/cli/commands.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -11,56 +11,14 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "client/cli/cli_common.h"
 #include "client/cli/npy.h"
 #include "client/cpp/attnroll_client.h"
 
 namespace attnroll::cli {
 namespace {
 
-const char* CodeName(absl::StatusCode code) {
-  switch (code) {
-    case absl::StatusCode::kCancelled: return "CANCELLED";
-    case absl::StatusCode::kInvalidArgument: return "INVALID_ARGUMENT";
-    case absl::StatusCode::kDeadlineExceeded: return "DEADLINE_EXCEEDED";
-    case absl::StatusCode::kNotFound: return "NOT_FOUND";
-    case absl::StatusCode::kPermissionDenied: return "PERMISSION_DENIED";
-    case absl::StatusCode::kResourceExhausted: return "RESOURCE_EXHAUSTED";
-    case absl::StatusCode::kFailedPrecondition: return "FAILED_PRECONDITION";
-    case absl::StatusCode::kUnimplemented: return "UNIMPLEMENTED";
-    case absl::StatusCode::kInternal: return "INTERNAL";
-    case absl::StatusCode::kUnavailable: return "UNAVAILABLE";
-    case absl::StatusCode::kDataLoss: return "DATA_LOSS";
-    case absl::StatusCode::kUnauthenticated: return "UNAUTHENTICATED";
-    default: return "UNKNOWN";
-  }
-}
-
-// A JSON string literal (quotes included).
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      out += absl::StrFormat("\\u%04x", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
-
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "attnroll: %s: %s\n", CodeName(status.code()),
-               std::string(status.message()).c_str());
-  return 1;
-}
-
-int Usage(const std::string& message) {
-  std::fprintf(stderr, "attnroll explain: %s (see attnroll explain --help)\n", message.c_str());
-  return 2;
-}
+int Usage(const std::string& message) { return UsageError("explain", message); }
 
 bool ParseUintList(const std::string& s, std::vector<uint32_t>* out) {
   for (absl::string_view part : absl::StrSplit(s, ',')) {
@@ -304,12 +262,8 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
     layout->set_prefix_tokens(p);
   }
   if (opt.count("grid")) {
-    std::vector<std::string> parts = absl::StrSplit(opt["grid"], 'x');
     uint32_t h, w;
-    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &h) || !absl::SimpleAtoi(parts[1], &w) ||
-        h == 0 || w == 0) {
-      return Usage("--grid: expected HxW, e.g. 14x14");
-    }
+    if (!ParseGrid(opt["grid"], &h, &w)) return Usage("--grid: expected HxW, e.g. 14x14");
     layout->mutable_grid()->set_height(h);
     layout->mutable_grid()->set_width(w);
   }

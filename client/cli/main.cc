@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
-#include "client/cli/explain_command.h"
+#include "client/cli/commands.h"
 
 namespace {
 
@@ -14,7 +14,8 @@ void PrintUsage() {
       "Usage: attnroll [--server HOST:PORT] [--timeout SECONDS] COMMAND [options]\n\n"
       "Commands:\n"
       "  explain   send attention from a .npy file, write the saliency maps to a .npy file\n"
-      "  info      print the server's version, limits and analyses\n\n"
+      "  info      print the server's version, limits and analyses\n"
+      "  compare   compare two saliency maps with every audit metric\n\n"
       "Global options:\n"
       "  --server HOST:PORT   server address (default 127.0.0.1:50051)\n"
       "  --timeout SECONDS    deadline of each call (default 600)\n"
@@ -58,6 +59,7 @@ int main(int argc, char** argv) {
   const std::vector<std::string> rest(argv + i + 1, argv + argc);
   if (command == "explain") return attnroll::cli::RunExplain(global, rest);
   if (command == "info") return attnroll::cli::RunInfo(global, rest);
+  if (command == "compare") return attnroll::cli::RunCompare(global, rest);
   std::fprintf(stderr, "attnroll: unknown command '%s' (see --help)\n", command.c_str());
   return 2;
 }

@@ -31,6 +31,16 @@ absl::StatusOr<v1::ServerInfo> Client::GetServerInfo(absl::Duration timeout) {
   return info;
 }
 
+absl::StatusOr<v1::CompareResponse> Client::Compare(const v1::CompareRequest& request,
+                                                    absl::Duration timeout) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  v1::CompareResponse response;
+  grpc::Status status = stub_->Compare(&ctx, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
 std::vector<v1::LayerChunk> LayerChunks(const AttentionView& a, int layer, v1::DType wire,
                                         int64_t max_message_bytes) {
   const int64_t head_elems = a.tokens * a.tokens;

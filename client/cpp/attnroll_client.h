@@ -69,6 +69,9 @@ class Client {
                                                           const ProgressFn& progress,
                                                           CallStats* stats = nullptr);
 
+  absl::StatusOr<v1::CompareResponse> Compare(const v1::CompareRequest& request,
+                                              absl::Duration timeout = absl::Minutes(1));
+
   v1::AttnrollService::Stub* stub() { return stub_.get(); }
 
  private:

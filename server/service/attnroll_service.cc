@@ -1,6 +1,9 @@
 #include "server/service/attnroll_service.h"
 
+#include "absl/strings/str_cat.h"
+#include "server/service/compare_request.h"
 #include "server/service/explain_reactor.h"
+#include "server/service/status_util.h"
 #include "server/service/stream_reactor.h"
 
 namespace attnroll::service {
@@ -31,12 +34,47 @@ grpc::ServerUnaryReactor* AttnrollServiceImpl::GetServerInfo(grpc::CallbackServe
   l->set_workers(c.workers);
   l->set_queue_size(c.queue_size);
   l->set_max_passes_per_stream(c.max_passes_per_stream);
+  l->set_max_flow_cost(c.limits.max_flow_cost);
   info->add_analyses("rollout");
+  info->add_analyses("grad-rollout");
+  info->add_analyses("flow");
+  info->add_analyses("compare");
   info->add_dtypes(v1::DTYPE_FP32);
   info->add_dtypes(v1::DTYPE_FP16);
   info->add_dtypes(v1::DTYPE_BF16);
   grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AttnrollServiceImpl::Compare(grpc::CallbackServerContext* call,
+                                                       const v1::CompareRequest* request,
+                                                       v1::CompareResponse* response) {
+  grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
+  absl::StatusOr<int64_t> bytes = CompareWorkingBytes(*request, ctx_->config.limits);
+  if (!bytes.ok()) {
+    reactor->Finish(ToGrpcStatus(bytes.status()));
+    return reactor;
+  }
+  auto reservation = std::make_shared<MemoryBudget::Reservation>();
+  if (!ctx_->budget->TryReserve(*bytes, reservation.get())) {
+    reactor->Finish(ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
+        "memory: the comparison needs ", *bytes, " bytes; ", ctx_->budget->reserved(), " of the ",
+        "server's max_memory_bytes of ", ctx_->budget->capacity(), " are in use"))));
+    return reactor;
+  }
+  const bool queued = ctx_->pool->TrySubmit([this, call, request, response, reactor, reservation] {
+    if (call->IsCancelled()) return reactor->Finish(grpc::Status::CANCELLED);
+    absl::StatusOr<v1::CompareResponse> result = RunCompare(*request, ctx_->config.limits);
+    if (result.ok()) *response = std::move(*result);
+    reservation->Release();
+    reactor->Finish(ToGrpcStatus(result.status()));
+  });
+  if (!queued) {
+    ctx_->metrics->QueueRejected();
+    reactor->Finish(ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
+        "server: worker queue full (", ctx_->pool->max_queued(), " tasks waiting); retry later"))));
+  }
   return reactor;
 }
 

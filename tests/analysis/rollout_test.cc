@@ -197,7 +197,8 @@ TEST(HeadFuserTest, StripsOfRowsFuseLikeWholeHeadsAndMeasureRows) {
         case Fusion::kMean: expected += heads[h]; break;
         case Fusion::kMax: expected = expected.cwiseMax(heads[h]); break;
         case Fusion::kMin: expected = expected.cwiseMin(heads[h]); break;
-        case Fusion::kWeighted: break;
+        case Fusion::kWeighted:
+        case Fusion::kNone: break;
       }
     }
     if (f == Fusion::kWeighted) expected = 0.5f * heads[0] + 2.0f * heads[1] + heads[2];

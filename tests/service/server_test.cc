@@ -95,7 +95,8 @@ TEST_F(ServerTest, GetServerInfoReportsLimits) {
   EXPECT_EQ(info->version(), ATTNROLL_VERSION);
   EXPECT_EQ(info->limits().max_tokens(), 1024u);
   EXPECT_EQ(info->limits().workers(), 2u);
-  EXPECT_THAT(info->analyses(), ::testing::ElementsAre("rollout"));
+  EXPECT_THAT(info->analyses(), ::testing::ElementsAre("rollout", "grad-rollout", "flow", "compare"));
+  EXPECT_EQ(info->limits().max_flow_cost(), 1e11);
 }
 
 TEST_F(ServerTest, ExplainUniformClosedFormOverEveryWireDtype) {

@@ -1,6 +1,6 @@
-// `attnroll explain` and `attnroll info`.
-#ifndef ATTNROLL_CLIENT_CLI_EXPLAIN_COMMAND_H_
-#define ATTNROLL_CLIENT_CLI_EXPLAIN_COMMAND_H_
+// The CLI's commands: `attnroll explain`, `info` and `compare`.
+#ifndef ATTNROLL_CLIENT_CLI_COMMANDS_H_
+#define ATTNROLL_CLIENT_CLI_COMMANDS_H_
 
 #include <string>
 #include <vector>
@@ -15,8 +15,9 @@ struct GlobalOptions {
 // Each returns the process exit code: 0 ok, 1 the call failed, 2 bad usage.
 int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunInfo(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunCompare(const GlobalOptions& global, const std::vector<std::string>& args);
 void PrintExplainUsage();
 
 }  // namespace attnroll::cli
 
-#endif  // ATTNROLL_CLIENT_CLI_EXPLAIN_COMMAND_H_
+#endif  // ATTNROLL_CLIENT_CLI_COMMANDS_H_

@@ -1,0 +1,70 @@
+#include "client/cli/cli_common.h"
+
+#include <cstdio>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+
+namespace attnroll::cli {
+
+const char* CodeName(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kCancelled: return "CANCELLED";
+    case absl::StatusCode::kInvalidArgument: return "INVALID_ARGUMENT";
+    case absl::StatusCode::kDeadlineExceeded: return "DEADLINE_EXCEEDED";
+    case absl::StatusCode::kNotFound: return "NOT_FOUND";
+    case absl::StatusCode::kPermissionDenied: return "PERMISSION_DENIED";
+    case absl::StatusCode::kResourceExhausted: return "RESOURCE_EXHAUSTED";
+    case absl::StatusCode::kFailedPrecondition: return "FAILED_PRECONDITION";
+    case absl::StatusCode::kUnimplemented: return "UNIMPLEMENTED";
+    case absl::StatusCode::kInternal: return "INTERNAL";
+    case absl::StatusCode::kUnavailable: return "UNAVAILABLE";
+    case absl::StatusCode::kDataLoss: return "DATA_LOSS";
+    case absl::StatusCode::kUnauthenticated: return "UNAUTHENTICATED";
+    default: return "UNKNOWN";
+  }
+}
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "attnroll: %s: %s\n", CodeName(status.code()),
+               std::string(status.message()).c_str());
+  return 1;
+}
+
+int UsageError(const std::string& command, const std::string& message) {
+  std::fprintf(stderr, "attnroll %s: %s (see attnroll %s --help)\n", command.c_str(),
+               message.c_str(), command.c_str());
+  return 2;
+}
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      out += absl::StrFormat("\\u%04x", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+bool ParseGrid(const std::string& s, uint32_t* h, uint32_t* w) {
+  std::vector<std::string> parts = absl::StrSplit(s, 'x');
+  return parts.size() == 2 && absl::SimpleAtoi(parts[0], h) && absl::SimpleAtoi(parts[1], w) &&
+         *h > 0 && *w > 0;
+}
+
+void ToTensor(const Array& array, v1::Tensor* tensor) {
+  tensor->set_dtype(v1::DTYPE_FP32);
+  for (int64_t d : array.shape) tensor->add_shape(d);
+  tensor->mutable_data()->assign(reinterpret_cast<const char*>(array.values.data()),
+                                 array.values.size() * sizeof(float));
+}
+
+}  // namespace attnroll::cli

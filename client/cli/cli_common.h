@@ -1,0 +1,30 @@
+// Small pieces every CLI command uses: error reporting (gRPC code names on
+// stderr, exit codes), JSON strings, flag parsing, .npy arrays as tensors.
+#ifndef ATTNROLL_CLIENT_CLI_CLI_COMMON_H_
+#define ATTNROLL_CLIENT_CLI_CLI_COMMON_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "attnroll/v1/tensor.pb.h"
+#include "client/cli/npy.h"
+
+namespace attnroll::cli {
+
+// "INVALID_ARGUMENT", ... for absl/gRPC status codes.
+const char* CodeName(absl::StatusCode code);
+// Prints "attnroll: CODE: message" on stderr; returns exit code 1.
+int Fail(const absl::Status& status);
+// Prints "attnroll COMMAND: message (see ...--help)"; returns exit code 2.
+int UsageError(const std::string& command, const std::string& message);
+// A JSON string literal (quotes included).
+std::string JsonString(const std::string& s);
+// "HxW" with both > 0.
+bool ParseGrid(const std::string& s, uint32_t* h, uint32_t* w);
+// An FP32 tensor holding `array`.
+void ToTensor(const Array& array, v1::Tensor* tensor);
+
+}  // namespace attnroll::cli
+
+#endif  // ATTNROLL_CLIENT_CLI_CLI_COMMON_H_
