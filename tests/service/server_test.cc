@@ -347,6 +347,28 @@ TEST_F(ServerTest, FlowReportsProgressOnTheStreamAndMatchesExplain) {
   }
 }
 
+TEST_F(ServerTest, FlowStopsAtItsDeadlineBetweenMaxFlowsAndFreesItsMemory) {
+  // The full 197 x 197 flow matrix of a ViT-sized pass takes seconds; a 300 ms
+  // deadline must end it early, with DEADLINE_EXCEEDED, and free the pass.
+  std::mt19937 rng(5);
+  auto a = testing::MakeAttention(1, 12, 2, 197, [&](int64_t, int64_t, int64_t) {
+    return testing::RandomStochastic(197, rng, 1.0f);
+  });
+  v1::PassHeader h = testing::RolloutHeader(a);
+  h.mutable_analyses(0)->mutable_flow()->set_all_rows(true);
+  client::ExplainOptions opts;
+  opts.max_message_bytes = 1 << 20;
+  opts.timeout = absl::Milliseconds(300);
+  auto r = client_->Explain(h, a.view(), opts);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
+  // The reservation is released when the worker leaves the flow: it must not
+  // run the whole matrix to completion.
+  for (int i = 0; i < 250 && server_->memory_reserved() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(server_->memory_reserved(), 0);
+}
+
 TEST_F(ServerTest, SizeLimitsGetResourceExhausted) {
   // More tokens than max_tokens.
   v1::PassHeader h;
