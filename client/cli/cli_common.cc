@@ -1,5 +1,6 @@
 #include "client/cli/cli_common.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <vector>
 
@@ -66,5 +67,34 @@ void ToTensor(const Array& array, v1::Tensor* tensor) {
   tensor->mutable_data()->assign(reinterpret_cast<const char*>(array.values.data()),
                                  array.values.size() * sizeof(float));
 }
+
+absl::StatusOr<Array> AssembleMaps(const google::protobuf::RepeatedPtrField<v1::Tensor>& maps,
+                                   bool batched) {
+  if (maps.size() == 0) return absl::InternalError("response has no maps");
+  std::vector<int64_t> full(maps[0].shape().begin(), maps[0].shape().end());
+  for (const v1::Tensor& t : maps) {
+    if (t.dtype() != v1::DTYPE_FP32 || t.shape_size() != static_cast<int>(full.size())) {
+      return absl::InternalError("response maps have inconsistent shapes");
+    }
+    for (int i = 0; i < t.shape_size(); ++i) full[i] = std::max<int64_t>(full[i], t.shape(i));
+  }
+  const int64_t width = full.back();
+  int64_t per_seq = 1;
+  for (int64_t d : full) per_seq *= d;
+  Array out;
+  if (batched) out.shape.push_back(maps.size());
+  out.shape.insert(out.shape.end(), full.begin(), full.end());
+  out.values.assign(static_cast<size_t>(per_seq * maps.size()), 0.0f);
+  for (int b = 0; b < maps.size(); ++b) {
+    const v1::Tensor& t = maps[b];
+    const int64_t w = t.shape(t.shape_size() - 1);
+    const int64_t rows = static_cast<int64_t>(t.data().size() / sizeof(float)) / std::max<int64_t>(w, 1);
+    const float* src = reinterpret_cast<const float*>(t.data().data());
+    float* dst = out.values.data() + b * per_seq;
+    for (int64_t r = 0; r < rows; ++r) std::copy(src + r * w, src + (r + 1) * w, dst + r * width);
+  }
+  return out;
+}
+
 
 }  // namespace attnroll::cli

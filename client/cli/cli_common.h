@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "attnroll/v1/tensor.pb.h"
 #include "client/cli/npy.h"
 
@@ -24,6 +25,12 @@ std::string JsonString(const std::string& s);
 bool ParseGrid(const std::string& s, uint32_t* h, uint32_t* w);
 // An FP32 tensor holding `array`.
 void ToTensor(const Array& array, v1::Tensor* tensor);
+
+// Stacks the per-sequence maps of a result into one array: [k, ...] for one
+// unbatched sequence, else [B, ...], zero-filling the tail of shorter
+// (padded) sequences.
+absl::StatusOr<Array> AssembleMaps(const google::protobuf::RepeatedPtrField<v1::Tensor>& maps,
+                                   bool batched);
 
 }  // namespace attnroll::cli
 

@@ -2,6 +2,7 @@
 #ifndef ATTNROLL_CLIENT_CLI_COMMANDS_H_
 #define ATTNROLL_CLIENT_CLI_COMMANDS_H_
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,8 @@ struct GlobalOptions {
 int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunInfo(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunCompare(const GlobalOptions& global, const std::vector<std::string>& args);
+// `explain` with --encoder/--decoder/--cross: the parsed options of explain.
+int RunEncoderDecoderExplain(const GlobalOptions& global, std::map<std::string, std::string>& opt);
 void PrintExplainUsage();
 
 }  // namespace attnroll::cli

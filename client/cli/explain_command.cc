@@ -34,38 +34,11 @@ const std::set<std::string> kValued = {
     "attention", "method", "fusion", "head-weights", "residual", "layers", "rows", "prefix",
     "grid", "scale", "wire", "out", "valid-lengths", "max-message-bytes", "request-id",
     "row-sum-tolerance", "rule", "gradient", "discard-ratio", "threshold", "mass", "top-k",
-    "sink", "residual-weights", "value-norms", "head-aggregate", "aggregate-out"};
+    "sink", "residual-weights", "value-norms", "head-aggregate", "aggregate-out", "encoder",
+    "decoder", "cross", "composition", "encoder-gradient", "decoder-gradient", "cross-gradient",
+    "encoder-out", "decoder-out"};
 const std::set<std::string> kFlags = {"no-renorm", "per-layer", "json", "causal", "grad-normalize",
                                       "raw"};
-
-// Stacks the per-sequence maps into one array: [k, ...] for one unbatched
-// sequence, else [B, ...], zero-filling the tail of shorter (padded) sequences.
-absl::StatusOr<Array> Assemble(const v1::AnalysisResult& result, bool batched) {
-  if (result.maps_size() == 0) return absl::InternalError("response has no maps");
-  std::vector<int64_t> full(result.maps(0).shape().begin(), result.maps(0).shape().end());
-  for (const v1::Tensor& t : result.maps()) {
-    if (t.dtype() != v1::DTYPE_FP32 || t.shape_size() != static_cast<int>(full.size())) {
-      return absl::InternalError("response maps have inconsistent shapes");
-    }
-    for (int i = 0; i < t.shape_size(); ++i) full[i] = std::max<int64_t>(full[i], t.shape(i));
-  }
-  const int64_t width = full.back();
-  int64_t per_seq = 1;
-  for (int64_t d : full) per_seq *= d;
-  Array out;
-  if (batched) out.shape.push_back(result.maps_size());
-  out.shape.insert(out.shape.end(), full.begin(), full.end());
-  out.values.assign(static_cast<size_t>(per_seq * result.maps_size()), 0.0f);
-  for (int b = 0; b < result.maps_size(); ++b) {
-    const v1::Tensor& t = result.maps(b);
-    const int64_t w = t.shape(t.shape_size() - 1);
-    const int64_t rows = static_cast<int64_t>(t.data().size() / sizeof(float)) / std::max<int64_t>(w, 1);
-    const float* src = reinterpret_cast<const float*>(t.data().data());
-    float* dst = out.values.data() + b * per_seq;
-    for (int64_t r = 0; r < rows; ++r) std::copy(src + r * w, src + (r + 1) * w, dst + r * width);
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -110,7 +83,15 @@ void PrintExplainUsage() {
       "  --row-sum-tolerance T        allowed |row sum - 1| (default by wire dtype)\n"
       "  --max-message-bytes N        split layers by heads above this size (default 4 MiB)\n"
       "  --request-id ID              id echoed in the response\n"
-      "  --json                       print a machine-readable summary on stdout\n");
+      "  --json                       print a machine-readable summary on stdout\n\n"
+      "Encoder-decoder (or CLIP-style two-encoder) models, instead of --attention:\n"
+      "  --encoder E.npy --decoder D.npy --cross X.npy   [Le, H, ne, ne], [Ld, H, nd, nd],\n"
+      "                               [Ld, H, nd, ne] (leading B for batches)\n"
+      "  --composition rules|rollout  rules (default; Chefer ICCV 2021, needs the gradients\n"
+      "                               --encoder-gradient/--decoder-gradient/--cross-gradient)\n"
+      "                               or rollout: R_de = R_dd^T (Abar_cross_last R_ee)\n"
+      "  --encoder-out F.npy --decoder-out F.npy  also write R_ee and R_dd\n"
+      "  Output: rows of R_de (decoder x encoder tokens; --rows picks decoder tokens, default all).\n");
 }
 
 int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args) {
@@ -131,6 +112,9 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
     } else {
       return Usage("unknown option --" + name);
     }
+  }
+  if (opt.count("encoder") || opt.count("decoder") || opt.count("cross")) {
+    return RunEncoderDecoderExplain(global, opt);
   }
   if (!opt.count("attention")) return Usage("--attention FILE.npy is required");
   if (!opt.count("out")) return Usage("--out FILE.npy is required");
@@ -393,13 +377,11 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
   }
   if (!response.ok()) return Fail(response.status());
   if (response->results_size() != 1) return Fail(absl::InternalError("expected one result"));
-  absl::StatusOr<Array> out = Assemble(response->results(0), batched);
+  absl::StatusOr<Array> out = AssembleMaps(response->results(0).maps(), batched);
   if (!out.ok()) return Fail(out.status());
   if (absl::Status st = WriteNpy(opt["out"], *out); !st.ok()) return Fail(st);
   if (opt.count("aggregate-out")) {
-    v1::AnalysisResult aggregate;
-    *aggregate.mutable_maps() = response->results(0).aggregate_maps();
-    absl::StatusOr<Array> agg = Assemble(aggregate, batched);
+    absl::StatusOr<Array> agg = AssembleMaps(response->results(0).aggregate_maps(), batched);
     if (!agg.ok()) return Fail(agg.status());
     if (absl::Status st = WriteNpy(opt["aggregate-out"], *agg); !st.ok()) return Fail(st);
   }

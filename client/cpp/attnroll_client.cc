@@ -43,7 +43,7 @@ absl::StatusOr<v1::CompareResponse> Client::Compare(const v1::CompareRequest& re
 
 std::vector<v1::LayerChunk> LayerChunks(const AttentionView& a, int layer, v1::DType wire,
                                         int64_t max_message_bytes) {
-  const int64_t head_elems = a.tokens * a.tokens;
+  const int64_t head_elems = a.rows() * a.tokens;
   // A message carries the heads' attention and, when present, their gradient.
   const int64_t head_bytes = a.batch * head_elems * static_cast<int64_t>(WireSize(wire)) *
                                  (a.gradient != nullptr ? 2 : 1) +
@@ -63,7 +63,7 @@ std::vector<v1::LayerChunk> LayerChunks(const AttentionView& a, int layer, v1::D
     v1::Tensor* t = chunk.mutable_attention();
     auto fill = [&](const float* base, v1::Tensor* tensor) {
       tensor->set_dtype(wire);
-      for (int64_t d : {a.batch, h, a.tokens, a.tokens}) tensor->add_shape(d);
+      for (int64_t d : {a.batch, h, a.rows(), a.tokens}) tensor->add_shape(d);
       std::string* data = tensor->mutable_data();
       data->reserve(static_cast<size_t>(a.batch * h * head_elems * WireSize(wire)));
       for (int64_t b = 0; b < a.batch; ++b) {
@@ -170,6 +170,51 @@ absl::StatusOr<v1::ExplainResponse> Client::ExplainWithProgress(v1::PassHeader h
   if (stats != nullptr) *stats = local;
   if (!status.ok()) return FromGrpcStatus(status);
   return result;
+}
+
+absl::StatusOr<v1::ExplainResponse> Client::ExplainEncoderDecoder(v1::PassHeader header,
+                                                                  const EncoderDecoderView& stacks,
+                                                                  const ExplainOptions& options,
+                                                                  CallStats* stats) {
+  const absl::Time start = absl::Now();
+  v1::Layout* layout = header.mutable_layout();
+  v1::EncoderDecoder* ed = layout->mutable_encoder_decoder();
+  if (ed->encoder_layers() == 0) ed->set_encoder_layers(static_cast<uint32_t>(stacks.encoder.layers));
+  if (ed->encoder_tokens() == 0) ed->set_encoder_tokens(static_cast<uint32_t>(stacks.encoder.tokens));
+  if (ed->decoder_layers() == 0) ed->set_decoder_layers(static_cast<uint32_t>(stacks.decoder.layers));
+  if (ed->decoder_tokens() == 0) ed->set_decoder_tokens(static_cast<uint32_t>(stacks.decoder.tokens));
+  if (layout->num_heads() == 0) layout->set_num_heads(static_cast<uint32_t>(stacks.encoder.heads));
+  if (layout->batch_size() == 0) layout->set_batch_size(static_cast<uint32_t>(stacks.encoder.batch));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + options.timeout));
+  v1::ExplainResponse response;
+  auto writer = stub_->Explain(&ctx, &response);
+  CallStats local;
+  v1::ExplainRequest request;
+  *request.mutable_header() = std::move(header);
+  ++local.messages_sent;
+  bool open = writer->Write(request);
+  auto send = [&](const AttentionView& view, v1::Stack stack, int layer) {
+    for (v1::LayerChunk& chunk : LayerChunks(view, layer, options.wire, options.max_message_bytes)) {
+      chunk.set_stack(stack);
+      local.bytes_sent +=
+          static_cast<int64_t>(chunk.attention().data().size() + chunk.gradient().data().size());
+      *request.mutable_layer() = std::move(chunk);
+      ++local.messages_sent;
+      if (!(open = writer->Write(request))) return;
+    }
+  };
+  for (int l = 0; open && l < stacks.encoder.layers; ++l) send(stacks.encoder, v1::STACK_ENCODER, l);
+  for (int l = 0; open && l < stacks.decoder.layers; ++l) {
+    send(stacks.decoder, v1::STACK_DECODER_SELF, l);
+    if (open) send(stacks.cross, v1::STACK_DECODER_CROSS, l);
+  }
+  if (open) writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  local.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  if (stats != nullptr) *stats = local;
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
 }
 
 absl::StatusOr<v1::ExplainResponse> Client::Explain(v1::PassHeader header,

@@ -28,6 +28,18 @@ struct AttentionView {
   const float* residual_weights = nullptr;
   bool residual_per_token = false;
   const float* value_norms = nullptr;
+  // Rows of each matrix when they differ from `tokens` (cross-attention:
+  // decoder queries x encoder keys); 0 = tokens.
+  int64_t query_tokens = 0;
+  int64_t rows() const { return query_tokens > 0 ? query_tokens : tokens; }
+};
+
+// The three stacks of an encoder-decoder pass ([L, H, n, n] each, or [B, ...]):
+// encoder self-attention [Le, H, n_enc, n_enc], decoder self-attention
+// [Ld, H, n_dec, n_dec], cross-attention [Ld, H, n_dec, n_enc] (query_tokens
+// = n_dec). Gradients in each view's `gradient` for the RULES composition.
+struct EncoderDecoderView {
+  AttentionView encoder, decoder, cross;
 };
 
 struct ExplainOptions {
@@ -68,6 +80,14 @@ class Client {
                                                           const ExplainOptions& options,
                                                           const ProgressFn& progress,
                                                           CallStats* stats = nullptr);
+
+  // One encoder-decoder pass over Explain: the header (its encoder_decoder
+  // layout filled from the views where left at 0), then the encoder layers,
+  // then each decoder layer's self- and cross-attention.
+  absl::StatusOr<v1::ExplainResponse> ExplainEncoderDecoder(v1::PassHeader header,
+                                                            const EncoderDecoderView& stacks,
+                                                            const ExplainOptions& options = {},
+                                                            CallStats* stats = nullptr);
 
   absl::StatusOr<v1::CompareResponse> Compare(const v1::CompareRequest& request,
                                               absl::Duration timeout = absl::Minutes(1));

@@ -76,11 +76,16 @@ void ComputeRowStats(const ConstMatrixView& a, int row0, bool upper, RowStats* o
 
 HeadFuser::HeadFuser(Fusion fusion, std::vector<float> weights, int num_heads, int size,
                      GradientRule gradient)
+    : HeadFuser(fusion, std::move(weights), num_heads, size, size, gradient) {}
+
+HeadFuser::HeadFuser(Fusion fusion, std::vector<float> weights, int num_heads, int rows, int cols,
+                     GradientRule gradient)
     : fusion_(fusion),
       gradient_(gradient),
       weights_(std::move(weights)),
       num_heads_(num_heads),
-      size_(size) {}
+      rows_(rows),
+      cols_(cols) {}
 // acc_ is sized by the first AddRows, so constructing a fuser allocates nothing.
 
 float HeadFuser::residual_scale() const {
@@ -89,7 +94,7 @@ float HeadFuser::residual_scale() const {
 
 void HeadFuser::AddRows(int head, int row0, const ConstMatrixView& a, const ConstMatrixView* g,
                         RowStats* stats, bool upper) {
-  if (acc_.rows() != size_ || acc_.cols() != size_) acc_.resize(size_, size_);
+  if (acc_.rows() != rows_ || acc_.cols() != cols_) acc_.resize(rows_, cols_);
   switch (gradient_) {
     case GradientRule::kNone:
       return AddTerms(head, row0, a, a, [](float v, float) { return v; }, stats, upper);

@@ -19,6 +19,9 @@ class HeadFuser {
   // (vit-explain: the caller clamps the fused matrix at 0) instead of A.
   HeadFuser(Fusion fusion, std::vector<float> weights, int num_heads, int size,
             GradientRule gradient = GradientRule::kNone);
+  // A rows x cols layer (cross-attention: decoder queries x encoder keys).
+  HeadFuser(Fusion fusion, std::vector<float> weights, int num_heads, int rows, int cols,
+            GradientRule gradient);
 
   // Adds rows [row0, row0 + a.rows()) of head `head`. For every strip of rows,
   // heads must come in order 0..H-1 (head 0 initialises the strip). `g` (the
@@ -44,7 +47,7 @@ class HeadFuser {
   GradientRule gradient_;
   std::vector<float> weights_;
   int num_heads_;
-  int size_;
+  int rows_, cols_;
   MatrixF acc_;
 };
 

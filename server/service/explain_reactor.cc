@@ -65,7 +65,7 @@ void ExplainReactor::HandleMessage() {
 
 void ExplainReactor::Complete() {
   if (call_->IsCancelled()) return End(absl::CancelledError("pass cancelled"));
-  PassSession::FinishContext finish;
+  FinishContext finish;
   finish.pool = ctx_->pool;
   finish.helpers = ctx_->pool->num_threads() - 1;
   finish.cancelled = [call = call_] { return call->IsCancelled(); };

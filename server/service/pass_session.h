@@ -16,11 +16,12 @@
 #include "attnroll/v1/attnroll.pb.h"
 #include "server/analysis/rollout.h"
 #include "server/service/config.h"
+#include "server/service/pass.h"
 #include "server/service/worker_pool.h"
 
 namespace attnroll::service {
 
-class PassSession {
+class PassSession : public Pass {
  public:
   // Validates the header against the limits. Allocates nothing large: the
   // caller reserves working_bytes() before the first AddChunk.
@@ -30,26 +31,15 @@ class PassSession {
                                                              const PassLimits& limits,
                                                              int threads = 1);
 
-  const std::string& request_id() const { return request_id_; }
+  const std::string& request_id() const override { return request_id_; }
   // Upper bound of the memory this pass allocates while it runs.
-  int64_t working_bytes() const { return working_bytes_; }
+  int64_t working_bytes() const override { return working_bytes_; }
 
   // The next layer message: must continue exactly where the last one ended.
-  absl::Status AddChunk(const v1::LayerChunk& chunk);
-
-  // How Finish may spread independent work (attention flow's max flows) and
-  // learn that the call was cancelled. Defaults: serial, never cancelled.
-  struct FinishContext {
-    WorkerPool* pool = nullptr;
-    int helpers = 0;  // pool workers that may join the calling one
-    std::function<bool()> cancelled;
-    // Called (from any worker, serialised) as long analyses advance: analysis
-    // index, items done, items in all. At most ~100 calls per analysis.
-    std::function<void(int analysis, int64_t done, int64_t total)> progress;
-  };
+  absl::Status AddChunk(const v1::LayerChunk& chunk) override;
 
   // Every layer must have arrived. Builds the response (timing included).
-  absl::StatusOr<v1::ExplainResponse> Finish(const FinishContext& ctx);
+  absl::StatusOr<v1::ExplainResponse> Finish(const FinishContext& ctx) override;
   absl::StatusOr<v1::ExplainResponse> Finish() { return Finish(FinishContext()); }
 
  private:

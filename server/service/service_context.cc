@@ -8,8 +8,8 @@ absl::StatusOr<OpenPass> OpenPassFromHeader(ServiceContext& ctx, const v1::PassH
   if (ctx.shutting_down.load()) {
     return absl::UnavailableError("server: shutting down, not accepting new passes");
   }
-  absl::StatusOr<std::unique_ptr<PassSession>> session =
-      PassSession::Create(header, ctx.config.limits, ctx.config.workers);
+  absl::StatusOr<std::unique_ptr<Pass>> session =
+      CreatePass(header, ctx.config.limits, ctx.config.workers);
   if (!session.ok()) return session.status();
   OpenPass pass;
   const int64_t bytes = (*session)->working_bytes();

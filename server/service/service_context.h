@@ -11,7 +11,7 @@
 #include "server/service/config.h"
 #include "server/service/memory_budget.h"
 #include "server/service/metrics.h"
-#include "server/service/pass_session.h"
+#include "server/service/pass.h"
 #include "server/service/worker_pool.h"
 
 namespace attnroll::service {
@@ -27,7 +27,7 @@ struct ServiceContext {
 // A pass with its memory reserved: the session is freed before the reservation.
 struct OpenPass {
   MemoryBudget::Reservation reservation;
-  std::unique_ptr<PassSession> session;
+  std::unique_ptr<Pass> session;
 };
 
 // Header -> an OpenPass: refuses new passes while shutting down, validates the

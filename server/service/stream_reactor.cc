@@ -103,7 +103,7 @@ void StreamReactor::HandleOne() {
         return FailPass(id, absl::InvalidArgumentError(absl::StrCat(
                                 "request_id: no open pass '", id, "' to end")));
       }
-      PassSession::FinishContext finish;
+      FinishContext finish;
       finish.pool = ctx_->pool;
       finish.helpers = ctx_->pool->num_threads() - 1;
       finish.cancelled = [call = call_] { return call->IsCancelled(); };

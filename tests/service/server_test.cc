@@ -369,6 +369,127 @@ TEST_F(ServerTest, FlowStopsAtItsDeadlineBetweenMaxFlowsAndFreesItsMemory) {
   EXPECT_EQ(server_->memory_reserved(), 0);
 }
 
+// Encoder-decoder relevance, recomputed here from the formulas in plain Eigen.
+namespace encdec {
+using analysis::MatrixF;
+MatrixF MeanPosProduct(const testing::Attention& a, const std::vector<float>& g, int l) {
+  const int64_t rows = a.values.size() / (a.layers * a.heads * a.tokens);
+  MatrixF sum = MatrixF::Zero(rows, a.tokens);
+  for (int h = 0; h < a.heads; ++h) {
+    const int64_t off = (int64_t{l} * a.heads + h) * rows * a.tokens;
+    for (int64_t i = 0; i < rows * a.tokens; ++i) {
+      sum.data()[i] += std::max(0.0f, a.values[off + i] * g[off + i]);
+    }
+  }
+  return sum / static_cast<float>(a.heads);
+}
+MatrixF Bar(MatrixF r) {
+  r -= MatrixF::Identity(r.rows(), r.cols());
+  for (int i = 0; i < r.rows(); ++i) {
+    const float s = r.row(i).sum();
+    r.row(i) = s != 0 ? (r.row(i) / s).eval() : MatrixF::Zero(1, r.cols());
+  }
+  return r + MatrixF::Identity(r.rows(), r.cols());
+}
+}  // namespace encdec
+
+TEST_F(ServerTest, EncoderDecoderRulesAndRolloutCompositions) {
+  std::mt19937 rng(8);
+  const int ne = 6, nd = 4, H = 2, Le = 2, Ld = 2;
+  auto enc = testing::MakeAttention(1, Le, H, ne, [&](int64_t, int64_t, int64_t) {
+    return testing::RandomStochastic(ne, rng, 2.0f);
+  });
+  auto dec = testing::MakeAttention(1, Ld, H, nd, [&](int64_t, int64_t, int64_t) {
+    return testing::RandomStochastic(nd, rng, 2.0f);
+  });
+  // Cross-attention: nd x ne rows, stored in an Attention with tokens = ne.
+  testing::Attention cross{1, Ld, H, ne, {}};
+  for (int i = 0; i < Ld * H; ++i) {
+    analysis::MatrixF c = testing::RandomStochastic(ne, rng, 2.0f).topRows(nd);
+    cross.values.insert(cross.values.end(), c.data(), c.data() + c.size());
+  }
+  std::normal_distribution<float> normal;
+  auto grad = [&](size_t n) {
+    std::vector<float> g(n);
+    for (float& x : g) x = normal(rng);
+    return g;
+  };
+  std::vector<float> ge = grad(enc.values.size()), gd = grad(dec.values.size()), gc = grad(cross.values.size());
+  client::EncoderDecoderView view{enc.view(), dec.view(), cross.view()};
+  view.cross.query_tokens = nd;
+  view.encoder.gradient = ge.data();
+  view.decoder.gradient = gd.data();
+  view.cross.gradient = gc.data();
+
+  using encdec::MatrixF;
+  // Rules: R_ee += Ab R_ee; R_dd += Ab R_dd, R_de += Ab R_de; R_de += Rbar_dd^T Ab_x Rbar_ee.
+  MatrixF ree = MatrixF::Identity(ne, ne), rdd = MatrixF::Identity(nd, nd), rde = MatrixF::Zero(nd, ne);
+  for (int l = 0; l < Le; ++l) ree += encdec::MeanPosProduct(enc, ge, l) * ree;
+  for (int l = 0; l < Ld; ++l) {
+    const MatrixF ab = encdec::MeanPosProduct(dec, gd, l);
+    rdd += ab * rdd;
+    rde += ab * rde;
+    rde += encdec::Bar(rdd).transpose() * encdec::MeanPosProduct(cross, gc, l) * encdec::Bar(ree);
+  }
+  v1::PassHeader h;
+  h.set_request_id("ed");
+  h.mutable_layout()->mutable_encoder_decoder();
+  v1::EncoderDecoderOptions* o = h.add_analyses()->mutable_encoder_decoder();
+  o->set_return_encoder(true);
+  o->set_return_decoder(true);
+  auto r = client_->ExplainEncoderDecoder(h, view, {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(r->results(0).maps(0).shape(), ::testing::ElementsAre(nd, ne));
+  EXPECT_THAT(testing::MapValues(r->results(0).maps(0)), Pointwise(FloatNear(1e-5), testing::Flat(rde)));
+  EXPECT_THAT(testing::MapValues(r->results(0).encoder_maps(0)), Pointwise(FloatNear(1e-5), testing::Flat(ree)));
+  EXPECT_THAT(testing::MapValues(r->results(0).decoder_maps(0)), Pointwise(FloatNear(1e-5), testing::Flat(rdd)));
+
+  // Rollout composition (no gradients): R_de = R_dd^T (Abar_cross_last R_ee).
+  auto rollout = [](const testing::Attention& a, int L, int n) {
+    MatrixF r = MatrixF::Identity(n, n);
+    for (int l = 0; l < L; ++l) {
+      MatrixF f = MatrixF::Zero(n, n);
+      for (int hh = 0; hh < a.heads; ++hh) {
+        f += Eigen::Map<const MatrixF>(a.values.data() + (int64_t{l} * a.heads + hh) * n * n, n, n);
+      }
+      MatrixF at = 0.5f * f / static_cast<float>(a.heads) + 0.5f * MatrixF::Identity(n, n);
+      for (int i = 0; i < n; ++i) at.row(i) /= at.row(i).sum();
+      r = at * r;
+    }
+    return r;
+  };
+  MatrixF cross_last = MatrixF::Zero(nd, ne);
+  for (int hh = 0; hh < H; ++hh) {
+    cross_last += Eigen::Map<const MatrixF>(cross.values.data() + (int64_t{Ld - 1} * H + hh) * nd * ne, nd, ne);
+  }
+  cross_last /= static_cast<float>(H);
+  const MatrixF expected = rollout(dec, Ld, nd).transpose() * (cross_last * rollout(enc, Le, ne));
+  o->set_composition(v1::COMPOSITION_ROLLOUT);
+  o->mutable_readout()->add_rows(3);
+  o->mutable_readout()->add_rows(0);
+  client::EncoderDecoderView plain{enc.view(), dec.view(), cross.view()};
+  plain.cross.query_tokens = nd;
+  r = client_->ExplainEncoderDecoder(h, plain, {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::vector<float> rows = testing::Flat(expected.row(3));
+  const std::vector<float> row0 = testing::Flat(expected.row(0));
+  rows.insert(rows.end(), row0.begin(), row0.end());
+  EXPECT_THAT(testing::MapValues(r->results(0).maps(0)), Pointwise(FloatNear(1e-5), rows));
+
+  // Bad inputs: rules without gradients, stacks out of order, wrong cross shape.
+  o->set_composition(v1::COMPOSITION_RULES);
+  auto bad = client_->ExplainEncoderDecoder(h, plain, {});
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("the RULES composition needs a gradient"));
+  client::EncoderDecoderView swapped = view;
+  swapped.cross.query_tokens = 0;  // sends [B, h, ne, ne] where [B, h, nd, ne] is due
+  bad = client_->ExplainEncoderDecoder(h, swapped, {});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  v1::PassHeader mixed = h;
+  mixed.add_analyses()->mutable_rollout();
+  bad = client_->ExplainEncoderDecoder(mixed, view, {});
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("takes encoder_decoder analyses only"));
+}
+
 TEST_F(ServerTest, SizeLimitsGetResourceExhausted) {
   // More tokens than max_tokens.
   v1::PassHeader h;
