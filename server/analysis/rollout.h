@@ -39,6 +39,10 @@ struct RolloutSpec {
   // kVitExplain: F = max(0, fuse(G A)), then the ordinary residual.
   GradientRule gradient = GradientRule::kNone;
   bool grad_row_normalize = false;
+  // Causal (decoder-only) model: every At_l is lower-triangular. The entries
+  // above the diagonal (validated to be within the row-sum tolerance) are set
+  // to 0 and the products use triangular kernels (half the work).
+  bool causal = false;
   // fusion == kNone: every head is rolled out on its own chain; the maps get a
   // leading H axis, and Finish also returns their aggregate by this fusion
   // (mean, max, min, or weighted with head_weights).

@@ -92,6 +92,7 @@ absl::StatusOr<analysis::RolloutSpec> ToRolloutSpec(const v1::RolloutOptions& op
   spec.readout.prefix = static_cast<int>(layout.prefix_tokens());
   spec.readout.grid_h = static_cast<int>(layout.grid().height());
   spec.readout.grid_w = static_cast<int>(layout.grid().width());
+  spec.causal = layout.causal();
   return spec;
 }
 

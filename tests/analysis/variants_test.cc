@@ -290,3 +290,40 @@ TEST(HeadSpecificTest, EachHeadRollsOutAloneAndTheAggregateCombinesThem) {
 
 }  // namespace
 }  // namespace attnroll::analysis
+
+namespace attnroll::analysis {
+namespace {
+
+TEST(CausalTest, TriangularProductsMatchDenseOnLowerTriangularAttention) {
+  std::mt19937 rng(23);
+  const int n = 16, L = 4, H = 2;
+  std::vector<std::vector<MatrixF>> a(L);
+  for (auto& l : a) {
+    for (int h = 0; h < H; ++h) {
+      MatrixF m = testing::RandomStochastic(n, rng).triangularView<Eigen::Lower>();
+      for (int i = 0; i < n; ++i) m.row(i) /= m.row(i).sum();
+      l.push_back(m);
+    }
+  }
+  RolloutSpec dense;
+  dense.readout.rows = {n - 1, 3};
+  dense.residual = 0.3f;
+  RolloutSpec causal = dense;
+  causal.causal = true;
+  for (RolloutPath p : {RolloutPath::kRow, RolloutPath::kChain}) {
+    EXPECT_THAT(RunVariant(causal, a, nullptr, p).values,
+                Pointwise(FloatNear(1e-6), RunVariant(dense, a, nullptr, p).values));
+  }
+  causal.per_layer = true;
+  dense.per_layer = true;
+  EXPECT_THAT(RunVariant(causal, a).values, Pointwise(FloatNear(1e-6), RunVariant(dense, a).values));
+  // Tiny mass above the diagonal (within the tolerance the service allows) is dropped.
+  a[1][0](2, 9) = 1e-4f;
+  causal.per_layer = dense.per_layer = false;
+  Maps c = RunVariant(causal, a);
+  a[1][0](2, 9) = 0.0f;
+  EXPECT_THAT(c.values, Pointwise(FloatNear(1e-6), RunVariant(dense, a).values));
+}
+
+}  // namespace
+}  // namespace attnroll::analysis
