@@ -17,6 +17,7 @@ struct GlobalOptions {
 int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunInfo(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunCompare(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args);
 // `explain` with --encoder/--decoder/--cross: the parsed options of explain.
 int RunEncoderDecoderExplain(const GlobalOptions& global, std::map<std::string, std::string>& opt);
 void PrintExplainUsage();

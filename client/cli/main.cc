@@ -15,7 +15,8 @@ void PrintUsage() {
       "Commands:\n"
       "  explain   send attention from a .npy file, write the saliency maps to a .npy file\n"
       "  info      print the server's version, limits and analyses\n"
-      "  compare   compare two saliency maps with every audit metric\n\n"
+      "  compare   compare two saliency maps with every audit metric\n"
+      "  audit     audit a dataset: baseline vs candidate maps, per item and aggregated\n\n"
       "Global options:\n"
       "  --server HOST:PORT   server address (default 127.0.0.1:50051)\n"
       "  --timeout SECONDS    deadline of each call (default 600)\n"
@@ -60,6 +61,7 @@ int main(int argc, char** argv) {
   if (command == "explain") return attnroll::cli::RunExplain(global, rest);
   if (command == "info") return attnroll::cli::RunInfo(global, rest);
   if (command == "compare") return attnroll::cli::RunCompare(global, rest);
+  if (command == "audit") return attnroll::cli::RunAudit(global, rest);
   std::fprintf(stderr, "attnroll: unknown command '%s' (see --help)\n", command.c_str());
   return 2;
 }

@@ -1,6 +1,7 @@
 #include "server/service/attnroll_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "server/service/audit_reactor.h"
 #include "server/service/compare_request.h"
 #include "server/service/explain_reactor.h"
 #include "server/service/status_util.h"
@@ -16,6 +17,11 @@ grpc::ServerReadReactor<v1::ExplainRequest>* AttnrollServiceImpl::Explain(
 grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>* AttnrollServiceImpl::ExplainStream(
     grpc::CallbackServerContext* call) {
   return new StreamReactor(call, ctx_);
+}
+
+grpc::ServerBidiReactor<v1::AuditRequest, v1::AuditResponse>* AttnrollServiceImpl::Audit(
+    grpc::CallbackServerContext* call) {
+  return new AuditReactor(call, ctx_);
 }
 
 grpc::ServerUnaryReactor* AttnrollServiceImpl::GetServerInfo(grpc::CallbackServerContext* call,
@@ -39,6 +45,7 @@ grpc::ServerUnaryReactor* AttnrollServiceImpl::GetServerInfo(grpc::CallbackServe
   info->add_analyses("grad-rollout");
   info->add_analyses("flow");
   info->add_analyses("compare");
+  info->add_analyses("audit");
   info->add_dtypes(v1::DTYPE_FP32);
   info->add_dtypes(v1::DTYPE_FP16);
   info->add_dtypes(v1::DTYPE_BF16);

@@ -18,13 +18,6 @@ struct Layout {
   analysis::CompareSpec spec;
 };
 
-std::vector<float> DecodeAllValues(const v1::Tensor& t) {
-  const int64_t count = static_cast<int64_t>(t.data().size() / DTypeSize(t.dtype()));
-  std::vector<float> out(count);
-  if (count > 0) DecodeBlock(t.dtype(), t.data(), 0, 1, static_cast<int>(count), count, out.data());
-  return out;
-}
-
 absl::StatusOr<Layout> Resolve(const v1::CompareRequest& r, const PassLimits& limits) {
   if (absl::Status s = CheckTensorBytes(r.a(), "a"); !s.ok()) return s;
   if (absl::Status s = CheckTensorBytes(r.b(), "b"); !s.ok()) return s;
@@ -74,18 +67,12 @@ absl::StatusOr<Layout> Resolve(const v1::CompareRequest& r, const PassLimits& li
     out.map_shape = {out.length};
   }
   out.maps = count / out.length;
-  out.spec.top_k = static_cast<int>(std::min<uint32_t>(o.top_k(), INT32_MAX));
-  out.spec.top_mass = o.top_mass();
-  if (o.ssim_window() != 0) out.spec.ssim_window = static_cast<int>(std::min<uint32_t>(o.ssim_window(), 1 << 20));
-  if (o.has_region()) {
-    if (absl::Status s = CheckTensorBytes(o.region(), "options.region"); !s.ok()) return s;
-    const std::vector<float> mask = DecodeAllValues(o.region());
-    if (static_cast<int64_t>(mask.size()) != out.length) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "options.region: expected ", out.length, " values (one per map entry), got ", mask.size()));
-    }
-    for (float v : mask) out.spec.region.push_back(v != 0.0f ? 1 : 0);
-  }
+  const int grid_h = out.spec.grid_h, grid_w = out.spec.grid_w;
+  absl::StatusOr<analysis::CompareSpec> spec = ToCompareSpec(o, out.length);
+  if (!spec.ok()) return spec.status();
+  out.spec = *std::move(spec);
+  out.spec.grid_h = grid_h;  // a [k, h, w] tensor's grid when the options give none
+  out.spec.grid_w = grid_w;
   return out;
 }
 
@@ -124,37 +111,74 @@ absl::StatusOr<v1::CompareResponse> RunCompare(const v1::CompareRequest& request
                           layout->maps > 1 ? absl::StrCat("map ", k, ": ", c.status().message())
                                            : std::string(c.status().message()));
     }
-    v1::Comparison* out = response.add_comparisons();
-    Set(c->spearman, c->spearman_note, out->mutable_spearman());
-    Set(c->kendall_tau_b, c->kendall_note, out->mutable_kendall_tau_b());
-    Set(c->pearson, c->pearson_note, out->mutable_pearson());
-    out->set_cosine(c->cosine);
-    out->set_top_k_iou(c->top_k_iou);
-    out->set_top_k_used_a(c->top_k_used_a);
-    out->set_top_k_used_b(c->top_k_used_b);
-    out->set_l1(c->l1);
-    out->set_l2(c->l2);
-    out->set_js_divergence(c->js_divergence);
-    Set(c->ssim, c->ssim_note, out->mutable_ssim());
-    Set(c->emd, c->emd_note, out->mutable_emd());
-    if (c->com_a) {
-      out->mutable_com_a()->set_row(c->com_a->row);
-      out->mutable_com_a()->set_col(c->com_a->col);
-    }
-    if (c->com_b) {
-      out->mutable_com_b()->set_row(c->com_b->row);
-      out->mutable_com_b()->set_col(c->com_b->col);
-    }
-    Set(c->com_shift, c->com_note, out->mutable_com_shift());
-    Set(c->region_share_a, "", out->mutable_region_share_a());
-    Set(c->region_share_b, "", out->mutable_region_share_b());
-    v1::Tensor* diff = out->mutable_difference();
-    diff->set_dtype(v1::DTYPE_FP32);
-    for (int64_t d : layout->map_shape) diff->add_shape(d);
-    diff->mutable_data()->assign(reinterpret_cast<const char*>(c->difference.data()),
-                                 c->difference.size() * sizeof(float));
+    ToProto(*c, layout->map_shape, /*with_difference=*/true, response.add_comparisons());
   }
   return response;
+}
+
+std::vector<float> DecodeAllValues(const v1::Tensor& t) {
+  const int64_t count = static_cast<int64_t>(t.data().size() / DTypeSize(t.dtype()));
+  std::vector<float> out(count);
+  if (count > 0) DecodeBlock(t.dtype(), t.data(), 0, 1, static_cast<int>(count), count, out.data());
+  return out;
+}
+
+absl::StatusOr<analysis::CompareSpec> ToCompareSpec(const v1::CompareOptions& o, int64_t length) {
+  analysis::CompareSpec spec;
+  if (o.grid_height() != 0 && int64_t{o.grid_height()} * o.grid_width() == length) {
+    spec.grid_h = static_cast<int>(o.grid_height());
+    spec.grid_w = static_cast<int>(o.grid_width());
+  } else if (o.grid_height() != 0 || o.grid_width() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("options.grid: ", o.grid_height(), "x",
+                                                   o.grid_width(), " cells, expected ", length,
+                                                   " (the map length)"));
+  }
+  spec.top_k = static_cast<int>(std::min<uint32_t>(o.top_k(), INT32_MAX));
+  spec.top_mass = o.top_mass();
+  if (o.ssim_window() != 0) spec.ssim_window = static_cast<int>(std::min<uint32_t>(o.ssim_window(), 1 << 20));
+  if (o.has_region()) {
+    if (absl::Status s = CheckTensorBytes(o.region(), "options.region"); !s.ok()) return s;
+    const std::vector<float> mask = DecodeAllValues(o.region());
+    if (static_cast<int64_t>(mask.size()) != length) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "options.region: expected ", length, " values (one per map entry), got ", mask.size()));
+    }
+    for (float v : mask) spec.region.push_back(v != 0.0f ? 1 : 0);
+  }
+  return spec;
+}
+
+void ToProto(const analysis::Comparison& c, const std::vector<int64_t>& map_shape,
+             bool with_difference, v1::Comparison* out) {
+  Set(c.spearman, c.spearman_note, out->mutable_spearman());
+  Set(c.kendall_tau_b, c.kendall_note, out->mutable_kendall_tau_b());
+  Set(c.pearson, c.pearson_note, out->mutable_pearson());
+  out->set_cosine(c.cosine);
+  out->set_top_k_iou(c.top_k_iou);
+  out->set_top_k_used_a(c.top_k_used_a);
+  out->set_top_k_used_b(c.top_k_used_b);
+  out->set_l1(c.l1);
+  out->set_l2(c.l2);
+  out->set_js_divergence(c.js_divergence);
+  Set(c.ssim, c.ssim_note, out->mutable_ssim());
+  Set(c.emd, c.emd_note, out->mutable_emd());
+  if (c.com_a) {
+    out->mutable_com_a()->set_row(c.com_a->row);
+    out->mutable_com_a()->set_col(c.com_a->col);
+  }
+  if (c.com_b) {
+    out->mutable_com_b()->set_row(c.com_b->row);
+    out->mutable_com_b()->set_col(c.com_b->col);
+  }
+  Set(c.com_shift, c.com_note, out->mutable_com_shift());
+  Set(c.region_share_a, "", out->mutable_region_share_a());
+  Set(c.region_share_b, "", out->mutable_region_share_b());
+  if (!with_difference) return;
+  v1::Tensor* diff = out->mutable_difference();
+  diff->set_dtype(v1::DTYPE_FP32);
+  for (int64_t d : map_shape) diff->add_shape(d);
+  diff->mutable_data()->assign(reinterpret_cast<const char*>(c.difference.data()),
+                               c.difference.size() * sizeof(float));
 }
 
 }  // namespace attnroll::service

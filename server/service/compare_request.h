@@ -6,7 +6,10 @@
 #include <cstdint>
 
 #include "absl/status/statusor.h"
+#include <vector>
+
 #include "attnroll/v1/audit.pb.h"
+#include "server/analysis/compare.h"
 #include "server/service/config.h"
 
 namespace attnroll::service {
@@ -18,6 +21,16 @@ absl::StatusOr<int64_t> CompareWorkingBytes(const v1::CompareRequest& request,
 
 absl::StatusOr<v1::CompareResponse> RunCompare(const v1::CompareRequest& request,
                                                const PassLimits& limits);
+
+// Pieces the audit shares with Compare.
+// CompareOptions -> spec for maps of `length` values laid out on the options' grid.
+absl::StatusOr<analysis::CompareSpec> ToCompareSpec(const v1::CompareOptions& options,
+                                                    int64_t length);
+// Every metric; the difference map (shaped map_shape) only when asked for.
+void ToProto(const analysis::Comparison& c, const std::vector<int64_t>& map_shape,
+             bool with_difference, v1::Comparison* out);
+// A tensor decoded whole to fp32 (its bytes must have been checked).
+std::vector<float> DecodeAllValues(const v1::Tensor& t);
 
 }  // namespace attnroll::service
 

@@ -2,13 +2,16 @@
 // input of the [foundation] issue arriving over the wire.
 #include "server/service/server.h"
 
+#include <algorithm>
 #include <chrono>
 #include <random>
 #include <thread>
 
+#include <google/protobuf/util/message_differencer.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "client/cpp/attnroll_client.h"
 #include "tests/testutil/attention_testutil.h"
 
@@ -95,7 +98,7 @@ TEST_F(ServerTest, GetServerInfoReportsLimits) {
   EXPECT_EQ(info->version(), ATTNROLL_VERSION);
   EXPECT_EQ(info->limits().max_tokens(), 1024u);
   EXPECT_EQ(info->limits().workers(), 2u);
-  EXPECT_THAT(info->analyses(), ::testing::ElementsAre("rollout", "grad-rollout", "flow", "compare"));
+  EXPECT_THAT(info->analyses(), ::testing::ElementsAre("rollout", "grad-rollout", "flow", "compare", "audit"));
   EXPECT_EQ(info->limits().max_flow_cost(), 1e11);
 }
 
@@ -488,6 +491,146 @@ TEST_F(ServerTest, EncoderDecoderRulesAndRolloutCompositions) {
   mixed.add_analyses()->mutable_rollout();
   bad = client_->ExplainEncoderDecoder(mixed, view, {});
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("takes encoder_decoder analyses only"));
+}
+
+// Audit helpers: an 8x8 map with its mass in the left (or right) half.
+v1::Tensor HalfMap(std::mt19937& rng, bool right) {
+  std::uniform_real_distribution<float> u(0.5f, 1.0f);
+  std::vector<float> m(64, 0.0f);
+  for (int r = 0; r < 8; ++r) {
+    for (int c = 0; c < 8; ++c) {
+      if ((c >= 4) == right) m[r * 8 + c] = u(rng);
+    }
+  }
+  v1::Tensor t;
+  t.set_dtype(v1::DTYPE_FP32);
+  t.add_shape(8);
+  t.add_shape(8);
+  t.set_data(std::string(reinterpret_cast<const char*>(m.data()), m.size() * 4));
+  return t;
+}
+
+struct AuditRun {
+  std::vector<v1::AuditItemResult> items;
+  v1::AuditReport report;
+  grpc::Status status;
+};
+
+AuditRun RunAudit(v1::AttnrollService::Stub* stub, const v1::AuditHeader& header,
+                  const std::vector<v1::AuditItem>& items) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  auto stream = stub->Audit(&ctx);
+  std::thread writer([&] {
+    v1::AuditRequest r;
+    *r.mutable_header() = header;
+    stream->Write(r);
+    for (const auto& item : items) {
+      *r.mutable_item() = item;
+      if (!stream->Write(r)) break;
+    }
+    stream->WritesDone();
+  });
+  AuditRun run;
+  v1::AuditResponse resp;
+  while (stream->Read(&resp)) {
+    if (resp.has_item()) run.items.push_back(resp.item());
+    if (resp.has_report()) run.report = resp.report();
+  }
+  writer.join();
+  run.status = stream->Finish();
+  return run;
+}
+
+TEST_F(ServerTest, AuditDetectsAPlantedShiftInAnyOrderAndReportsBadItemsInBand) {
+  std::mt19937 rng(12);
+  v1::AuditHeader header;
+  header.mutable_compare()->set_grid_height(8);
+  header.mutable_compare()->set_grid_width(8);
+  v1::Tensor left_mask;  // the region: the left half
+  left_mask.set_dtype(v1::DTYPE_FP32);
+  left_mask.add_shape(64);
+  std::vector<float> mask(64);
+  for (int i = 0; i < 64; ++i) mask[i] = (i % 8) < 4 ? 1.0f : 0.0f;
+  left_mask.set_data(std::string(reinterpret_cast<const char*>(mask.data()), 256));
+  *header.mutable_compare()->mutable_region() = left_mask;
+  header.mutable_thresholds()->set_max_emd(1.0);
+  header.mutable_thresholds()->set_max_region_share_drop(0.5);
+  std::vector<v1::AuditItem> items;
+  for (int i = 0; i < 24; ++i) {
+    v1::AuditItem item;
+    item.set_id(absl::StrCat("img", i));
+    item.set_group(i % 2 ? "night" : "day");
+    *item.mutable_baseline() = HalfMap(rng, false);
+    // Items 0..15: the candidate moved its reliance to the right half; 16..23 did not.
+    *item.mutable_candidate() = i < 16 ? HalfMap(rng, true) : item.baseline();
+    items.push_back(item);
+  }
+  AuditRun run = RunAudit(client_->stub(), header, items);
+  ASSERT_TRUE(run.status.ok()) << run.status.error_message();
+  ASSERT_EQ(run.items.size(), 24u);
+  int flagged = 0;
+  for (const auto& r : run.items) {
+    EXPECT_FALSE(r.has_error()) << r.error().message();
+    const int i = std::stoi(r.id().substr(3));
+    EXPECT_EQ(r.drift_flags_size() > 0, i < 16) << r.id();
+    flagged += r.drift_flags_size() > 0;
+  }
+  EXPECT_EQ(flagged, 16);
+  const v1::AuditAggregate& all = run.report.overall();
+  EXPECT_EQ(all.items(), 24);
+  EXPECT_EQ(all.drifted(), 16);
+  EXPECT_EQ(all.flag_counts().at("max_emd"), 16);
+  EXPECT_EQ(all.region().dropped(), 16);
+  EXPECT_EQ(all.region().unchanged(), 8);
+  ASSERT_EQ(run.report.groups_size(), 2);
+  EXPECT_EQ(run.report.groups(0).group(), "day");
+  const std::vector<float> shift = testing::MapValues(all.mean_shift());
+  ASSERT_EQ(shift.size(), 64u);
+  for (int i = 0; i < 64; ++i) {
+    if (i % 8 < 4) EXPECT_LT(shift[i], 0.0f) << i; else EXPECT_GT(shift[i], 0.0f) << i;
+  }
+
+  // The same items in another order: the same report.
+  std::vector<v1::AuditItem> shuffled = items;
+  std::shuffle(shuffled.begin(), shuffled.end(), rng);
+  AuditRun again = RunAudit(client_->stub(), header, shuffled);
+  ASSERT_TRUE(again.status.ok());
+  google::protobuf::util::MessageDifferencer differ;
+  std::string differences;
+  differ.ReportDifferencesToString(&differences);
+  EXPECT_TRUE(differ.Compare(run.report, again.report)) << differences;
+
+  // Identical models: no drift at all.
+  std::vector<v1::AuditItem> same = items;
+  for (auto& item : same) *item.mutable_candidate() = item.baseline();
+  AuditRun none = RunAudit(client_->stub(), header, same);
+  EXPECT_EQ(none.report.overall().drifted(), 0);
+
+  // A bad item is refused in-band; the others go on.
+  std::vector<v1::AuditItem> with_bad = {items[0], items[1]};
+  with_bad[1].mutable_candidate()->mutable_data()->resize(40);
+  with_bad[1].mutable_candidate()->set_shape(0, 10);
+  with_bad[1].mutable_candidate()->set_shape(1, 1);
+  with_bad.push_back(items[0]);  // a duplicate id
+  AuditRun bad = RunAudit(client_->stub(), header, with_bad);
+  ASSERT_TRUE(bad.status.ok());
+  int errors = 0;
+  for (const auto& r : bad.items) errors += r.has_error();
+  EXPECT_EQ(errors, 2);
+  EXPECT_EQ(bad.report.overall().items(), 1);
+
+  // No header: INVALID_ARGUMENT.
+  grpc::ClientContext ctx;
+  auto stream = client_->stub()->Audit(&ctx);
+  v1::AuditRequest r;
+  *r.mutable_item() = items[0];
+  stream->Write(r);
+  stream->WritesDone();
+  v1::AuditResponse resp;
+  while (stream->Read(&resp)) {
+  }
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 TEST_F(ServerTest, SizeLimitsGetResourceExhausted) {

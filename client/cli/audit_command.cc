@@ -1,0 +1,268 @@
+// `attnroll audit`: audits a dataset of (baseline, candidate) pairs. Files
+// with the same name in the two directories are one item; each holds either
+// attention ([L, H, n, n], explained here with rollout) or a precomputed map.
+#include <dirent.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "client/cli/cli_common.h"
+#include "client/cli/commands.h"
+#include "client/cli/npy.h"
+#include "client/cpp/attnroll_client.h"
+
+namespace attnroll::cli {
+namespace {
+
+int Usage(const std::string& message) { return UsageError("audit", message); }
+
+void PrintAuditUsage() {
+  std::printf(
+      "Usage: attnroll [--server HOST:PORT] audit --baseline DIR --candidate DIR --report OUT.json\n"
+      "       [--grid HxW] [--prefix P] [--rows I] [--fusion mean|max|min] [--residual A]\n"
+      "       [--region MASK.npy] [--groups FILE.csv] [--top-k K] [--max-emd X] [--min-spearman X]\n"
+      "       [--max-js X] [--max-l1 X] [--max-com-shift X] [--max-region-drop X]\n\n"
+      "Files with the same name in both directories form one item (its id is the file name).\n"
+      "A file is either attention [L, H, n, n] (explained with rollout, row I (default 0), P prefix\n"
+      "tokens dropped) or a precomputed saliency map. --groups: CSV lines `id,group`.\n"
+      "Thresholds flag an item as drifted. The report (JSON) has every metric's distribution,\n"
+      "per-group aggregates, the worst items, the mean maps and the mean shift map.\n");
+}
+
+std::vector<std::string> NpyFiles(const std::string& dir) {
+  std::vector<std::string> names;
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d)) {
+      const std::string name = e->d_name;
+      if (name.size() > 4 && name.substr(name.size() - 4) == ".npy") names.push_back(name);
+    }
+    closedir(d);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace
+
+int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) {
+  static const std::set<std::string> kValued = {
+      "baseline", "candidate", "report", "grid", "prefix", "rows", "fusion", "residual", "region",
+      "groups", "top-k", "max-emd", "min-spearman", "max-js", "max-l1", "max-com-shift",
+      "max-region-drop"};
+  std::map<std::string, std::string> opt;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--help" || args[i] == "-h") {
+      PrintAuditUsage();
+      return 0;
+    }
+    const std::string name = args[i].rfind("--", 0) == 0 ? args[i].substr(2) : "";
+    if (!kValued.count(name)) return Usage("unknown option '" + args[i] + "'");
+    if (i + 1 >= args.size()) return Usage(args[i] + " needs a value");
+    opt[name] = args[++i];
+  }
+  for (const char* need : {"baseline", "candidate", "report"}) {
+    if (!opt.count(need)) return Usage(absl::StrCat("--", need, " is required"));
+  }
+  std::set<std::string> in_candidate;
+  for (const std::string& n : NpyFiles(opt["candidate"])) in_candidate.insert(n);
+  std::vector<std::string> names;
+  for (const std::string& n : NpyFiles(opt["baseline"])) {
+    if (in_candidate.count(n)) names.push_back(n);
+  }
+  if (names.empty()) {
+    return Fail(absl::NotFoundError(absl::StrCat("no .npy file is in both ", opt["baseline"],
+                                                 " and ", opt["candidate"])));
+  }
+  std::map<std::string, std::string> groups;
+  if (opt.count("groups")) {
+    std::ifstream in(opt["groups"]);
+    if (!in) return Fail(absl::NotFoundError(opt["groups"] + ": cannot open"));
+    for (std::string line; std::getline(in, line);) {
+      std::vector<std::string> parts = absl::StrSplit(line, ',');
+      if (parts.size() >= 2) {
+        groups[std::string(absl::StripAsciiWhitespace(parts[0]))] =
+            std::string(absl::StripAsciiWhitespace(parts[1]));
+      }
+    }
+  }
+
+  // Rollout options for attention files.
+  v1::PassHeader pass;
+  pass.set_request_id("audit");
+  v1::RolloutOptions* ro = pass.add_analyses()->mutable_rollout();
+  uint32_t u;
+  float f;
+  if (opt.count("rows")) {
+    if (!absl::SimpleAtoi(opt["rows"], &u)) return Usage("--rows: expected one row index");
+    ro->mutable_readout()->add_rows(u);
+  }
+  if (opt.count("prefix")) {
+    if (!absl::SimpleAtoi(opt["prefix"], &u)) return Usage("--prefix: expected a count");
+    pass.mutable_layout()->set_prefix_tokens(u);
+  }
+  if (opt.count("fusion")) {
+    static const std::map<std::string, v1::HeadFusion> kFusion = {
+        {"mean", v1::HEAD_FUSION_MEAN}, {"max", v1::HEAD_FUSION_MAX}, {"min", v1::HEAD_FUSION_MIN}};
+    if (!kFusion.count(opt["fusion"])) return Usage("--fusion: expected mean|max|min");
+    ro->set_fusion(kFusion.at(opt["fusion"]));
+  }
+  if (opt.count("residual")) {
+    if (!absl::SimpleAtof(opt["residual"], &f)) return Usage("--residual: expected a number");
+    ro->set_residual(f);
+  }
+
+  v1::AuditHeader header;
+  uint32_t grid_h = 0, grid_w = 0;
+  if (opt.count("grid")) {
+    if (!ParseGrid(opt["grid"], &grid_h, &grid_w)) return Usage("--grid: expected HxW");
+    header.mutable_compare()->set_grid_height(grid_h);
+    header.mutable_compare()->set_grid_width(grid_w);
+  }
+  if (opt.count("top-k")) {
+    if (!absl::SimpleAtoi(opt["top-k"], &u)) return Usage("--top-k: expected a count");
+    header.mutable_compare()->set_top_k(u);
+  }
+  if (opt.count("region")) {
+    absl::StatusOr<Array> mask = ReadNpy(opt["region"]);
+    if (!mask.ok()) return Fail(mask.status());
+    ToTensor(*mask, header.mutable_compare()->mutable_region());
+  }
+  v1::DriftThresholds* t = header.mutable_thresholds();
+  const std::pair<const char*, void (v1::DriftThresholds::*)(double)> kThresholds[] = {
+      {"max-emd", &v1::DriftThresholds::set_max_emd},
+      {"min-spearman", &v1::DriftThresholds::set_min_spearman},
+      {"max-js", &v1::DriftThresholds::set_max_js_divergence},
+      {"max-l1", &v1::DriftThresholds::set_max_l1},
+      {"max-com-shift", &v1::DriftThresholds::set_max_com_shift},
+      {"max-region-drop", &v1::DriftThresholds::set_max_region_share_drop}};
+  for (const auto& [name, setter] : kThresholds) {
+    if (!opt.count(name)) continue;
+    double v;
+    if (!absl::SimpleAtod(opt[name], &v)) return Usage(absl::StrCat("--", name, ": expected a number"));
+    (t->*setter)(v);
+  }
+
+  auto client = client::Client::Connect(global.server);
+  // A map for one file: the file itself, or the rollout of its attention.
+  auto map_of = [&](const std::string& path, v1::Tensor* out) -> absl::Status {
+    absl::StatusOr<Array> a = ReadNpy(path);
+    if (!a.ok()) return a.status();
+    if (a->shape.size() != 4 || a->shape[2] != a->shape[3]) {
+      ToTensor(*a, out);  // a precomputed map
+      return absl::OkStatus();
+    }
+    client::AttentionView view{a->values.data(), 1, a->shape[0], a->shape[1], a->shape[3]};
+    v1::PassHeader h = pass;
+    if (grid_h > 0) {
+      h.mutable_layout()->mutable_grid()->set_height(grid_h);
+      h.mutable_layout()->mutable_grid()->set_width(grid_w);
+    }
+    client::ExplainOptions options;
+    options.timeout = absl::Seconds(global.timeout_seconds);
+    absl::StatusOr<v1::ExplainResponse> r = client->Explain(h, view, options);
+    if (!r.ok()) return absl::Status(r.status().code(), absl::StrCat(path, ": ", r.status().message()));
+    *out = r->results(0).maps(0);
+    return absl::OkStatus();
+  };
+  // The map length comes from the first item.
+  v1::AuditItem first;
+  if (absl::Status s = map_of(opt["baseline"] + "/" + names[0], first.mutable_baseline()); !s.ok()) {
+    return Fail(s);
+  }
+  int64_t length = 1;
+  for (int64_t d : first.baseline().shape()) length *= d;
+  header.set_map_length(static_cast<uint32_t>(length));
+
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(global.timeout_seconds)));
+  auto stream = client->stub()->Audit(&ctx);
+  absl::Status produce_status;
+  std::thread producer([&] {
+    v1::AuditRequest request;
+    *request.mutable_header() = header;
+    if (!stream->Write(request)) return;
+    for (size_t i = 0; i < names.size(); ++i) {
+      v1::AuditItem* item = request.mutable_item();
+      item->Clear();
+      const std::string id = names[i].substr(0, names[i].size() - 4);
+      item->set_id(id);
+      if (groups.count(id)) item->set_group(groups[id]);
+      absl::Status s;
+      if (i == 0) {
+        *item->mutable_baseline() = first.baseline();
+      } else {
+        s = map_of(opt["baseline"] + "/" + names[i], item->mutable_baseline());
+      }
+      if (s.ok()) s = map_of(opt["candidate"] + "/" + names[i], item->mutable_candidate());
+      if (!s.ok()) {
+        produce_status = s;
+        break;
+      }
+      if (!stream->Write(request)) break;
+    }
+    stream->WritesDone();
+  });
+  const bool tty = isatty(fileno(stderr));
+  const absl::Time t0 = absl::Now();
+  int64_t done = 0, drifted = 0, refused = 0;
+  v1::AuditReport report;
+  bool have_report = false;
+  v1::AuditResponse response;
+  while (stream->Read(&response)) {
+    if (response.has_report()) {
+      report = response.report();
+      have_report = true;
+      continue;
+    }
+    ++done;
+    const v1::AuditItemResult& item = response.item();
+    if (item.has_error()) {
+      ++refused;
+      std::fprintf(stderr, "%sattnroll: item %s refused: %s: %s\n", tty ? "\n" : "", item.id().c_str(),
+                   item.error().code_name().c_str(), item.error().message().c_str());
+    }
+    drifted += item.drift_flags_size() > 0;
+    if (tty) {
+      const double secs = absl::ToDoubleSeconds(absl::Now() - t0);
+      const double rate = secs > 0 ? done / secs : 0;
+      std::fprintf(stderr, "\raudit %lld/%zu items  %.1f items/s  ETA %.0fs  drifted %lld ",
+                   static_cast<long long>(done), names.size(), rate,
+                   rate > 0 ? (names.size() - done) / rate : 0.0, static_cast<long long>(drifted));
+    }
+  }
+  producer.join();
+  if (tty) std::fprintf(stderr, "\n");
+  grpc::Status status = stream->Finish();
+  if (!produce_status.ok()) return Fail(produce_status);
+  if (!status.ok()) return Fail(client::FromGrpcStatus(status));
+  if (!have_report) return Fail(absl::InternalError("the audit ended without a report"));
+  std::string json;
+  google::protobuf::util::JsonPrintOptions json_options;
+  json_options.add_whitespace = true;
+  json_options.preserve_proto_field_names = true;
+  if (!google::protobuf::util::MessageToJsonString(report, &json, json_options).ok()) {
+    return Fail(absl::InternalError("cannot write the report as JSON"));
+  }
+  std::ofstream out(opt["report"]);
+  out << json;
+  if (!out) return Fail(absl::PermissionDeniedError(opt["report"] + ": cannot write"));
+  std::printf("audited %lld items (%lld refused): %lld drifted; report in %s\n",
+              static_cast<long long>(done), static_cast<long long>(refused),
+              static_cast<long long>(report.overall().drifted()), opt["report"].c_str());
+  return 0;
+}
+
+}  // namespace attnroll::cli

@@ -1,0 +1,196 @@
+#include "server/service/audit_reactor.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/service/status_util.h"
+
+namespace attnroll::service {
+namespace {
+constexpr size_t kMaxQueuedWrites = 16;
+}  // namespace
+
+AuditReactor::AuditReactor(grpc::CallbackServerContext* call, ServiceContext* ctx)
+    : call_(call), ctx_(ctx), max_in_flight_(std::max(1, ctx->config.workers * 2)) {
+  StartRead(&request_);
+}
+
+void AuditReactor::OnReadDone(bool ok) {
+  if (!ok || request_.has_end()) {
+    {
+      absl::MutexLock lock(&mu_);
+      reads_done_ = true;
+    }
+    if (session_ == nullptr && !call_->IsCancelled()) {
+      return End(absl::InvalidArgumentError("header: expected an AuditHeader first, got none"));
+    }
+    return MaybeReport();
+  }
+  if (request_.has_header()) {
+    if (session_ != nullptr) return End(absl::InvalidArgumentError("header: duplicate AuditHeader"));
+    v1::AuditHeader header = std::move(*request_.mutable_header());
+    if (!ctx_->pool->TrySubmit([this, header = std::move(header)] { Open(header); })) {
+      return End(absl::ResourceExhaustedError("server: worker queue full; retry later"));
+    }
+    return;
+  }
+  if (!request_.has_item()) {
+    return End(absl::InvalidArgumentError("message: expected a header, an item or an end"));
+  }
+  if (session_ == nullptr) {
+    return End(absl::InvalidArgumentError("header: expected an AuditHeader first, got an item"));
+  }
+  auto item = std::make_shared<v1::AuditItem>(std::move(*request_.mutable_item()));
+  {
+    absl::MutexLock lock(&mu_);
+    ++in_flight_;
+  }
+  if (!ctx_->pool->TrySubmit([this, item] { ItemDone(session_->AddItem(*item)); })) {
+    ctx_->metrics->QueueRejected();
+    v1::AuditItemResult refused;
+    refused.set_id(item->id());
+    refused.mutable_error()->set_code(static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
+    refused.mutable_error()->set_code_name("RESOURCE_EXHAUSTED");
+    refused.mutable_error()->set_message("server: worker queue full; item not audited, resend it");
+    ItemDone(std::move(refused));
+    return;
+  }
+  ReadNextOrPause();
+}
+
+void AuditReactor::Open(const v1::AuditHeader& header) {
+  absl::StatusOr<std::unique_ptr<AuditSession>> session =
+      AuditSession::Create(header, ctx_->config.limits);
+  if (!session.ok()) return End(session.status());
+  const int64_t bytes = (*session)->working_bytes(max_in_flight_);
+  if (!ctx_->budget->TryReserve(bytes, &reservation_)) {
+    return End(absl::ResourceExhaustedError(absl::StrCat(
+        "memory: the audit needs ", bytes, " bytes; ", ctx_->budget->reserved(), " of the server's ",
+        "max_memory_bytes of ", ctx_->budget->capacity(), " are in use")));
+  }
+  session_ = std::move(*session);
+  StartRead(&request_);
+}
+
+void AuditReactor::ItemDone(v1::AuditItemResult result) {
+  v1::AuditResponse response;
+  *response.mutable_item() = std::move(result);
+  Enqueue(std::move(response));
+  bool resume = false;
+  {
+    absl::MutexLock lock(&mu_);
+    --in_flight_;
+    if (reading_paused_ && !reads_done_ && writes_.size() < kMaxQueuedWrites) {
+      reading_paused_ = false;
+      resume = true;
+    }
+  }
+  if (resume) StartRead(&request_);
+  MaybeReport();
+  TryFinish();
+}
+
+void AuditReactor::ReadNextOrPause() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (in_flight_ >= max_in_flight_ || writes_.size() >= kMaxQueuedWrites) {
+      reading_paused_ = true;
+      return;
+    }
+  }
+  StartRead(&request_);
+}
+
+// Once reading is over and every item is in, the report is the last answer.
+void AuditReactor::MaybeReport() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!reads_done_ || in_flight_ > 0 || reporting_ || finished_ || ending_) return;
+    reporting_ = true;
+  }
+  if (call_->IsCancelled()) return End(absl::CancelledError("audit cancelled"));
+  v1::AuditResponse response;
+  *response.mutable_report() = session_->Report();
+  // Queued and marked in one step: a write finishing meanwhile must not end
+  // the call before the report is out.
+  const v1::AuditResponse* next = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    writes_.push_back(std::move(response));
+    reported_ = true;
+    if (!writing_) {
+      writing_ = true;
+      next = &writes_.front();
+    }
+  }
+  if (next != nullptr) StartWrite(next);
+}
+
+void AuditReactor::Enqueue(v1::AuditResponse response) {
+  const v1::AuditResponse* next = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    if (finished_ || ending_) return;
+    writes_.push_back(std::move(response));
+    if (writing_) return;
+    writing_ = true;
+    next = &writes_.front();
+  }
+  StartWrite(next);
+}
+
+void AuditReactor::OnWriteDone(bool ok) {
+  const v1::AuditResponse* next = nullptr;
+  bool resume = false, finish = false;
+  {
+    absl::MutexLock lock(&mu_);
+    writes_.pop_front();
+    if (!ok) writes_.clear();
+    if (!writes_.empty()) {
+      next = &writes_.front();
+    } else {
+      writing_ = false;
+      finish = reported_ && !finished_ && !ending_;
+      if (finish) finished_ = true;
+    }
+    if (reading_paused_ && !reads_done_ && !ending_ && in_flight_ < max_in_flight_ &&
+        writes_.size() < kMaxQueuedWrites) {
+      reading_paused_ = false;
+      resume = true;
+    }
+  }
+  if (next != nullptr) StartWrite(next);
+  if (resume) StartRead(&request_);
+  if (finish) {
+    reservation_.Release();
+    Finish(grpc::Status::OK);
+  }
+  TryFinish();
+}
+
+// Ends the call with an error: nothing more is read or sent; the call
+// finishes once no item is being compared and no answer is being written.
+void AuditReactor::End(const absl::Status& status) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (ending_ || finished_) return;
+    ending_ = true;
+    end_status_ = ToGrpcStatus(status);
+    reads_done_ = true;  // no more reads are started
+  }
+  TryFinish();
+}
+
+void AuditReactor::TryFinish() {
+  grpc::Status status;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!ending_ || finished_ || in_flight_ > 0 || writing_) return;
+    finished_ = true;
+    status = end_status_;
+  }
+  reservation_.Release();
+  Finish(status);
+}
+
+}  // namespace attnroll::service
