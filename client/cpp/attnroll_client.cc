@@ -240,4 +240,36 @@ absl::StatusOr<v1::ExplainResponse> Client::Explain(v1::PassHeader header,
   return response;
 }
 
+absl::StatusOr<v1::PairResponse> Client::ExplainPair(v1::PassHeader header,
+                                                     const v1::CompareOptions& compare,
+                                                     const AttentionView& baseline,
+                                                     const AttentionView& candidate,
+                                                     const ExplainOptions& options) {
+  CompleteLayout(baseline, header.mutable_layout());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + options.timeout));
+  v1::PairResponse response;
+  auto writer = stub_->ExplainPair(&ctx, &response);
+  v1::PairRequest request;
+  *request.mutable_header()->mutable_pass() = std::move(header);
+  *request.mutable_header()->mutable_compare() = compare;
+  bool open = writer->Write(request);
+  // Layer by layer, baseline then candidate.
+  for (int64_t l = 0; open && l < baseline.layers; ++l) {
+    for (const AttentionView* view : {&baseline, &candidate}) {
+      for (v1::LayerChunk& chunk :
+           LayerChunks(*view, static_cast<int>(l), options.wire, options.max_message_bytes)) {
+        *(view == &baseline ? request.mutable_baseline() : request.mutable_candidate()) =
+            std::move(chunk);
+        if (!(open = writer->Write(request))) break;
+      }
+      if (!open) break;
+    }
+  }
+  if (open) writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
 }  // namespace attnroll::client

@@ -89,6 +89,14 @@ class Client {
                                                             const ExplainOptions& options = {},
                                                             CallStats* stats = nullptr);
 
+  // One input under two models (same layout and analyses): both passes
+  // streamed over ExplainPair, both responses and their maps' comparison back.
+  absl::StatusOr<v1::PairResponse> ExplainPair(v1::PassHeader header,
+                                               const v1::CompareOptions& compare,
+                                               const AttentionView& baseline,
+                                               const AttentionView& candidate,
+                                               const ExplainOptions& options = {});
+
   absl::StatusOr<v1::CompareResponse> Compare(const v1::CompareRequest& request,
                                               absl::Duration timeout = absl::Minutes(1));
 

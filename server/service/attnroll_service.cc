@@ -4,6 +4,7 @@
 #include "server/service/audit_reactor.h"
 #include "server/service/compare_request.h"
 #include "server/service/explain_reactor.h"
+#include "server/service/pair_reactor.h"
 #include "server/service/status_util.h"
 #include "server/service/stream_reactor.h"
 
@@ -17,6 +18,11 @@ grpc::ServerReadReactor<v1::ExplainRequest>* AttnrollServiceImpl::Explain(
 grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>* AttnrollServiceImpl::ExplainStream(
     grpc::CallbackServerContext* call) {
   return new StreamReactor(call, ctx_);
+}
+
+grpc::ServerReadReactor<v1::PairRequest>* AttnrollServiceImpl::ExplainPair(
+    grpc::CallbackServerContext* call, v1::PairResponse* response) {
+  return new PairReactor(call, response, ctx_);
 }
 
 grpc::ServerBidiReactor<v1::AuditRequest, v1::AuditResponse>* AttnrollServiceImpl::Audit(
@@ -46,6 +52,7 @@ grpc::ServerUnaryReactor* AttnrollServiceImpl::GetServerInfo(grpc::CallbackServe
   info->add_analyses("flow");
   info->add_analyses("compare");
   info->add_analyses("audit");
+  info->add_analyses("explain-pair");
   info->add_dtypes(v1::DTYPE_FP32);
   info->add_dtypes(v1::DTYPE_FP16);
   info->add_dtypes(v1::DTYPE_BF16);

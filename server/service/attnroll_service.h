@@ -20,6 +20,8 @@ class AttnrollServiceImpl final : public v1::AttnrollService::CallbackService {
   grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* call,
                                           const v1::GetServerInfoRequest* request,
                                           v1::ServerInfo* info) override;
+  grpc::ServerReadReactor<v1::PairRequest>* ExplainPair(grpc::CallbackServerContext* call,
+                                                       v1::PairResponse* response) override;
   grpc::ServerBidiReactor<v1::AuditRequest, v1::AuditResponse>* Audit(
       grpc::CallbackServerContext* call) override;
   // Runs on the worker pool (the maps can be large and the EMD is not free).

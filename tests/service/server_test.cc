@@ -98,7 +98,7 @@ TEST_F(ServerTest, GetServerInfoReportsLimits) {
   EXPECT_EQ(info->version(), ATTNROLL_VERSION);
   EXPECT_EQ(info->limits().max_tokens(), 1024u);
   EXPECT_EQ(info->limits().workers(), 2u);
-  EXPECT_THAT(info->analyses(), ::testing::ElementsAre("rollout", "grad-rollout", "flow", "compare", "audit"));
+  EXPECT_THAT(info->analyses(), ::testing::ElementsAre("rollout", "grad-rollout", "flow", "compare", "audit", "explain-pair"));
   EXPECT_EQ(info->limits().max_flow_cost(), 1e11);
 }
 
@@ -631,6 +631,52 @@ TEST_F(ServerTest, AuditDetectsAPlantedShiftInAnyOrderAndReportsBadItemsInBand) 
   while (stream->Read(&resp)) {
   }
   EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ServerTest, ExplainPairReturnsBothMapsAndTheirComparison) {
+  std::mt19937 rng(31);
+  auto random = [&](int64_t, int64_t, int64_t) { return testing::RandomStochastic(10, rng, 2.0f); };
+  auto base = testing::MakeAttention(2, 3, 2, 10, random);
+  auto cand = testing::MakeAttention(2, 3, 2, 10, random);
+  v1::PassHeader h = testing::RolloutHeader(base);
+  h.mutable_layout()->set_prefix_tokens(1);
+  h.mutable_layout()->mutable_grid()->set_height(3);
+  h.mutable_layout()->mutable_grid()->set_width(3);
+  h.mutable_analyses(0)->mutable_rollout()->mutable_readout()->add_rows(0);
+  h.mutable_analyses(0)->mutable_rollout()->mutable_readout()->add_rows(4);
+  auto pair = client_->ExplainPair(h, v1::CompareOptions(), base.view(), cand.view());
+  ASSERT_TRUE(pair.ok()) << pair.status();
+  // Each side equals its own Explain, and the comparisons equal Compare on them.
+  auto alone_base = client_->Explain(h, base.view(), {});
+  auto alone_cand = client_->Explain(h, cand.view(), {});
+  ASSERT_TRUE(alone_base.ok() && alone_cand.ok());
+  ASSERT_EQ(pair->comparisons_size(), 4);  // 2 sequences x 2 rows
+  for (int s = 0; s < 2; ++s) {
+    EXPECT_EQ(testing::MapValues(pair->baseline().results(0).maps(s)),
+              testing::MapValues(alone_base->results(0).maps(s)));
+    v1::CompareRequest req;
+    *req.mutable_a() = alone_base->results(0).maps(s);
+    *req.mutable_b() = alone_cand->results(0).maps(s);
+    auto cmp = client_->Compare(req);
+    ASSERT_TRUE(cmp.ok()) << cmp.status();
+    for (int k = 0; k < 2; ++k) {
+      EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(pair->comparisons(s * 2 + k),
+                                                                   cmp->comparisons(k)));
+    }
+    EXPECT_TRUE(pair->comparisons(s * 2).emd().defined());  // the layout's 3x3 grid was used
+  }
+  // The same model on both sides: no difference at all.
+  auto same = client_->ExplainPair(h, v1::CompareOptions(), base.view(), base.view());
+  ASSERT_TRUE(same.ok());
+  for (const auto& c : same->comparisons()) EXPECT_EQ(c.l1(), 0.0);
+  // A bad layer on one side names the side.
+  std::vector<float> broken = cand.values;
+  broken[7] = -1.0f;
+  client::AttentionView bad = cand.view();
+  bad.data = broken.data();
+  auto r = client_->ExplainPair(h, v1::CompareOptions(), base.view(), bad);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("candidate attention (layer 0"));
 }
 
 TEST_F(ServerTest, SizeLimitsGetResourceExhausted) {

@@ -1,0 +1,107 @@
+#include "server/service/pair_reactor.h"
+
+#include "absl/strings/str_cat.h"
+#include "server/service/compare_request.h"
+#include "server/service/status_util.h"
+
+namespace attnroll::service {
+
+PairReactor::PairReactor(grpc::CallbackServerContext* call, v1::PairResponse* response,
+                         ServiceContext* ctx)
+    : call_(call), response_(response), ctx_(ctx) {
+  StartRead(&request_);
+}
+
+void PairReactor::OnReadDone(bool ok) {
+  if (call_->IsCancelled()) return End(absl::CancelledError("pair cancelled"));
+  if (!ok && baseline_.session == nullptr) {
+    return End(absl::InvalidArgumentError("header: expected a PairHeader first, got none"));
+  }
+  auto step = ok ? &PairReactor::HandleMessage : &PairReactor::Complete;
+  if (!ctx_->pool->TrySubmit([this, step] { (this->*step)(); })) {
+    ctx_->metrics->QueueRejected();
+    End(absl::ResourceExhaustedError("server: worker queue full; retry later"));
+  }
+}
+
+void PairReactor::HandleMessage() {
+  if (call_->IsCancelled()) return End(absl::CancelledError("pair cancelled"));
+  switch (request_.message_case()) {
+    case v1::PairRequest::kHeader: {
+      if (baseline_.session != nullptr) {
+        return End(absl::InvalidArgumentError("header: duplicate PairHeader"));
+      }
+      for (OpenPass* side : {&baseline_, &candidate_}) {
+        absl::StatusOr<OpenPass> pass = OpenPassFromHeader(*ctx_, request_.header().pass());
+        if (!pass.ok()) return End(pass.status());
+        *side = std::move(*pass);
+      }
+      compare_ = request_.header().compare();
+      const v1::Layout& layout = request_.header().pass().layout();
+      if (compare_.grid_height() == 0 && layout.grid().height() != 0) {
+        compare_.set_grid_height(layout.grid().height());
+        compare_.set_grid_width(layout.grid().width());
+      }
+      break;
+    }
+    case v1::PairRequest::kBaseline:
+    case v1::PairRequest::kCandidate: {
+      const bool base = request_.has_baseline();
+      OpenPass& side = base ? baseline_ : candidate_;
+      if (side.session == nullptr) {
+        return End(absl::InvalidArgumentError("header: expected a PairHeader first, got a layer"));
+      }
+      const v1::LayerChunk& chunk = base ? request_.baseline() : request_.candidate();
+      ctx_->metrics->AttentionBytes(chunk.attention().data().size());
+      if (absl::Status s = side.session->AddChunk(chunk); !s.ok()) {
+        return End(absl::Status(s.code(), absl::StrCat(base ? "baseline " : "candidate ", s.message())));
+      }
+      break;
+    }
+    default:
+      return End(absl::InvalidArgumentError("message: expected a header or a layer of one side"));
+  }
+  request_.Clear();
+  StartRead(&request_);
+}
+
+void PairReactor::Complete() {
+  if (call_->IsCancelled()) return End(absl::CancelledError("pair cancelled"));
+  FinishContext finish;
+  finish.pool = ctx_->pool;
+  finish.helpers = ctx_->pool->num_threads() - 1;
+  finish.cancelled = [call = call_] { return call->IsCancelled(); };
+  for (const auto& [name, side, out] :
+       {std::tuple<const char*, OpenPass*, v1::ExplainResponse*>{"baseline", &baseline_, response_->mutable_baseline()},
+        {"candidate", &candidate_, response_->mutable_candidate()}}) {
+    absl::StatusOr<v1::ExplainResponse> r = side->session->Finish(finish);
+    if (!r.ok()) return End(absl::Status(r.status().code(), absl::StrCat(name, " ", r.status().message())));
+    *out = std::move(*r);
+  }
+  // Compare the first analysis's maps, sequence by sequence, map by map.
+  const v1::AnalysisResult& a = response_->baseline().results(0);
+  const v1::AnalysisResult& b = response_->candidate().results(0);
+  for (int s = 0; s < a.maps_size(); ++s) {
+    v1::CompareRequest request;
+    *request.mutable_a() = a.maps(s);
+    *request.mutable_b() = b.maps(s);
+    *request.mutable_options() = compare_;
+    absl::StatusOr<v1::CompareResponse> c = RunCompare(request, ctx_->config.limits);
+    if (!c.ok()) {
+      return End(absl::Status(c.status().code(), absl::StrCat("compare (sequence ", s, "): ", c.status().message())));
+    }
+    for (v1::Comparison& one : *c->mutable_comparisons()) *response_->add_comparisons() = std::move(one);
+  }
+  End(absl::OkStatus());
+}
+
+void PairReactor::End(const absl::Status& status) {
+  for (OpenPass* side : {&baseline_, &candidate_}) {
+    side->session.reset();
+    side->reservation.Release();
+  }
+  ctx_->metrics->SetMemoryReserved(ctx_->budget->reserved());
+  Finish(ToGrpcStatus(status));
+}
+
+}  // namespace attnroll::service
