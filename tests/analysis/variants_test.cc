@@ -327,3 +327,35 @@ TEST(CausalTest, TriangularProductsMatchDenseOnLowerTriangularAttention) {
 
 }  // namespace
 }  // namespace attnroll::analysis
+
+#include "server/analysis/encoder_decoder.h"
+
+namespace attnroll::analysis {
+namespace {
+
+TEST(EncoderDecoderTest, ZeroRelevanceRowsNormaliseToZeroNotNaN) {
+  // Zero gradients everywhere: every Ab is 0, R_ee = I and R_dd = I, so
+  // R - I has all-zero rows and Rbar takes the 0/0 := 0 branch.
+  const int ne = 3, nd = 2, H = 1;
+  EncoderDecoderSpec spec;
+  EncoderDecoderRelevance r(spec, H, 1, ne, nd);
+  const MatrixF enc = MatrixF::Constant(ne, ne, 1.0f / ne), dec = MatrixF::Constant(nd, nd, 0.5f);
+  const MatrixF cross = MatrixF::Constant(nd, ne, 1.0f / ne);
+  const MatrixF ge = MatrixF::Zero(ne, ne), gd = MatrixF::Zero(nd, nd);
+  const MatrixF gx = MatrixF::Ones(nd, ne);  // only the cross layer has a gradient
+  const ConstMatrixView vge = testing::View(ge), vgd = testing::View(gd), vgx = testing::View(gx);
+  r.AddHead(Stack::kEncoder, 0, testing::View(enc), &vge);
+  r.EndLayer(Stack::kEncoder, 0);
+  r.AddHead(Stack::kDecoderSelf, 0, testing::View(dec), &vgd);
+  r.EndLayer(Stack::kDecoderSelf, 0);
+  r.AddHead(Stack::kDecoderCross, 0, testing::View(cross), &vgx);
+  r.EndLayer(Stack::kDecoderCross, 0);
+  EXPECT_TRUE(r.encoder().isIdentity());
+  EXPECT_TRUE(r.decoder().isIdentity());
+  // R_de = I^T Ab_cross I = the cross attention itself.
+  EXPECT_TRUE(r.decoder_encoder().allFinite());
+  EXPECT_TRUE(r.decoder_encoder().isApprox(cross));
+}
+
+}  // namespace
+}  // namespace attnroll::analysis
