@@ -36,8 +36,9 @@ void PrintAuditUsage() {
       "       [--region MASK.npy] [--groups FILE.csv] [--top-k K] [--max-emd X] [--min-spearman X]\n"
       "       [--max-js X] [--max-l1 X] [--max-com-shift X] [--max-region-drop X]\n\n"
       "Files with the same name in both directories form one item (its id is the file name).\n"
-      "A file is either attention [L, H, n, n] (explained with rollout, row I (default 0), P prefix\n"
-      "tokens dropped) or a precomputed saliency map. --groups: CSV lines `id,group`.\n"
+      "A file is either attention [L, H, n, n] (both passes streamed to the server, which explains\n"
+      "them with rollout: row I (default 0), P prefix tokens dropped) or a precomputed saliency\n"
+      "map. --groups: CSV lines `id,group`.\n"
       "Thresholds flag an item as drifted. The report (JSON) has every metric's distribution,\n"
       "per-group aggregates, the worst items, the mean maps and the mean shift map.\n");
 }
@@ -156,62 +157,83 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
   }
 
   auto client = client::Client::Connect(global.server);
-  // A map for one file: the file itself, or the rollout of its attention.
-  auto map_of = [&](const std::string& path, v1::Tensor* out) -> absl::Status {
-    absl::StatusOr<Array> a = ReadNpy(path);
-    if (!a.ok()) return a.status();
-    if (a->shape.size() != 4 || a->shape[2] != a->shape[3]) {
-      ToTensor(*a, out);  // a precomputed map
-      return absl::OkStatus();
+  // The map length from the first baseline file: a map's size, or for
+  // attention the read-out row without its prefix (the grid's cells).
+  {
+    absl::StatusOr<Array> first = ReadNpy(opt["baseline"] + "/" + names[0]);
+    if (!first.ok()) return Fail(first.status());
+    int64_t length = 1;
+    if (first->shape.size() == 4 && first->shape[2] == first->shape[3]) {
+      length = grid_h > 0 ? int64_t{grid_h} * grid_w : first->shape[3] - pass.layout().prefix_tokens();
+    } else {
+      for (int64_t d : first->shape) length *= d;
     }
-    client::AttentionView view{a->values.data(), 1, a->shape[0], a->shape[1], a->shape[3]};
-    v1::PassHeader h = pass;
-    if (grid_h > 0) {
-      h.mutable_layout()->mutable_grid()->set_height(grid_h);
-      h.mutable_layout()->mutable_grid()->set_width(grid_w);
-    }
-    client::ExplainOptions options;
-    options.timeout = absl::Seconds(global.timeout_seconds);
-    absl::StatusOr<v1::ExplainResponse> r = client->Explain(h, view, options);
-    if (!r.ok()) return absl::Status(r.status().code(), absl::StrCat(path, ": ", r.status().message()));
-    *out = r->results(0).maps(0);
-    return absl::OkStatus();
-  };
-  // The map length comes from the first item.
-  v1::AuditItem first;
-  if (absl::Status s = map_of(opt["baseline"] + "/" + names[0], first.mutable_baseline()); !s.ok()) {
-    return Fail(s);
+    header.set_map_length(static_cast<uint32_t>(std::max<int64_t>(length, 0)));
   }
-  int64_t length = 1;
-  for (int64_t d : first.baseline().shape()) length *= d;
-  header.set_map_length(static_cast<uint32_t>(length));
 
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(global.timeout_seconds)));
   auto stream = client->stub()->Audit(&ctx);
   absl::Status produce_status;
+  // Sends one item: attention files as the item's two passes (explained by the
+  // server with the same options), map files as a pair of maps.
+  auto send_item = [&](const std::string& name, v1::AuditRequest& request) -> absl::Status {
+    const std::string id = name.substr(0, name.size() - 4);
+    absl::StatusOr<Array> a = ReadNpy(opt["baseline"] + "/" + name);
+    if (!a.ok()) return a.status();
+    absl::StatusOr<Array> b = ReadNpy(opt["candidate"] + "/" + name);
+    if (!b.ok()) return b.status();
+    const bool attention = a->shape.size() == 4 && a->shape[2] == a->shape[3];
+    if (!attention) {
+      v1::AuditItem* item = request.mutable_item();
+      item->Clear();
+      item->set_id(id);
+      if (groups.count(id)) item->set_group(groups[id]);
+      ToTensor(*a, item->mutable_baseline());
+      ToTensor(*b, item->mutable_candidate());
+      return stream->Write(request) ? absl::OkStatus() : absl::UnavailableError("stream closed");
+    }
+    if (a->shape != b->shape) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": the baseline and candidate attention shapes differ"));
+    }
+    client::AttentionView va{a->values.data(), 1, a->shape[0], a->shape[1], a->shape[3]};
+    client::AttentionView vb = va;
+    vb.data = b->values.data();
+    v1::AuditPassBegin* begin = request.mutable_pass_begin();
+    begin->Clear();
+    begin->set_id(id);
+    if (groups.count(id)) begin->set_group(groups[id]);
+    v1::PassHeader* h = begin->mutable_pass();
+    *h = pass;
+    h->mutable_layout()->set_num_layers(static_cast<uint32_t>(va.layers));
+    h->mutable_layout()->set_num_heads(static_cast<uint32_t>(va.heads));
+    h->mutable_layout()->set_num_tokens(static_cast<uint32_t>(va.tokens));
+    if (grid_h > 0) {
+      h->mutable_layout()->mutable_grid()->set_height(grid_h);
+      h->mutable_layout()->mutable_grid()->set_width(grid_w);
+    }
+    if (!stream->Write(request)) return absl::UnavailableError("stream closed");
+    for (int64_t l = 0; l < va.layers; ++l) {
+      for (const client::AttentionView* v : {&va, &vb}) {
+        for (v1::LayerChunk& chunk : client::LayerChunks(*v, static_cast<int>(l), v1::DTYPE_FP32, int64_t{4} << 20)) {
+          request.mutable_pass_layer()->set_candidate(v == &vb);
+          *request.mutable_pass_layer()->mutable_layer() = std::move(chunk);
+          if (!stream->Write(request)) return absl::UnavailableError("stream closed");
+        }
+      }
+    }
+    request.mutable_pass_end();
+    return stream->Write(request) ? absl::OkStatus() : absl::UnavailableError("stream closed");
+  };
   std::thread producer([&] {
     v1::AuditRequest request;
     *request.mutable_header() = header;
     if (!stream->Write(request)) return;
-    for (size_t i = 0; i < names.size(); ++i) {
-      v1::AuditItem* item = request.mutable_item();
-      item->Clear();
-      const std::string id = names[i].substr(0, names[i].size() - 4);
-      item->set_id(id);
-      if (groups.count(id)) item->set_group(groups[id]);
-      absl::Status s;
-      if (i == 0) {
-        *item->mutable_baseline() = first.baseline();
-      } else {
-        s = map_of(opt["baseline"] + "/" + names[i], item->mutable_baseline());
-      }
-      if (s.ok()) s = map_of(opt["candidate"] + "/" + names[i], item->mutable_candidate());
-      if (!s.ok()) {
-        produce_status = s;
+    for (const std::string& name : names) {
+      if (absl::Status s = send_item(name, request); !s.ok()) {
+        if (s.code() != absl::StatusCode::kUnavailable) produce_status = s;
         break;
       }
-      if (!stream->Write(request)) break;
     }
     stream->WritesDone();
   });

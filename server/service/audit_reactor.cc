@@ -34,11 +34,19 @@ void AuditReactor::OnReadDone(bool ok) {
     }
     return;
   }
-  if (!request_.has_item()) {
-    return End(absl::InvalidArgumentError("message: expected a header, an item or an end"));
-  }
   if (session_ == nullptr) {
     return End(absl::InvalidArgumentError("header: expected an AuditHeader first, got an item"));
+  }
+  if (request_.has_pass_begin() || request_.has_pass_layer()) {
+    // In order: the next read starts when this message is handled.
+    if (!ctx_->pool->TrySubmit([this] { HandlePassMessage(); })) {
+      return End(absl::ResourceExhaustedError("server: worker queue full; retry later"));
+    }
+    return;
+  }
+  if (request_.has_pass_end()) return SubmitPassItem();
+  if (!request_.has_item()) {
+    return End(absl::InvalidArgumentError("message: expected a header, an item or an end"));
   }
   auto item = std::make_shared<v1::AuditItem>(std::move(*request_.mutable_item()));
   {
@@ -70,6 +78,89 @@ void AuditReactor::Open(const v1::AuditHeader& header) {
   }
   session_ = std::move(*session);
   StartRead(&request_);
+}
+
+void AuditReactor::HandlePassMessage() {
+  if (request_.has_pass_begin()) {
+    v1::AuditPassBegin& begin = *request_.mutable_pass_begin();
+    if (current_ != nullptr) {
+      return End(absl::InvalidArgumentError(absl::StrCat(
+          "pass_begin: item \"", begin.id(), "\" begins before item \"", current_->id,
+          "\" ended (send pass_end)")));
+    }
+    current_ = std::make_unique<PassItem>();
+    current_->id = begin.id();
+    current_->group = begin.group();
+    for (OpenPass* side : {&current_->baseline, &current_->candidate}) {
+      absl::StatusOr<OpenPass> pass = OpenPassFromHeader(*ctx_, begin.pass());
+      if (!pass.ok()) {
+        current_->error = pass.status();
+        break;
+      }
+      *side = std::move(*pass);
+    }
+  } else {
+    if (current_ == nullptr) {
+      return End(absl::InvalidArgumentError("pass_layer: expected a pass_begin first"));
+    }
+    const v1::AuditPassLayer& layer = request_.pass_layer();
+    OpenPass& side = layer.candidate() ? current_->candidate : current_->baseline;
+    if (current_->error.ok()) {
+      if (absl::Status s = side.session->AddChunk(layer.layer()); !s.ok()) {
+        current_->error = absl::Status(
+            s.code(), absl::StrCat(layer.candidate() ? "candidate " : "baseline ", s.message()));
+      }
+    }
+    if (!current_->error.ok()) {  // free the item's memory at once; its end answers
+      current_->baseline = OpenPass();
+      current_->candidate = OpenPass();
+    }
+  }
+  request_.Clear();
+  StartRead(&request_);
+}
+
+void AuditReactor::SubmitPassItem() {
+  if (current_ == nullptr) {
+    return End(absl::InvalidArgumentError("pass_end: expected a pass_begin first"));
+  }
+  std::shared_ptr<PassItem> item(current_.release());
+  {
+    absl::MutexLock lock(&mu_);
+    ++in_flight_;
+  }
+  auto complete = [this, item] {
+    v1::AuditItemResult result;
+    if (!item->error.ok()) {
+      result.set_id(item->id);
+      const v1::PassError e = ToPassError(item->error);
+      result.mutable_error()->set_code(e.code());
+      result.mutable_error()->set_code_name(e.code_name());
+      result.mutable_error()->set_message(absl::StrCat("item \"", item->id, "\": ", e.message()));
+    } else {
+      FinishContext finish;
+      finish.cancelled = [call = call_] { return call->IsCancelled(); };
+      result = session_->AddPassItem(item->id, item->group, *item->baseline.session,
+                                     *item->candidate.session, finish);
+    }
+    item->baseline = OpenPass();
+    item->candidate = OpenPass();
+    ItemDone(std::move(result));
+  };
+  if (!ctx_->pool->TrySubmit(complete)) {
+    ctx_->metrics->QueueRejected();
+    item->error = absl::ResourceExhaustedError("server: worker queue full; item not audited, resend it");
+    item->baseline = OpenPass();  // answered in-band without computing on this thread
+    item->candidate = OpenPass();
+    v1::AuditItemResult refused;
+    refused.set_id(item->id);
+    const v1::PassError e = ToPassError(item->error);
+    refused.mutable_error()->set_code(e.code());
+    refused.mutable_error()->set_code_name(e.code_name());
+    refused.mutable_error()->set_message(e.message());
+    ItemDone(std::move(refused));
+  }
+  ReadNextOrPause();
 }
 
 void AuditReactor::ItemDone(v1::AuditItemResult result) {

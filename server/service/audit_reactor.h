@@ -30,6 +30,8 @@ class AuditReactor : public grpc::ServerBidiReactor<v1::AuditRequest, v1::AuditR
 
  private:
   void Open(const v1::AuditHeader& header);  // worker
+  void HandlePassMessage();                   // worker: pass_begin / pass_layer, in order
+  void SubmitPassItem();                      // pass_end: completes on the pool
   void ItemDone(v1::AuditItemResult result);   // worker
   void Enqueue(v1::AuditResponse response);
   void ReadNextOrPause();
@@ -43,6 +45,14 @@ class AuditReactor : public grpc::ServerBidiReactor<v1::AuditRequest, v1::AuditR
   const int max_in_flight_;
   v1::AuditRequest request_;
   std::unique_ptr<AuditSession> session_;
+  // The attention item being streamed (pass_begin .. pass_end); touched by one
+  // task at a time (reads wait for its messages to be handled).
+  struct PassItem {
+    std::string id, group;
+    OpenPass baseline, candidate;
+    absl::Status error;  // set: the rest of the item is dropped, the error answered
+  };
+  std::unique_ptr<PassItem> current_;
   MemoryBudget::Reservation reservation_;
 
   absl::Mutex mu_;

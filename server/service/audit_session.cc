@@ -1,6 +1,7 @@
 #include "server/service/audit_session.h"
 
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -163,6 +164,32 @@ v1::AuditItemResult AuditSession::AddItem(const v1::AuditItem& item) {
   for (const std::string& f : *flags) result.add_drift_flags(f);
   service::ToProto(*c, {}, /*with_difference=*/false, result.mutable_comparison());
   return result;
+}
+
+v1::AuditItemResult AuditSession::AddPassItem(const std::string& id, const std::string& group,
+                                              Pass& baseline, Pass& candidate,
+                                              const FinishContext& finish) {
+  v1::AuditItem item;
+  item.set_id(id);
+  item.set_group(group);
+  for (const auto& [name, pass, out] :
+       {std::tuple<const char*, Pass*, v1::Tensor*>{"baseline", &baseline, item.mutable_baseline()},
+        {"candidate", &candidate, item.mutable_candidate()}}) {
+    absl::StatusOr<v1::ExplainResponse> r = pass->Finish(finish);
+    if (!r.ok() || r->results_size() == 0 || r->results(0).maps_size() == 0) {
+      v1::AuditItemResult result;
+      result.set_id(id);
+      const absl::Status s = r.ok() ? absl::InvalidArgumentError("the pass produced no map") : r.status();
+      const v1::PassError e = ToPassError(absl::Status(
+          s.code(), absl::StrCat("item \"", id, "\": ", name, " ", s.message())));
+      result.mutable_error()->set_code(e.code());
+      result.mutable_error()->set_code_name(e.code_name());
+      result.mutable_error()->set_message(e.message());
+      return result;
+    }
+    *out = std::move(*r->mutable_results(0)->mutable_maps(0));
+  }
+  return AddItem(item);
 }
 
 v1::AuditReport AuditSession::Report() const {

@@ -16,6 +16,7 @@
 #include "server/analysis/audit_report.h"
 #include "server/analysis/compare.h"
 #include "server/service/config.h"
+#include "server/service/pass.h"
 
 namespace attnroll::service {
 
@@ -29,6 +30,11 @@ class AuditSession {
 
   // Thread-safe. A refused item comes back with its error set; the audit goes on.
   v1::AuditItemResult AddItem(const v1::AuditItem& item);
+
+  // An item given as attention: finishes both passes and adds their first
+  // analysis's maps of sequence 0 (thread-safe like AddItem).
+  v1::AuditItemResult AddPassItem(const std::string& id, const std::string& group, Pass& baseline,
+                                  Pass& candidate, const FinishContext& finish);
 
   v1::AuditReport Report() const;
 

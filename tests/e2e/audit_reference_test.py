@@ -95,6 +95,26 @@ class AuditReferenceTest(e2e_harness.ServerTestCase):
         self.assertAlmostEqual(metrics["l1"].get("max", 0.0), 0.0, places=9)
         self.assertAlmostEqual(metrics["spearman"]["min"], 1.0, places=9)
 
+    def test_precomputed_maps(self):
+        base = os.path.join(self.tmp, "maps", "baseline")
+        cand = os.path.join(self.tmp, "maps", "candidate")
+        os.makedirs(base)
+        os.makedirs(cand)
+        rng = np.random.default_rng(9)
+        for i in range(6):
+            left = np.zeros((GRID, GRID), np.float32)
+            left[:, :2] = rng.random((GRID, 2)) + 0.5
+            np.save(os.path.join(base, "m%d.npy" % i), left)
+            np.save(os.path.join(cand, "m%d.npy" % i), left if i < 3 else left[:, ::-1].copy())
+        report = os.path.join(self.tmp, "maps", "report.json")
+        res = self.cli("audit", "--baseline", base, "--candidate", cand, "--grid", "4x4",
+                       "--max-emd", "0.5", "--report", report)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        with open(report) as f:
+            rep = json.load(f)
+        self.assertEqual(int(rep["overall"]["drifted"]), 3)
+        self.assertEqual(sorted(rep["overall"]["drifted_ids"]), ["m3", "m4", "m5"])
+
     def test_missing_directory_and_usage(self):
         res = self.cli("audit", "--baseline", self.tmp, "--candidate", self.tmp + "/none",
                        "--report", os.path.join(self.tmp, "r.json"))

@@ -679,6 +679,73 @@ TEST_F(ServerTest, ExplainPairReturnsBothMapsAndTheirComparison) {
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("candidate attention (layer 0"));
 }
 
+TEST_F(ServerTest, AuditTakesItemsAsAttentionPasses) {
+  // Item i: baseline attention, candidate = the same (items 0, 1) or other
+  // attention (item 2); the maps must be those Explain gives.
+  std::mt19937 rng(41);
+  auto random = [&](int64_t, int64_t, int64_t) { return testing::RandomStochastic(10, rng, 2.0f); };
+  std::vector<testing::Attention> base, cand;
+  for (int i = 0; i < 3; ++i) {
+    base.push_back(testing::MakeAttention(1, 2, 2, 10, random));
+    cand.push_back(i < 2 ? base.back() : testing::MakeAttention(1, 2, 2, 10, random));
+  }
+  v1::AuditHeader header;
+  header.set_map_length(9);
+  header.mutable_thresholds()->set_max_l1(1e-6);
+  grpc::ClientContext ctx;
+  auto stream = client_->stub()->Audit(&ctx);
+  v1::AuditRequest r;
+  *r.mutable_header() = header;
+  ASSERT_TRUE(stream->Write(r));
+  for (int i = 0; i < 3; ++i) {
+    v1::PassHeader h = testing::RolloutHeader(base[i]);
+    h.mutable_layout()->set_prefix_tokens(1);
+    r.mutable_pass_begin()->set_id(absl::StrCat("item", i));
+    *r.mutable_pass_begin()->mutable_pass() = h;
+    ASSERT_TRUE(stream->Write(r));
+    for (int l = 0; l < 2; ++l) {
+      for (bool candidate : {false, true}) {
+        for (auto& chunk : client::LayerChunks((candidate ? cand : base)[i].view(), l, v1::DTYPE_FP32, 1 << 20)) {
+          r.mutable_pass_layer()->set_candidate(candidate);
+          *r.mutable_pass_layer()->mutable_layer() = chunk;
+          ASSERT_TRUE(stream->Write(r));
+        }
+      }
+    }
+    r.mutable_pass_end();
+    ASSERT_TRUE(stream->Write(r));
+  }
+  // An item whose candidate layer is bad is refused in-band.
+  r.mutable_pass_begin()->set_id("broken");
+  *r.mutable_pass_begin()->mutable_pass() = testing::RolloutHeader(base[0]);
+  r.mutable_pass_begin()->mutable_pass()->mutable_layout()->set_prefix_tokens(1);
+  ASSERT_TRUE(stream->Write(r));
+  auto chunk = client::LayerChunks(base[0].view(), 0, v1::DTYPE_FP32, 1 << 20)[0];
+  reinterpret_cast<float*>(chunk.mutable_attention()->mutable_data()->data())[0] = -1;
+  r.mutable_pass_layer()->set_candidate(true);
+  *r.mutable_pass_layer()->mutable_layer() = chunk;
+  ASSERT_TRUE(stream->Write(r));
+  r.mutable_pass_end();
+  ASSERT_TRUE(stream->Write(r));
+  stream->WritesDone();
+  std::map<std::string, v1::AuditItemResult> items;
+  v1::AuditReport report;
+  v1::AuditResponse resp;
+  while (stream->Read(&resp)) {
+    if (resp.has_item()) items[resp.item().id()] = resp.item();
+    if (resp.has_report()) report = resp.report();
+  }
+  ASSERT_TRUE(stream->Finish().ok());
+  ASSERT_EQ(items.size(), 4u);
+  EXPECT_EQ(items["item0"].drift_flags_size(), 0);
+  EXPECT_EQ(items["item2"].drift_flags_size(), 1);
+  EXPECT_GT(items["item2"].comparison().l1(), 0.0);
+  EXPECT_THAT(items["broken"].error().message(), HasSubstr("candidate attention (layer 0"));
+  EXPECT_EQ(report.overall().items(), 3);
+  EXPECT_EQ(report.overall().drifted(), 1);
+  EXPECT_EQ(server_->memory_reserved(), 0);
+}
+
 TEST_F(ServerTest, SizeLimitsGetResourceExhausted) {
   // More tokens than max_tokens.
   v1::PassHeader h;
