@@ -8,6 +8,13 @@
 namespace attnroll::service {
 namespace {
 constexpr size_t kMaxQueuedWrites = 16;
+
+v1::AuditItemResult ErrorResult(const std::string& id, const absl::Status& status) {
+  v1::AuditItemResult result;
+  result.set_id(id);
+  *result.mutable_error() = ToPassError(status);
+  return result;
+}
 }  // namespace
 
 AuditReactor::AuditReactor(grpc::CallbackServerContext* call, ServiceContext* ctx)
@@ -55,13 +62,8 @@ void AuditReactor::OnReadDone(bool ok) {
   }
   if (!ctx_->pool->TrySubmit([this, item] { ItemDone(session_->AddItem(*item)); })) {
     ctx_->metrics->QueueRejected();
-    v1::AuditItemResult refused;
-    refused.set_id(item->id());
-    refused.mutable_error()->set_code(static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
-    refused.mutable_error()->set_code_name("RESOURCE_EXHAUSTED");
-    refused.mutable_error()->set_message("server: worker queue full; item not audited, resend it");
-    ItemDone(std::move(refused));
-    return;
+    ItemDone(ErrorResult(item->id(), absl::ResourceExhaustedError(
+                                         "server: worker queue full; item not audited, resend it")));
   }
   ReadNextOrPause();
 }
@@ -132,11 +134,9 @@ void AuditReactor::SubmitPassItem() {
   auto complete = [this, item] {
     v1::AuditItemResult result;
     if (!item->error.ok()) {
-      result.set_id(item->id);
-      const v1::PassError e = ToPassError(item->error);
-      result.mutable_error()->set_code(e.code());
-      result.mutable_error()->set_code_name(e.code_name());
-      result.mutable_error()->set_message(absl::StrCat("item \"", item->id, "\": ", e.message()));
+      result = ErrorResult(item->id, absl::Status(item->error.code(),
+                                                  absl::StrCat("item \"", item->id, "\": ",
+                                                               item->error.message())));
     } else {
       FinishContext finish;
       finish.cancelled = [call = call_] { return call->IsCancelled(); };
@@ -152,13 +152,7 @@ void AuditReactor::SubmitPassItem() {
     item->error = absl::ResourceExhaustedError("server: worker queue full; item not audited, resend it");
     item->baseline = OpenPass();  // answered in-band without computing on this thread
     item->candidate = OpenPass();
-    v1::AuditItemResult refused;
-    refused.set_id(item->id);
-    const v1::PassError e = ToPassError(item->error);
-    refused.mutable_error()->set_code(e.code());
-    refused.mutable_error()->set_code_name(e.code_name());
-    refused.mutable_error()->set_message(e.message());
-    ItemDone(std::move(refused));
+    ItemDone(ErrorResult(item->id, item->error));
   }
   ReadNextOrPause();
 }

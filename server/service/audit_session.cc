@@ -129,11 +129,8 @@ v1::AuditItemResult AuditSession::AddItem(const v1::AuditItem& item) {
   v1::AuditItemResult result;
   result.set_id(item.id());
   auto fail = [&](const absl::Status& s) {
-    const v1::PassError e = ToPassError(absl::Status(
+    *result.mutable_error() = ToPassError(absl::Status(
         s.code(), absl::StrCat(absl::StartsWith(s.message(), "item ") ? "" : absl::StrCat("item \"", item.id(), "\": "), s.message())));
-    result.mutable_error()->set_code(e.code());
-    result.mutable_error()->set_code_name(e.code_name());
-    result.mutable_error()->set_message(e.message());
     return result;
   };
   for (const auto& [name, t] : {std::pair<const char*, const v1::Tensor*>{"baseline", &item.baseline()},
@@ -180,11 +177,8 @@ v1::AuditItemResult AuditSession::AddPassItem(const std::string& id, const std::
       v1::AuditItemResult result;
       result.set_id(id);
       const absl::Status s = r.ok() ? absl::InvalidArgumentError("the pass produced no map") : r.status();
-      const v1::PassError e = ToPassError(absl::Status(
+      *result.mutable_error() = ToPassError(absl::Status(
           s.code(), absl::StrCat("item \"", id, "\": ", name, " ", s.message())));
-      result.mutable_error()->set_code(e.code());
-      result.mutable_error()->set_code_name(e.code_name());
-      result.mutable_error()->set_message(e.message());
       return result;
     }
     *out = std::move(*r->mutable_results(0)->mutable_maps(0));

@@ -746,6 +746,39 @@ TEST_F(ServerTest, AuditTakesItemsAsAttentionPasses) {
   EXPECT_EQ(server_->memory_reserved(), 0);
 }
 
+TEST_F(ServerTest, AuditUnderAFullQueueAnswersEveryItemAndEnds) {
+  ServerConfig c = Config();
+  c.workers = 1;
+  c.queue_size = 1;  // items beyond the queue are refused in-band, never dropped
+  StartServer(c);
+  std::mt19937 rng(2);
+  v1::AuditHeader header;
+  header.set_map_length(64);
+  std::vector<v1::AuditItem> items;
+  for (int i = 0; i < 200; ++i) {
+    v1::AuditItem item;
+    item.set_id(absl::StrCat("i", i));
+    *item.mutable_baseline() = HalfMap(rng, false);
+    *item.mutable_candidate() = HalfMap(rng, true);
+    items.push_back(item);
+  }
+  AuditRun run = RunAudit(client_->stub(), header, items);
+  ASSERT_TRUE(run.status.ok()) << run.status.error_message();
+  ASSERT_EQ(run.items.size(), 200u);
+  int refused = 0;
+  for (const auto& r : run.items) {
+    if (r.has_error()) {
+      ++refused;
+      EXPECT_EQ(r.error().code_name(), "RESOURCE_EXHAUSTED");
+    }
+  }
+  EXPECT_EQ(run.report.overall().items() + refused, 200);
+  for (int i = 0; i < 100 && server_->memory_reserved() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(server_->memory_reserved(), 0);
+}
+
 TEST_F(ServerTest, SizeLimitsGetResourceExhausted) {
   // More tokens than max_tokens.
   v1::PassHeader h;
