@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -66,6 +67,45 @@ void ToTensor(const Array& array, v1::Tensor* tensor) {
   for (int64_t d : array.shape) tensor->add_shape(d);
   tensor->mutable_data()->assign(reinterpret_cast<const char*>(array.values.data()),
                                  array.values.size() * sizeof(float));
+}
+
+bool ParseFusion(const std::string& name, bool allow_none, v1::HeadFusion* out) {
+  static const std::map<std::string, v1::HeadFusion> kFusion = {
+      {"mean", v1::HEAD_FUSION_MEAN}, {"max", v1::HEAD_FUSION_MAX}, {"min", v1::HEAD_FUSION_MIN},
+      {"weighted", v1::HEAD_FUSION_WEIGHTED}, {"none", v1::HEAD_FUSION_NONE}};
+  auto it = kFusion.find(name);
+  if (it == kFusion.end() || (it->second == v1::HEAD_FUSION_NONE && !allow_none)) return false;
+  *out = it->second;
+  return true;
+}
+
+std::string ApplySharedExplainOptions(const std::map<std::string, std::string>& opt,
+                                      v1::ReadOut* readout, v1::Layout* layout, v1::DType* wire) {
+  static const std::map<std::string, v1::Scaling> kScale = {
+      {"none", v1::SCALING_NONE}, {"max", v1::SCALING_MAX},
+      {"minmax", v1::SCALING_MINMAX}, {"sum", v1::SCALING_SUM}};
+  static const std::map<std::string, v1::DType> kWire = {
+      {"fp32", v1::DTYPE_FP32}, {"fp16", v1::DTYPE_FP16}, {"bf16", v1::DTYPE_BF16}};
+  if (auto it = opt.find("scale"); it != opt.end()) {
+    if (!kScale.count(it->second)) return "--scale: expected none|max|minmax|sum";
+    readout->set_scaling(kScale.at(it->second));
+  }
+  if (auto it = opt.find("prefix"); it != opt.end()) {
+    uint32_t p;
+    if (!absl::SimpleAtoi(it->second, &p)) return "--prefix: expected a count";
+    layout->set_prefix_tokens(p);
+  }
+  if (auto it = opt.find("grid"); it != opt.end()) {
+    uint32_t h, w;
+    if (!ParseGrid(it->second, &h, &w)) return "--grid: expected HxW, e.g. 14x14";
+    layout->mutable_grid()->set_height(h);
+    layout->mutable_grid()->set_width(w);
+  }
+  if (auto it = opt.find("wire"); it != opt.end() && wire != nullptr) {
+    if (!kWire.count(it->second)) return "--wire: expected fp32|fp16|bf16";
+    *wire = kWire.at(it->second);
+  }
+  return "";
 }
 
 absl::StatusOr<Array> AssembleMaps(const google::protobuf::RepeatedPtrField<v1::Tensor>& maps,

@@ -4,10 +4,13 @@
 #define ATTNROLL_CLIENT_CLI_CLI_COMMON_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "attnroll/v1/analysis.pb.h"
+#include "attnroll/v1/pass.pb.h"
 #include "attnroll/v1/tensor.pb.h"
 #include "client/cli/npy.h"
 
@@ -25,6 +28,13 @@ std::string JsonString(const std::string& s);
 bool ParseGrid(const std::string& s, uint32_t* h, uint32_t* w);
 // An FP32 tensor holding `array`.
 void ToTensor(const Array& array, v1::Tensor* tensor);
+
+// Options every explaining command shares: --scale, --prefix, --grid and
+// --wire (each optional). Returns "" or the usage message of the bad one.
+std::string ApplySharedExplainOptions(const std::map<std::string, std::string>& opt,
+                                      v1::ReadOut* readout, v1::Layout* layout, v1::DType* wire);
+// "mean" | "max" | "min" | "weighted" (| "none" when allowed).
+bool ParseFusion(const std::string& name, bool allow_none, v1::HeadFusion* out);
 
 // Stacks the per-sequence maps of a result into one array: [k, ...] for one
 // unbatched sequence, else [B, ...], zero-filling the tail of shorter

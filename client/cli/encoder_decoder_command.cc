@@ -97,13 +97,12 @@ int RunEncoderDecoderExplain(const GlobalOptions& global, std::map<std::string, 
   o->set_composition(rules ? v1::COMPOSITION_RULES : v1::COMPOSITION_ROLLOUT);
   o->set_return_encoder(opt.count("encoder-out") > 0);
   o->set_return_decoder(opt.count("decoder-out") > 0);
-  static const std::map<std::string, v1::HeadFusion> kFusion = {
-      {"mean", v1::HEAD_FUSION_MEAN}, {"max", v1::HEAD_FUSION_MAX},
-      {"min", v1::HEAD_FUSION_MIN}, {"weighted", v1::HEAD_FUSION_WEIGHTED}};
   if (opt.count("fusion")) {
-    auto it = kFusion.find(opt["fusion"]);
-    if (it == kFusion.end()) return Usage("--fusion: expected mean|max|min|weighted");
-    o->set_fusion(it->second);
+    v1::HeadFusion fusion;
+    if (!ParseFusion(opt["fusion"], /*allow_none=*/false, &fusion)) {
+      return Usage("--fusion: expected mean|max|min|weighted");
+    }
+    o->set_fusion(fusion);
   }
   if (opt.count("head-weights")) {
     for (absl::string_view part : absl::StrSplit(opt["head-weights"], ',')) {
@@ -131,34 +130,12 @@ int RunEncoderDecoderExplain(const GlobalOptions& global, std::map<std::string, 
       }
     }
   }
-  static const std::map<std::string, v1::Scaling> kScale = {
-      {"none", v1::SCALING_NONE}, {"max", v1::SCALING_MAX},
-      {"minmax", v1::SCALING_MINMAX}, {"sum", v1::SCALING_SUM}};
-  if (opt.count("scale")) {
-    auto it = kScale.find(opt["scale"]);
-    if (it == kScale.end()) return Usage("--scale: expected none|max|minmax|sum");
-    o->mutable_readout()->set_scaling(it->second);
-  }
-  if (opt.count("prefix")) {
-    uint32_t p;
-    if (!absl::SimpleAtoi(opt["prefix"], &p)) return Usage("--prefix: expected a count");
-    layout->set_prefix_tokens(p);
-  }
-  if (opt.count("grid")) {
-    uint32_t h, w;
-    if (!ParseGrid(opt["grid"], &h, &w)) return Usage("--grid: expected HxW");
-    layout->mutable_grid()->set_height(h);
-    layout->mutable_grid()->set_width(w);
-  }
   layout->set_causal(opt.count("causal") > 0);
   client::ExplainOptions options;
   options.timeout = absl::Seconds(global.timeout_seconds);
-  if (opt.count("wire")) {
-    static const std::map<std::string, v1::DType> kWire = {
-        {"fp32", v1::DTYPE_FP32}, {"fp16", v1::DTYPE_FP16}, {"bf16", v1::DTYPE_BF16}};
-    auto it = kWire.find(opt["wire"]);
-    if (it == kWire.end()) return Usage("--wire: expected fp32|fp16|bf16");
-    options.wire = it->second;
+  if (std::string bad = ApplySharedExplainOptions(opt, o->mutable_readout(), layout, &options.wire);
+      !bad.empty()) {
+    return Usage(bad);
   }
   auto client = client::Client::Connect(global.server);
   client::CallStats stats;

@@ -144,25 +144,23 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
   v1::Layout* layout = header.mutable_layout();
   v1::RolloutOptions* ro = header.add_analyses()->mutable_rollout();
 
-  static const std::map<std::string, v1::HeadFusion> kFusion = {
-      {"mean", v1::HEAD_FUSION_MEAN}, {"max", v1::HEAD_FUSION_MAX},
-      {"min", v1::HEAD_FUSION_MIN}, {"weighted", v1::HEAD_FUSION_WEIGHTED},
-      {"none", v1::HEAD_FUSION_NONE}};
+  v1::HeadFusion fusion = v1::HEAD_FUSION_MEAN;
   if (opt.count("fusion")) {
-    auto it = kFusion.find(opt["fusion"]);
-    if (it == kFusion.end()) return Usage("--fusion: expected mean|max|min|weighted|none");
-    ro->set_fusion(it->second);
+    if (!ParseFusion(opt["fusion"], /*allow_none=*/true, &fusion)) {
+      return Usage("--fusion: expected mean|max|min|weighted|none");
+    }
+    ro->set_fusion(fusion);
   }
   const bool head_specific = ro->fusion() == v1::HEAD_FUSION_NONE;
   if (!head_specific && (opt.count("head-aggregate") || opt.count("aggregate-out"))) {
     return Usage("--head-aggregate and --aggregate-out are only used with --fusion none");
   }
   if (opt.count("head-aggregate")) {
-    auto it = kFusion.find(opt["head-aggregate"]);
-    if (it == kFusion.end() || it->second == v1::HEAD_FUSION_NONE) {
+    v1::HeadFusion aggregate;
+    if (!ParseFusion(opt["head-aggregate"], /*allow_none=*/false, &aggregate)) {
       return Usage("--head-aggregate: expected mean|max|min|weighted");
     }
-    ro->set_head_aggregate(it->second);
+    ro->set_head_aggregate(aggregate);
   }
   if (opt.count("head-weights")) {
     for (absl::string_view part : absl::StrSplit(opt["head-weights"], ',')) {
@@ -232,25 +230,6 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
       for (uint32_t r : rows) ro->mutable_readout()->add_rows(r);
     }
   }
-  static const std::map<std::string, v1::Scaling> kScale = {
-      {"none", v1::SCALING_NONE}, {"max", v1::SCALING_MAX},
-      {"minmax", v1::SCALING_MINMAX}, {"sum", v1::SCALING_SUM}};
-  if (opt.count("scale")) {
-    auto it = kScale.find(opt["scale"]);
-    if (it == kScale.end()) return Usage("--scale: expected none|max|minmax|sum");
-    ro->mutable_readout()->set_scaling(it->second);
-  }
-  if (opt.count("prefix")) {
-    uint32_t p;
-    if (!absl::SimpleAtoi(opt["prefix"], &p)) return Usage("--prefix: expected a count");
-    layout->set_prefix_tokens(p);
-  }
-  if (opt.count("grid")) {
-    uint32_t h, w;
-    if (!ParseGrid(opt["grid"], &h, &w)) return Usage("--grid: expected HxW, e.g. 14x14");
-    layout->mutable_grid()->set_height(h);
-    layout->mutable_grid()->set_width(w);
-  }
   if (opt.count("valid-lengths")) {
     std::vector<uint32_t> lengths;
     if (!ParseUintList(opt["valid-lengths"], &lengths)) return Usage("--valid-lengths: expected N1,N2,...");
@@ -261,8 +240,15 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
     if (!absl::SimpleAtof(opt["row-sum-tolerance"], &t)) return Usage("--row-sum-tolerance: expected a number");
     header.set_row_sum_tolerance(t);
   }
+  client::ExplainOptions options;
+  options.timeout = absl::Seconds(global.timeout_seconds);
+  if (std::string bad = ApplySharedExplainOptions(opt, ro->mutable_readout(), layout, &options.wire);
+      !bad.empty()) {
+    return Usage(bad);
+  }
   if (flow) {
-    // Flow runs on the graph rollout builds: move the shared options over.
+    // Flow runs on the graph rollout builds: move the shared options over
+    // (`ro` is gone once the analysis becomes a flow).
     const v1::RolloutOptions graph = *ro;
     v1::FlowOptions* f = header.mutable_analyses(0)->mutable_flow();
     f->set_fusion(graph.fusion());
@@ -273,15 +259,6 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
     *f->mutable_readout() = graph.readout();
     f->set_all_rows(opt.count("rows") > 0 && opt["rows"] == "all");
     f->set_raw(opt.count("raw") > 0);
-  }
-  client::ExplainOptions options;
-  options.timeout = absl::Seconds(global.timeout_seconds);
-  static const std::map<std::string, v1::DType> kWire = {
-      {"fp32", v1::DTYPE_FP32}, {"fp16", v1::DTYPE_FP16}, {"bf16", v1::DTYPE_BF16}};
-  if (opt.count("wire")) {
-    auto it = kWire.find(opt["wire"]);
-    if (it == kWire.end()) return Usage("--wire: expected fp32|fp16|bf16");
-    options.wire = it->second;
   }
   if (opt.count("max-message-bytes") &&
       (!absl::SimpleAtoi(opt["max-message-bytes"], &options.max_message_bytes) ||
