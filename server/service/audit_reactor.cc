@@ -114,8 +114,8 @@ void AuditReactor::HandlePassMessage() {
       }
     }
     if (!current_->error.ok()) {  // free the item's memory at once; its end answers
-      current_->baseline = OpenPass();
-      current_->candidate = OpenPass();
+      ClosePass(*ctx_, current_->baseline, "Audit", current_->error);
+      ClosePass(*ctx_, current_->candidate, "Audit", current_->error);
     }
   }
   request_.Clear();
@@ -143,15 +143,20 @@ void AuditReactor::SubmitPassItem() {
       result = session_->AddPassItem(item->id, item->group, *item->baseline.session,
                                      *item->candidate.session, finish);
     }
-    item->baseline = OpenPass();
-    item->candidate = OpenPass();
+    const absl::Status outcome = result.has_error()
+                                     ? absl::Status(static_cast<absl::StatusCode>(result.error().code()),
+                                                    result.error().message())
+                                     : absl::OkStatus();
+    ClosePass(*ctx_, item->baseline, "Audit", outcome);
+    ClosePass(*ctx_, item->candidate, "Audit", outcome);
     ItemDone(std::move(result));
   };
   if (!ctx_->pool->TrySubmit(complete)) {
     ctx_->metrics->QueueRejected();
     item->error = absl::ResourceExhaustedError("server: worker queue full; item not audited, resend it");
-    item->baseline = OpenPass();  // answered in-band without computing on this thread
-    item->candidate = OpenPass();
+    // Answered in-band without computing on this thread.
+    ClosePass(*ctx_, item->baseline, "Audit", item->error);
+    ClosePass(*ctx_, item->candidate, "Audit", item->error);
     ItemDone(ErrorResult(item->id, item->error));
   }
   ReadNextOrPause();
@@ -273,6 +278,10 @@ void AuditReactor::TryFinish() {
     if (!ending_ || finished_ || in_flight_ > 0 || writing_) return;
     finished_ = true;
     status = end_status_;
+  }
+  if (current_ != nullptr) {  // an attention item cut short by the error
+    ClosePass(*ctx_, current_->baseline, "Audit", absl::CancelledError("audit ended"));
+    ClosePass(*ctx_, current_->candidate, "Audit", absl::CancelledError("audit ended"));
   }
   reservation_.Release();
   Finish(status);

@@ -7,7 +7,7 @@ namespace attnroll::service {
 
 ExplainReactor::ExplainReactor(grpc::CallbackServerContext* call, v1::ExplainResponse* response,
                                ServiceContext* ctx)
-    : call_(call), response_(response), ctx_(ctx), start_(absl::Now()) {
+    : call_(call), response_(response), ctx_(ctx) {
   StartRead(&request_);
 }
 
@@ -44,7 +44,6 @@ void ExplainReactor::HandleMessage() {
       absl::StatusOr<OpenPass> pass = OpenPassFromHeader(*ctx_, request_.header());
       if (!pass.ok()) return End(pass.status());
       pass_ = std::move(*pass);
-      started_ = true;
       break;
     }
     case v1::ExplainRequest::kLayer: {
@@ -76,14 +75,8 @@ void ExplainReactor::Complete() {
 }
 
 void ExplainReactor::End(const absl::Status& status) {
-  // Free the pass's memory (then its reservation) before the response goes out.
-  pass_.session.reset();
-  pass_.reservation.Release();
-  ctx_->metrics->SetMemoryReserved(ctx_->budget->reserved());
-  if (started_) {
-    ctx_->metrics->PassFinished("Explain", static_cast<grpc::StatusCode>(status.code()),
-                                absl::ToDoubleSeconds(absl::Now() - start_));
-  }
+  // Free the pass's memory before the response goes out.
+  ClosePass(*ctx_, pass_, "Explain", status);
   Finish(ToGrpcStatus(status));
 }
 

@@ -33,8 +33,6 @@ class ExplainReactor : public grpc::ServerReadReactor<v1::ExplainRequest> {
   ServiceContext* ctx_;
   v1::ExplainRequest request_;
   OpenPass pass_;
-  bool started_ = false;
-  absl::Time start_;
 };
 
 }  // namespace attnroll::service

@@ -96,11 +96,7 @@ void PairReactor::Complete() {
 }
 
 void PairReactor::End(const absl::Status& status) {
-  for (OpenPass* side : {&baseline_, &candidate_}) {
-    side->session.reset();
-    side->reservation.Release();
-  }
-  ctx_->metrics->SetMemoryReserved(ctx_->budget->reserved());
+  for (OpenPass* side : {&baseline_, &candidate_}) ClosePass(*ctx_, *side, "ExplainPair", status);
   Finish(ToGrpcStatus(status));
 }
 

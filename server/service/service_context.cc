@@ -19,9 +19,19 @@ absl::StatusOr<OpenPass> OpenPassFromHeader(ServiceContext& ctx, const v1::PassH
         " of the server's max_memory_bytes of ", ctx.budget->capacity(), " are in use"));
   }
   pass.session = std::move(*session);
+  pass.started = absl::Now();
   ctx.metrics->SetMemoryReserved(ctx.budget->reserved());
   ctx.metrics->PassStarted();
   return pass;
+}
+
+void ClosePass(ServiceContext& ctx, OpenPass& pass, const char* rpc, const absl::Status& status) {
+  if (pass.session == nullptr) return;
+  pass.session.reset();
+  pass.reservation.Release();
+  ctx.metrics->SetMemoryReserved(ctx.budget->reserved());
+  ctx.metrics->PassFinished(rpc, static_cast<grpc::StatusCode>(status.code()),
+                            absl::ToDoubleSeconds(absl::Now() - pass.started));
 }
 
 }  // namespace attnroll::service

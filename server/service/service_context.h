@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "attnroll/v1/attnroll.pb.h"
 #include "server/service/config.h"
 #include "server/service/memory_budget.h"
@@ -28,11 +29,16 @@ struct ServiceContext {
 struct OpenPass {
   MemoryBudget::Reservation reservation;
   std::unique_ptr<Pass> session;
+  absl::Time started;
 };
 
 // Header -> an OpenPass: refuses new passes while shutting down, validates the
 // header and reserves the pass's working memory (RESOURCE_EXHAUSTED if over).
 absl::StatusOr<OpenPass> OpenPassFromHeader(ServiceContext& ctx, const v1::PassHeader& header);
+
+// Frees an open pass's memory (then its reservation) and records its outcome
+// under `rpc` in the metrics; nothing for a pass that is not open.
+void ClosePass(ServiceContext& ctx, OpenPass& pass, const char* rpc, const absl::Status& status);
 
 }  // namespace attnroll::service
 

@@ -84,7 +84,7 @@ void StreamReactor::HandleOne() {
       header.set_request_id(id);
       absl::StatusOr<OpenPass> open = OpenPassFromHeader(*ctx_, header);
       if (!open.ok()) return FailPass(id, open.status());
-      passes_.emplace(id, Pass{std::move(*open), absl::Now()});
+      passes_.emplace(id, std::move(*open));
       return;
     }
     case v1::StreamRequest::kLayer: {
@@ -93,7 +93,7 @@ void StreamReactor::HandleOne() {
                                 "request_id: no open pass '", id, "': send its header first")));
       }
       ctx_->metrics->AttentionBytes(request_.layer().attention().data().size());
-      if (absl::Status s = it->second.open.session->AddChunk(request_.layer()); !s.ok()) {
+      if (absl::Status s = it->second.session->AddChunk(request_.layer()); !s.ok()) {
         return FailPass(id, s);
       }
       return;
@@ -115,7 +115,7 @@ void StreamReactor::HandleOne() {
         r.mutable_progress()->set_total(total);
         Enqueue(std::move(r));
       };
-      absl::StatusOr<v1::ExplainResponse> result = it->second.open.session->Finish(finish);
+      absl::StatusOr<v1::ExplainResponse> result = it->second.session->Finish(finish);
       if (!result.ok()) return FailPass(id, result.status());
       v1::StreamResponse r;
       r.set_request_id(id);
@@ -148,12 +148,7 @@ void StreamReactor::FailPass(const std::string& id, const absl::Status& status) 
 // Frees an open pass's memory and records its outcome (the caller erases it).
 void StreamReactor::EndPass(const std::string& id, const absl::Status& status) {
   auto it = passes_.find(id);
-  if (it == passes_.end()) return;
-  it->second.open.session.reset();
-  it->second.open.reservation.Release();
-  ctx_->metrics->SetMemoryReserved(ctx_->budget->reserved());
-  ctx_->metrics->PassFinished("ExplainStream", static_cast<grpc::StatusCode>(status.code()),
-                              absl::ToDoubleSeconds(absl::Now() - it->second.start));
+  if (it != passes_.end()) ClosePass(*ctx_, it->second, "ExplainStream", status);
 }
 
 void StreamReactor::Enqueue(v1::StreamResponse response) {

@@ -30,11 +30,6 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::StreamRequest, v1::Stre
   void OnDone() override { delete this; }
 
  private:
-  struct Pass {
-    OpenPass open;
-    absl::Time start;
-  };
-
   void HandleMessage();  // worker
   void HandleOne();      // worker: may queue one response
   void FailPass(const std::string& id, const absl::Status& status);
@@ -47,7 +42,7 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::StreamRequest, v1::Stre
   ServiceContext* ctx_;
   v1::StreamRequest request_;
   // Touched by one worker task at a time (the next read starts after it).
-  std::map<std::string, Pass> passes_;
+  std::map<std::string, OpenPass> passes_;
   std::set<std::string> failed_;  // ids whose remaining messages are dropped
 
   absl::Mutex mu_;
