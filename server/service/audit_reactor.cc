@@ -170,6 +170,7 @@ void AuditReactor::ItemDone(v1::AuditItemResult result) {
   {
     absl::MutexLock lock(&mu_);
     --in_flight_;
+    ++busy_;  // this task still uses the reactor: nobody may finish it meanwhile
     if (reading_paused_ && !reads_done_ && writes_.size() < kMaxQueuedWrites) {
       reading_paused_ = false;
       resume = true;
@@ -177,7 +178,14 @@ void AuditReactor::ItemDone(v1::AuditItemResult result) {
   }
   if (resume) StartRead(&request_);
   MaybeReport();
-  TryFinish();
+  grpc::Status status;
+  bool finish;
+  {
+    absl::MutexLock lock(&mu_);
+    --busy_;
+    finish = ReadyToFinishLocked(&status);
+  }
+  if (finish) FinishNow(status);  // the last use of `this`
 }
 
 void AuditReactor::ReadNextOrPause() {
@@ -231,7 +239,7 @@ void AuditReactor::Enqueue(v1::AuditResponse response) {
 
 void AuditReactor::OnWriteDone(bool ok) {
   const v1::AuditResponse* next = nullptr;
-  bool resume = false, finish = false;
+  bool resume = false;
   {
     absl::MutexLock lock(&mu_);
     writes_.pop_front();
@@ -240,8 +248,6 @@ void AuditReactor::OnWriteDone(bool ok) {
       next = &writes_.front();
     } else {
       writing_ = false;
-      finish = reported_ && !finished_ && !ending_;
-      if (finish) finished_ = true;
     }
     if (reading_paused_ && !reads_done_ && !ending_ && in_flight_ < max_in_flight_ &&
         writes_.size() < kMaxQueuedWrites) {
@@ -251,10 +257,6 @@ void AuditReactor::OnWriteDone(bool ok) {
   }
   if (next != nullptr) StartWrite(next);
   if (resume) StartRead(&request_);
-  if (finish) {
-    reservation_.Release();
-    Finish(grpc::Status::OK);
-  }
   TryFinish();
 }
 
@@ -271,15 +273,33 @@ void AuditReactor::End(const absl::Status& status) {
   TryFinish();
 }
 
+// Under mu_: the call can finish when nothing is compared, written or using
+// the reactor, and it either failed or its report is out.
+bool AuditReactor::ReadyToFinishLocked(grpc::Status* status) {
+  if (finished_ || busy_ > 0 || in_flight_ > 0 || writing_) return false;
+  if (ending_) {
+    *status = end_status_;
+  } else if (reported_ && writes_.empty()) {
+    *status = grpc::Status::OK;
+  } else {
+    return false;
+  }
+  finished_ = true;
+  return true;
+}
+
 void AuditReactor::TryFinish() {
   grpc::Status status;
+  bool finish;
   {
     absl::MutexLock lock(&mu_);
-    if (!ending_ || finished_ || in_flight_ > 0 || writing_) return;
-    finished_ = true;
-    status = end_status_;
+    finish = ReadyToFinishLocked(&status);
   }
-  if (current_ != nullptr) {  // an attention item cut short by the error
+  if (finish) FinishNow(status);
+}
+
+void AuditReactor::FinishNow(const grpc::Status& status) {
+  if (current_ != nullptr) {  // an attention item cut short by an error
     ClosePass(*ctx_, current_->baseline, "Audit", absl::CancelledError("audit ended"));
     ClosePass(*ctx_, current_->candidate, "Audit", absl::CancelledError("audit ended"));
   }

@@ -37,8 +37,11 @@ class AuditReactor : public grpc::ServerBidiReactor<v1::AuditRequest, v1::AuditR
   void ReadNextOrPause();
   void MaybeReport();
   void End(const absl::Status& status);
-  // Finishes the call once nothing is in flight or being written.
+  // Finishes the call once nothing is in flight, being written or using the
+  // reactor (a caller must not touch `this` after TryFinish / FinishNow).
   void TryFinish();
+  bool ReadyToFinishLocked(grpc::Status* status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishNow(const grpc::Status& status);
 
   grpc::CallbackServerContext* call_;
   ServiceContext* ctx_;
@@ -57,6 +60,7 @@ class AuditReactor : public grpc::ServerBidiReactor<v1::AuditRequest, v1::AuditR
 
   absl::Mutex mu_;
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int busy_ ABSL_GUARDED_BY(mu_) = 0;  // worker tasks past in_flight_ still using `this`
   bool reading_paused_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool reporting_ ABSL_GUARDED_BY(mu_) = false;  // the report is being built

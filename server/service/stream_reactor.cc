@@ -11,6 +11,8 @@ namespace {
 constexpr size_t kMaxQueuedWrites = 4;
 // Failed ids remembered (to drop their remaining messages quietly).
 constexpr size_t kMaxFailedIds = 1024;
+// Longest request_id: ids are stored, so their size must be bounded.
+constexpr size_t kMaxRequestIdBytes = 256;
 }  // namespace
 
 StreamReactor::StreamReactor(grpc::CallbackServerContext* call, ServiceContext* ctx)
@@ -52,6 +54,14 @@ void StreamReactor::HandleMessage() {
 
 void StreamReactor::HandleOne() {
   const std::string& id = request_.request_id();
+  if (id.size() > kMaxRequestIdBytes) {
+    // Ids are kept (open and failed passes): a long one is refused, not stored.
+    v1::StreamResponse r;
+    r.set_request_id(id.substr(0, kMaxRequestIdBytes));
+    *r.mutable_error() = ToPassError(absl::InvalidArgumentError(absl::StrCat(
+        "request_id: expected at most ", kMaxRequestIdBytes, " bytes, got ", id.size())));
+    return Enqueue(std::move(r));
+  }
   if (id.empty()) {
     return Enqueue([] {
       v1::StreamResponse r;

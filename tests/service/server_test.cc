@@ -878,7 +878,8 @@ TEST_F(ServerTest, ExplainStreamMultiplexesAndReportsFailuresInBand) {
   std::vector<v1::StreamRequest> msgs = {
       S("a", ma[0]), S("b", mb[0]), S("x", bad[0]), S("a", ma[1]), S("x", bad[1]),
       S("b", mb[1]), S("a", ma[2]), S("x", bad[2]), S("b", mb[2]), S("b", mb[3]),
-      End("a"),      End("x"),      End("b"),      S("", ma[0]),  S("ghost", ma[1])};
+      End("a"),      End("x"),      End("b"),      S("", ma[0]),  S("ghost", ma[1]),
+      S(std::string(300, 'z'), ma[0])};
   std::thread writer([&] {
     for (auto& m : msgs) stream->Write(m);
     stream->WritesDone();
@@ -893,7 +894,7 @@ TEST_F(ServerTest, ExplainStreamMultiplexesAndReportsFailuresInBand) {
   writer.join();
   EXPECT_TRUE(stream->Finish().ok());
   // x fails at its bad layer, before a and b finish; its later messages are dropped.
-  EXPECT_THAT(order, ::testing::ElementsAre("x", "a", "b", "", "ghost"));
+  EXPECT_THAT(order, ::testing::ElementsAre("x", "a", "b", "", "ghost", std::string(256, 'z')));
   ASSERT_TRUE(got["a"].has_result());
   EXPECT_THAT(testing::MapValues(got["a"].result().results(0).maps(0)),
               Pointwise(FloatNear(1e-6), UniformRollout(4, 2, 0)));
@@ -905,6 +906,8 @@ TEST_F(ServerTest, ExplainStreamMultiplexesAndReportsFailuresInBand) {
   EXPECT_THAT(got["x"].error().message(), HasSubstr("expected probabilities >= 0"));
   EXPECT_THAT(got[""].error().message(), HasSubstr("request_id: expected a non-empty id"));
   EXPECT_THAT(got["ghost"].error().message(), HasSubstr("no open pass 'ghost'"));
+  EXPECT_THAT(got[std::string(256, 'z')].error().message(),
+              HasSubstr("request_id: expected at most 256 bytes, got 300"));
 }
 
 TEST_F(ServerTest, ExplainStreamLimitsOpenPassesAndAbandonsUnendedOnes) {
