@@ -13,8 +13,9 @@ PACKAGES=(
   # For the numpy baseline of tests/bench/run_benchmarks.sh only: numpy then uses
   # OpenBLAS through the libblas.so.3 alternative instead of the slow reference BLAS.
   libopenblas0-pthread
-  # Attention flow tests: LEMON (an independent exact max-flow) and networkx
-  # (the reference implementation's library); tests/bench/networkx_flow.py too.
+  # LEMON: NetworkSimplex for the exact earth mover's distance (built into the
+  # server), and Preflow as the independent exact check of attention flow in the
+  # tests; networkx: the flow reference implementation's library (tests, bench).
   liblemon-dev python3-networkx
   # Comparison metrics tests: scipy (spearmanr, kendalltau, pearsonr, jensenshannon,
   # wasserstein_distance, linprog, ndimage.uniform_filter) as the independent reference.
