@@ -32,13 +32,14 @@ int Usage(const std::string& message) { return UsageError("audit", message); }
 void PrintAuditUsage() {
   std::printf(
       "Usage: attnroll [--server HOST:PORT] audit --baseline DIR --candidate DIR --report OUT.json\n"
-      "       [--grid HxW] [--prefix P] [--rows I] [--fusion mean|max|min] [--residual A]\n"
-      "       [--region MASK.npy] [--groups FILE.csv] [--top-k K] [--max-emd X] [--min-spearman X]\n"
-      "       [--max-js X] [--max-l1 X] [--max-com-shift X] [--max-region-drop X]\n\n"
+      "       [explain options: --method rollout|flow, --fusion, --residual, --layers, --rows I,\n"
+      "        --prefix P, --grid HxW, --scale, --wire, pruning, --causal, --sink, ...]\n"
+      "       [--region MASK.npy] [--groups FILE.csv] [--iou-top-k K] [--max-emd X]\n"
+      "       [--min-spearman X] [--max-js X] [--max-l1 X] [--max-com-shift X] [--max-region-drop X]\n\n"
       "Files with the same name in both directories form one item (its id is the file name).\n"
       "A file is either attention [L, H, n, n] (both passes streamed to the server, which explains\n"
-      "them with rollout: row I (default 0), P prefix tokens dropped) or a precomputed saliency\n"
-      "map. --groups: CSV lines `id,group`.\n"
+      "them with the explain options: rollout of row 0 by default, P prefix tokens dropped) or a\n"
+      "precomputed saliency map. --groups: CSV lines `id,group`.\n"
       "Thresholds flag an item as drifted. The report (JSON) has every metric's distribution,\n"
       "per-group aggregates, the worst items, the mean maps and the mean shift map.\n");
 }
@@ -59,20 +60,30 @@ std::vector<std::string> NpyFiles(const std::string& dir) {
 }  // namespace
 
 int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) {
+  // The audit's own options; explain's options (rollout/flow settings) too.
   static const std::set<std::string> kValued = {
-      "baseline", "candidate", "report", "grid", "prefix", "rows", "fusion", "residual", "region",
-      "groups", "top-k", "max-emd", "min-spearman", "max-js", "max-l1", "max-com-shift",
-      "max-region-drop"};
-  std::map<std::string, std::string> opt;
+      "baseline", "candidate", "report", "region", "groups", "iou-top-k", "max-emd",
+      "min-spearman", "max-js", "max-l1", "max-com-shift", "max-region-drop"};
+  static const std::set<std::string> kNotHere = {"attention", "out", "gradient", "per-layer",
+                                                 "valid-lengths", "aggregate-out", "json"};
+  std::map<std::string, std::string> opt, explain;
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--help" || args[i] == "-h") {
       PrintAuditUsage();
       return 0;
     }
     const std::string name = args[i].rfind("--", 0) == 0 ? args[i].substr(2) : "";
-    if (!kValued.count(name)) return Usage("unknown option '" + args[i] + "'");
+    bool takes_value = true;
+    const bool ours = kValued.count(name) > 0;
+    if (!ours && (kNotHere.count(name) || !IsExplainOption(name, &takes_value))) {
+      return Usage("unknown option '" + args[i] + "'");
+    }
+    if (!takes_value) {
+      explain[name] = "1";
+      continue;
+    }
     if (i + 1 >= args.size()) return Usage(args[i] + " needs a value");
-    opt[name] = args[++i];
+    (ours ? opt : explain)[name] = args[++i];
   }
   for (const char* need : {"baseline", "candidate", "report"}) {
     if (!opt.count(need)) return Usage(absl::StrCat("--", need, " is required"));
@@ -100,40 +111,24 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
     }
   }
 
-  // Rollout options for attention files.
+  // The analysis for attention files: explain's options (default: rollout, row 0).
   v1::PassHeader pass;
+  client::ExplainOptions explain_options;
+  if (std::string bad = BuildExplainRequest(explain, &pass, &explain_options); !bad.empty()) {
+    return Usage(bad);
+  }
   pass.set_request_id("audit");
-  v1::RolloutOptions* ro = pass.add_analyses()->mutable_rollout();
   uint32_t u;
-  float f;
-  if (opt.count("rows")) {
-    if (!absl::SimpleAtoi(opt["rows"], &u)) return Usage("--rows: expected one row index");
-    ro->mutable_readout()->add_rows(u);
-  }
-  if (opt.count("prefix")) {
-    if (!absl::SimpleAtoi(opt["prefix"], &u)) return Usage("--prefix: expected a count");
-    pass.mutable_layout()->set_prefix_tokens(u);
-  }
-  if (opt.count("fusion")) {
-    static const std::map<std::string, v1::HeadFusion> kFusion = {
-        {"mean", v1::HEAD_FUSION_MEAN}, {"max", v1::HEAD_FUSION_MAX}, {"min", v1::HEAD_FUSION_MIN}};
-    if (!kFusion.count(opt["fusion"])) return Usage("--fusion: expected mean|max|min");
-    ro->set_fusion(kFusion.at(opt["fusion"]));
-  }
-  if (opt.count("residual")) {
-    if (!absl::SimpleAtof(opt["residual"], &f)) return Usage("--residual: expected a number");
-    ro->set_residual(f);
-  }
-
   v1::AuditHeader header;
   uint32_t grid_h = 0, grid_w = 0;
-  if (opt.count("grid")) {
-    if (!ParseGrid(opt["grid"], &grid_h, &grid_w)) return Usage("--grid: expected HxW");
+  if (pass.layout().has_grid()) {
+    grid_h = pass.layout().grid().height();
+    grid_w = pass.layout().grid().width();
     header.mutable_compare()->set_grid_height(grid_h);
     header.mutable_compare()->set_grid_width(grid_w);
   }
-  if (opt.count("top-k")) {
-    if (!absl::SimpleAtoi(opt["top-k"], &u)) return Usage("--top-k: expected a count");
+  if (opt.count("iou-top-k")) {
+    if (!absl::SimpleAtoi(opt["iou-top-k"], &u)) return Usage("--iou-top-k: expected a count");
     header.mutable_compare()->set_top_k(u);
   }
   if (opt.count("region")) {
@@ -164,7 +159,15 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
     if (!first.ok()) return Fail(first.status());
     int64_t length = 1;
     if (first->shape.size() == 4 && first->shape[2] == first->shape[3]) {
-      length = grid_h > 0 ? int64_t{grid_h} * grid_w : first->shape[3] - pass.layout().prefix_tokens();
+      // k maps of (h * w or n - P) values, times H for head-specific rollout.
+      const int64_t n = first->shape[3];
+      const v1::Analysis& analysis = pass.analyses(0);
+      const v1::ReadOut& ro = analysis.has_flow() ? analysis.flow().readout() : analysis.rollout().readout();
+      const int64_t k = analysis.has_flow() && analysis.flow().all_rows() ? n
+                        : std::max<int64_t>(1, ro.rows_size());
+      const int64_t heads = analysis.has_rollout() && analysis.rollout().fusion() == v1::HEAD_FUSION_NONE
+                                ? first->shape[1] : 1;
+      length = heads * k * (grid_h > 0 ? int64_t{grid_h} * grid_w : n - pass.layout().prefix_tokens());
     } else {
       for (int64_t d : first->shape) length *= d;
     }
@@ -208,14 +211,11 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
     h->mutable_layout()->set_num_layers(static_cast<uint32_t>(va.layers));
     h->mutable_layout()->set_num_heads(static_cast<uint32_t>(va.heads));
     h->mutable_layout()->set_num_tokens(static_cast<uint32_t>(va.tokens));
-    if (grid_h > 0) {
-      h->mutable_layout()->mutable_grid()->set_height(grid_h);
-      h->mutable_layout()->mutable_grid()->set_width(grid_w);
-    }
     if (!stream->Write(request)) return absl::UnavailableError("stream closed");
     for (int64_t l = 0; l < va.layers; ++l) {
       for (const client::AttentionView* v : {&va, &vb}) {
-        for (v1::LayerChunk& chunk : client::LayerChunks(*v, static_cast<int>(l), v1::DTYPE_FP32, int64_t{4} << 20)) {
+        for (v1::LayerChunk& chunk : client::LayerChunks(*v, static_cast<int>(l), explain_options.wire,
+                                                          explain_options.max_message_bytes)) {
           request.mutable_pass_layer()->set_candidate(v == &vb);
           *request.mutable_pass_layer()->mutable_layer() = std::move(chunk);
           if (!stream->Write(request)) return absl::UnavailableError("stream closed");

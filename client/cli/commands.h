@@ -6,6 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "attnroll/v1/attnroll.pb.h"
+#include "client/cpp/attnroll_client.h"
+
 namespace attnroll::cli {
 
 struct GlobalOptions {
@@ -19,6 +22,12 @@ int RunInfo(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunCompare(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args);
 // `explain` with --encoder/--decoder/--cross: the parsed options of explain.
+// The flags of `explain` (shared with `audit`): known, and whether it takes a value.
+bool IsExplainOption(const std::string& name, bool* takes_value);
+// Builds the pass header's analysis and the call options from explain's flags
+// (everything but the input files); "" or the usage message of a bad flag.
+std::string BuildExplainRequest(std::map<std::string, std::string>& opt, v1::PassHeader* header,
+                                client::ExplainOptions* options);
 int RunEncoderDecoderExplain(const GlobalOptions& global, std::map<std::string, std::string>& opt);
 void PrintExplainUsage();
 

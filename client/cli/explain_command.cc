@@ -94,6 +94,163 @@ void PrintExplainUsage() {
       "  Output: rows of R_de (decoder x encoder tokens; --rows picks decoder tokens, default all).\n");
 }
 
+bool IsExplainOption(const std::string& name, bool* takes_value) {
+  *takes_value = kValued.count(name) > 0;
+  return *takes_value || kFlags.count(name) > 0;
+}
+
+std::string BuildExplainRequest(std::map<std::string, std::string>& opt, v1::PassHeader* header_out,
+                                client::ExplainOptions* options_out) {
+  const std::string method = opt.count("method") ? opt["method"] : "rollout";
+  if (method != "rollout" && method != "grad-rollout" && method != "flow") {
+    return std::string("--method: expected rollout, grad-rollout or flow, got '" + method + "'");
+  }
+  const bool flow = method == "flow";
+  if (flow) {
+    for (const char* name : {"per-layer", "discard-ratio", "threshold", "mass", "top-k"}) {
+      if (opt.count(name)) return std::string(std::string("--") + name + " is not used with --method flow");
+    }
+  } else if (opt.count("raw")) {
+    return std::string("--raw is only used with --method flow");
+  }
+  const bool grad = method == "grad-rollout";
+  if (grad != (opt.count("gradient") > 0)) {
+    return std::string(grad ? "--method grad-rollout needs --gradient FILE.npy"
+                      : "--gradient is only used with --method grad-rollout");
+  }
+  if (!grad && (opt.count("rule") || opt.count("grad-normalize"))) {
+    return std::string("--rule and --grad-normalize are only used with --method grad-rollout");
+  }
+
+  v1::PassHeader& header = *header_out;
+  header.set_request_id(opt.count("request-id") ? opt["request-id"] : "cli");
+  v1::Layout* layout = header.mutable_layout();
+  v1::RolloutOptions* ro = header.add_analyses()->mutable_rollout();
+
+  v1::HeadFusion fusion = v1::HEAD_FUSION_MEAN;
+  if (opt.count("fusion")) {
+    if (!ParseFusion(opt["fusion"], /*allow_none=*/true, &fusion)) {
+      return std::string("--fusion: expected mean|max|min|weighted|none");
+    }
+    ro->set_fusion(fusion);
+  }
+  const bool head_specific = ro->fusion() == v1::HEAD_FUSION_NONE;
+  if (!head_specific && (opt.count("head-aggregate") || opt.count("aggregate-out"))) {
+    return std::string("--head-aggregate and --aggregate-out are only used with --fusion none");
+  }
+  if (opt.count("head-aggregate")) {
+    v1::HeadFusion aggregate;
+    if (!ParseFusion(opt["head-aggregate"], /*allow_none=*/false, &aggregate)) {
+      return std::string("--head-aggregate: expected mean|max|min|weighted");
+    }
+    ro->set_head_aggregate(aggregate);
+  }
+  if (opt.count("head-weights")) {
+    for (absl::string_view part : absl::StrSplit(opt["head-weights"], ',')) {
+      float w;
+      if (!absl::SimpleAtof(part, &w)) return std::string("--head-weights: bad number '" + std::string(part) + "'");
+      ro->add_head_weights(w);
+    }
+  }
+  if (opt.count("residual")) {
+    float a;
+    if (!absl::SimpleAtof(opt["residual"], &a)) return std::string("--residual: expected a number");
+    ro->set_residual(a);
+  }
+  ro->set_no_renormalize(opt.count("no-renorm") > 0);
+  if (opt.count("layers")) {
+    std::vector<std::string> parts = absl::StrSplit(opt["layers"], ':');
+    uint32_t first, last;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &first) || !absl::SimpleAtoi(parts[1], &last)) {
+      return std::string("--layers: expected FIRST:LAST");
+    }
+    ro->mutable_layers()->set_first(first);
+    ro->mutable_layers()->set_last(last);
+  }
+  ro->set_per_layer(opt.count("per-layer") > 0);
+  if (grad) {
+    v1::GradientWeighting* gw = ro->mutable_gradient();
+    const std::string rule = opt.count("rule") ? opt["rule"] : "chefer";
+    if (rule == "chefer") {
+      gw->set_rule(v1::GRADIENT_RULE_CHEFER);
+    } else if (rule == "vit_explain") {
+      gw->set_rule(v1::GRADIENT_RULE_VIT_EXPLAIN);
+    } else {
+      return std::string("--rule: expected chefer or vit_explain");
+    }
+    gw->set_row_normalize(opt.count("grad-normalize") > 0);
+  }
+  for (const char* name : {"discard-ratio", "threshold", "mass"}) {
+    if (!opt.count(name)) continue;
+    double v;
+    if (!absl::SimpleAtod(opt[name], &v)) return std::string(std::string("--") + name + ": expected a number");
+    v1::Pruning* p = ro->mutable_pruning();
+    if (std::string(name) == "discard-ratio") p->set_discard_ratio(v);
+    if (std::string(name) == "threshold") p->set_threshold(static_cast<float>(v));
+    if (std::string(name) == "mass") p->set_mass(static_cast<float>(v));
+  }
+  if (opt.count("top-k")) {
+    uint32_t k;
+    if (!absl::SimpleAtoi(opt["top-k"], &k)) return std::string("--top-k: expected a count");
+    ro->mutable_pruning()->set_top_k(k);
+  }
+  if (opt.count("sink")) {
+    uint32_t k;
+    if (!absl::SimpleAtoi(opt["sink"], &k)) return std::string("--sink: expected a count");
+    ro->mutable_readout()->set_sink_tokens(k);
+  }
+  layout->set_causal(opt.count("causal") > 0);
+  if (opt.count("rows")) {
+    if (opt["rows"] == "mean") {
+      ro->mutable_readout()->set_mean_of_rows(true);
+    } else if (opt["rows"] == "all") {
+      if (!flow) return std::string("--rows all is only used with --method flow (use --rows mean or a list)");
+    } else if (opt["rows"] == "last") {
+      ro->mutable_readout()->set_last_row(true);
+    } else {
+      std::vector<uint32_t> rows;
+      if (!ParseUintList(opt["rows"], &rows)) return std::string("--rows: expected I,J,... or mean");
+      for (uint32_t r : rows) ro->mutable_readout()->add_rows(r);
+    }
+  }
+  if (opt.count("valid-lengths")) {
+    std::vector<uint32_t> lengths;
+    if (!ParseUintList(opt["valid-lengths"], &lengths)) return std::string("--valid-lengths: expected N1,N2,...");
+    for (uint32_t v : lengths) layout->add_valid_lengths(v);
+  }
+  if (opt.count("row-sum-tolerance")) {
+    float t;
+    if (!absl::SimpleAtof(opt["row-sum-tolerance"], &t)) return std::string("--row-sum-tolerance: expected a number");
+    header.set_row_sum_tolerance(t);
+  }
+  client::ExplainOptions& options = *options_out;
+  if (std::string bad = ApplySharedExplainOptions(opt, ro->mutable_readout(), layout, &options.wire);
+      !bad.empty()) {
+    return std::string(bad);
+  }
+  if (flow) {
+    // Flow runs on the graph rollout builds: move the shared options over
+    // (`ro` is gone once the analysis becomes a flow).
+    const v1::RolloutOptions graph = *ro;
+    v1::FlowOptions* f = header.mutable_analyses(0)->mutable_flow();
+    f->set_fusion(graph.fusion());
+    *f->mutable_head_weights() = graph.head_weights();
+    if (graph.has_residual()) f->set_residual(graph.residual());
+    f->set_no_renormalize(graph.no_renormalize());
+    if (graph.has_layers()) *f->mutable_layers() = graph.layers();
+    *f->mutable_readout() = graph.readout();
+    f->set_all_rows(opt.count("rows") > 0 && opt["rows"] == "all");
+    f->set_raw(opt.count("raw") > 0);
+  }
+  if (opt.count("max-message-bytes") &&
+      (!absl::SimpleAtoi(opt["max-message-bytes"], &options.max_message_bytes) ||
+       options.max_message_bytes <= 0)) {
+    return std::string("--max-message-bytes: expected a positive count");
+  }
+
+  return "";
+}
+
 int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args) {
   std::map<std::string, std::string> opt;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -118,154 +275,13 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
   }
   if (!opt.count("attention")) return Usage("--attention FILE.npy is required");
   if (!opt.count("out")) return Usage("--out FILE.npy is required");
-  const std::string method = opt.count("method") ? opt["method"] : "rollout";
-  if (method != "rollout" && method != "grad-rollout" && method != "flow") {
-    return Usage("--method: expected rollout, grad-rollout or flow, got '" + method + "'");
-  }
-  const bool flow = method == "flow";
-  if (flow) {
-    for (const char* name : {"per-layer", "discard-ratio", "threshold", "mass", "top-k"}) {
-      if (opt.count(name)) return Usage(std::string("--") + name + " is not used with --method flow");
-    }
-  } else if (opt.count("raw")) {
-    return Usage("--raw is only used with --method flow");
-  }
-  const bool grad = method == "grad-rollout";
-  if (grad != (opt.count("gradient") > 0)) {
-    return Usage(grad ? "--method grad-rollout needs --gradient FILE.npy"
-                      : "--gradient is only used with --method grad-rollout");
-  }
-  if (!grad && (opt.count("rule") || opt.count("grad-normalize"))) {
-    return Usage("--rule and --grad-normalize are only used with --method grad-rollout");
-  }
-
   v1::PassHeader header;
-  header.set_request_id(opt.count("request-id") ? opt["request-id"] : "cli");
-  v1::Layout* layout = header.mutable_layout();
-  v1::RolloutOptions* ro = header.add_analyses()->mutable_rollout();
-
-  v1::HeadFusion fusion = v1::HEAD_FUSION_MEAN;
-  if (opt.count("fusion")) {
-    if (!ParseFusion(opt["fusion"], /*allow_none=*/true, &fusion)) {
-      return Usage("--fusion: expected mean|max|min|weighted|none");
-    }
-    ro->set_fusion(fusion);
-  }
-  const bool head_specific = ro->fusion() == v1::HEAD_FUSION_NONE;
-  if (!head_specific && (opt.count("head-aggregate") || opt.count("aggregate-out"))) {
-    return Usage("--head-aggregate and --aggregate-out are only used with --fusion none");
-  }
-  if (opt.count("head-aggregate")) {
-    v1::HeadFusion aggregate;
-    if (!ParseFusion(opt["head-aggregate"], /*allow_none=*/false, &aggregate)) {
-      return Usage("--head-aggregate: expected mean|max|min|weighted");
-    }
-    ro->set_head_aggregate(aggregate);
-  }
-  if (opt.count("head-weights")) {
-    for (absl::string_view part : absl::StrSplit(opt["head-weights"], ',')) {
-      float w;
-      if (!absl::SimpleAtof(part, &w)) return Usage("--head-weights: bad number '" + std::string(part) + "'");
-      ro->add_head_weights(w);
-    }
-  }
-  if (opt.count("residual")) {
-    float a;
-    if (!absl::SimpleAtof(opt["residual"], &a)) return Usage("--residual: expected a number");
-    ro->set_residual(a);
-  }
-  ro->set_no_renormalize(opt.count("no-renorm") > 0);
-  if (opt.count("layers")) {
-    std::vector<std::string> parts = absl::StrSplit(opt["layers"], ':');
-    uint32_t first, last;
-    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &first) || !absl::SimpleAtoi(parts[1], &last)) {
-      return Usage("--layers: expected FIRST:LAST");
-    }
-    ro->mutable_layers()->set_first(first);
-    ro->mutable_layers()->set_last(last);
-  }
-  ro->set_per_layer(opt.count("per-layer") > 0);
-  if (grad) {
-    v1::GradientWeighting* gw = ro->mutable_gradient();
-    const std::string rule = opt.count("rule") ? opt["rule"] : "chefer";
-    if (rule == "chefer") {
-      gw->set_rule(v1::GRADIENT_RULE_CHEFER);
-    } else if (rule == "vit_explain") {
-      gw->set_rule(v1::GRADIENT_RULE_VIT_EXPLAIN);
-    } else {
-      return Usage("--rule: expected chefer or vit_explain");
-    }
-    gw->set_row_normalize(opt.count("grad-normalize") > 0);
-  }
-  for (const char* name : {"discard-ratio", "threshold", "mass"}) {
-    if (!opt.count(name)) continue;
-    double v;
-    if (!absl::SimpleAtod(opt[name], &v)) return Usage(std::string("--") + name + ": expected a number");
-    v1::Pruning* p = ro->mutable_pruning();
-    if (std::string(name) == "discard-ratio") p->set_discard_ratio(v);
-    if (std::string(name) == "threshold") p->set_threshold(static_cast<float>(v));
-    if (std::string(name) == "mass") p->set_mass(static_cast<float>(v));
-  }
-  if (opt.count("top-k")) {
-    uint32_t k;
-    if (!absl::SimpleAtoi(opt["top-k"], &k)) return Usage("--top-k: expected a count");
-    ro->mutable_pruning()->set_top_k(k);
-  }
-  if (opt.count("sink")) {
-    uint32_t k;
-    if (!absl::SimpleAtoi(opt["sink"], &k)) return Usage("--sink: expected a count");
-    ro->mutable_readout()->set_sink_tokens(k);
-  }
-  layout->set_causal(opt.count("causal") > 0);
-  if (opt.count("rows")) {
-    if (opt["rows"] == "mean") {
-      ro->mutable_readout()->set_mean_of_rows(true);
-    } else if (opt["rows"] == "all") {
-      if (!flow) return Usage("--rows all is only used with --method flow (use --rows mean or a list)");
-    } else if (opt["rows"] == "last") {
-      ro->mutable_readout()->set_last_row(true);
-    } else {
-      std::vector<uint32_t> rows;
-      if (!ParseUintList(opt["rows"], &rows)) return Usage("--rows: expected I,J,... or mean");
-      for (uint32_t r : rows) ro->mutable_readout()->add_rows(r);
-    }
-  }
-  if (opt.count("valid-lengths")) {
-    std::vector<uint32_t> lengths;
-    if (!ParseUintList(opt["valid-lengths"], &lengths)) return Usage("--valid-lengths: expected N1,N2,...");
-    for (uint32_t v : lengths) layout->add_valid_lengths(v);
-  }
-  if (opt.count("row-sum-tolerance")) {
-    float t;
-    if (!absl::SimpleAtof(opt["row-sum-tolerance"], &t)) return Usage("--row-sum-tolerance: expected a number");
-    header.set_row_sum_tolerance(t);
-  }
   client::ExplainOptions options;
   options.timeout = absl::Seconds(global.timeout_seconds);
-  if (std::string bad = ApplySharedExplainOptions(opt, ro->mutable_readout(), layout, &options.wire);
-      !bad.empty()) {
-    return Usage(bad);
-  }
-  if (flow) {
-    // Flow runs on the graph rollout builds: move the shared options over
-    // (`ro` is gone once the analysis becomes a flow).
-    const v1::RolloutOptions graph = *ro;
-    v1::FlowOptions* f = header.mutable_analyses(0)->mutable_flow();
-    f->set_fusion(graph.fusion());
-    *f->mutable_head_weights() = graph.head_weights();
-    if (graph.has_residual()) f->set_residual(graph.residual());
-    f->set_no_renormalize(graph.no_renormalize());
-    if (graph.has_layers()) *f->mutable_layers() = graph.layers();
-    *f->mutable_readout() = graph.readout();
-    f->set_all_rows(opt.count("rows") > 0 && opt["rows"] == "all");
-    f->set_raw(opt.count("raw") > 0);
-  }
-  if (opt.count("max-message-bytes") &&
-      (!absl::SimpleAtoi(opt["max-message-bytes"], &options.max_message_bytes) ||
-       options.max_message_bytes <= 0)) {
-    return Usage("--max-message-bytes: expected a positive count");
-  }
-
+  if (std::string bad = BuildExplainRequest(opt, &header, &options); !bad.empty()) return Usage(bad);
+  const bool grad = header.analyses(0).has_rollout() && header.analyses(0).rollout().has_gradient();
+  const bool flow = header.analyses(0).has_flow();
+  const std::string method = flow ? "flow" : grad ? "grad-rollout" : "rollout";
   absl::StatusOr<Array> input = ReadNpy(opt["attention"]);
   if (!input.ok()) return Fail(input.status());
   const std::vector<int64_t>& s = input->shape;
