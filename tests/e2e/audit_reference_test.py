@@ -95,6 +95,23 @@ class AuditReferenceTest(e2e_harness.ServerTestCase):
         self.assertAlmostEqual(metrics["l1"].get("max", 0.0), 0.0, places=9)
         self.assertAlmostEqual(metrics["spearman"]["min"], 1.0, places=9)
 
+    def test_explain_options_reach_the_server(self):
+        # Attention flow instead of rollout, and two read-out rows per item.
+        base, cand, _, _ = self.dataset("flow", shift=True)
+        report = os.path.join(self.tmp, "flow", "report.json")
+        res = self.cli("audit", "--baseline", base, "--candidate", cand, "--method", "flow",
+                       "--rows", "0,3", "--prefix", "1", "--max-l1", "0.2", "--report", report)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        with open(report) as f:
+            rep = json.load(f)
+        self.assertEqual(int(rep["overall"]["items"]), 12)
+        self.assertEqual(int(rep["overall"]["drifted"]), 12)
+        shift = rep["overall"]["mean_shift"]
+        self.assertEqual([int(d) for d in shift["shape"]], [2 * GRID * GRID])
+        res = self.cli("audit", "--baseline", base, "--candidate", cand, "--out", "x.npy",
+                       "--report", report)
+        self.assertEqual(res.returncode, 2)
+
     def test_precomputed_maps(self):
         base = os.path.join(self.tmp, "maps", "baseline")
         cand = os.path.join(self.tmp, "maps", "candidate")
