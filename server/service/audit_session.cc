@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/service/attention_decode.h"
 #include "server/service/compare_request.h"
+#include "server/service/result_tensors.h"
 #include "server/service/status_util.h"
 
 namespace attnroll::service {
@@ -35,14 +36,10 @@ analysis::DriftThresholds ToThresholds(const v1::DriftThresholds& t) {
 
 v1::Tensor MapTensor(const std::vector<float>& values, int grid_h, int grid_w) {
   v1::Tensor t;
-  t.set_dtype(v1::DTYPE_FP32);
-  if (grid_h > 0) {
-    t.add_shape(grid_h);
-    t.add_shape(grid_w);
-  } else {
-    t.add_shape(static_cast<int64_t>(values.size()));
-  }
-  t.set_data(std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float)));
+  FloatTensor(values.data(), values.size(),
+              grid_h > 0 ? std::vector<int64_t>{grid_h, grid_w}
+                         : std::vector<int64_t>{static_cast<int64_t>(values.size())},
+              &t);
   return t;
 }
 

@@ -7,6 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "server/analysis/compare.h"
 #include "server/service/attention_decode.h"
+#include "server/service/result_tensors.h"
 
 namespace attnroll::service {
 namespace {
@@ -174,11 +175,7 @@ void ToProto(const analysis::Comparison& c, const std::vector<int64_t>& map_shap
   Set(c.region_share_a, "", out->mutable_region_share_a());
   Set(c.region_share_b, "", out->mutable_region_share_b());
   if (!with_difference) return;
-  v1::Tensor* diff = out->mutable_difference();
-  diff->set_dtype(v1::DTYPE_FP32);
-  for (int64_t d : map_shape) diff->add_shape(d);
-  diff->mutable_data()->assign(reinterpret_cast<const char*>(c.difference.data()),
-                               c.difference.size() * sizeof(float));
+  FloatTensor(c.difference.data(), c.difference.size(), map_shape, out->mutable_difference());
 }
 
 }  // namespace attnroll::service

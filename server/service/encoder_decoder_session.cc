@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "server/service/analysis_options.h"
 #include "server/service/attention_decode.h"
+#include "server/service/result_tensors.h"
 
 namespace attnroll::service {
 namespace {
@@ -36,13 +37,6 @@ absl::Status Field(const std::string& field, uint64_t value, uint64_t lo, uint64
                         absl::StrCat(field, ": expected ", lo, " <= value <= ", hi, ", got ", value));
   }
   return absl::OkStatus();
-}
-
-void ToTensor(const analysis::MatrixF& m, v1::Tensor* t) {
-  t->set_dtype(v1::DTYPE_FP32);
-  t->add_shape(m.rows());
-  t->add_shape(m.cols());
-  t->mutable_data()->assign(reinterpret_cast<const char*>(m.data()), m.size() * sizeof(float));
 }
 
 }  // namespace
@@ -312,11 +306,7 @@ absl::StatusOr<v1::ExplainResponse> EncoderDecoderSession::Finish(const FinishCo
           analysis::WriteMap(job.readout, r_de.row(rows[k]), maps.values.data() + k * len);
         }
       }
-      v1::Tensor* t = result->add_maps();
-      t->set_dtype(v1::DTYPE_FP32);
-      for (int64_t dim : maps.shape) t->add_shape(dim);
-      t->mutable_data()->assign(reinterpret_cast<const char*>(maps.values.data()),
-                                maps.values.size() * sizeof(float));
+      ToTensor(maps, result->add_maps());
       if (job.return_encoder) ToTensor(seq.encoder(), result->add_encoder_maps());
       if (job.return_decoder) ToTensor(seq.decoder(), result->add_decoder_maps());
     }

@@ -16,6 +16,7 @@
 #include "server/service/analysis_options.h"
 #include "server/service/attention_decode.h"
 #include "server/service/parallel_for.h"
+#include "server/service/result_tensors.h"
 
 namespace attnroll::service {
 namespace {
@@ -360,13 +361,6 @@ absl::Status PassSession::CheckGradient(const v1::LayerChunk& chunk) const {
 }
 
 namespace {
-
-void ToTensor(const analysis::Maps& maps, v1::Tensor* t) {
-  t->set_dtype(v1::DTYPE_FP32);
-  for (int64_t d : maps.shape) t->add_shape(d);
-  t->mutable_data()->assign(reinterpret_cast<const char*>(maps.values.data()),
-                            maps.values.size() * sizeof(float));
-}
 
 // A small side tensor decoded whole to fp32.
 std::vector<float> DecodeAll(const v1::Tensor& t) {

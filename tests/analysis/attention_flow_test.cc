@@ -9,6 +9,7 @@
 // zeros) and no-residual layers, and the suite checks that many pairs end with
 // a cut proof rather than at the bound.
 #include "server/analysis/attention_flow.h"
+#include "tests/testutil/run_command.h"
 
 #include <algorithm>
 #include <atomic>
@@ -448,19 +449,7 @@ TEST(AttentionFlowTest, CostEstimateGrowsLikeRowsTimesMCubed) {
 
 // ---- networkx, the reference's own library ------------------------------------
 
-std::string RunCommand(const std::string& cmd, int* status) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) {
-    *status = -1;
-    return out;
-  }
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  *status = pclose(p);
-  return out;
-}
+using ::attnroll::testing::RunCommand;
 
 TEST(AttentionFlowTest, AgreesWithNetworkx) {
   int status = 0;

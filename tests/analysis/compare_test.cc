@@ -3,6 +3,7 @@
 // python3-scipy, as attention_flow_test.cc runs networkx), hand-derived values,
 // a brute-force Kendall tau-b, and bad inputs.
 #include "server/analysis/compare.h"
+#include "tests/testutil/run_command.h"
 
 #include <algorithm>
 #include <chrono>
@@ -112,19 +113,7 @@ Comparison MustCompare(const Map& a, const Map& b, const CompareSpec& spec) {
 
 // ---- scipy reference --------------------------------------------------------------
 
-std::string RunCommand(const std::string& cmd, int* status) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) {
-    *status = -1;
-    return out;
-  }
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  *status = pclose(p);
-  return out;
-}
+using ::attnroll::testing::RunCommand;
 
 struct RefCase {
   std::string label;
@@ -399,7 +388,7 @@ TEST(CompareTest, UnitMassMovedOnTheGrid) {
   const int moves[][2] = {{1, 0}, {0, 1}, {3, 4}, {-3, 6}, {7, -2}, {-3, -2}, {5, 6}};
   for (const auto& m : moves) {
     const int dx = m[0], dy = m[1];
-    SCOPED_TRACE(testing::Message() << "dx=" << dx << " dy=" << dy);
+    SCOPED_TRACE(::testing::Message() << "dx=" << dx << " dy=" << dy);
     Map a(h * w, 0.0f), b(h * w, 0.0f);
     a[r0 * w + c0] = 1.0f;
     b[(r0 + dy) * w + (c0 + dx)] = 0.25f;  // the mass is compared after normalisation
@@ -587,7 +576,7 @@ double DirectSsim(const Map& a, const Map& b, int h, int w, int win) {
 // E[x^2] - E[x]^2 cancels catastrophically; the implementation must not.
 TEST(CompareTest, SsimIsAccurateOnOffsetMaps) {
   for (float offset : {0.0f, 1.0f, 1000.0f}) {
-    SCOPED_TRACE(testing::Message() << "offset " << offset);
+    SCOPED_TRACE(::testing::Message() << "offset " << offset);
     Map a = Blob(15, 13, 4, 4, 2.0, 42), b = Blob(15, 13, 9, 7, 2.0, 43);
     for (float& v : a) v += offset;
     for (float& v : b) v += offset;
