@@ -28,6 +28,10 @@ bool IsExplainOption(const std::string& name, bool* takes_value);
 // (everything but the input files); "" or the usage message of a bad flag.
 std::string BuildExplainRequest(std::map<std::string, std::string>& opt, v1::PassHeader* header,
                                 client::ExplainOptions* options);
+// Every metric of each comparison: a table, or one JSON object.
+void PrintComparisons(const google::protobuf::RepeatedPtrField<v1::Comparison>& comparisons,
+                      const std::string& server_version, bool json);
+int RunExplainPair(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunEncoderDecoderExplain(const GlobalOptions& global, std::map<std::string, std::string>& opt);
 void PrintExplainUsage();
 

@@ -43,6 +43,44 @@ std::string MaybeJson(const v1::MaybeValue& v) {
 
 }  // namespace
 
+void PrintComparisons(const google::protobuf::RepeatedPtrField<v1::Comparison>& comparisons,
+                      const std::string& server_version, bool json) {
+  if (json) {
+    std::vector<std::string> items;
+    for (const v1::Comparison& c : comparisons) {
+      items.push_back(absl::StrFormat(
+          "{\"spearman\": %s, \"kendall_tau_b\": %s, \"pearson\": %s, \"cosine\": %.17g, "
+          "\"top_k_iou\": %.17g, \"top_k_used\": [%u, %u], \"l1\": %.17g, \"l2\": %.17g, "
+          "\"js_divergence\": %.17g, \"ssim\": %s, \"emd\": %s, \"com_a\": [%.17g, %.17g], "
+          "\"com_b\": [%.17g, %.17g], \"com_shift\": %s, \"region_share_a\": %s, "
+          "\"region_share_b\": %s}",
+          MaybeJson(c.spearman()), MaybeJson(c.kendall_tau_b()), MaybeJson(c.pearson()), c.cosine(),
+          c.top_k_iou(), c.top_k_used_a(), c.top_k_used_b(), c.l1(), c.l2(), c.js_divergence(),
+          MaybeJson(c.ssim()), MaybeJson(c.emd()), c.com_a().row(), c.com_a().col(), c.com_b().row(),
+          c.com_b().col(), MaybeJson(c.com_shift()), MaybeJson(c.region_share_a()),
+          MaybeJson(c.region_share_b())));
+    }
+    std::printf("{\"server_version\": %s, \"comparisons\": [%s]}\n",
+                JsonString(server_version).c_str(), absl::StrJoin(items, ", ").c_str());
+    return;
+  }
+  for (int k = 0; k < comparisons.size(); ++k) {
+    const v1::Comparison& c = comparisons[k];
+    if (comparisons.size() > 1) std::printf("map %d\n", k);
+    std::printf("  spearman        %s\n  kendall tau-b   %s\n  pearson         %s\n",
+                Maybe(c.spearman()).c_str(), Maybe(c.kendall_tau_b()).c_str(), Maybe(c.pearson()).c_str());
+    std::printf("  cosine          %.6g\n  top-k IoU       %.6g (k = %u / %u)\n", c.cosine(),
+                c.top_k_iou(), c.top_k_used_a(), c.top_k_used_b());
+    std::printf("  L1, L2          %.6g, %.6g (sum-normalised)\n  JS divergence   %.6g nats\n",
+                c.l1(), c.l2(), c.js_divergence());
+    std::printf("  SSIM            %s\n  EMD             %s cells\n  COM shift       %s cells\n",
+                Maybe(c.ssim()).c_str(), Maybe(c.emd()).c_str(), Maybe(c.com_shift()).c_str());
+    if (c.region_share_a().defined()) {
+      std::printf("  region share    %.6g -> %.6g\n", c.region_share_a().value(), c.region_share_b().value());
+    }
+  }
+}
+
 int RunCompare(const GlobalOptions& global, const std::vector<std::string>& args) {
   static const std::vector<std::string> kValued = {"a", "b", "grid", "top-k", "top-mass", "region",
                                                    "ssim-window", "diff-out"};
@@ -113,40 +151,7 @@ int RunCompare(const GlobalOptions& global, const std::vector<std::string>& args
     }
     if (absl::Status st = WriteNpy(opt["diff-out"], diff); !st.ok()) return Fail(st);
   }
-  if (opt.count("json")) {
-    std::vector<std::string> items;
-    for (const v1::Comparison& c : response->comparisons()) {
-      items.push_back(absl::StrFormat(
-          "{\"spearman\": %s, \"kendall_tau_b\": %s, \"pearson\": %s, \"cosine\": %.17g, "
-          "\"top_k_iou\": %.17g, \"top_k_used\": [%u, %u], \"l1\": %.17g, \"l2\": %.17g, "
-          "\"js_divergence\": %.17g, \"ssim\": %s, \"emd\": %s, \"com_a\": [%.17g, %.17g], "
-          "\"com_b\": [%.17g, %.17g], \"com_shift\": %s, \"region_share_a\": %s, "
-          "\"region_share_b\": %s}",
-          MaybeJson(c.spearman()), MaybeJson(c.kendall_tau_b()), MaybeJson(c.pearson()), c.cosine(),
-          c.top_k_iou(), c.top_k_used_a(), c.top_k_used_b(), c.l1(), c.l2(), c.js_divergence(),
-          MaybeJson(c.ssim()), MaybeJson(c.emd()), c.com_a().row(), c.com_a().col(), c.com_b().row(),
-          c.com_b().col(), MaybeJson(c.com_shift()), MaybeJson(c.region_share_a()),
-          MaybeJson(c.region_share_b())));
-    }
-    std::printf("{\"server_version\": %s, \"comparisons\": [%s]}\n",
-                JsonString(response->server_version()).c_str(), absl::StrJoin(items, ", ").c_str());
-    return 0;
-  }
-  for (int k = 0; k < response->comparisons_size(); ++k) {
-    const v1::Comparison& c = response->comparisons(k);
-    if (response->comparisons_size() > 1) std::printf("map %d\n", k);
-    std::printf("  spearman        %s\n  kendall tau-b   %s\n  pearson         %s\n",
-                Maybe(c.spearman()).c_str(), Maybe(c.kendall_tau_b()).c_str(), Maybe(c.pearson()).c_str());
-    std::printf("  cosine          %.6g\n  top-k IoU       %.6g (k = %u / %u)\n", c.cosine(),
-                c.top_k_iou(), c.top_k_used_a(), c.top_k_used_b());
-    std::printf("  L1, L2          %.6g, %.6g (sum-normalised)\n  JS divergence   %.6g nats\n",
-                c.l1(), c.l2(), c.js_divergence());
-    std::printf("  SSIM            %s\n  EMD             %s cells\n  COM shift       %s cells\n",
-                Maybe(c.ssim()).c_str(), Maybe(c.emd()).c_str(), Maybe(c.com_shift()).c_str());
-    if (c.region_share_a().defined()) {
-      std::printf("  region share    %.6g -> %.6g\n", c.region_share_a().value(), c.region_share_b().value());
-    }
-  }
+  PrintComparisons(response->comparisons(), response->server_version(), opt.count("json") > 0);
   return 0;
 }
 

@@ -16,6 +16,7 @@ void PrintUsage() {
       "  explain   send attention from a .npy file, write the saliency maps to a .npy file\n"
       "  info      print the server's version, limits and analyses\n"
       "  compare   compare two saliency maps with every audit metric\n"
+      "  explain-pair  one input under two models: both maps and their comparison\n"
       "  audit     audit a dataset: baseline vs candidate maps, per item and aggregated\n\n"
       "Global options:\n"
       "  --server HOST:PORT   server address (default 127.0.0.1:50051)\n"
@@ -62,6 +63,7 @@ int main(int argc, char** argv) {
   if (command == "info") return attnroll::cli::RunInfo(global, rest);
   if (command == "compare") return attnroll::cli::RunCompare(global, rest);
   if (command == "audit") return attnroll::cli::RunAudit(global, rest);
+  if (command == "explain-pair") return attnroll::cli::RunExplainPair(global, rest);
   std::fprintf(stderr, "attnroll: unknown command '%s' (see --help)\n", command.c_str());
   return 2;
 }

@@ -95,6 +95,28 @@ class CompareReferenceTest(e2e_harness.ServerTestCase):
         self.assertEqual(res.returncode, 0, res.stderr)
         self.assertIn("undefined (", res.stdout)
 
+    def test_explain_pair_equals_two_explains_and_a_compare(self):
+        rng = np.random.default_rng(3)
+        def att():
+            a = np.exp(2 * rng.normal(size=(3, 2, 10, 10)))
+            return (a / a.sum(-1, keepdims=True)).astype(np.float32)
+        pa, pb = self._write("pair_a", att()), self._write("pair_b", att())
+        oa, ob = os.path.join(self.tmp, "pair_oa.npy"), os.path.join(self.tmp, "pair_ob.npy")
+        res = self.cli("explain-pair", "--baseline", pa, "--candidate", pb, "--prefix", "1",
+                       "--grid", "3x3", "--rows", "0,4", "--out-baseline", oa, "--out-candidate",
+                       ob, "--json")
+        self.assertEqual(res.returncode, 0, res.stderr)
+        pair = json.loads(res.stdout)["comparisons"]
+        self.assertEqual(len(pair), 2)
+        for side, path in (("a", pa), ("b", pb)):
+            out = os.path.join(self.tmp, "pair_single_%s.npy" % side)
+            r = self.cli("explain", "--attention", path, "--prefix", "1", "--grid", "3x3",
+                         "--rows", "0,4", "--out", out)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            np.testing.assert_array_equal(np.load(out), np.load(oa if side == "a" else ob))
+        single = self.compare_json("pair_cmp", np.load(oa), np.load(ob))
+        self.assertEqual(pair, single)
+
     def test_bad_inputs(self):
         a = np.ones(9, np.float32)
         for name, b, args, needle in [

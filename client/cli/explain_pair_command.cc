@@ -1,0 +1,104 @@
+// `attnroll explain-pair`: the same input under two models (before/after
+// fine-tuning), explained with the same options, and their maps compared.
+#include <cstdio>
+#include <map>
+#include <set>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "client/cli/cli_common.h"
+#include "client/cli/commands.h"
+#include "client/cli/npy.h"
+#include "client/cpp/attnroll_client.h"
+
+namespace attnroll::cli {
+namespace {
+
+int Usage(const std::string& message) { return UsageError("explain-pair", message); }
+
+void PrintPairUsage() {
+  std::printf(
+      "Usage: attnroll [--server HOST:PORT] explain-pair --baseline A.npy --candidate B.npy\n"
+      "       [explain options] [--iou-top-k K] [--region MASK.npy] [--out-baseline F.npy]\n"
+      "       [--out-candidate F.npy] [--json]\n\n"
+      "Both files hold the attention of the same input ([L, H, n, n] or [B, L, H, n, n]) under\n"
+      "a baseline and a candidate model. Both are explained with the same options (see\n"
+      "`attnroll explain --help`) in one call, and every comparison metric of their maps is\n"
+      "printed (a table, or JSON with --json).\n");
+}
+
+}  // namespace
+
+int RunExplainPair(const GlobalOptions& global, const std::vector<std::string>& args) {
+  static const std::set<std::string> kValued = {"baseline", "candidate", "out-baseline",
+                                                "out-candidate", "iou-top-k", "region"};
+  static const std::set<std::string> kNotHere = {"attention", "out", "gradient", "aggregate-out"};
+  std::map<std::string, std::string> opt, explain;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--help" || args[i] == "-h") {
+      PrintPairUsage();
+      return 0;
+    }
+    const std::string name = args[i].rfind("--", 0) == 0 ? args[i].substr(2) : "";
+    bool takes_value = true;
+    const bool ours = kValued.count(name) > 0;
+    if (!ours && (kNotHere.count(name) || !IsExplainOption(name, &takes_value))) {
+      return Usage("unknown option '" + args[i] + "'");
+    }
+    if (!takes_value) {
+      (name == "json" ? opt : explain)[name] = "1";
+      continue;
+    }
+    if (i + 1 >= args.size()) return Usage(args[i] + " needs a value");
+    (ours ? opt : explain)[name] = args[++i];
+  }
+  if (!opt.count("baseline") || !opt.count("candidate")) {
+    return Usage("--baseline and --candidate are required");
+  }
+  v1::PassHeader header;
+  client::ExplainOptions options;
+  options.timeout = absl::Seconds(global.timeout_seconds);
+  if (std::string bad = BuildExplainRequest(explain, &header, &options); !bad.empty()) return Usage(bad);
+  v1::CompareOptions compare;
+  uint32_t k;
+  if (opt.count("iou-top-k")) {
+    if (!absl::SimpleAtoi(opt["iou-top-k"], &k)) return Usage("--iou-top-k: expected a count");
+    compare.set_top_k(k);
+  }
+  if (opt.count("region")) {
+    absl::StatusOr<Array> mask = ReadNpy(opt["region"]);
+    if (!mask.ok()) return Fail(mask.status());
+    ToTensor(*mask, compare.mutable_region());
+  }
+  absl::StatusOr<Array> a = ReadNpy(opt["baseline"]);
+  if (!a.ok()) return Fail(a.status());
+  absl::StatusOr<Array> b = ReadNpy(opt["candidate"]);
+  if (!b.ok()) return Fail(b.status());
+  const std::vector<int64_t>& s = a->shape;
+  if ((s.size() != 4 && s.size() != 5) || s.back() != s[s.size() - 2] || b->shape != s) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "expected two attention arrays of the same shape [L, H, n, n] or [B, L, H, n, n], got [",
+        absl::StrJoin(s, ", "), "] and [", absl::StrJoin(b->shape, ", "), "]")));
+  }
+  const bool batched = s.size() == 5;
+  client::AttentionView va{a->values.data(), batched ? s[0] : 1, s[s.size() - 4], s[s.size() - 3],
+                           s.back()};
+  client::AttentionView vb = va;
+  vb.data = b->values.data();
+  auto client = client::Client::Connect(global.server);
+  absl::StatusOr<v1::PairResponse> r = client->ExplainPair(header, compare, va, vb, options);
+  if (!r.ok()) return Fail(r.status());
+  for (const auto& [flag, response] : {std::pair<const char*, const v1::ExplainResponse*>{
+                                           "out-baseline", &r->baseline()},
+                                       {"out-candidate", &r->candidate()}}) {
+    if (!opt.count(flag)) continue;
+    absl::StatusOr<Array> maps = AssembleMaps(response->results(0).maps(), batched);
+    if (!maps.ok()) return Fail(maps.status());
+    if (absl::Status st = WriteNpy(opt[flag], *maps); !st.ok()) return Fail(st);
+  }
+  PrintComparisons(r->comparisons(), r->baseline().server_version(), opt.count("json") > 0);
+  return 0;
+}
+
+}  // namespace attnroll::cli
