@@ -779,6 +779,54 @@ TEST_F(ServerTest, AuditUnderAFullQueueAnswersEveryItemAndEnds) {
   EXPECT_EQ(server_->memory_reserved(), 0);
 }
 
+TEST_F(ServerTest, RandomlyMutatedPassesNeverCrashOrHang) {
+  // 300 passes, each a valid pass with one random field mutated; every call
+  // must end with a status (OK or a clear error), and the server stays up.
+  std::mt19937 rng(99);
+  auto a = testing::UniformAttention(2, 3, 2, 6);
+  v1::PassHeader base = testing::RolloutHeader(a);
+  const std::vector<v1::ExplainRequest> good = Pass(a, base);
+  std::uniform_int_distribution<int> pick(0, 11);
+  std::uniform_int_distribution<int64_t> dim(-3, 1 << 20);
+  int ok = 0;
+  for (int round = 0; round < 300; ++round) {
+    std::vector<v1::ExplainRequest> msgs = good;
+    std::uniform_int_distribution<size_t> which(0, msgs.size() - 1);
+    v1::ExplainRequest& m = msgs[which(rng)];
+    v1::Tensor* t = m.has_layer() ? m.mutable_layer()->mutable_attention() : nullptr;
+    switch (pick(rng)) {
+      case 0: if (t) t->set_shape(static_cast<int>(rng() % 4), dim(rng)); break;
+      case 1: if (t) t->set_dtype(static_cast<v1::DType>(rng() % 6)); break;
+      case 2: if (t) t->mutable_data()->resize(rng() % (t->data().size() + 8)); break;
+      case 3: if (t && !t->data().empty()) (*t->mutable_data())[rng() % t->data().size()] = static_cast<char>(rng()); break;
+      case 4: if (m.has_layer()) m.mutable_layer()->set_layer(static_cast<uint32_t>(rng() % 5)); break;
+      case 5: if (m.has_layer()) m.mutable_layer()->set_head_start(static_cast<uint32_t>(rng() % 4)); break;
+      case 6: if (m.has_header()) m.mutable_header()->mutable_layout()->set_num_tokens(static_cast<uint32_t>(rng() % 3000)); break;
+      case 7: if (m.has_header()) m.mutable_header()->mutable_layout()->set_prefix_tokens(static_cast<uint32_t>(rng() % 8)); break;
+      case 8: if (m.has_header()) m.mutable_header()->mutable_analyses(0)->mutable_rollout()->mutable_readout()->add_rows(static_cast<uint32_t>(rng() % 10)); break;
+      case 9: if (m.has_header()) m.mutable_header()->mutable_layout()->add_valid_lengths(static_cast<uint32_t>(rng() % 8)); break;
+      case 10: msgs.erase(msgs.begin() + static_cast<int64_t>(which(rng))); break;
+      default: msgs.push_back(msgs[which(rng)]); break;
+    }
+    auto r = RawExplain(msgs, absl::Seconds(10));
+    if (r.ok()) {
+      ++ok;
+    } else {
+      const absl::StatusCode code = r.status().code();
+      EXPECT_TRUE(code == absl::StatusCode::kInvalidArgument ||
+                  code == absl::StatusCode::kResourceExhausted)
+          << "round " << round << ": " << r.status();
+      EXPECT_FALSE(r.status().message().empty());
+    }
+  }
+  EXPECT_GT(ok, 0);  // some mutations are harmless (e.g. a changed data byte)
+  EXPECT_TRUE(client_->GetServerInfo().ok());
+  for (int i = 0; i < 100 && server_->memory_reserved() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(server_->memory_reserved(), 0);
+}
+
 TEST_F(ServerTest, SizeLimitsGetResourceExhausted) {
   // More tokens than max_tokens.
   v1::PassHeader h;
