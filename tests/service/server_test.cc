@@ -483,8 +483,14 @@ TEST_F(ServerTest, EncoderDecoderRulesAndRolloutCompositions) {
   o->set_composition(v1::COMPOSITION_RULES);
   auto bad = client_->ExplainEncoderDecoder(h, plain, {});
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("the RULES composition needs a gradient"));
+  // Square cross-attention [B, h, ne, ne] where [B, h, nd, ne] is due.
+  auto square = testing::MakeAttention(1, Ld, H, ne, [&](int64_t, int64_t, int64_t) {
+    return testing::RandomStochastic(ne, rng, 2.0f);
+  });
+  std::vector<float> gsquare(square.values.size(), 1.0f);
   client::EncoderDecoderView swapped = view;
-  swapped.cross.query_tokens = 0;  // sends [B, h, ne, ne] where [B, h, nd, ne] is due
+  swapped.cross = square.view();
+  swapped.cross.gradient = gsquare.data();
   bad = client_->ExplainEncoderDecoder(h, swapped, {});
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   v1::PassHeader mixed = h;
