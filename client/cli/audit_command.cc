@@ -67,24 +67,12 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
   static const std::set<std::string> kNotHere = {"attention", "out", "gradient", "per-layer",
                                                  "valid-lengths", "aggregate-out", "json"};
   std::map<std::string, std::string> opt, explain;
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--help" || args[i] == "-h") {
-      PrintAuditUsage();
-      return 0;
-    }
-    const std::string name = args[i].rfind("--", 0) == 0 ? args[i].substr(2) : "";
-    bool takes_value = true;
-    const bool ours = kValued.count(name) > 0;
-    if (!ours && (kNotHere.count(name) || !IsExplainOption(name, &takes_value))) {
-      return Usage("unknown option '" + args[i] + "'");
-    }
-    if (!takes_value) {
-      explain[name] = "1";
-      continue;
-    }
-    if (i + 1 >= args.size()) return Usage(args[i] + " needs a value");
-    (ours ? opt : explain)[name] = args[++i];
+  const std::string split = SplitExplainArgs(args, kValued, {}, kNotHere, &opt, &explain);
+  if (split == "help") {
+    PrintAuditUsage();
+    return 0;
   }
+  if (!split.empty()) return Usage(split);
   for (const char* need : {"baseline", "candidate", "report"}) {
     if (!opt.count(need)) return Usage(absl::StrCat("--", need, " is required"));
   }

@@ -3,6 +3,7 @@
 #define ATTNROLL_CLIENT_CLI_COMMANDS_H_
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,16 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args);
 // `explain` with --encoder/--decoder/--cross: the parsed options of explain.
 // The flags of `explain` (shared with `audit`): known, and whether it takes a value.
 bool IsExplainOption(const std::string& name, bool* takes_value);
+// Splits the arguments of a command that also takes explain's options:
+// `own` gets the command's valued options (names in own_valued) and the flags
+// in own_flags, `explain` gets explain's options except those in not_here.
+// Returns "" , "help" for --help, or a usage message.
+std::string SplitExplainArgs(const std::vector<std::string>& args,
+                             const std::set<std::string>& own_valued,
+                             const std::set<std::string>& own_flags,
+                             const std::set<std::string>& not_here,
+                             std::map<std::string, std::string>* own,
+                             std::map<std::string, std::string>* explain);
 // Builds the pass header's analysis and the call options from explain's flags
 // (everything but the input files); "" or the usage message of a bad flag.
 std::string BuildExplainRequest(std::map<std::string, std::string>& opt, v1::PassHeader* header,

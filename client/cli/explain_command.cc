@@ -99,6 +99,34 @@ bool IsExplainOption(const std::string& name, bool* takes_value) {
   return *takes_value || kFlags.count(name) > 0;
 }
 
+std::string SplitExplainArgs(const std::vector<std::string>& args,
+                             const std::set<std::string>& own_valued,
+                             const std::set<std::string>& own_flags,
+                             const std::set<std::string>& not_here,
+                             std::map<std::string, std::string>* own,
+                             std::map<std::string, std::string>* explain) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--help" || args[i] == "-h") return "help";
+    const std::string name = args[i].rfind("--", 0) == 0 ? args[i].substr(2) : "";
+    if (own_flags.count(name)) {
+      (*own)[name] = "1";
+      continue;
+    }
+    bool takes_value = true;
+    const bool ours = own_valued.count(name) > 0;
+    if (!ours && (not_here.count(name) || !IsExplainOption(name, &takes_value))) {
+      return "unknown option '" + args[i] + "'";
+    }
+    if (!takes_value) {
+      (*explain)[name] = "1";
+      continue;
+    }
+    if (i + 1 >= args.size()) return args[i] + " needs a value";
+    (ours ? *own : *explain)[name] = args[++i];
+  }
+  return "";
+}
+
 std::string BuildExplainRequest(std::map<std::string, std::string>& opt, v1::PassHeader* header_out,
                                 client::ExplainOptions* options_out) {
   const std::string method = opt.count("method") ? opt["method"] : "rollout";

@@ -35,24 +35,12 @@ int RunExplainPair(const GlobalOptions& global, const std::vector<std::string>& 
                                                 "out-candidate", "iou-top-k", "region"};
   static const std::set<std::string> kNotHere = {"attention", "out", "gradient", "aggregate-out"};
   std::map<std::string, std::string> opt, explain;
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--help" || args[i] == "-h") {
-      PrintPairUsage();
-      return 0;
-    }
-    const std::string name = args[i].rfind("--", 0) == 0 ? args[i].substr(2) : "";
-    bool takes_value = true;
-    const bool ours = kValued.count(name) > 0;
-    if (!ours && (kNotHere.count(name) || !IsExplainOption(name, &takes_value))) {
-      return Usage("unknown option '" + args[i] + "'");
-    }
-    if (!takes_value) {
-      (name == "json" ? opt : explain)[name] = "1";
-      continue;
-    }
-    if (i + 1 >= args.size()) return Usage(args[i] + " needs a value");
-    (ours ? opt : explain)[name] = args[++i];
+  const std::string split = SplitExplainArgs(args, kValued, {"json"}, kNotHere, &opt, &explain);
+  if (split == "help") {
+    PrintPairUsage();
+    return 0;
   }
+  if (!split.empty()) return Usage(split);
   if (!opt.count("baseline") || !opt.count("candidate")) {
     return Usage("--baseline and --candidate are required");
   }
