@@ -153,6 +153,13 @@ void DecodeBlock(int dtype, const std::string& data, int64_t offset, int rows, i
   }
 }
 
+std::vector<float> DecodeAllValues(const v1::Tensor& t) {
+  const int64_t count = static_cast<int64_t>(t.data().size() / DTypeSize(t.dtype()));
+  std::vector<float> out(count);
+  if (count > 0) DecodeBlock(t.dtype(), t.data(), 0, 1, static_cast<int>(count), count, out.data());
+  return out;
+}
+
 absl::Status ValidateAttentionRows(const float* a, int rows, int cols, int64_t stride, int row0,
                                    float tolerance, bool causal, const BlockLocation& where,
                                    const analysis::RowStats* stats) {

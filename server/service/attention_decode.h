@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 #include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
@@ -12,6 +13,9 @@
 #include "server/analysis/row_stats.h"
 
 namespace attnroll::service {
+
+// A whole (small, already byte-checked) tensor decoded to fp32.
+std::vector<float> DecodeAllValues(const v1::Tensor& t);
 
 // Bytes per element; 0 for an unknown dtype.
 size_t DTypeSize(int dtype);

@@ -65,23 +65,19 @@ grpc::ServerUnaryReactor* AttnrollServiceImpl::Compare(grpc::CallbackServerConte
                                                        const v1::CompareRequest* request,
                                                        v1::CompareResponse* response) {
   grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
-  absl::StatusOr<int64_t> bytes = CompareWorkingBytes(*request, ctx_->config.limits);
-  if (!bytes.ok()) {
-    reactor->Finish(ToGrpcStatus(bytes.status()));
-    return reactor;
-  }
-  auto reservation = std::make_shared<MemoryBudget::Reservation>();
-  if (!ctx_->budget->TryReserve(*bytes, reservation.get())) {
-    reactor->Finish(ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
-        "memory: the comparison needs ", *bytes, " bytes; ", ctx_->budget->reserved(), " of the ",
-        "server's max_memory_bytes of ", ctx_->budget->capacity(), " are in use"))));
-    return reactor;
-  }
-  const bool queued = ctx_->pool->TrySubmit([this, call, request, response, reactor, reservation] {
+  // Validation, decoding and the metrics all run on a worker, never here.
+  const bool queued = ctx_->pool->TrySubmit([this, call, request, response, reactor] {
     if (call->IsCancelled()) return reactor->Finish(grpc::Status::CANCELLED);
+    absl::StatusOr<int64_t> bytes = CompareWorkingBytes(*request, ctx_->config.limits);
+    if (!bytes.ok()) return reactor->Finish(ToGrpcStatus(bytes.status()));
+    MemoryBudget::Reservation reservation;
+    if (absl::Status s = ReserveMemory(*ctx_, *bytes, "the comparison", &reservation); !s.ok()) {
+      return reactor->Finish(ToGrpcStatus(s));
+    }
     absl::StatusOr<v1::CompareResponse> result = RunCompare(*request, ctx_->config.limits);
     if (result.ok()) *response = std::move(*result);
-    reservation->Release();
+    reservation.Release();
+    ctx_->metrics->SetMemoryReserved(ctx_->budget->reserved());
     reactor->Finish(ToGrpcStatus(result.status()));
   });
   if (!queued) {

@@ -72,11 +72,10 @@ void AuditReactor::Open(const v1::AuditHeader& header) {
   absl::StatusOr<std::unique_ptr<AuditSession>> session =
       AuditSession::Create(header, ctx_->config.limits);
   if (!session.ok()) return End(session.status());
-  const int64_t bytes = (*session)->working_bytes(max_in_flight_);
-  if (!ctx_->budget->TryReserve(bytes, &reservation_)) {
-    return End(absl::ResourceExhaustedError(absl::StrCat(
-        "memory: the audit needs ", bytes, " bytes; ", ctx_->budget->reserved(), " of the server's ",
-        "max_memory_bytes of ", ctx_->budget->capacity(), " are in use")));
+  if (absl::Status s = ReserveMemory(*ctx_, (*session)->working_bytes(max_in_flight_), "the audit",
+                                     &reservation_);
+      !s.ok()) {
+    return End(s);
   }
   session_ = std::move(*session);
   StartRead(&request_);
@@ -304,6 +303,7 @@ void AuditReactor::FinishNow(const grpc::Status& status) {
     ClosePass(*ctx_, current_->candidate, "Audit", absl::CancelledError("audit ended"));
   }
   reservation_.Release();
+  ctx_->metrics->SetMemoryReserved(ctx_->budget->reserved());
   Finish(status);
 }
 

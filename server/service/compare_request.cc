@@ -117,13 +117,6 @@ absl::StatusOr<v1::CompareResponse> RunCompare(const v1::CompareRequest& request
   return response;
 }
 
-std::vector<float> DecodeAllValues(const v1::Tensor& t) {
-  const int64_t count = static_cast<int64_t>(t.data().size() / DTypeSize(t.dtype()));
-  std::vector<float> out(count);
-  if (count > 0) DecodeBlock(t.dtype(), t.data(), 0, 1, static_cast<int>(count), count, out.data());
-  return out;
-}
-
 absl::StatusOr<analysis::CompareSpec> ToCompareSpec(const v1::CompareOptions& o, int64_t length) {
   analysis::CompareSpec spec;
   if (o.grid_height() != 0 && int64_t{o.grid_height()} * o.grid_width() == length) {

@@ -29,8 +29,7 @@ absl::StatusOr<analysis::CompareSpec> ToCompareSpec(const v1::CompareOptions& op
 // Every metric; the difference map (shaped map_shape) only when asked for.
 void ToProto(const analysis::Comparison& c, const std::vector<int64_t>& map_shape,
              bool with_difference, v1::Comparison* out);
-// A tensor decoded whole to fp32 (its bytes must have been checked).
-std::vector<float> DecodeAllValues(const v1::Tensor& t);
+
 
 }  // namespace attnroll::service
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "server/service/analysis_options.h"
 #include "server/service/attention_decode.h"
+#include "server/service/status_util.h"
 #include "server/service/result_tensors.h"
 
 namespace attnroll::service {
@@ -30,15 +31,6 @@ int StackOf(analysis::Stack s) {
   }
 }
 
-absl::Status Field(const std::string& field, uint64_t value, uint64_t lo, uint64_t hi) {
-  if (value < lo || value > hi) {
-    return absl::Status(value > hi && value >= lo ? absl::StatusCode::kResourceExhausted
-                                                  : absl::StatusCode::kInvalidArgument,
-                        absl::StrCat(field, ": expected ", lo, " <= value <= ", hi, ", got ", value));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<EncoderDecoderSession>> EncoderDecoderSession::Create(
@@ -55,12 +47,12 @@ absl::StatusOr<std::unique_ptr<EncoderDecoderSession>> EncoderDecoderSession::Cr
         "layout.valid_lengths: padding is not supported with encoder_decoder yet");
   }
   const uint32_t batch = layout.batch_size() == 0 ? 1 : layout.batch_size();
-  for (absl::Status s : {Field("layout.num_heads", layout.num_heads(), 1, limits.max_heads),
-                         Field("layout.batch_size", batch, 1, limits.max_batch),
-                         Field("layout.encoder_decoder.encoder_layers", ed.encoder_layers(), 1, limits.max_layers),
-                         Field("layout.encoder_decoder.decoder_layers", ed.decoder_layers(), 1, limits.max_layers),
-                         Field("layout.encoder_decoder.encoder_tokens", ed.encoder_tokens(), 1, limits.max_tokens),
-                         Field("layout.encoder_decoder.decoder_tokens", ed.decoder_tokens(), 1, limits.max_tokens)}) {
+  for (absl::Status s : {CheckCount("layout.num_heads", layout.num_heads(), limits.max_heads),
+                         CheckCount("layout.batch_size", batch, limits.max_batch),
+                         CheckCount("layout.encoder_decoder.encoder_layers", ed.encoder_layers(), limits.max_layers),
+                         CheckCount("layout.encoder_decoder.decoder_layers", ed.decoder_layers(), limits.max_layers),
+                         CheckCount("layout.encoder_decoder.encoder_tokens", ed.encoder_tokens(), limits.max_tokens),
+                         CheckCount("layout.encoder_decoder.decoder_tokens", ed.decoder_tokens(), limits.max_tokens)}) {
     if (!s.ok()) return s;
   }
   auto session = std::unique_ptr<EncoderDecoderSession>(new EncoderDecoderSession());

@@ -16,6 +16,7 @@
 #include "server/service/analysis_options.h"
 #include "server/service/attention_decode.h"
 #include "server/service/parallel_for.h"
+#include "server/service/status_util.h"
 #include "server/service/result_tensors.h"
 
 namespace attnroll::service {
@@ -23,22 +24,6 @@ namespace {
 
 // Floats in one decoded strip of rows (256 KiB: fits in L2 with its fused strip).
 constexpr int kStripFloats = 64 * 1024;
-
-absl::Status CheckRange(const char* field, uint64_t value, uint64_t lo, uint64_t hi) {
-  if (value < lo || value > hi) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": expected ", lo, " <= value <= ", hi, ", got ", value));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckLimit(const char* field, uint64_t value, uint64_t limit) {
-  if (value > limit) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        field, ": ", value, " exceeds the server limit of ", limit));
-  }
-  return absl::OkStatus();
-}
 
 }  // namespace
 
@@ -50,13 +35,12 @@ absl::StatusOr<std::unique_ptr<PassSession>> PassSession::Create(const v1::PassH
   }
   const v1::Layout& layout = header.layout();
   const uint32_t batch = layout.batch_size() == 0 ? 1 : layout.batch_size();
-  if (absl::Status s = CheckRange("layout.num_layers", layout.num_layers(), 1, UINT32_MAX); !s.ok()) return s;
-  if (absl::Status s = CheckRange("layout.num_heads", layout.num_heads(), 1, UINT32_MAX); !s.ok()) return s;
-  if (absl::Status s = CheckRange("layout.num_tokens", layout.num_tokens(), 1, UINT32_MAX); !s.ok()) return s;
-  if (absl::Status s = CheckLimit("layout.num_layers", layout.num_layers(), limits.max_layers); !s.ok()) return s;
-  if (absl::Status s = CheckLimit("layout.num_heads", layout.num_heads(), limits.max_heads); !s.ok()) return s;
-  if (absl::Status s = CheckLimit("layout.num_tokens", layout.num_tokens(), limits.max_tokens); !s.ok()) return s;
-  if (absl::Status s = CheckLimit("layout.batch_size", batch, limits.max_batch); !s.ok()) return s;
+  for (absl::Status s : {CheckCount("layout.num_layers", layout.num_layers(), limits.max_layers),
+                         CheckCount("layout.num_heads", layout.num_heads(), limits.max_heads),
+                         CheckCount("layout.num_tokens", layout.num_tokens(), limits.max_tokens),
+                         CheckCount("layout.batch_size", batch, limits.max_batch)}) {
+    if (!s.ok()) return s;
+  }
   const uint64_t n = layout.num_tokens();
   // The smallest wire dtype is 2 bytes: a pass that cannot fit even so is refused now.
   const uint64_t min_pass_bytes = uint64_t{batch} * layout.num_layers() * layout.num_heads() * n * n * 2;
@@ -362,14 +346,6 @@ absl::Status PassSession::CheckGradient(const v1::LayerChunk& chunk) const {
 
 namespace {
 
-// A small side tensor decoded whole to fp32.
-std::vector<float> DecodeAll(const v1::Tensor& t) {
-  const int64_t count = static_cast<int64_t>(t.data().size() / DTypeSize(t.dtype()));
-  std::vector<float> out(count);
-  if (count > 0) DecodeBlock(t.dtype(), t.data(), 0, 1, static_cast<int>(count), count, out.data());
-  return out;
-}
-
 std::string ShapeString(const v1::Tensor& t) {
   return absl::StrCat("[", absl::StrJoin(t.shape(), ", "), "]");
 }
@@ -392,7 +368,7 @@ absl::Status PassSession::TakeResidualWeights(const v1::LayerChunk& chunk) {
                                                    batch_, ", ", num_tokens_, "], got ",
                                                    ShapeString(w)));
   }
-  const std::vector<float> values = DecodeAll(w);
+  const std::vector<float> values = DecodeAllValues(w);
   layer_residual_.assign(static_cast<size_t>(batch_) * num_tokens_, 0.0f);
   for (int b = 0; b < batch_; ++b) {
     for (int i = 0; i < valid_[b]; ++i) {
@@ -425,7 +401,7 @@ absl::Status PassSession::TakeValueNorms(const v1::LayerChunk& chunk) {
     return absl::InvalidArgumentError(absl::StrCat(field, ".shape: expected [", batch_, ", ", h, ", ",
                                                    num_tokens_, "], got ", ShapeString(v)));
   }
-  norms_ = DecodeAll(v);
+  norms_ = DecodeAllValues(v);
   for (int b = 0; b < batch_; ++b) {
     for (int64_t hh = 0; hh < h; ++hh) {
       for (int j = 0; j < valid_[b]; ++j) {

@@ -4,6 +4,17 @@
 
 namespace attnroll::service {
 
+absl::Status ReserveMemory(ServiceContext& ctx, int64_t bytes, absl::string_view what,
+                           MemoryBudget::Reservation* out) {
+  if (!ctx.budget->TryReserve(bytes, out)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "memory: ", what, " needs ", bytes, " bytes of working memory; ", ctx.budget->reserved(),
+        " of the server's max_memory_bytes of ", ctx.budget->capacity(), " are in use"));
+  }
+  ctx.metrics->SetMemoryReserved(ctx.budget->reserved());
+  return absl::OkStatus();
+}
+
 absl::StatusOr<OpenPass> OpenPassFromHeader(ServiceContext& ctx, const v1::PassHeader& header) {
   if (ctx.shutting_down.load()) {
     return absl::UnavailableError("server: shutting down, not accepting new passes");
@@ -12,15 +23,12 @@ absl::StatusOr<OpenPass> OpenPassFromHeader(ServiceContext& ctx, const v1::PassH
       CreatePass(header, ctx.config.limits, ctx.config.workers);
   if (!session.ok()) return session.status();
   OpenPass pass;
-  const int64_t bytes = (*session)->working_bytes();
-  if (!ctx.budget->TryReserve(bytes, &pass.reservation)) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "memory: the pass needs ", bytes, " bytes of working memory; ", ctx.budget->reserved(),
-        " of the server's max_memory_bytes of ", ctx.budget->capacity(), " are in use"));
+  if (absl::Status s = ReserveMemory(ctx, (*session)->working_bytes(), "the pass", &pass.reservation);
+      !s.ok()) {
+    return s;
   }
   pass.session = std::move(*session);
   pass.started = absl::Now();
-  ctx.metrics->SetMemoryReserved(ctx.budget->reserved());
   ctx.metrics->PassStarted();
   return pass;
 }

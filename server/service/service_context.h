@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "attnroll/v1/attnroll.pb.h"
 #include "server/service/config.h"
@@ -31,6 +32,11 @@ struct OpenPass {
   std::unique_ptr<Pass> session;
   absl::Time started;
 };
+
+// Reserves `bytes` of working memory for `what` ("the pass", "the audit"...):
+// RESOURCE_EXHAUSTED with the numbers when they do not fit.
+absl::Status ReserveMemory(ServiceContext& ctx, int64_t bytes, absl::string_view what,
+                           MemoryBudget::Reservation* out);
 
 // Header -> an OpenPass: refuses new passes while shutting down, validates the
 // header and reserves the pass's working memory (RESOURCE_EXHAUSTED if over).

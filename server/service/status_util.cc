@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
+
 namespace attnroll::service {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
@@ -16,6 +18,18 @@ v1::PassError ToPassError(const absl::Status& status) {
   error.set_code_name(StatusCodeName(static_cast<grpc::StatusCode>(status.code())));
   error.set_message(std::string(status.message()));
   return error;
+}
+
+absl::Status CheckCount(absl::string_view field, uint64_t value, uint64_t limit) {
+  if (value < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": expected 1 <= value <= ", limit, ", got ", value));
+  }
+  if (value > limit) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(field, ": ", value, " exceeds the server limit of ", limit));
+  }
+  return absl::OkStatus();
 }
 
 const char* StatusCodeName(grpc::StatusCode code) {

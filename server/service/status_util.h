@@ -5,7 +5,10 @@
 
 #include <grpcpp/support/status.h>
 
+#include <cstdint>
+
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "attnroll/v1/attnroll.pb.h"
 
 namespace attnroll::service {
@@ -13,6 +16,10 @@ namespace attnroll::service {
 grpc::Status ToGrpcStatus(const absl::Status& status);
 // The in-band error of a multiplexed stream.
 v1::PassError ToPassError(const absl::Status& status);
+// A count a client declares (layers, heads, tokens, batch): INVALID_ARGUMENT
+// when 0, RESOURCE_EXHAUSTED above the server's limit; messages name `field`.
+absl::Status CheckCount(absl::string_view field, uint64_t value, uint64_t limit);
+
 // "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", ...
 const char* StatusCodeName(grpc::StatusCode code);
 
