@@ -3,8 +3,8 @@
 #include <cstdio>
 
 #include "absl/time/time.h"
-#include "server/service/config.h"
-#include "server/service/server.h"
+#include "server/runtime/config.h"
+#include "server/rpc/server.h"
 
 int main(int argc, char** argv) {
 #if defined(__x86_64__) && defined(__AVX2__)
@@ -18,9 +18,9 @@ int main(int argc, char** argv) {
     return 1;
   }
 #endif
-  attnroll::service::ServerConfig config;
+  attnroll::runtime::ServerConfig config;
   int exit_code = 0;
-  if (!attnroll::service::ParseServerFlags(argc, argv, &config, &exit_code)) return exit_code;
+  if (!attnroll::runtime::ParseServerFlags(argc, argv, &config, &exit_code)) return exit_code;
 
   // Block the signals before any thread starts, so only sigwait below sees them.
   sigset_t signals;
@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto server = attnroll::service::Server::Start(config);
+  auto server = attnroll::rpc::Server::Start(config);
   if (!server.ok()) {
     std::fprintf(stderr, "attnroll-server: %s\n", server.status().ToString().c_str());
     return 1;

@@ -12,9 +12,13 @@
 #include "attnroll/v1/analysis.pb.h"
 #include "attnroll/v1/pass.pb.h"
 #include "attnroll/v1/tensor.pb.h"
-#include "client/cli/npy.h"
+#include "client/npy/npy.h"
 
 namespace attnroll::cli {
+
+using npy::Array;
+using npy::ReadNpy;
+using npy::WriteNpy;
 
 // "INVALID_ARGUMENT", ... for absl/gRPC status codes.
 const char* CodeName(absl::StatusCode code);

@@ -11,7 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "client/cli/cli_common.h"
 #include "client/cli/commands.h"
-#include "client/cli/npy.h"
+#include "client/npy/npy.h"
 #include "client/cpp/attnroll_client.h"
 
 namespace attnroll::cli {

@@ -16,27 +16,28 @@ int LastLayer(const RolloutSpec& spec, int num_layers) {
   return spec.last_layer < 0 ? num_layers - 1 : spec.last_layer;
 }
 
-absl::Status ValidateRolloutSpec(const RolloutSpec& spec, int num_layers, int num_heads, int m) {
+absl::Status ValidateRolloutSpec(const RolloutSpec& spec, int num_layers, int num_heads, int m,
+                                 absl::string_view root) {
   const int last = LastLayer(spec, num_layers);
   if (spec.first_layer < 0 || spec.first_layer > last || last >= num_layers) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "rollout.layers: expected 0 <= first <= last < num_layers = ", num_layers, ", got ",
+        root, ".layers: expected 0 <= first <= last < num_layers = ", num_layers, ", got ",
         spec.first_layer, ":", last));
   }
   if (!(spec.residual >= 0.0f && spec.residual <= 1.0f)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("rollout.residual: expected a in [0, 1], got ", spec.residual));
+        absl::StrCat(root, ".residual: expected a in [0, 1], got ", spec.residual));
   }
   const bool head_specific = spec.fusion == Fusion::kNone;
   if (head_specific && spec.head_aggregate == Fusion::kNone) {
     return absl::InvalidArgumentError(
-        "rollout.head_aggregate: expected MEAN, MAX, MIN or WEIGHTED, got NONE");
+        absl::StrCat(root, ".head_aggregate: expected MEAN, MAX, MIN or WEIGHTED, got NONE"));
   }
   if (spec.fusion == Fusion::kWeighted ||
       (head_specific && spec.head_aggregate == Fusion::kWeighted)) {
     if (static_cast<int>(spec.head_weights.size()) != num_heads) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "rollout.head_weights: expected ", num_heads, " weights (one per head), got ",
+          root, ".head_weights: expected ", num_heads, " weights (one per head), got ",
           spec.head_weights.size()));
     }
     double sum = 0;
@@ -44,20 +45,22 @@ absl::Status ValidateRolloutSpec(const RolloutSpec& spec, int num_layers, int nu
       const float w = spec.head_weights[h];
       if (!std::isfinite(w) || w < 0.0f) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "rollout.head_weights[", h, "]: expected a finite value >= 0, got ", w));
+            root, ".head_weights[", h, "]: expected a finite value >= 0, got ", w));
       }
       sum += w;
     }
     if (sum <= 0.0) {
-      return absl::InvalidArgumentError("rollout.head_weights: expected a positive sum, got 0");
+      return absl::InvalidArgumentError(absl::StrCat(root, ".head_weights: expected a positive sum, got 0"));
     }
   } else if (!spec.head_weights.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "rollout.head_weights: only used with fusion (or head_aggregate) WEIGHTED, got ",
+        root, ".head_weights: only used with fusion (or head_aggregate) WEIGHTED, got ",
         spec.head_weights.size(),
         " weights"));
   }
-  if (absl::Status s = ValidatePruneSpec(spec.prune); !s.ok()) return s;
+  if (absl::Status s = ValidatePruneSpec(spec.prune); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat(root, ".", s.message()));
+  }
   return ValidateReadout(spec.readout, m);
 }
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "server/analysis/head_fusion.h"
 #include "server/analysis/pruning.h"
 #include "server/analysis/readout.h"
@@ -53,8 +54,10 @@ enum class RolloutPath { kRow, kChain };
 const char* RolloutPathName(RolloutPath path);
 
 // Checks options against the pass shape (num_layers, num_heads) and a sequence
-// of m valid tokens. Messages name the field, the expected and the seen value.
-absl::Status ValidateRolloutSpec(const RolloutSpec& spec, int num_layers, int num_heads, int m);
+// of m valid tokens. Messages name the field, the expected and the seen value;
+// `root` names the options ("rollout.layers: expected ...", "flow.layers: ...").
+absl::Status ValidateRolloutSpec(const RolloutSpec& spec, int num_layers, int num_heads, int m,
+                                 absl::string_view root = "rollout");
 
 // Resolves last_layer = -1 against num_layers.
 int LastLayer(const RolloutSpec& spec, int num_layers);

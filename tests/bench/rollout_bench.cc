@@ -1,5 +1,5 @@
 // Speed of a whole pass through the server's worker code, without gRPC:
-//   PassSession::Create(header) -> AddChunk(layer) x L -> Finish()
+//   PlanPass(header) -> PassSession(plan) -> AddChunk(layer) x L -> Finish()
 // i.e. decode + validate + fuse heads + residual + fold + read-out, exactly what
 // a worker does with the messages of one Explain call. The attention is random
 // row-stochastic (softmax of seeded random logits), encoded beforehand as
@@ -13,7 +13,7 @@
 //   pass/vit_b16_per_layer/fp32      per-layer read-outs (chain path)
 //   pass/bert_base_mean_per_layer/fp32  mean of rows + per layer (chain path)
 //   math/...                         SequenceRollout alone on decoded fp32
-//   decode/..., validate/...         one head of the service's decode / checks
+//   decode/..., validate/...         one head of the session's decode / checks
 // Counters: GB/s = attention bytes as sent (wire dtype) / wall time.
 // The label of a pass case is the path the server chose (row or chain).
 #include <cmath>
@@ -31,16 +31,17 @@
 #include "attnroll/v1/attnroll.pb.h"
 #include "client/cpp/tensor_encode.h"
 #include "server/analysis/rollout.h"
-#include "server/service/analysis_options.h"
-#include "server/service/attention_decode.h"
-#include "server/service/config.h"
-#include "server/service/pass_session.h"
+#include "server/runtime/config.h"
+#include "server/session/analysis_options.h"
+#include "server/session/attention_decode.h"
+#include "server/session/pass_plan.h"
+#include "server/session/pass_session.h"
 
 namespace {
 
 namespace v1 = attnroll::v1;
 namespace analysis = attnroll::analysis;
-namespace service = attnroll::service;
+namespace session = attnroll::session;
 
 // ---- shapes and requests ------------------------------------------------------
 
@@ -159,27 +160,27 @@ void SetBytesCounter(benchmark::State& state, int64_t bytes_per_iteration) {
 void BM_Pass(benchmark::State& state, Shape s, v1::DType dtype, Request r, bool shared) {
   PassData* data = GetPassData(s, dtype, shared);
   const v1::PassHeader header = MakeHeader(s, r);
-  const service::PassLimits limits;
+  const attnroll::runtime::PassLimits limits;
   std::string path;
   double compute_seconds = 0;
   for (auto _ : state) {
-    absl::StatusOr<std::unique_ptr<service::PassSession>> session =
-        service::PassSession::Create(header, limits);
-    if (!session.ok()) {
-      state.SkipWithError(std::string(session.status().message()).c_str());
+    absl::StatusOr<session::PassPlan> plan = session::PlanPass(header, limits);
+    if (!plan.ok()) {
+      state.SkipWithError(std::string(plan.status().message()).c_str());
       break;
     }
+    auto pass = std::make_unique<session::PassSession>(*std::move(plan));
     absl::Status status;
     for (int l = 0; l < s.layers && status.ok(); ++l) {
       v1::LayerChunk& chunk = data->chunks[data->shared ? 0 : l];
       if (data->shared) chunk.set_layer(l);  // same bytes, next layer: same compute
-      status = (*session)->AddChunk(chunk);
+      status = pass->AddChunk(chunk);
     }
     if (!status.ok()) {
       state.SkipWithError(std::string(status.message()).c_str());
       break;
     }
-    absl::StatusOr<v1::ExplainResponse> response = (*session)->Finish();
+    absl::StatusOr<v1::ExplainResponse> response = pass->Finish();
     if (!response.ok()) {
       state.SkipWithError(std::string(response.status().message()).c_str());
       break;
@@ -196,21 +197,21 @@ void BM_Pass(benchmark::State& state, Shape s, v1::DType dtype, Request r, bool 
 // ---- the math alone, on already decoded fp32 ---------------------------------
 
 void BM_Math(benchmark::State& state, Shape s, Request r, bool shared) {
-  // Decode the same wire data once with the service's decoder, keep fp32.
+  // Decode the same wire data once with the session's decoder, keep fp32.
   PassData* data = GetPassData(s, shared ? v1::DTYPE_FP16 : v1::DTYPE_FP32, shared);
   const size_t nn = static_cast<size_t>(s.tokens) * s.tokens;
   std::vector<std::vector<float>> layers;
   for (const v1::LayerChunk& chunk : data->chunks) {
     std::vector<float>& f = layers.emplace_back(nn * s.heads);
     for (int h = 0; h < s.heads; ++h) {
-      service::DecodeBlock(chunk.attention().dtype(), chunk.attention().data(),
+      session::DecodeBlock(chunk.attention().dtype(), chunk.attention().data(),
                            static_cast<int64_t>(h) * nn, s.tokens, s.tokens, s.tokens,
                            f.data() + h * nn);
     }
   }
   const v1::PassHeader header = MakeHeader(s, r);
   absl::StatusOr<analysis::RolloutSpec> spec =
-      service::ToRolloutSpec(header.analyses(0).rollout(), header.layout());
+      session::ToRolloutSpec(header.analyses(0).rollout(), header.layout());
   if (!spec.ok()) {
     state.SkipWithError(std::string(spec.status().message()).c_str());
     return;
@@ -233,28 +234,28 @@ void BM_Math(benchmark::State& state, Shape s, Request r, bool shared) {
   SetBytesCounter(state, static_cast<int64_t>(nn) * s.heads * s.layers * 4);
 }
 
-// ---- one head of the service's decode and validation -------------------------
+// ---- one head of the session's decode and validation -------------------------
 
 void BM_Decode(benchmark::State& state, Shape s, v1::DType dtype) {
   PassData* data = GetPassData(s, dtype, s.causal);
   const v1::Tensor& t = data->chunks[0].attention();
   std::vector<float> out(static_cast<size_t>(s.tokens) * s.tokens);
   for (auto _ : state) {
-    service::DecodeBlock(t.dtype(), t.data(), 0, s.tokens, s.tokens, s.tokens, out.data());
+    session::DecodeBlock(t.dtype(), t.data(), 0, s.tokens, s.tokens, s.tokens, out.data());
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  SetBytesCounter(state, static_cast<int64_t>(out.size()) * service::DTypeSize(dtype));
+  SetBytesCounter(state, static_cast<int64_t>(out.size()) * session::DTypeSize(dtype));
 }
 
 void BM_Validate(benchmark::State& state, Shape s) {
   PassData* data = GetPassData(s, s.causal ? v1::DTYPE_FP16 : v1::DTYPE_FP32, s.causal);
   const v1::Tensor& t = data->chunks[0].attention();
   std::vector<float> a(static_cast<size_t>(s.tokens) * s.tokens);
-  service::DecodeBlock(t.dtype(), t.data(), 0, s.tokens, s.tokens, s.tokens, a.data());
-  const float tol = service::DefaultRowSumTolerance(t.dtype());
+  session::DecodeBlock(t.dtype(), t.data(), 0, s.tokens, s.tokens, s.tokens, a.data());
+  const float tol = session::DefaultRowSumTolerance(t.dtype());
   for (auto _ : state) {
-    absl::Status st = service::ValidateAttentionBlock(a.data(), s.tokens, tol, s.causal, {0, 0, 0});
+    absl::Status st = session::ValidateAttentionBlock(a.data(), s.tokens, tol, s.causal, {0, 0, 0});
     if (!st.ok()) {
       state.SkipWithError(std::string(st.message()).c_str());
       break;

@@ -1,4 +1,5 @@
-// Helpers shared by tests: attention with known structure, and pass messages.
+// Helpers shared by tests: matrices and attention with known structure.
+// The math's types only (no protos, no client).
 #ifndef ATTNROLL_TESTS_TESTUTIL_ATTENTION_TESTUTIL_H_
 #define ATTNROLL_TESTS_TESTUTIL_ATTENTION_TESTUTIL_H_
 
@@ -6,8 +7,6 @@
 #include <random>
 #include <vector>
 
-#include "attnroll/v1/attnroll.pb.h"
-#include "client/cpp/attnroll_client.h"
 #include "server/analysis/types.h"
 
 namespace attnroll::testing {
@@ -46,9 +45,6 @@ inline analysis::MatrixF RandomStochastic(int m, std::mt19937& rng, float scale 
 struct Attention {
   int64_t batch, layers, heads, tokens;
   std::vector<float> values;
-  client::AttentionView view() const {
-    return {values.data(), batch, layers, heads, tokens};
-  }
   float* at(int64_t b, int64_t l, int64_t h) {
     return values.data() + (((b * layers + l) * heads + h) * tokens * tokens);
   }
@@ -75,23 +71,6 @@ inline Attention UniformAttention(int64_t batch, int64_t layers, int64_t heads, 
   return MakeAttention(batch, layers, heads, tokens, [&](int64_t, int64_t, int64_t) {
     return analysis::MatrixF::Constant(tokens, tokens, 1.0f / static_cast<float>(tokens));
   });
-}
-
-inline v1::PassHeader RolloutHeader(const Attention& a, const std::string& id = "test") {
-  v1::PassHeader h;
-  h.set_request_id(id);
-  v1::Layout* l = h.mutable_layout();
-  l->set_num_layers(a.layers);
-  l->set_num_heads(a.heads);
-  l->set_num_tokens(a.tokens);
-  l->set_batch_size(a.batch);
-  h.add_analyses()->mutable_rollout();
-  return h;
-}
-
-inline std::vector<float> MapValues(const v1::Tensor& t) {
-  const float* p = reinterpret_cast<const float*>(t.data().data());
-  return std::vector<float>(p, p + t.data().size() / sizeof(float));
 }
 
 }  // namespace attnroll::testing

@@ -1,0 +1,68 @@
+#include "server/rpc/attnroll_service.h"
+
+#include "server/rpc/audit_reactor.h"
+#include "server/rpc/compare_reactor.h"
+#include "server/rpc/explain_reactor.h"
+#include "server/rpc/pair_reactor.h"
+#include "server/rpc/stream_reactor.h"
+
+namespace attnroll::rpc {
+
+v1::ServerInfo ServerInfoOf(const runtime::ServerConfig& c) {
+  v1::ServerInfo info;
+  info.set_version(ATTNROLL_VERSION);
+  v1::Limits* l = info.mutable_limits();
+  l->set_max_layers(c.limits.max_layers);
+  l->set_max_heads(c.limits.max_heads);
+  l->set_max_tokens(c.limits.max_tokens);
+  l->set_max_batch(c.limits.max_batch);
+  l->set_max_message_bytes(c.limits.max_message_bytes);
+  l->set_max_pass_bytes(c.limits.max_pass_bytes);
+  l->set_max_memory_bytes(c.max_memory_bytes);
+  l->set_workers(c.workers);
+  l->set_queue_size(c.queue_size);
+  l->set_max_passes_per_stream(c.max_passes_per_stream);
+  l->set_max_flow_cost(c.limits.max_flow_cost);
+  for (const char* a : {"rollout", "grad-rollout", "flow", "compare", "audit", "explain-pair"}) {
+    info.add_analyses(a);
+  }
+  for (v1::DType d : {v1::DTYPE_FP32, v1::DTYPE_FP16, v1::DTYPE_BF16}) info.add_dtypes(d);
+  return info;
+}
+
+grpc::ServerReadReactor<v1::ExplainRequest>* AttnrollServiceImpl::Explain(
+    grpc::CallbackServerContext* call, v1::ExplainResponse* response) {
+  return new ExplainReactor(call, response, ctx_);
+}
+
+grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>* AttnrollServiceImpl::ExplainStream(
+    grpc::CallbackServerContext* call) {
+  return new StreamReactor(call, ctx_);
+}
+
+grpc::ServerReadReactor<v1::PairRequest>* AttnrollServiceImpl::ExplainPair(
+    grpc::CallbackServerContext* call, v1::PairResponse* response) {
+  return new PairReactor(call, response, ctx_);
+}
+
+grpc::ServerBidiReactor<v1::AuditRequest, v1::AuditResponse>* AttnrollServiceImpl::Audit(
+    grpc::CallbackServerContext* call) {
+  return new AuditReactor(call, ctx_);
+}
+
+grpc::ServerUnaryReactor* AttnrollServiceImpl::Compare(grpc::CallbackServerContext* call,
+                                                       const v1::CompareRequest* request,
+                                                       v1::CompareResponse* response) {
+  return new CompareReactor(call, request, response, ctx_);
+}
+
+grpc::ServerUnaryReactor* AttnrollServiceImpl::GetServerInfo(grpc::CallbackServerContext* call,
+                                                             const v1::GetServerInfoRequest*,
+                                                             v1::ServerInfo* info) {
+  *info = ServerInfoOf(ctx_->config);  // a copy of a few fields: fine on this thread
+  grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace attnroll::rpc

@@ -1,0 +1,53 @@
+// Wires a running attnroll server: gRPC (service, health, reflection), the
+// worker pool, the memory budget and the /metrics endpoint.
+#ifndef ATTNROLL_SERVER_RPC_SERVER_H_
+#define ATTNROLL_SERVER_RPC_SERVER_H_
+
+#include <memory>
+
+#include <grpcpp/grpcpp.h>
+#include <prometheus/exposer.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/rpc/attnroll_service.h"
+#include "server/runtime/config.h"
+#include "server/runtime/memory_budget.h"
+#include "server/runtime/metrics.h"
+#include "server/rpc/service_context.h"
+#include "server/runtime/worker_pool.h"
+
+namespace attnroll::rpc {
+
+class Server {
+ public:
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const runtime::ServerConfig& config);
+  ~Server();
+
+  int port() const { return port_; }
+  int metrics_port() const { return metrics_port_; }  // 0 when disabled
+  const runtime::ServerConfig& config() const { return ctx_.config; }
+  int64_t memory_reserved() const { return budget_->reserved(); }
+
+  // NOT_SERVING, refuse new passes, give the ones in flight `grace`, stop.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  Server() = default;
+
+  // Declaration order is teardown order, reversed: the gRPC server goes first.
+  std::unique_ptr<runtime::WorkerPool> pool_;
+  std::unique_ptr<runtime::MemoryBudget> budget_;
+  runtime::Metrics metrics_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  ServiceContext ctx_;
+  std::unique_ptr<AttnrollServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  int metrics_port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace attnroll::rpc
+
+#endif  // ATTNROLL_SERVER_RPC_SERVER_H_

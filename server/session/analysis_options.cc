@@ -1,0 +1,121 @@
+#include "server/session/analysis_options.h"
+
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace attnroll::session {
+
+absl::StatusOr<analysis::RolloutSpec> ToRolloutSpec(const v1::RolloutOptions& options,
+                                                    const v1::Layout& layout, absl::string_view root) {
+  analysis::RolloutSpec spec;
+  auto fusion = [root](int value, absl::string_view field, analysis::Fusion* out) {
+    switch (value) {
+      case v1::HEAD_FUSION_MEAN: *out = analysis::Fusion::kMean; break;
+      case v1::HEAD_FUSION_MAX: *out = analysis::Fusion::kMax; break;
+      case v1::HEAD_FUSION_MIN: *out = analysis::Fusion::kMin; break;
+      case v1::HEAD_FUSION_WEIGHTED: *out = analysis::Fusion::kWeighted; break;
+      case v1::HEAD_FUSION_NONE: *out = analysis::Fusion::kNone; break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat(
+            root, ".", field, ": expected MEAN, MAX, MIN, WEIGHTED or NONE, got ", value));
+    }
+    return absl::OkStatus();
+  };
+  if (absl::Status s = fusion(options.fusion(), "fusion", &spec.fusion); !s.ok()) return s;
+  if (absl::Status s = fusion(options.head_aggregate(), "head_aggregate", &spec.head_aggregate);
+      !s.ok()) {
+    return s;
+  }
+  spec.head_weights.assign(options.head_weights().begin(), options.head_weights().end());
+  if (options.has_residual()) spec.residual = options.residual();
+  spec.renormalize = !options.no_renormalize();
+  if (options.has_layers()) {
+    constexpr uint32_t kMax = std::numeric_limits<int>::max();
+    if (options.layers().first() > kMax || options.layers().last() > kMax) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          root, ".layers: expected layers < num_layers = ", layout.num_layers(), ", got ",
+          options.layers().first(), ":", options.layers().last()));
+    }
+    spec.first_layer = static_cast<int>(options.layers().first());
+    spec.last_layer = static_cast<int>(options.layers().last());
+  }
+  spec.per_layer = options.per_layer();
+
+  const v1::ReadOut& ro = options.readout();
+  for (uint32_t r : ro.rows()) {
+    if (r >= layout.num_tokens()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          root, ".readout.rows: row ", r, " out of range, expected 0 <= row < num_tokens = ",
+          layout.num_tokens()));
+    }
+    spec.readout.rows.push_back(static_cast<int>(r));
+  }
+  spec.readout.mean_of_rows = ro.mean_of_rows();
+  spec.readout.last_row = ro.last_row();
+  if (ro.sink_tokens() > layout.num_tokens()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        root, ".readout.sink_tokens: expected sink < num_tokens = ", layout.num_tokens(), ", got ",
+        ro.sink_tokens()));
+  }
+  spec.readout.sink = static_cast<int>(ro.sink_tokens());
+  const v1::Pruning& pr = options.pruning();
+  if (pr.top_k() > layout.num_tokens()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        root, ".pruning.top_k: expected k <= num_tokens = ", layout.num_tokens(), ", got ", pr.top_k()));
+  }
+  spec.prune.discard_ratio = pr.discard_ratio();
+  spec.prune.threshold = pr.threshold();
+  spec.prune.mass = pr.mass();
+  spec.prune.top_k = static_cast<int>(pr.top_k());
+  if (options.has_gradient()) {
+    switch (options.gradient().rule()) {
+      case v1::GRADIENT_RULE_CHEFER: spec.gradient = analysis::GradientRule::kChefer; break;
+      case v1::GRADIENT_RULE_VIT_EXPLAIN: spec.gradient = analysis::GradientRule::kVitExplain; break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat(
+            root, ".gradient.rule: expected CHEFER or VIT_EXPLAIN, got ",
+            static_cast<int>(options.gradient().rule())));
+    }
+    spec.grad_row_normalize = options.gradient().row_normalize();
+  }
+  switch (ro.scaling()) {
+    case v1::SCALING_NONE: spec.readout.scaling = analysis::Scaling::kNone; break;
+    case v1::SCALING_MAX: spec.readout.scaling = analysis::Scaling::kMax; break;
+    case v1::SCALING_MINMAX: spec.readout.scaling = analysis::Scaling::kMinMax; break;
+    case v1::SCALING_SUM: spec.readout.scaling = analysis::Scaling::kSum; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          root, ".readout.scaling: expected NONE, MAX, MINMAX or SUM, got ", static_cast<int>(ro.scaling())));
+  }
+  // The layout's token counts are bounded by max_tokens before we get here.
+  spec.readout.prefix = static_cast<int>(layout.prefix_tokens());
+  spec.readout.grid_h = static_cast<int>(layout.grid().height());
+  spec.readout.grid_w = static_cast<int>(layout.grid().width());
+  spec.causal = layout.causal();
+  return spec;
+}
+
+absl::StatusOr<analysis::RolloutSpec> ToFlowGraphSpec(const v1::FlowOptions& options,
+                                                      const v1::Layout& layout) {
+  if (options.fusion() == v1::HEAD_FUSION_NONE) {
+    return absl::InvalidArgumentError("flow.fusion: expected MEAN, MAX, MIN or WEIGHTED, got NONE");
+  }
+  if (options.readout().mean_of_rows()) {
+    return absl::InvalidArgumentError(
+        "flow.readout.mean_of_rows: flow maps are per output token; ask for rows (or all_rows)");
+  }
+  if (options.all_rows() && (options.readout().rows_size() > 0 || options.readout().last_row())) {
+    return absl::InvalidArgumentError("flow: all_rows and readout rows are exclusive");
+  }
+  v1::RolloutOptions graph;
+  graph.set_fusion(options.fusion());
+  *graph.mutable_head_weights() = options.head_weights();
+  if (options.has_residual()) graph.set_residual(options.residual());
+  graph.set_no_renormalize(options.no_renormalize());
+  if (options.has_layers()) *graph.mutable_layers() = options.layers();
+  *graph.mutable_readout() = options.readout();
+  return ToRolloutSpec(graph, layout, "flow");
+}
+
+}  // namespace attnroll::session

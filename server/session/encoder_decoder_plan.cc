@@ -1,0 +1,137 @@
+#include "server/session/encoder_decoder_plan.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "server/analysis/row_stats.h"
+#include "server/session/analysis_options.h"
+#include "server/session/field_status.h"
+#include "server/session/pass_checks.h"
+
+namespace attnroll::session {
+namespace {
+
+absl::StatusOr<EncoderDecoderAnalysisPlan> PlanAnalysis(const v1::Analysis& a,
+                                                        const v1::Layout& layout,
+                                                        const EncoderDecoderPlan& plan) {
+  if (a.kind_case() != v1::Analysis::kEncoderDecoder) {
+    return absl::InvalidArgumentError(
+        "an encoder-decoder pass takes encoder_decoder analyses only");
+  }
+  const v1::EncoderDecoderOptions& o = a.encoder_decoder();
+  // Fusion, residual and the read-out are converted as for rollout.
+  v1::RolloutOptions as_rollout;
+  as_rollout.set_fusion(o.fusion());
+  *as_rollout.mutable_head_weights() = o.head_weights();
+  if (o.has_residual()) as_rollout.set_residual(o.residual());
+  as_rollout.set_no_renormalize(o.no_renormalize());
+  *as_rollout.mutable_readout() = o.readout();
+  v1::Layout enc_layout = layout;  // rows index decoder tokens; maps run over encoder tokens
+  enc_layout.set_num_tokens(std::max(plan.n_enc, plan.n_dec));
+  absl::StatusOr<analysis::RolloutSpec> rs = ToRolloutSpec(as_rollout, enc_layout, "encoder_decoder");
+  if (!rs.ok()) return rs.status();
+  if (o.composition() != v1::COMPOSITION_RULES && o.composition() != v1::COMPOSITION_ROLLOUT) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "encoder_decoder.composition: expected RULES or ROLLOUT, got ",
+        static_cast<int>(o.composition())));
+  }
+  EncoderDecoderAnalysisPlan job;
+  job.name = a.name();
+  job.spec.rules = o.composition() == v1::COMPOSITION_RULES;
+  job.spec.fusion = rs->fusion;
+  job.spec.head_weights = rs->head_weights;
+  job.spec.residual = rs->residual;
+  job.spec.renormalize = rs->renormalize;
+  job.readout = rs->readout;
+  job.all_rows = job.readout.rows.empty() && !job.readout.mean_of_rows && !job.readout.last_row;
+  for (int r : job.readout.rows) {
+    if (r >= plan.n_dec) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "encoder_decoder.readout.rows: row ", r,
+          " out of range, expected 0 <= row < decoder_tokens = ", plan.n_dec));
+    }
+  }
+  if (absl::Status s = analysis::ValidateEncoderDecoderSpec(job.spec, plan.num_heads); !s.ok()) {
+    return s;
+  }
+  analysis::ReadoutSpec axis = job.readout;  // checked against the encoder axis
+  axis.rows.clear();
+  if (absl::Status s = analysis::ValidateReadout(axis, plan.n_enc); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("encoder_decoder.", s.message(), " (on the encoder tokens)"));
+  }
+  job.return_encoder = o.return_encoder();
+  job.return_decoder = o.return_decoder();
+  return job;
+}
+
+}  // namespace
+
+absl::StatusOr<EncoderDecoderPlan> PlanEncoderDecoderPass(const v1::PassHeader& header,
+                                                          const runtime::PassLimits& limits) {
+  const v1::Layout& layout = header.layout();
+  const v1::EncoderDecoder& ed = layout.encoder_decoder();
+  if (layout.num_layers() != 0 || layout.num_tokens() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layout: num_layers and num_tokens must be 0 with encoder_decoder (its stacks give them), "
+        "got ", layout.num_layers(), " and ", layout.num_tokens()));
+  }
+  if (layout.valid_lengths_size() != 0) {
+    return absl::InvalidArgumentError(
+        "layout.valid_lengths: padding is not supported with encoder_decoder yet");
+  }
+  const uint32_t batch = layout.batch_size() == 0 ? 1 : layout.batch_size();
+  for (absl::Status s : {CheckCount("layout.num_heads", layout.num_heads(), limits.max_heads),
+                         CheckCount("layout.batch_size", batch, limits.max_batch),
+                         CheckCount("layout.encoder_decoder.encoder_layers", ed.encoder_layers(), limits.max_layers),
+                         CheckCount("layout.encoder_decoder.decoder_layers", ed.decoder_layers(), limits.max_layers),
+                         CheckCount("layout.encoder_decoder.encoder_tokens", ed.encoder_tokens(), limits.max_tokens),
+                         CheckCount("layout.encoder_decoder.decoder_tokens", ed.decoder_tokens(), limits.max_tokens)}) {
+    if (!s.ok()) return s;
+  }
+  EncoderDecoderPlan p;
+  p.request_id = header.request_id();
+  p.num_heads = static_cast<int>(layout.num_heads());
+  p.batch = static_cast<int>(batch);
+  p.encoder_layers = static_cast<int>(ed.encoder_layers());
+  p.decoder_layers = static_cast<int>(ed.decoder_layers());
+  p.n_enc = static_cast<int>(ed.encoder_tokens());
+  p.n_dec = static_cast<int>(ed.decoder_tokens());
+  p.causal = layout.causal();
+  p.max_pass_bytes = limits.max_pass_bytes;
+  const uint64_t e = uint64_t{ed.encoder_tokens()} * ed.encoder_tokens();
+  const uint64_t d = uint64_t{ed.decoder_tokens()} * ed.decoder_tokens();
+  const uint64_t x = uint64_t{ed.decoder_tokens()} * ed.encoder_tokens();
+  if (absl::Status s = CheckPassFits(
+          uint64_t{batch} * layout.num_heads() * (ed.encoder_layers() * e + ed.decoder_layers() * (d + x)),
+          limits.max_pass_bytes, "the encoder-decoder stacks'");
+      !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<float> tolerance = RowSumTolerance(header);
+  if (!tolerance.ok()) return tolerance.status();
+  p.tolerance = *tolerance;
+  if (header.analyses_size() == 0) {
+    return absl::InvalidArgumentError(
+        "analyses: an encoder-decoder pass needs an encoder_decoder analysis, got none");
+  }
+  // Two decoded blocks (attention and gradient) of the largest stack, and their row stats.
+  const int64_t block = static_cast<int64_t>(std::max({e, d, x}));
+  p.working_bytes = 2 * block * static_cast<int64_t>(sizeof(float)) +
+                    static_cast<int64_t>(std::max(p.n_enc, p.n_dec)) * sizeof(analysis::RowStats);
+  for (int i = 0; i < header.analyses_size(); ++i) {
+    const std::string path = absl::StrCat("analyses[", i, "]");
+    absl::StatusOr<EncoderDecoderAnalysisPlan> job = PlanAnalysis(header.analyses(i), layout, p);
+    if (!job.ok()) {
+      return header.analyses(i).kind_case() == v1::Analysis::kEncoderDecoder
+                 ? InField(path, job.status())
+                 : At(path, job.status());
+    }
+    if (job->spec.rules) p.needs_gradient = true;
+    p.working_bytes += p.batch * (analysis::EncoderDecoderWorkingBytes(p.n_enc, p.n_dec) +
+                                  static_cast<int64_t>(p.n_dec) * p.n_enc * sizeof(float));
+    p.analyses.push_back(*std::move(job));
+  }
+  return p;
+}
+
+}  // namespace attnroll::session

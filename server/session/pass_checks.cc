@@ -1,0 +1,73 @@
+#include "server/session/pass_checks.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/session/attention_decode.h"
+
+namespace attnroll::session {
+
+absl::StatusOr<float> RowSumTolerance(const v1::PassHeader& header) {
+  const float tol = header.row_sum_tolerance();
+  if (!(std::isfinite(tol) && tol >= 0.0f && tol < 1.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("header.row_sum_tolerance: expected 0 <= tolerance < 1, got ", tol));
+  }
+  return tol;
+}
+
+absl::Status CheckPassFits(uint64_t values, int64_t max_pass_bytes, absl::string_view shape) {
+  const uint64_t min_bytes = values * 2;
+  if (min_bytes > static_cast<uint64_t>(max_pass_bytes)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "layout: a pass of ", shape, " attention values is at least ", min_bytes,
+        " bytes, over the server's max_pass_bytes of ", max_pass_bytes));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckAttentionTensor(const v1::Tensor& t, absl::string_view field, int batch,
+                                  int next_head, int num_heads, int rows, int cols) {
+  if (absl::Status s = CheckTensorBytes(t, field); !s.ok()) return s;
+  const int64_t heads_left = num_heads - next_head;
+  if (t.shape_size() != 4 || t.shape(0) != batch || t.shape(1) < 1 || t.shape(1) > heads_left ||
+      t.shape(2) != rows || t.shape(3) != cols) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ".shape: expected [", batch, ", h, ", rows, ", ", cols, "] with 1 <= h <= ",
+        heads_left, " (heads ", next_head, "..", num_heads - 1, " of the layer remain), got [",
+        absl::StrJoin(t.shape(), ", "), "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckGradientTensor(const v1::LayerChunk& chunk, absl::string_view field, bool needed,
+                                 absl::string_view why) {
+  if (chunk.has_gradient() != needed) {
+    return absl::InvalidArgumentError(
+        needed ? absl::StrCat(field, ": expected a gradient (", why, "), got none")
+               : absl::StrCat(field, ": no analysis is gradient-weighted, but a gradient was sent"));
+  }
+  if (!needed) return absl::OkStatus();
+  const v1::Tensor& t = chunk.attention();
+  const v1::Tensor& g = chunk.gradient();
+  if (absl::Status s = CheckTensorBytes(g, field); !s.ok()) return s;
+  if (!std::equal(g.shape().begin(), g.shape().end(), t.shape().begin(), t.shape().end())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ".shape: expected the attention's shape [", absl::StrJoin(t.shape(), ", "),
+        "], got [", absl::StrJoin(g.shape(), ", "), "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PassBytes::Add(const v1::LayerChunk& chunk) {
+  received_ += static_cast<int64_t>(chunk.attention().data().size() + chunk.gradient().data().size());
+  if (received_ > limit_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "pass: ", received_, " attention bytes exceed the server's max_pass_bytes of ", limit_));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace attnroll::session

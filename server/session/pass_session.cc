@@ -1,0 +1,377 @@
+#include "server/session/pass_session.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "server/analysis/attention_flow.h"
+#include "server/analysis/flow_maps.h"
+#include "server/runtime/parallel_for.h"
+#include "server/session/attention_decode.h"
+#include "server/session/result_tensors.h"
+
+namespace attnroll::session {
+namespace {
+
+// Floats in one decoded strip of rows (256 KiB: fits in L2 with its fused strip).
+constexpr int kStripFloats = 64 * 1024;
+
+}  // namespace
+
+int64_t PassSession::ScratchBytes(const PassPlan& plan) {
+  // block_ and gblock_, value norms and residual weights of one message, stats_.
+  const int64_t n = plan.num_tokens;
+  return (2 * std::max<int64_t>(kStripFloats, n) + static_cast<int64_t>(plan.batch) * (plan.num_heads + 1) * n) *
+             static_cast<int64_t>(sizeof(float)) +
+         n * static_cast<int64_t>(sizeof(analysis::RowStats));
+}
+
+PassSession::PassSession(PassPlan plan)
+    : plan_(std::move(plan)),
+      num_layers_(plan_.num_layers),
+      num_heads_(plan_.num_heads),
+      num_tokens_(plan_.num_tokens),
+      batch_(plan_.batch),
+      valid_(plan_.valid),
+      bytes_(plan_.max_pass_bytes),
+      started_(absl::Now()) {
+  for (const AnalysisPlan& a : plan_.analyses) {
+    Job& job = jobs_.emplace_back(Job{a, {}});
+    for (int b = 0; b < batch_; ++b) {
+      job.sequences.emplace_back(a.spec, num_layers_, num_heads_, valid_[b], a.path);
+    }
+  }
+}
+
+absl::Status PassSession::CheckChunkPosition(const v1::LayerChunk& chunk) const {
+  const uint32_t layer = chunk.layer(), head = chunk.head_start();
+  if (layer == static_cast<uint32_t>(next_layer_) && head == static_cast<uint32_t>(next_head_)) {
+    return absl::OkStatus();
+  }
+  if (next_layer_ == num_layers_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer: all ", num_layers_, " layers were already received, got layer ", layer, " head ", head));
+  }
+  if (layer >= static_cast<uint32_t>(num_layers_)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer: expected layer < num_layers = ", num_layers_, ", got ", layer));
+  }
+  if (layer < static_cast<uint32_t>(next_layer_)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer: duplicate: layer ", layer, " was already received; expected layer ", next_layer_,
+        " head ", next_head_));
+  }
+  if (layer > static_cast<uint32_t>(next_layer_)) {
+    if (next_head_ == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer: out of order: expected layer ", next_layer_, ", got ", layer,
+          " (layers must arrive in order; layer ", next_layer_, " is missing)"));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer: out of order: layer ", next_layer_, " is incomplete (heads ", next_head_, "..",
+        num_heads_ - 1, " missing), got layer ", layer));
+  }
+  if (head < static_cast<uint32_t>(next_head_)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "head_start: overlap: layer ", layer, " heads 0..", next_head_ - 1,
+        " were already received, got head_start ", head, "; expected ", next_head_));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "head_start: gap: expected head_start ", next_head_, " for layer ", layer, ", got ", head,
+      " (heads ", next_head_, "..", head - 1, " missing)"));
+}
+
+absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
+  const absl::Time start = absl::Now();
+  if (absl::Status s = CheckChunkPosition(chunk); !s.ok()) return s;
+  const std::string field = absl::StrCat("layer[", chunk.layer(), "]");
+  if (!chunk.has_attention()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".attention: expected a tensor, got none"));
+  }
+  const v1::Tensor& t = chunk.attention();
+  for (absl::Status s :
+       {CheckAttentionTensor(t, field + ".attention", batch_, next_head_, num_heads_, num_tokens_,
+                             num_tokens_),
+        CheckGradientTensor(chunk, field + ".gradient", plan_.needs_gradient,
+                            "an analysis is gradient-weighted")}) {
+    if (!s.ok()) return s;
+  }
+  if (absl::Status s = TakeResidualWeights(chunk); !s.ok()) return s;
+  if (absl::Status s = TakeValueNorms(chunk); !s.ok()) return s;
+  if (absl::Status s = bytes_.Add(chunk); !s.ok()) return s;
+  const int h = static_cast<int>(t.shape(1));
+  if (block_.empty()) block_.resize(std::max<size_t>(kStripFloats, num_tokens_));
+  if (plan_.needs_gradient && gblock_.empty()) gblock_.resize(block_.size());
+  if (stats_.empty()) stats_.resize(num_tokens_);
+  for (int b = 0; b < batch_; ++b) {
+    const int m = valid_[b];
+    // Strips of rows small enough to stay in cache while every head of the
+    // message is decoded, checked and added to the same strip of the fused
+    // matrix. Cropping to m x m drops the padding before any math.
+    const int strip = std::max(1, std::min(m, kStripFloats / m));
+    for (int r0 = 0; r0 < m; r0 += strip) {
+      for (int hh = 0; hh < h; ++hh) {
+        if (absl::Status s = AddHeadStrip(chunk, b, hh, r0, std::min(strip, m - r0)); !s.ok()) {
+          return s;
+        }
+      }
+    }
+  }
+  if (next_head_ + h == num_heads_) {
+    for (Job& job : jobs_) {
+      for (int b = 0; b < batch_; ++b) {
+        job.sequences[b].EndLayer(
+            next_layer_, layer_residual_.empty() ? nullptr : layer_residual_.data() + b * num_tokens_);
+      }
+    }
+    layer_residual_.clear();
+  }
+  next_head_ += h;
+  if (next_head_ == num_heads_) {
+    next_head_ = 0;
+    ++next_layer_;
+  }
+  compute_ += absl::Now() - start;
+  return absl::OkStatus();
+}
+
+// Rows [r0, r0 + rows) of head hh (of the chunk) of sequence b: decode,
+// validate, and add to every analysis.
+absl::Status PassSession::AddHeadStrip(const v1::LayerChunk& chunk, int b, int hh, int r0, int rows) {
+  const v1::Tensor& t = chunk.attention();
+  const v1::Tensor& g = chunk.gradient();
+  const int h = static_cast<int>(t.shape(1));
+  const int head = next_head_ + hh;
+  const int m = valid_[b];
+  const int64_t n = num_tokens_;
+  const int64_t offset = ((static_cast<int64_t>(b) * h + hh) * n + r0) * n;
+  const float tol = plan_.tolerance > 0 ? plan_.tolerance : DefaultRowSumTolerance(t.dtype());
+  const BlockLocation where{next_layer_, head, b};
+  const float* rows_ptr;
+  int64_t stride;
+  if (t.dtype() == v1::DTYPE_FP32 && !value_norms_) {  // read the wire bytes in place
+    rows_ptr = reinterpret_cast<const float*>(t.data().data()) + offset;
+    stride = n;
+  } else {
+    DecodeBlock(t.dtype(), t.data(), offset, rows, m, n, block_.data());
+    rows_ptr = block_.data();
+    stride = m;
+  }
+  const analysis::ConstMatrixView view(rows_ptr, rows, m, Eigen::OuterStride<>(stride));
+  // The gradient's same rows (validated finite), when sent.
+  std::optional<analysis::ConstMatrixView> gview;
+  if (plan_.needs_gradient) {
+    const float* gptr = reinterpret_cast<const float*>(g.data().data()) + offset;
+    int64_t gstride = n;
+    if (g.dtype() != v1::DTYPE_FP32) {
+      DecodeBlock(g.dtype(), g.data(), offset, rows, m, n, gblock_.data());
+      gptr = gblock_.data();
+      gstride = m;
+    }
+    if (absl::Status s = ValidateGradientRows(gptr, rows, m, gstride, r0, where); !s.ok()) return s;
+    gview.emplace(gptr, rows, m, Eigen::OuterStride<>(gstride));
+  }
+  analysis::RowStats* stats = stats_.data();
+  if (value_norms_) {
+    // Validate the attention as sent, then weight its columns by the norms.
+    analysis::ComputeRowStats(view, r0, plan_.causal, stats);
+    if (absl::Status s = ValidateAttentionRows(rows_ptr, rows, m, stride, r0, tol, plan_.causal, where, stats);
+        !s.ok()) {
+      return s;
+    }
+    analysis::ApplyValueNorms(norms_.data() + (static_cast<int64_t>(b) * h + hh) * n, rows, m, m,
+                              block_.data());
+    stats = nullptr;
+  }
+  // The first analysis that fuses this layer measures the rows as it reads
+  // them; a bad row fails the whole pass, so fusing first is safe.
+  for (Job& job : jobs_) {
+    if (job.sequences[b].AddHeadRows(next_layer_, head, r0, view, gview ? &*gview : nullptr, stats,
+                                     plan_.causal)) {
+      stats = nullptr;
+    }
+  }
+  if (value_norms_) return absl::OkStatus();
+  if (stats != nullptr) analysis::ComputeRowStats(view, r0, plan_.causal, stats);
+  return ValidateAttentionRows(rows_ptr, rows, m, stride, r0, tol, plan_.causal, where, stats_.data());
+}
+
+namespace {
+
+std::string ShapeString(const v1::Tensor& t) {
+  return absl::StrCat("[", absl::StrJoin(t.shape(), ", "), "]");
+}
+
+}  // namespace
+
+absl::Status PassSession::TakeResidualWeights(const v1::LayerChunk& chunk) {
+  if (!chunk.has_residual_weights()) return absl::OkStatus();
+  const std::string field = absl::StrCat("layer[", chunk.layer(), "].residual_weights");
+  if (next_head_ != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": expected on the layer's first message (head_start 0), got head_start ", next_head_));
+  }
+  const v1::Tensor& w = chunk.residual_weights();
+  if (absl::Status s = CheckTensorBytes(w, field); !s.ok()) return s;
+  const bool per_token = w.shape_size() == 2;
+  if (!(w.shape_size() == 1 || per_token) || w.shape(0) != batch_ ||
+      (per_token && w.shape(1) != num_tokens_)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".shape: expected [", batch_, "] or [",
+                                                   batch_, ", ", num_tokens_, "], got ",
+                                                   ShapeString(w)));
+  }
+  const std::vector<float> values = DecodeAllValues(w);
+  layer_residual_.assign(static_cast<size_t>(batch_) * num_tokens_, 0.0f);
+  for (int b = 0; b < batch_; ++b) {
+    for (int i = 0; i < valid_[b]; ++i) {
+      const float a = per_token ? values[static_cast<size_t>(b) * num_tokens_ + i] : values[b];
+      if (!(a >= 0.0f && a <= 1.0f)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            field, ": expected weights in [0, 1], got ", a, " (sequence ", b,
+            per_token ? absl::StrCat(", token ", i) : std::string(), ")"));
+      }
+      layer_residual_[static_cast<size_t>(b) * num_tokens_ + i] = a;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PassSession::TakeValueNorms(const v1::LayerChunk& chunk) {
+  const std::string field = absl::StrCat("layer[", chunk.layer(), "].value_norms");
+  const bool first_message = next_layer_ == 0 && next_head_ == 0;
+  if (first_message) value_norms_ = chunk.has_value_norms();
+  if (chunk.has_value_norms() != value_norms_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, value_norms_ ? ": expected value norms (the pass's first message had them), got none"
+                            : ": the pass's first message had no value norms, so none may follow"));
+  }
+  if (!value_norms_) return absl::OkStatus();
+  const v1::Tensor& v = chunk.value_norms();
+  if (absl::Status s = CheckTensorBytes(v, field); !s.ok()) return s;
+  const int64_t h = chunk.attention().shape(1);
+  if (v.shape_size() != 3 || v.shape(0) != batch_ || v.shape(1) != h || v.shape(2) != num_tokens_) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".shape: expected [", batch_, ", ", h, ", ",
+                                                   num_tokens_, "], got ", ShapeString(v)));
+  }
+  norms_ = DecodeAllValues(v);
+  for (int b = 0; b < batch_; ++b) {
+    for (int64_t hh = 0; hh < h; ++hh) {
+      for (int j = 0; j < valid_[b]; ++j) {
+        const float x = norms_[(b * h + hh) * num_tokens_ + j];
+        if (!(x >= 0.0f && std::isfinite(x))) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              field, ": expected finite norms >= 0, got ", x, " (sequence ", b, ", head ",
+              next_head_ + hh, ", token ", j, ")"));
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The flow maps of sequence b: every (output token, input token) max flow,
+// spread over the pool, stopping between max flows if the call is cancelled.
+absl::StatusOr<analysis::Maps> PassSession::FlowMapsOf(Job& job, int index, int b,
+                                                      const FinishContext& ctx) {
+  const int m = valid_[b];
+  const std::vector<analysis::MatrixF> layers = job.sequences[b].TakeLayers();
+  std::vector<int> sinks;
+  if (job.plan.all_rows) {
+    for (int i = 0; i < m; ++i) sinks.push_back(i);
+  } else {
+    sinks = analysis::ResolvedRows(job.plan.spec.readout, m);
+  }
+  Eigen::MatrixXd flows(sinks.size(), m);
+  const int64_t items = static_cast<int64_t>(sinks.size()) * m;
+  std::atomic<int64_t> done{0};
+  const int64_t step = std::max<int64_t>(1, (items + 99) / 100);  // at most ~100 reports
+  absl::Mutex progress_mu;
+  int64_t reported = 0;  // guarded by progress_mu: reports only move forward
+  auto worker = [&](const runtime::ClaimFn& claim) {
+    analysis::AttentionFlow solver(layers);
+    int64_t item;
+    while (claim(&item)) {
+      const int r = static_cast<int>(item / m), source = static_cast<int>(item % m);
+      flows(r, source) = solver.MaxFlow(source, sinks[r]);
+      const int64_t now = done.fetch_add(1) + 1;
+      if (ctx.progress && (now % step == 0 || now == items)) {
+        absl::MutexLock lock(&progress_mu);
+        if (now > reported) {
+          reported = now;
+          ctx.progress(index, now, items);
+        }
+      }
+    }
+  };
+  if (ctx.pool != nullptr && ctx.helpers > 0) {
+    runtime::ParallelFor(ctx.pool, ctx.helpers, items, ctx.cancelled, worker);
+  } else {
+    runtime::ParallelFor(nullptr, 0, items, ctx.cancelled, worker);
+  }
+  if (done.load() != items) {
+    return absl::CancelledError(absl::StrCat("flow: cancelled after ", done.load(), " of ", items,
+                                             " max flows"));
+  }
+  return analysis::FlowMaps(flows, job.plan.raw, job.plan.spec.readout);
+}
+
+absl::StatusOr<v1::ExplainResponse> PassSession::Finish(const FinishContext& ctx) {
+  if (next_layer_ != num_layers_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer: missing: the stream ended after ", next_layer_, " complete layers",
+        next_head_ ? absl::StrCat(" and heads 0..", next_head_ - 1, " of layer ", next_layer_) : "",
+        "; expected ", num_layers_, " layers of ", num_heads_, " heads"));
+  }
+  const absl::Time start = absl::Now();
+  v1::ExplainResponse response;
+  response.set_request_id(plan_.request_id);
+  response.set_server_version(ATTNROLL_VERSION);
+  for (Job& job : jobs_) {
+    v1::AnalysisResult* result = response.add_results();
+    result->set_name(job.plan.name);
+    result->set_path(job.plan.flow ? "flow" : analysis::RolloutPathName(job.plan.path));
+    if (job.plan.all_rows) {
+      for (int r = 0; r < valid_[0]; ++r) result->add_rows(r);
+    } else if (!job.plan.spec.readout.last_row) {
+      for (int r : analysis::ResolvedRows(job.plan.spec.readout, valid_[0])) result->add_rows(r);
+    }
+    if (job.plan.spec.per_layer) {
+      for (int l = job.plan.spec.first_layer; l <= analysis::LastLayer(job.plan.spec, num_layers_); ++l) {
+        result->add_layers(l);
+      }
+    }
+    for (size_t b = 0; b < job.sequences.size(); ++b) {
+      analysis::SequenceRollout& seq = job.sequences[b];
+      if (job.plan.flow) {
+        absl::StatusOr<analysis::Maps> maps =
+            FlowMapsOf(job, static_cast<int>(&job - jobs_.data()), static_cast<int>(b), ctx);
+        if (!maps.ok()) return maps.status();
+        ToTensor(*maps, result->add_maps());
+        continue;
+      }
+      const bool head_specific = job.plan.spec.fusion == analysis::Fusion::kNone;
+      analysis::Maps aggregate;
+      ToTensor(seq.Finish(head_specific ? &aggregate : nullptr), result->add_maps());
+      if (head_specific) ToTensor(aggregate, result->add_aggregate_maps());
+      if (seq.emptied_rows() > 0) {
+        result->add_warnings(absl::StrCat("sequence ", b, ": pruning emptied ", seq.emptied_rows(),
+                                          " rows (summed over layers", head_specific ? " and heads" : "",
+                                          "); each kept its diagonal"));
+      }
+    }
+  }
+  const absl::Time end = absl::Now();
+  compute_ += end - start;
+  response.mutable_timing()->set_total_seconds(absl::ToDoubleSeconds(end - started_));
+  response.mutable_timing()->set_compute_seconds(absl::ToDoubleSeconds(compute_));
+  return response;
+}
+
+}  // namespace attnroll::session

@@ -1,0 +1,2 @@
+// Must not compile: the math knows no protobuf.
+#include <google/protobuf/message.h>
