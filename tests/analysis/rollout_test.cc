@@ -1,5 +1,5 @@
-// Rollout math against hand-derived values (the numpy reference runs in
-// tests/e2e/cli_reference_test.py) and row path == chain path.
+// Rollout math against hand-derived values (the numpy reference is
+// tests/e2e/numpy_reference.py, run by the e2e suites) and row path == chain path.
 #include "server/analysis/rollout.h"
 
 #include <random>

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
-"""End-to-end test of `attnroll audit` ([audit]): a synthetic dataset where a
-known shift was planted (the candidate model attends to the right half of the
-image instead of the left) is detected, identical models report zero drift,
-and the report carries the distributions, groups and mean maps.
+"""End-to-end test of `attnroll audit`: a synthetic dataset where a known shift
+was planted (the candidate model attends to the right half of the image
+instead of the left; numpy_reference.half_grid_attention) is detected,
+identical models report zero drift, and the report carries the
+distributions, groups and mean maps.
 
 Run: /usr/bin/python3 tests/e2e/audit_reference_test.py --bin-dir BUILD_DIR
 """
@@ -14,20 +15,10 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import e2e_harness  # noqa: E402
+import e2e_harness  # noqa: E402  (the server harness, same directory)
+import numpy_reference as nr  # noqa: E402  (the numpy reference, same directory)
 
 GRID = 4  # 4x4 patches + 1 CLS token
-
-
-def attention(rng, side, L=2, H=2):
-    """ViT-like attention whose queries favour the patches of one half."""
-    n = 1 + GRID * GRID
-    logits = 0.5 * rng.normal(size=(L, H, n, n))
-    cols = np.arange(GRID * GRID)
-    half = (cols % GRID < GRID // 2) if side == "left" else (cols % GRID >= GRID // 2)
-    logits[:, :, :, 1:][..., half] += 3.0
-    a = np.exp(logits - logits.max(-1, keepdims=True))
-    return (a / a.sum(-1, keepdims=True)).astype(np.float32)
 
 
 class AuditReferenceTest(e2e_harness.ServerTestCase):
@@ -40,10 +31,10 @@ class AuditReferenceTest(e2e_harness.ServerTestCase):
         os.makedirs(cand)
         rng = np.random.default_rng(7)
         for i in range(items):
-            a = attention(rng, "left")
+            a = nr.half_grid_attention(rng, GRID, "left")
             np.save(os.path.join(base, "img%02d.npy" % i), a)
             np.save(os.path.join(cand, "img%02d.npy" % i),
-                    attention(rng, "right") if shift else a)
+                    nr.half_grid_attention(rng, GRID, "right") if shift else a)
         groups = os.path.join(self.tmp, name, "groups.csv")
         with open(groups, "w") as f:
             for i in range(items):

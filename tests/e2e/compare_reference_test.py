@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""End-to-end test of `attnroll compare` ([audit]) against a real server:
+"""End-to-end test of `attnroll compare` against a real server:
 every metric comes back through the wire and the CLI, compared with scipy
 (Debian's python3-scipy) and hand-derived values. The metric definitions are
 tested in depth by tests/analysis/compare_test.cc; this file checks the RPC,
@@ -17,7 +17,8 @@ from scipy import stats
 from scipy.spatial import distance
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import e2e_harness  # noqa: E402
+import e2e_harness  # noqa: E402  (the server harness, same directory)
+import numpy_reference as nr  # noqa: E402  (the numpy reference, same directory)
 
 
 class CompareReferenceTest(e2e_harness.ServerTestCase):
@@ -97,10 +98,8 @@ class CompareReferenceTest(e2e_harness.ServerTestCase):
 
     def test_explain_pair_equals_two_explains_and_a_compare(self):
         rng = np.random.default_rng(3)
-        def att():
-            a = np.exp(2 * rng.normal(size=(3, 2, 10, 10)))
-            return (a / a.sum(-1, keepdims=True)).astype(np.float32)
-        pa, pb = self._write("pair_a", att()), self._write("pair_b", att())
+        pa = self._write("pair_a", nr.iid_attention(rng, (3, 2, 10, 10), scale=2.0))
+        pb = self._write("pair_b", nr.iid_attention(rng, (3, 2, 10, 10), scale=2.0))
         oa, ob = os.path.join(self.tmp, "pair_oa.npy"), os.path.join(self.tmp, "pair_ob.npy")
         res = self.cli("explain-pair", "--baseline", pa, "--candidate", pb, "--prefix", "1",
                        "--grid", "3x3", "--rows", "0,4", "--out-baseline", oa, "--out-candidate",

@@ -22,7 +22,10 @@ grpc=127.0.0.1:PORT metrics=127.0.0.1:PORT|none"), keeps draining stdout and
 logs stderr to a file in a per-class temporary directory.  tearDownClass sends
 SIGTERM to a server that is still running and asserts that it exits 0 (a test
 that stops the server itself, e.g. to check SIGTERM, leaves nothing to do), then
-removes the temporary directory.  Uses the standard library and numpy.
+removes the temporary directory.  cli_ok / cli_invalid run the CLI and assert
+that it succeeded / refused the input with INVALID_ARGUMENT; add_case_tests
+turns a table of cases into test methods.  Uses the standard library and
+numpy; the numpy reference of the suites is numpy_reference.py.
 """
 
 import os
@@ -224,3 +227,47 @@ class ServerTestCase(unittest.TestCase):
         path = os.path.join(self.tmp, name + ".npy")
         np.save(path, arr)
         return path
+
+    def cli_ok(self, name, args):
+        """Runs the CLI with args and asserts exit 0 (the failure names the
+        case, the command and both outputs); returns the CompletedProcess."""
+        res = self.cli(*args)
+        self.assertEqual(res.returncode, 0,
+                         "CLI failed (%s)\ncmd: %s\nstdout:\n%s\nstderr:\n%s"
+                         % (name, " ".join(str(a) for a in args), res.stdout, res.stderr))
+        return res
+
+    def load_float32(self, path, name):
+        """np.load(path), asserted to be float32."""
+        got = np.load(path)
+        self.assertEqual(got.dtype, np.float32, name)
+        return got
+
+    def cli_invalid(self, name, args, exit_code=None, mention=None):
+        """Runs the CLI with args and asserts that the input is refused: a
+        non-zero exit (exit_code if given), INVALID_ARGUMENT (and mention if
+        given) on stderr, and the server still up.  Returns the
+        CompletedProcess."""
+        res = self.cli(*args)
+        self.assertNotEqual(res.returncode, 0,
+                            "CLI accepted bad input (%s): %s\nstdout:\n%s"
+                            % (name, " ".join(str(a) for a in args), res.stdout))
+        if exit_code is not None:
+            self.assertEqual(res.returncode, exit_code, "case %s:\n%s" % (name, res.stderr))
+        self.assertIn("INVALID_ARGUMENT", res.stderr,
+                      "case %s: stderr does not name INVALID_ARGUMENT:\n%s"
+                      % (name, res.stderr))
+        if mention is not None:
+            self.assertIn(mention, res.stderr, "case %s" % name)
+        self.assertIsNone(self.server.poll(), "server died on bad input " + name)
+        return res
+
+
+def add_case_tests(cls, cases, make_test):
+    """Adds a method test_case_NAME to the test class cls for every entry
+    (NAME, ...) of the table cases: make_test(index, *entry) returns the test
+    function (index: the entry's position, e.g. to seed its generator)."""
+    for index, case in enumerate(cases):
+        test = make_test(index, *case)
+        test.__name__ = "test_case_" + case[0]
+        setattr(cls, test.__name__, test)

@@ -1,13 +1,15 @@
 #!/usr/bin/python3
-"""End-to-end test of encoder-decoder relevance ([variants] point 5):
+"""End-to-end test of encoder-decoder relevance:
 `attnroll explain --encoder E --decoder D --cross X` against a real server,
-compared with an independent numpy reference of both compositions.
+compared with the independent numpy reference of both compositions in
+numpy_reference.py:
 
-  rules (Chefer et al. ICCV 2021, rules 6-10): Ab = mean_h(max(0, G*A));
-    R_ee = I, R_ee += Ab R_ee; R_dd = I, R_de = 0; decoder self: R_dd += Ab R_dd,
-    R_de += Ab R_de; cross: R_de += Rbar_dd^T Ab_x Rbar_ee with
-    Rbar = (R - I) / rowsum(R - I) + I, 0/0 := 0.
-  rollout: R_de = R_dd^T (Abar_cross_last R_ee), R_ee and R_dd ordinary rollouts.
+  rules (encoder_decoder_rules; Chefer et al. ICCV 2021, rules 6-10):
+    Ab = mean_h(max(0, G*A)); R_ee = I, R_ee += Ab R_ee; R_dd = I, R_de = 0;
+    decoder self: R_dd += Ab R_dd, R_de += Ab R_de; cross: R_de += Rbar_dd^T
+    Ab_x Rbar_ee with Rbar = (R - I) / rowsum(R - I) + I, 0/0 := 0.
+  rollout (encoder_decoder_rollout): R_de = R_dd^T (Abar_cross_last R_ee),
+    R_ee and R_dd ordinary rollouts.
 
 Run: /usr/bin/python3 tests/e2e/encoder_decoder_reference_test.py --bin-dir BUILD_DIR
 """
@@ -19,45 +21,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import e2e_harness  # noqa: E402
-
-
-def softmax_rows(x):
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def bar(r):
-    r = r - np.eye(r.shape[0])
-    s = r.sum(-1, keepdims=True)
-    out = np.divide(r, s, out=np.zeros_like(r), where=s != 0)
-    return out + np.eye(r.shape[0])
-
-
-def rules(enc, dec, cross, genc, gdec, gcross):
-    ab = lambda a, g: np.maximum(0, a * g).mean(0)  # noqa: E731
-    ne, nd = enc.shape[-1], dec.shape[-1]
-    ree, rdd, rde = np.eye(ne), np.eye(nd), np.zeros((nd, ne))
-    for l in range(enc.shape[0]):
-        ree = ree + ab(enc[l], genc[l]) @ ree
-    for l in range(dec.shape[0]):
-        a = ab(dec[l], gdec[l])
-        rdd = rdd + a @ rdd
-        rde = rde + a @ rde
-        rde = rde + bar(rdd).T @ ab(cross[l], gcross[l]) @ bar(ree)
-    return rde, ree, rdd
-
-
-def rollout_composition(enc, dec, cross):
-    def roll(att):
-        n = att.shape[-1]
-        r = np.eye(n)
-        for l in range(att.shape[0]):
-            at = 0.5 * att[l].mean(0) + 0.5 * np.eye(n)
-            r = (at / at.sum(-1, keepdims=True)) @ r
-        return r
-    ree, rdd = roll(enc), roll(dec)
-    return rdd.T @ (cross[-1].mean(0) @ ree), ree, rdd
+import e2e_harness  # noqa: E402  (the server harness, same directory)
+import numpy_reference as nr  # noqa: E402  (the numpy reference, same directory)
 
 
 class EncoderDecoderReferenceTest(e2e_harness.ServerTestCase):
@@ -66,10 +31,10 @@ class EncoderDecoderReferenceTest(e2e_harness.ServerTestCase):
     def make(self, seed, B=None, Le=2, Ld=3, H=2, ne=7, nd=5):
         rng = np.random.default_rng(seed)
         lead = () if B is None else (B,)
-        enc = softmax_rows(2 * rng.normal(size=lead + (Le, H, ne, ne))).astype(np.float32)
-        dec = softmax_rows(2 * rng.normal(size=lead + (Ld, H, nd, nd))).astype(np.float32)
-        cross = softmax_rows(2 * rng.normal(size=lead + (Ld, H, nd, ne))).astype(np.float32)
-        grads = [rng.normal(size=x.shape).astype(np.float32) for x in (enc, dec, cross)]
+        enc = nr.iid_attention(rng, lead + (Le, H, ne, ne), scale=2.0)
+        dec = nr.iid_attention(rng, lead + (Ld, H, nd, nd), scale=2.0)
+        cross = nr.iid_attention(rng, lead + (Ld, H, nd, ne), scale=2.0)
+        grads = [nr.make_gradient(rng, x.shape) for x in (enc, dec, cross)]
         return enc, dec, cross, grads
 
     def run_cli(self, name, enc, dec, cross, grads=None, *args):
@@ -88,7 +53,8 @@ class EncoderDecoderReferenceTest(e2e_harness.ServerTestCase):
                            os.path.join(self.tmp, "ree.npy"), "--decoder-out",
                            os.path.join(self.tmp, "rdd.npy"))
         self.assertEqual(res.returncode, 0, res.stderr)
-        rde, ree, rdd = rules(*(x.astype(np.float64) for x in (enc, dec, cross, *grads)))
+        rde, ree, rdd = nr.encoder_decoder_rules(*(x.astype(np.float64)
+                                                   for x in (enc, dec, cross, *grads)))
         np.testing.assert_allclose(np.load(os.path.join(self.tmp, "rules_out.npy")), rde, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(np.load(os.path.join(self.tmp, "ree.npy")), ree, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(np.load(os.path.join(self.tmp, "rdd.npy")), rdd, rtol=1e-4, atol=1e-6)
@@ -102,15 +68,16 @@ class EncoderDecoderReferenceTest(e2e_harness.ServerTestCase):
         got = np.load(os.path.join(self.tmp, "roll_out.npy"))
         self.assertEqual(got.shape, (2, 2, 6))
         for b in range(2):
-            rde, _, _ = rollout_composition(*(x[b].astype(np.float64) for x in (enc, dec, cross)))
+            rde, _, _ = nr.encoder_decoder_rollout(*(x[b].astype(np.float64)
+                                                     for x in (enc, dec, cross)))
             np.testing.assert_allclose(got[b], rde[[4, 1], 1:], rtol=1e-4, atol=1e-6)
 
     def test_rules_with_fp16_wire(self):
         enc, dec, cross, grads = self.make(3)
         res = self.run_cli("fp16", enc, dec, cross, grads, "--wire", "fp16", "--rows", "last")
         self.assertEqual(res.returncode, 0, res.stderr)
-        r16 = lambda x: x.astype(np.float16).astype(np.float64)  # noqa: E731
-        rde, _, _ = rules(*(r16(x) for x in (enc, dec, cross, *grads)))
+        rde, _, _ = nr.encoder_decoder_rules(*(nr.round_fp16(x).astype(np.float64)
+                                               for x in (enc, dec, cross, *grads)))
         np.testing.assert_allclose(np.load(os.path.join(self.tmp, "fp16_out.npy")), rde[[-1]],
                                    rtol=1e-3, atol=1e-5)
 

@@ -1,8 +1,10 @@
 #!/usr/bin/python3
-"""End-to-end test of attention flow ([flow]): `attnroll explain --method flow`
+"""End-to-end test of attention flow: `attnroll explain --method flow`
 against a real attnroll-server, compared with networkx max flows on the same
 graph, built the way Abnar & Zuidema's reference code builds it (one
-networkx maximum_flow_value per (input, output) pair).
+networkx maximum_flow_value per (input, output) pair).  The fused layers (the
+edge capacities), the read-out and the input generators come from
+numpy_reference.py.
 
 Run: /usr/bin/python3 tests/e2e/flow_reference_test.py --bin-dir BUILD_DIR
 Needs Debian's python3-numpy and python3-networkx.
@@ -17,38 +19,7 @@ import networkx as nx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e_harness  # noqa: E402  (the server harness, same directory)
-
-
-def structured_attention(rng, L, H, n, sink=0.6):
-    """Softmax attention with a sink token, self and local heads and a
-    bottleneck layer in the middle: flows are not the trivial column bound."""
-    att = np.empty((L, H, n, n))
-    for l in range(L):
-        for h in range(H):
-            logits = rng.normal(size=(n, n))
-            kind = (l + h) % 3
-            if kind == 0:
-                logits[:, 0] += 4.0 * sink + 2.0  # attention sink on token 0
-            elif kind == 1:
-                logits += 4.0 * np.eye(n)  # self head
-            else:
-                idx = np.arange(n)
-                logits -= 2.0 * np.abs(idx[:, None] - idx[None, :])  # local head
-            if l == L // 2:
-                logits[:, 1:3] += 6.0  # bottleneck through tokens 1 and 2
-            a = np.exp(logits - logits.max(-1, keepdims=True))
-            att[l, h] = a / a.sum(-1, keepdims=True)
-    return att.astype(np.float32)
-
-
-def fused_layers(att, residual=0.5, fusion="mean"):
-    out = []
-    for l in range(att.shape[0]):
-        a = att[l].astype(np.float64)
-        f = {"mean": a.mean(0), "max": a.max(0), "min": a.min(0)}[fusion]
-        at = (1 - residual) * f + residual * np.eye(f.shape[0])
-        out.append(at / at.sum(-1, keepdims=True))
-    return out
+import numpy_reference as nr  # noqa: E402  (the numpy reference, same directory)
 
 
 def networkx_flows(layers, sinks):
@@ -86,61 +57,57 @@ class FlowReferenceTest(e2e_harness.ServerTestCase):
         res, got = self.explain(name, att, *args)
         self.assertEqual(res.returncode, 0, res.stderr)
         self.assertEqual(json.loads(res.stdout)["path"], "flow")
-        flows = networkx_flows(fused_layers(att, residual, fusion), sinks)
-        if not raw:
-            flows = flows / flows.sum(-1, keepdims=True)
-        want = flows[:, prefix:]
+        flows = networkx_flows(nr.fused_layers(att, residual, fusion), sinks)
+        want = nr.flow_read_out(flows, raw=raw, prefix=prefix)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
-        return flows
+        return want
 
     def test_cls_row_structured(self):
-        att = structured_attention(np.random.default_rng(1), 4, 3, 9)
+        att = nr.structured_attention(np.random.default_rng(1), 4, 3, 9)
         flows = self.check("cls", att, [], sinks=[0])
         # Structured attention: some flow is strictly below its trivial bound.
-        layers = fused_layers(att)
+        layers = nr.fused_layers(att)
         bound = np.minimum(layers[0].sum(0), 1.0)
         raw = networkx_flows(layers, [0])[0]
         self.assertTrue(np.any(raw < bound - 1e-3), "the test graph is trivial")
         self.assertEqual(flows.shape, (1, 9))
 
     def test_raw_rows_and_prefix(self):
-        att = structured_attention(np.random.default_rng(2), 3, 2, 8)
+        att = nr.structured_attention(np.random.default_rng(2), 3, 2, 8)
         self.check("raw", att, ["--rows", "0,5", "--raw", "--prefix", "1"], sinks=[0, 5],
                    raw=True, prefix=1)
 
     def test_all_rows_is_the_full_matrix(self):
-        att = structured_attention(np.random.default_rng(3), 3, 2, 7)
+        att = nr.structured_attention(np.random.default_rng(3), 3, 2, 7)
         res, got = self.explain("all", att, "--rows", "all", "--raw")
         self.assertEqual(res.returncode, 0, res.stderr)
-        want = networkx_flows(fused_layers(att), list(range(7)))
+        want = networkx_flows(nr.fused_layers(att), list(range(7)))
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
     def test_fusion_residual_and_layer_range(self):
-        att = structured_attention(np.random.default_rng(4), 5, 3, 8)
+        att = nr.structured_attention(np.random.default_rng(4), 5, 3, 8)
         self.check("max_res", att, ["--fusion", "max", "--residual", "0.3", "--rows", "2"],
                    sinks=[2], residual=0.3, fusion="max")
         res, got = self.explain("range", att, "--layers", "1:3", "--rows", "0", "--raw")
         self.assertEqual(res.returncode, 0, res.stderr)
-        want = networkx_flows(fused_layers(att[1:4]), [0])
+        want = networkx_flows(nr.fused_layers(att[1:4]), [0])
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
     def test_iid_attention(self):
-        rng = np.random.default_rng(5)
-        a = np.exp(rng.normal(size=(3, 2, 10, 10)))
-        att = (a / a.sum(-1, keepdims=True)).astype(np.float32)
+        att = nr.iid_attention(np.random.default_rng(5), (3, 2, 10, 10))
         self.check("iid", att, ["--rows", "0,9"], sinks=[0, 9])
 
     def test_cost_limit_refuses_with_the_estimate(self):
         # The server was started with --max-flow-cost 2e6: the full matrix of
         # a 6-layer, 40-token pass is estimated far above it.
-        att = structured_attention(np.random.default_rng(6), 6, 1, 40)
+        att = nr.structured_attention(np.random.default_rng(6), 6, 1, 40)
         res, _ = self.explain("big", att, "--rows", "all")
         self.assertEqual(res.returncode, 1)
         self.assertIn("RESOURCE_EXHAUSTED", res.stderr)
         self.assertRegex(res.stderr, r"estimated at [0-9.e+]+ work units")
 
     def test_bad_flow_options(self):
-        att = structured_attention(np.random.default_rng(7), 2, 2, 6)
+        att = nr.structured_attention(np.random.default_rng(7), 2, 2, 6)
         res, _ = self.explain("mean", att, "--rows", "mean")
         self.assertIn("INVALID_ARGUMENT", res.stderr)
         self.assertIn("flow.readout.mean_of_rows", res.stderr)

@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e_harness  # noqa: E402  (the server harness, same directory)
+import numpy_reference as nr  # noqa: E402  (the numpy reference, same directory)
 
 GRPC_PROTO = "/usr/share/grpc-proto"
 
@@ -32,10 +33,6 @@ for sub, name in (("grpc/health/v1", "health.proto"), ("grpc/reflection/v1alpha"
 sys.path.insert(0, TMP)
 import health_pb2  # noqa: E402
 import reflection_pb2  # noqa: E402
-
-
-def uniform_attention(L, H, n):
-    return np.full((L, H, n, n), 1.0 / n, dtype=np.float32)
 
 
 class ServerProcessTest(e2e_harness.ServerTestCase):
@@ -98,9 +95,9 @@ class ServerProcessTest(e2e_harness.ServerTestCase):
     def test_metrics_count_passes_by_code(self):
         with tempfile.TemporaryDirectory() as d:
             good = os.path.join(d, "good.npy")
-            np.save(good, uniform_attention(2, 2, 5))
+            np.save(good, nr.uniform_attention(2, 2, 5))
             bad = os.path.join(d, "bad.npy")
-            att = uniform_attention(2, 2, 5)
+            att = nr.uniform_attention(2, 2, 5)
             att[1, 0, 2, 2] = -1.0
             np.save(bad, att)
             out = os.path.join(d, "out.npy")
@@ -123,7 +120,7 @@ class ServerProcessTest(e2e_harness.ServerTestCase):
     def test_cli_reports_unavailable_server(self):
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "a.npy")
-            np.save(path, uniform_attention(1, 1, 3))
+            np.save(path, nr.uniform_attention(1, 1, 3))
             # Port 1 on loopback: nothing listens there.
             res = self.cli("--timeout", "3", "explain", "--attention", path, "--out",
                            os.path.join(d, "o.npy"), server="127.0.0.1:1")
