@@ -1,5 +1,5 @@
 // Attention flow (Abnar & Zuidema 2020), exact, for one sequence.
-// Conventions: design.md section 4.
+// Conventions: docs/conventions.md, "Attention flow".
 //
 // The graph: (L+1) m nodes (l, i), l = 0..L from the input side, and for every
 // layer l = 1..L an edge (l-1, j) -> (l, i) with capacity At_l[i, j] (row i =

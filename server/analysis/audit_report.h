@@ -1,4 +1,4 @@
-// Aggregation of an audit over a dataset ([audit], issue 5 points 3 and 4): the
+// Aggregation of an audit over a dataset (docs/conventions.md, "Audit report"): the
 // per-item comparisons of a baseline and a candidate model (compare.h) folded
 // into one report. Pure math: absl + std. No gRPC, no threads, no I/O; the
 // service computes each item's Comparison on its worker pool (CompareMaps is
@@ -182,7 +182,7 @@ struct MetricSummary {
   std::vector<std::string> undefined_ids;  // up to worst_items, smallest ids first
 };
 
-// Reliance shift over the items with region shares (issue 5 point 4).
+// Reliance shift over the items with region shares.
 struct RegionSummary {
   int64_t items = 0;  // items with region shares (0: no region was given)
   double mean_share_a = 0, mean_share_b = 0, mean_delta = 0;  // as MetricSummary::mean

@@ -1,5 +1,5 @@
 // Comparison of two saliency maps (audits: before/after fine-tuning, across
-// models, inputs or time). Conventions: design.md section 4, "Comparison
+// models, inputs or time). Conventions: docs/conventions.md, "Comparison
 // metrics". Pure math: Eigen + absl + std, LEMON's NetworkSimplex for the
 // earth mover's distance. No gRPC, no threads, no I/O.
 //

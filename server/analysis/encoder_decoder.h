@@ -1,5 +1,6 @@
 // Relevance through an encoder-decoder (or two encoders joined by
-// cross-attention, CLIP-style) transformer. Conventions: design.md section 4.
+// cross-attention, CLIP-style) transformer. Conventions: docs/conventions.md,
+// "Encoder-decoder relevance".
 //
 // Layers arrive in this order: encoder self-attention 0..Le-1, then for each
 // decoder layer k its self-attention and then its cross-attention (decoder

@@ -1,5 +1,5 @@
 // Pruning of a fused attention matrix before the residual (sparse / top-k
-// rollout). Conventions: design.md section 4 and analysis.proto's Pruning.
+// rollout). Conventions: docs/conventions.md, "Pruning".
 #ifndef ATTNROLL_SERVER_ANALYSIS_PRUNING_H_
 #define ATTNROLL_SERVER_ANALYSIS_PRUNING_H_
 

@@ -1,5 +1,5 @@
 // Attention rollout (Abnar & Zuidema 2020) for one sequence, folded layer by
-// layer as the attention arrives. Conventions: design.md section 4.
+// layer as the attention arrives. Conventions: docs/conventions.md, "Rollout".
 //
 //   F_l  = fuse_h(A[l, h])                          (mean / max / min / weighted)
 //   At_l = rownorm((1 - a) F_l + a I)               (a = residual, default 0.5)

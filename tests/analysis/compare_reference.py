@@ -2,7 +2,7 @@
 """Reference comparison metrics with scipy, for tests/analysis/compare_test.cc.
 
 Independent of server/analysis/compare.cc: scipy's own functions where scipy has
-the metric, numpy from the definition (design.md section 4) where it does not.
+the metric, numpy from the definition (docs/conventions.md) where it does not.
 
   spearman        scipy.stats.spearmanr
   kendall         scipy.stats.kendalltau(variant='b')

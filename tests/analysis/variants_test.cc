@@ -1,4 +1,4 @@
-// Rollout variants ([variants]): pruning, gradient weighting, causal read-out,
+// Rollout variants: pruning, gradient weighting, causal read-out,
 // on hand-built cases whose answers are known.
 #include <random>
 

@@ -1,5 +1,5 @@
-// Every RPC against a real in-process server on 127.0.0.1:0, and every bad
-// input of the [foundation] issue arriving over the wire.
+// Every RPC against a real in-process server on 127.0.0.1:0, and every
+// bad input arriving over the wire.
 
 #include <algorithm>
 #include <chrono>
