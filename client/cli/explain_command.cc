@@ -36,9 +36,39 @@ const std::set<std::string> kValued = {
     "row-sum-tolerance", "rule", "gradient", "discard-ratio", "threshold", "mass", "top-k",
     "sink", "residual-weights", "value-norms", "head-aggregate", "aggregate-out", "encoder",
     "decoder", "cross", "composition", "encoder-gradient", "decoder-gradient", "cross-gradient",
-    "encoder-out", "decoder-out"};
+    "encoder-out", "decoder-out", "prune-placement"};
 const std::set<std::string> kFlags = {"no-renorm", "per-layer", "json", "causal", "grad-normalize",
-                                      "raw"};
+                                      "raw", "renorm-before-residual", "fail-on-degenerate"};
+
+// --prune-placement: "before" or "after" for every step, or STEP=PLACE,...
+// with STEP in discard, threshold, mass, top-k.
+std::string ParsePrunePlacement(const std::string& value, v1::Pruning* p) {
+  using Setter = void (v1::Pruning::*)(v1::PruningPlacement);
+  const std::map<std::string, Setter> steps = {
+      {"discard", &v1::Pruning::set_discard_ratio_placement},
+      {"threshold", &v1::Pruning::set_threshold_placement},
+      {"mass", &v1::Pruning::set_mass_placement},
+      {"top-k", &v1::Pruning::set_top_k_placement}};
+  auto place = [](absl::string_view s, v1::PruningPlacement* out) {
+    if (s == "before") *out = v1::PRUNING_PLACEMENT_BEFORE_RESIDUAL;
+    else if (s == "after") *out = v1::PRUNING_PLACEMENT_AFTER_RESIDUAL;
+    else return false;
+    return true;
+  };
+  for (absl::string_view part : absl::StrSplit(value, ',')) {
+    std::vector<std::string> kv = absl::StrSplit(part, '=');
+    v1::PruningPlacement where;
+    if (kv.size() == 1 && place(kv[0], &where)) {
+      for (const auto& [name, set] : steps) (p->*set)(where);
+    } else if (kv.size() == 2 && steps.count(kv[0]) && place(kv[1], &where)) {
+      (p->*steps.at(kv[0]))(where);
+    } else {
+      return "--prune-placement: expected before|after or STEP=before|after,... (STEP: discard, "
+             "threshold, mass, top-k), got '" + std::string(part) + "'";
+    }
+  }
+  return "";
+}
 
 }  // namespace
 
@@ -58,6 +88,14 @@ void PrintExplainUsage() {
       "  --threshold T                prune entries < T in each row\n"
       "  --mass P                     keep the largest entries holding share P of each row\n"
       "  --top-k K                    keep the K largest entries of each row\n"
+      "                               Each step in its published place: discard, threshold and\n"
+      "                               mass prune the fused F before the residual, At =\n"
+      "                               rownorm((1-a) prune(F) + a I) (vit-explain); top-k prunes\n"
+      "                               At after it, then rows are renormalised (top-k rollout)\n"
+      "  --prune-placement P          before|after for every step, or STEP=before|after,...\n"
+      "                               (STEP: discard, threshold, mass, top-k)\n"
+      "  --renorm-before-residual     renormalise pruned rows before the residual is added\n"
+      "                               (attnroll 0.1's placement)\n"
       "  --residual-weights FILE.npy  residual weight per layer [L] or per query token [L, n]\n"
       "                               (leading B for batched input), replacing --residual\n"
       "  --value-norms FILE.npy       value-vector norms [L, H, n] (leading B): columns of each\n"
@@ -83,6 +121,9 @@ void PrintExplainUsage() {
       "  --row-sum-tolerance T        allowed |row sum - 1| (default by wire dtype)\n"
       "  --max-message-bytes N        split layers by heads above this size (default 4 MiB)\n"
       "  --request-id ID              id echoed in the response\n"
+      "  --fail-on-degenerate         fail (exit 1) instead of warning when a layer's gradient or\n"
+      "                               gradient-weighted attention is zero everywhere, or a map\n"
+      "                               has no mass\n"
       "  --json                       print a machine-readable summary on stdout\n\n"
       "Encoder-decoder (or CLIP-style two-encoder) models, instead of --attention:\n"
       "  --encoder E.npy --decoder D.npy --cross X.npy   [Le, H, ne, ne], [Ld, H, nd, nd],\n"
@@ -135,7 +176,8 @@ std::string BuildExplainRequest(std::map<std::string, std::string>& opt, v1::Pas
   }
   const bool flow = method == "flow";
   if (flow) {
-    for (const char* name : {"per-layer", "discard-ratio", "threshold", "mass", "top-k"}) {
+    for (const char* name : {"per-layer", "discard-ratio", "threshold", "mass", "top-k",
+                             "prune-placement", "renorm-before-residual", "fail-on-degenerate"}) {
       if (opt.count(name)) return std::string(std::string("--") + name + " is not used with --method flow");
     }
   } else if (opt.count("raw")) {
@@ -222,6 +264,13 @@ std::string BuildExplainRequest(std::map<std::string, std::string>& opt, v1::Pas
     if (!absl::SimpleAtoi(opt["top-k"], &k)) return std::string("--top-k: expected a count");
     ro->mutable_pruning()->set_top_k(k);
   }
+  if (opt.count("prune-placement")) {
+    if (std::string bad = ParsePrunePlacement(opt["prune-placement"], ro->mutable_pruning()); !bad.empty()) {
+      return bad;
+    }
+  }
+  if (opt.count("renorm-before-residual")) ro->mutable_pruning()->set_renormalize_before_residual(true);
+  if (opt.count("fail-on-degenerate")) ro->set_fail_on_degenerate(true);
   if (opt.count("sink")) {
     uint32_t k;
     if (!absl::SimpleAtoi(opt["sink"], &k)) return std::string("--sink: expected a count");

@@ -76,19 +76,31 @@ absl::Status ValidatePruneSpec(const PruneSpec& spec) {
   return absl::OkStatus();
 }
 
-int64_t Prune(const PruneSpec& spec, bool renormalize, MatrixF& f) {
+bool PruneSpec::any_at(PrunePlace place) const {
+  return (discard_ratio > 0 && discard_at == place) || (threshold > 0 && threshold_at == place) ||
+         (mass > 0 && mass_at == place) || (top_k > 0 && top_k_at == place);
+}
+
+namespace {
+
+// The steps of `spec` that run, in order; `all` ignores their places.
+int64_t PruneSteps(const PruneSpec& spec, bool all, PrunePlace place, bool renormalize, MatrixF& f) {
+  auto runs = [&](bool on, PrunePlace at) { return on && (all || at == place); };
   // Rows with no mass before pruning (possible with gradient weighting) are
   // left alone; only rows that pruning empties get their diagonal.
   std::vector<bool> had_mass(f.rows());
   for (Eigen::Index i = 0; i < f.rows(); ++i) had_mass[i] = f.row(i).cast<double>().sum() > 0.0;
-  if (spec.discard_ratio > 0) DiscardLowest(spec.discard_ratio, f);
+  if (runs(spec.discard_ratio > 0, spec.discard_at)) DiscardLowest(spec.discard_ratio, f);
+  const bool threshold = runs(spec.threshold > 0, spec.threshold_at);
+  const bool mass = runs(spec.mass > 0, spec.mass_at);
+  const bool top_k = runs(spec.top_k > 0, spec.top_k_at);
   std::vector<int> idx;
   int64_t emptied = 0;
   for (Eigen::Index i = 0; i < f.rows(); ++i) {
     auto row = f.row(i);
-    if (spec.threshold > 0) row = (row.array() < spec.threshold).select(0.0f, row);
-    if (spec.mass > 0) KeepMass(spec.mass, row, idx);
-    if (spec.top_k > 0) KeepTopK(spec.top_k, row, idx);
+    if (threshold) row = (row.array() < spec.threshold).select(0.0f, row);
+    if (mass) KeepMass(spec.mass, row, idx);
+    if (top_k) KeepTopK(spec.top_k, row, idx);
     const double s = row.cast<double>().sum();
     if (s > 0.0) {
       if (renormalize) row *= static_cast<float>(1.0 / s);
@@ -99,6 +111,16 @@ int64_t Prune(const PruneSpec& spec, bool renormalize, MatrixF& f) {
     }
   }
   return emptied;
+}
+
+}  // namespace
+
+int64_t Prune(const PruneSpec& spec, PrunePlace place, bool renormalize, MatrixF& f) {
+  return PruneSteps(spec, /*all=*/false, place, renormalize, f);
+}
+
+int64_t Prune(const PruneSpec& spec, bool renormalize, MatrixF& f) {
+  return PruneSteps(spec, /*all=*/true, PrunePlace::kBeforeResidual, renormalize, f);
 }
 
 }  // namespace attnroll::analysis

@@ -55,7 +55,7 @@ std::vector<int64_t> MapShape(const ReadoutSpec& spec, int m) {
   return {m - spec.prefix};
 }
 
-void WriteMap(const ReadoutSpec& spec, const Eigen::Ref<const RowVectorF>& row, float* out) {
+bool WriteMap(const ReadoutSpec& spec, const Eigen::Ref<const RowVectorF>& row, float* out) {
   const Eigen::Index len = row.size() - spec.prefix;
   Eigen::Map<RowVectorF> dst(out, len);
   if (spec.sink > 0) {
@@ -69,6 +69,7 @@ void WriteMap(const ReadoutSpec& spec, const Eigen::Ref<const RowVectorF>& row, 
   } else {
     dst = row.tail(len);
   }
+  const bool has_mass = dst.cast<double>().sum() > 0.0;
   switch (spec.scaling) {
     case Scaling::kNone:
       break;
@@ -92,6 +93,7 @@ void WriteMap(const ReadoutSpec& spec, const Eigen::Ref<const RowVectorF>& row, 
       break;
     }
   }
+  return has_mass;
 }
 
 }  // namespace attnroll::analysis

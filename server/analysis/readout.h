@@ -34,8 +34,9 @@ int NumMaps(const ReadoutSpec& spec);
 std::vector<int64_t> MapShape(const ReadoutSpec& spec, int m);
 
 // Writes the m - P values of `row` (length m) to out: sink columns zeroed and
-// the row renormalised, prefix dropped, scaled.
-void WriteMap(const ReadoutSpec& spec, const Eigen::Ref<const RowVectorF>& row, float* out);
+// the row renormalised, prefix dropped, scaled. Returns false when the map has
+// no mass (every value <= 0 before scaling): a degenerate map.
+bool WriteMap(const ReadoutSpec& spec, const Eigen::Ref<const RowVectorF>& row, float* out);
 
 }  // namespace attnroll::analysis
 

@@ -138,8 +138,12 @@ void SequenceRollout::EndLayer(int layer, const float* residual_weights) {
     scale = 1.0f;
   }
   if (spec_.gradient == GradientRule::kVitExplain) f = f.cwiseMax(0.0f);
-  if (spec_.prune.enabled()) {
-    emptied_rows_ += Prune(spec_.prune, chefer ? spec_.grad_row_normalize : spec_.renormalize, f);
+  if (spec_.gradient != GradientRule::kNone && f.isZero(0.0f)) zero_layers_.push_back(layer);
+  // Rows are renormalised where the rule says so (Chefer: only on request).
+  const bool renormalize = chefer ? spec_.grad_row_normalize : spec_.renormalize;
+  if (spec_.prune.any_at(PrunePlace::kBeforeResidual)) {
+    emptied_rows_ += Prune(spec_.prune, PrunePlace::kBeforeResidual,
+                           renormalize && spec_.prune.renormalize_before_residual, f);
   }
   // Causal: drop the (tolerated) mass above the diagonal before the residual
   // and any renormalisation, so At_l is exactly lower-triangular.
@@ -154,6 +158,9 @@ void SequenceRollout::EndLayer(int layer, const float* residual_weights) {
     if (spec_.grad_row_normalize) ApplyResidual(0.0f, true, f);
   } else {
     ApplyResidual(spec_.residual, spec_.renormalize, f, scale, residual_weights);
+  }
+  if (spec_.prune.any_at(PrunePlace::kAfterResidual)) {
+    emptied_rows_ += Prune(spec_.prune, PrunePlace::kAfterResidual, renormalize, f);
   }
   FoldLayer();
 }
@@ -190,11 +197,11 @@ void SequenceRollout::AppendReadout(const MatrixF& r) {
     Eigen::RowVectorXd sum = Eigen::RowVectorXd::Zero(m_);
     for (int i = 0; i < m_; ++i) sum += r.row(i).cast<double>();
     const RowVectorF mean = (sum / static_cast<double>(m_)).cast<float>();
-    WriteMap(ro, mean, out);
+    zero_maps_ += !WriteMap(ro, mean, out);
     return;
   }
   for (int row : ResolvedRows(ro, m_)) {
-    WriteMap(ro, r.row(row), out);
+    zero_maps_ += !WriteMap(ro, r.row(row), out);
     out += len;
   }
 }
@@ -231,7 +238,9 @@ Maps SequenceRollout::Finish(Maps* aggregate) {
   layers_.clear();
   const int len = m_ - ro.prefix;
   maps.values.resize(static_cast<size_t>(k) * len);
-  for (int i = 0; i < k; ++i) WriteMap(ro, v.row(i), maps.values.data() + static_cast<size_t>(i) * len);
+  for (int i = 0; i < k; ++i) {
+    zero_maps_ += !WriteMap(ro, v.row(i), maps.values.data() + static_cast<size_t>(i) * len);
+  }
   return maps;
 }
 
@@ -246,6 +255,12 @@ Maps SequenceRollout::FinishPerHead(Maps* aggregate) {
   for (int h = 0; h < num_heads; ++h) {
     Maps one = per_head_[h].Finish();
     emptied_rows_ += per_head_[h].emptied_rows();
+    zero_maps_ += per_head_[h].zero_maps();
+    for (int l : per_head_[h].zero_layers()) {
+      if (std::find(zero_layers_.begin(), zero_layers_.end(), l) == zero_layers_.end()) {
+        zero_layers_.push_back(l);
+      }
+    }
     if (h == 0) {
       all.shape.push_back(num_heads);
       all.shape.insert(all.shape.end(), one.shape.begin(), one.shape.end());
@@ -265,6 +280,7 @@ Maps SequenceRollout::FinishPerHead(Maps* aggregate) {
     }
     all.values.insert(all.values.end(), one.values.begin(), one.values.end());
   }
+  std::sort(zero_layers_.begin(), zero_layers_.end());
   if (aggregate != nullptr) *aggregate = std::move(agg);
   return all;
 }

@@ -106,6 +106,12 @@ class SequenceRollout {
   RolloutPath path() const { return path_; }
   // Rows that pruning emptied (and gave their diagonal), over all layers.
   int64_t emptied_rows() const { return emptied_rows_; }
+  // Gradient rules: the layers (in order) whose gradient-weighted fused matrix
+  // was zero everywhere before the residual (an all-zero gradient, or no
+  // positive G * A): they add nothing to the map.
+  const std::vector<int>& zero_layers() const { return zero_layers_; }
+  // Maps written by Finish with no mass (every value <= 0 before scaling).
+  int64_t zero_maps() const { return zero_maps_; }
 
  private:
   void FoldLayer();
@@ -118,6 +124,8 @@ class SequenceRollout {
   HeadFuser fuser_;
   bool have_r_ = false;
   int64_t emptied_rows_ = 0;
+  std::vector<int> zero_layers_;
+  int64_t zero_maps_ = 0;
   MatrixF r_, scratch_;             // chain: R and the product buffer
   std::vector<MatrixF> layers_;     // row: the At_l of the range, in order
   std::vector<float> per_layer_;    // chain + per_layer: read-outs so far

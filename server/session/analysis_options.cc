@@ -53,7 +53,7 @@ absl::StatusOr<analysis::RolloutSpec> ToRolloutSpec(const v1::RolloutOptions& op
   }
   spec.readout.mean_of_rows = ro.mean_of_rows();
   spec.readout.last_row = ro.last_row();
-  if (ro.sink_tokens() > layout.num_tokens()) {
+  if (ro.sink_tokens() >= layout.num_tokens()) {
     return absl::InvalidArgumentError(absl::StrCat(
         root, ".readout.sink_tokens: expected sink < num_tokens = ", layout.num_tokens(), ", got ",
         ro.sink_tokens()));
@@ -68,6 +68,30 @@ absl::StatusOr<analysis::RolloutSpec> ToRolloutSpec(const v1::RolloutOptions& op
   spec.prune.threshold = pr.threshold();
   spec.prune.mass = pr.mass();
   spec.prune.top_k = static_cast<int>(pr.top_k());
+  auto place = [root](v1::PruningPlacement value, absl::string_view field, analysis::PrunePlace published,
+                      analysis::PrunePlace* out) {
+    switch (value) {
+      case v1::PRUNING_PLACEMENT_UNSPECIFIED: *out = published; break;
+      case v1::PRUNING_PLACEMENT_BEFORE_RESIDUAL: *out = analysis::PrunePlace::kBeforeResidual; break;
+      case v1::PRUNING_PLACEMENT_AFTER_RESIDUAL: *out = analysis::PrunePlace::kAfterResidual; break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat(
+            root, ".pruning.", field, ": expected UNSPECIFIED, BEFORE_RESIDUAL or AFTER_RESIDUAL, got ",
+            static_cast<int>(value)));
+    }
+    return absl::OkStatus();
+  };
+  using analysis::PrunePlace;
+  for (absl::Status s :
+       {place(pr.discard_ratio_placement(), "discard_ratio_placement", PrunePlace::kBeforeResidual,
+              &spec.prune.discard_at),
+        place(pr.threshold_placement(), "threshold_placement", PrunePlace::kBeforeResidual,
+              &spec.prune.threshold_at),
+        place(pr.mass_placement(), "mass_placement", PrunePlace::kBeforeResidual, &spec.prune.mass_at),
+        place(pr.top_k_placement(), "top_k_placement", PrunePlace::kAfterResidual, &spec.prune.top_k_at)}) {
+    if (!s.ok()) return s;
+  }
+  spec.prune.renormalize_before_residual = pr.renormalize_before_residual();
   if (options.has_gradient()) {
     switch (options.gradient().rule()) {
       case v1::GRADIENT_RULE_CHEFER: spec.gradient = analysis::GradientRule::kChefer; break;

@@ -82,6 +82,7 @@ absl::Status PlanAnalysis(const v1::Analysis& a, size_t index, const v1::Layout&
   }
   if (!spec.ok()) return InField(path, spec.status());
   AnalysisPlan job{a.name(), *spec, analysis::ChooseRolloutPath(*spec, plan->num_layers, plan->num_tokens)};
+  if (a.kind_case() == v1::Analysis::kRollout) job.fail_on_degenerate = a.rollout().fail_on_degenerate();
   if (a.kind_case() == v1::Analysis::kFlow) {
     job.flow = true;
     job.all_rows = a.flow().all_rows();

@@ -26,6 +26,8 @@ struct AnalysisPlan {
   bool flow = false;
   bool all_rows = false;  // flow: every output token
   bool raw = false;       // flow: raw values, not divided by their sum
+  // A degenerate result fails the pass instead of being a warning.
+  bool fail_on_degenerate = false;
 };
 
 // A pass of one stack of self-attention layers.

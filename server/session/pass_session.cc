@@ -15,6 +15,7 @@
 #include "server/analysis/flow_maps.h"
 #include "server/runtime/parallel_for.h"
 #include "server/session/attention_decode.h"
+#include "server/session/degenerate_results.h"
 #include "server/session/result_tensors.h"
 
 namespace attnroll::session {
@@ -42,6 +43,9 @@ PassSession::PassSession(PassPlan plan)
       valid_(plan_.valid),
       bytes_(plan_.max_pass_bytes),
       started_(absl::Now()) {
+  if (plan_.needs_gradient) {
+    gradient_nonzero_.assign(batch_, std::vector<bool>(num_layers_, false));
+  }
   for (const AnalysisPlan& a : plan_.analyses) {
     Job& job = jobs_.emplace_back(Job{a, {}});
     for (int b = 0; b < batch_; ++b) {
@@ -177,6 +181,7 @@ absl::Status PassSession::AddHeadStrip(const v1::LayerChunk& chunk, int b, int h
     }
     if (absl::Status s = ValidateGradientRows(gptr, rows, m, gstride, r0, where); !s.ok()) return s;
     gview.emplace(gptr, rows, m, Eigen::OuterStride<>(gstride));
+    if (!gradient_nonzero_[b][next_layer_] && !gview->isZero(0.0f)) gradient_nonzero_[b][next_layer_] = true;
   }
   analysis::RowStats* stats = stats_.data();
   if (value_norms_) {
@@ -364,6 +369,24 @@ absl::StatusOr<v1::ExplainResponse> PassSession::Finish(const FinishContext& ctx
         result->add_warnings(absl::StrCat("sequence ", b, ": pruning emptied ", seq.emptied_rows(),
                                           " rows (summed over layers", head_specific ? " and heads" : "",
                                           "); each kept its diagonal"));
+      }
+      Degenerate d;
+      if (job.plan.spec.gradient != analysis::GradientRule::kNone) {
+        for (int l = job.plan.spec.first_layer; l <= analysis::LastLayer(job.plan.spec, num_layers_); ++l) {
+          if (!gradient_nonzero_[b][l]) d.zero_gradient_layers.push_back(l);
+        }
+      }
+      d.zero_layers = seq.zero_layers();
+      d.zero_maps = seq.zero_maps();
+      // Every map holds the m - P values of one read-out row.
+      d.maps = static_cast<int64_t>(result->maps(result->maps_size() - 1).data().size() / sizeof(float)) /
+               (valid_[b] - job.plan.spec.readout.prefix);
+      for (const std::string& w : DegenerateMessages(static_cast<int>(b), d)) {
+        if (job.plan.fail_on_degenerate) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "analyses[", &job - jobs_.data(), "] (fail_on_degenerate): ", w));
+        }
+        result->add_warnings(w);
       }
     }
   }

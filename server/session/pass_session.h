@@ -65,6 +65,8 @@ class PassSession : public Pass {
   bool value_norms_ = false;               // the pass sends value norms
   std::vector<float> norms_;               // this message's, [B, h, n]
   std::vector<float> layer_residual_;      // this layer's residual weights, [B, n]
+  // Gradient-weighted passes: [b][layer] some gradient value of the layer is not 0.
+  std::vector<std::vector<bool>> gradient_nonzero_;
   absl::Time started_;
   absl::Duration compute_;
 };

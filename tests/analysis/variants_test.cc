@@ -197,6 +197,83 @@ TEST(ReadoutVariantsTest, SinkTokensAreDroppedAndTheRestRenormalised) {
   EXPECT_THAT(std::string(ValidateReadout(spec, 7).message()), HasSubstr("readout.sink_tokens"));
 }
 
+// One layer, one head F, a = 0.5, threshold 0.25, every row read out:
+//   F' = [.5 .3 0; 0 .6 .3; 0 0 .6]   (entries < .25 zeroed)
+// published (before the residual, vit-explain): At = rownorm(.5 F' + .5 I)
+//   row 0 = [.75 .15 0] / .9,  row 1 = [0 .8 .15] / .95,  row 2 = [0 0 1]
+// renormalised before the residual: At = rownorm(.5 rownorm(F') + .5 I)
+//   row 0 = [.5 + .3125, .1875, 0],  row 1 = [0, .5 + 1/3, 1/6],  row 2 = [0 0 1]
+// after the residual: At = .5 F + .5 I = [.75 .15 .1; .05 .8 .15; .1 .1 .8],
+//   pruned (< .25) and renormalised: every row keeps only its diagonal -> I.
+TEST(PruningInRolloutTest, EachPlacementByHand) {
+  const MatrixF f = Mat({{0.5f, 0.3f, 0.2f}, {0.1f, 0.6f, 0.3f}, {0.2f, 0.2f, 0.6f}});
+  RolloutSpec spec;
+  spec.readout.rows = {0, 1, 2};
+  spec.prune.threshold = 0.25f;
+  EXPECT_THAT(RunVariant(spec, {{f}}).values,
+              Pointwise(FloatNear(1e-6), {0.75f / 0.9f, 0.15f / 0.9f, 0.0f,  //
+                                          0.0f, 0.8f / 0.95f, 0.15f / 0.95f,  //
+                                          0.0f, 0.0f, 1.0f}));
+  spec.prune.renormalize_before_residual = true;
+  EXPECT_THAT(RunVariant(spec, {{f}}).values,
+              Pointwise(FloatNear(1e-6), {0.8125f, 0.1875f, 0.0f,                     //
+                                          0.0f, 0.5f + 1.0f / 3.0f, 1.0f / 6.0f,  //
+                                          0.0f, 0.0f, 1.0f}));
+  spec.prune.renormalize_before_residual = false;
+  spec.prune.threshold_at = PrunePlace::kAfterResidual;
+  EXPECT_THAT(RunVariant(spec, {{f}}).values,
+              Pointwise(FloatNear(1e-6), {1, 0, 0, 0, 1, 0, 0, 0, 1}));
+}
+
+// top_k in its published place prunes At, after the residual; before the
+// residual it prunes F, where the diagonal has no head start.
+TEST(PruningInRolloutTest, TopKPrunesAtAfterTheResidualByDefault) {
+  const MatrixF f = Mat({{0.0f, 0.6f, 0.4f}, {0.3f, 0.3f, 0.4f}, {0.5f, 0.5f, 0.0f}});
+  RolloutSpec spec;
+  spec.readout.rows = {0, 1, 2};
+  spec.prune.top_k = 1;
+  // At = .5 F + .5 I = [.5 .3 .2; .15 .65 .2; .25 .25 .5]: the diagonal is the
+  // largest entry of every row, so top-1 keeps it: At = I.
+  EXPECT_THAT(RunVariant(spec, {{f}}).values, Pointwise(FloatNear(1e-6), {1, 0, 0, 0, 1, 0, 0, 0, 1}));
+  // Before the residual: F' = [0 .6 0; 0 0 .4; .5 0 0] (ties: lower column),
+  // At = rownorm(.5 F' + .5 I) = [.5 .3 0; 0 .5 .2; .25 0 .5] / row sums.
+  spec.prune.top_k_at = PrunePlace::kBeforeResidual;
+  EXPECT_THAT(RunVariant(spec, {{f}}).values,
+              Pointwise(FloatNear(1e-6), {0.5f / 0.8f, 0.3f / 0.8f, 0.0f,  //
+                                          0.0f, 0.5f / 0.7f, 0.2f / 0.7f,  //
+                                          0.25f / 0.75f, 0.0f, 0.5f / 0.75f}));
+}
+
+// A gradient-weighted layer whose clamped product is zero everywhere adds
+// nothing; the rollout says which layers, and a map without mass is counted.
+TEST(DegenerateTest, ZeroGradientLayersAndMassLessMapsAreReported) {
+  const MatrixF a = Mat({{0.5f, 0.5f}, {0.25f, 0.75f}});
+  const MatrixF zero = MatrixF::Zero(2, 2);
+  const MatrixF negative = -MatrixF::Ones(2, 2);
+  const MatrixF one = MatrixF::Ones(2, 2);
+  RolloutSpec spec;
+  spec.gradient = GradientRule::kChefer;
+  std::vector<std::vector<MatrixF>> g = {{zero}, {one}, {negative}};
+  SequenceRollout r(spec, 3, 1, 2, RolloutPath::kChain);
+  for (int l = 0; l < 3; ++l) {
+    const ConstMatrixView gv = View(g[l][0]);
+    r.AddHead(l, 0, View(a), &gv);
+  }
+  r.Finish();
+  EXPECT_THAT(r.zero_layers(), ElementsAre(0, 2));  // G = 0, and max(0, -A) = 0
+  EXPECT_EQ(r.zero_maps(), 0);
+  // vit_explain, no residual, a zero gradient: At = 0, so the map is all zero.
+  spec.gradient = GradientRule::kVitExplain;
+  spec.residual = 0.0f;
+  SequenceRollout z(spec, 1, 1, 2, RolloutPath::kRow);
+  const ConstMatrixView gz = View(zero);
+  z.AddHead(0, 0, View(a), &gz);
+  Maps zm = z.Finish();
+  EXPECT_THAT(zm.values, ElementsAre(0.0f, 0.0f));
+  EXPECT_THAT(z.zero_layers(), ElementsAre(0));
+  EXPECT_EQ(z.zero_maps(), 1);
+}
+
 TEST(PruningInRolloutTest, RowPathEqualsChainPathAndEmptiedRowsAreCounted) {
   std::mt19937 rng(21);
   const int n = 12, L = 4, H = 2;

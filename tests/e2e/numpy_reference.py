@@ -445,31 +445,51 @@ def fused_layers(att, residual=0.5, fusion="mean", weights=None):
 # --------------------------------------------------------------------------
 
 
+PRUNE_STEPS = ("discard_ratio", "threshold", "mass", "top_k")
+# The published place of each pruning step: discard_ratio (vit-explain),
+# threshold and mass (DINO) on the fused F before the residual; top_k (top-k
+# rollout) on At after it.
+PUBLISHED_PLACEMENT = {"discard_ratio": "before", "threshold": "before", "mass": "before",
+                       "top_k": "after"}
+
+
 def rollout_chain(a, g=None, rule=None, grad_normalize=False, fusion="mean", weights=None,
                   residual=0.5, residual_weights=None, renorm=True, layers=None,
-                  prune_kw=None, margins=None, info=None):
+                  prune_kw=None, placement=None, renorm_before_residual=False,
+                  margins=None, info=None):
     """One rollout chain of one sequence over heads a [L, H', m, m] (float64;
     H' = 1 for a head of --fusion none) and gradient g (same shape, with a
     rule).  Per layer l of [first, last] (layers; default all):
-    F = layer_relevance, then prune (if any prune_kw step is on; renorm as
-    --grad-normalize for chefer, as renorm otherwise), then At = chefer_layer
-    or residual_layer with residual_alphas; R_first = At_first,
-    R_l = At_l @ R_{l-1}.  Returns ([R_first, ..., R_last], emptied rows)."""
+      F   = layer_relevance
+      F'  = prune(F) with the steps placed "before" (placement: step ->
+            "before" | "after", default PUBLISHED_PLACEMENT), rows divided by
+            their sums only with renorm_before_residual
+      At  = chefer_layer(F') or residual_layer(F', residual_alphas)
+      At' = prune(At) with the steps placed "after", rows renormalised
+    where "renormalised" follows the rule (--grad-normalize for chefer,
+    renorm otherwise); R_first = At_first, R_l = At_l @ R_{l-1}.
+    Returns ([R_first, ..., R_last], emptied rows)."""
     L, m = a.shape[0], a.shape[-1]
     first, last = (0, L - 1) if layers is None else layers
     prune_kw = prune_kw or {}
-    pruning = any(v > 0 for v in prune_kw.values())
+    place = dict(PUBLISHED_PLACEMENT, **(placement or {}))
+    before = {k: v for k, v in prune_kw.items() if v > 0 and place[k] == "before"}
+    after = {k: v for k, v in prune_kw.items() if v > 0 and place[k] == "after"}
+    row_rule = grad_normalize if rule == "chefer" else renorm
     chain, R, emptied = [], None, 0
     for l in range(first, last + 1):
         F = layer_relevance(a[l], None if g is None else g[l], rule, fusion, weights)
-        if pruning:
-            F, e = prune(F, renorm=grad_normalize if rule == "chefer" else renorm,
-                         margins=margins, info=info, **prune_kw)
+        if before:
+            F, e = prune(F, renorm=row_rule and renorm_before_residual, margins=margins, info=info,
+                         **before)
             emptied += e
         if rule == "chefer":
             At = chefer_layer(F, grad_normalize)
         else:
             At = residual_layer(F, residual_alphas(residual, residual_weights, l, m), renorm)
+        if after:
+            At, e = prune(At, renorm=row_rule, margins=margins, info=info, **after)
+            emptied += e
         R = At if R is None else At @ R
         chain.append(R)
     return chain, emptied
@@ -529,13 +549,15 @@ def rollout(att, grad=None, rule=None, grad_normalize=False, fusion="mean", weig
             residual=0.5, renorm=True, layers=None, per_layer=False, rows=(0,), prefix=0,
             grid=None, scale="none", valid_lengths=None, discard_ratio=0.0, threshold=0.0,
             mass=0.0, top_k=0, sink=0, residual_weights=None, value_norms=None,
-            margins=None, info=None):
+            prune_placement=None, renorm_before_residual=False, margins=None, info=None):
     """The maps of one `explain` pass of att ([L, H, n, n] or [B, L, H, n, n],
     gradient grad of the same shape with rule "chefer" or "vit_explain",
     residual_weights [L] / [L, n] and value_norms [L, H, n] with the same
     leading B).  Per sequence: crop to the valid length m, value_weighted,
     rollout_chain, read_out.  fusion "none": every head h is its own one-head
     model (mean over that one head) and the maps are stacked on an H axis.
+    Pruning: each step in its published place unless prune_placement says
+    otherwise (see rollout_chain).
     Returns (maps, emptied rows per sequence, summed over layers and heads).
     margins / info: see prune()."""
     if margins is None:
@@ -556,7 +578,8 @@ def rollout(att, grad=None, rule=None, grad_normalize=False, fusion="mean", weig
     assert (grad is None) == (rule is None)
     prune_kw = dict(discard_ratio=discard_ratio, threshold=threshold, mass=mass, top_k=top_k)
     chain_kw = dict(rule=rule, grad_normalize=grad_normalize, residual=residual, renorm=renorm,
-                    layers=layers, prune_kw=prune_kw, margins=margins, info=info)
+                    layers=layers, prune_kw=prune_kw, placement=prune_placement,
+                    renorm_before_residual=renorm_before_residual, margins=margins, info=info)
     read_kw = dict(prefix=prefix, sink=sink, scale=scale, grid=grid)
     outs, emptied_per_seq = [], []
     for b in range(B):

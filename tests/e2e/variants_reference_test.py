@@ -919,13 +919,13 @@ _CASES = [
     ("prune_top_k_1", dict(L=3, H=2, n=10),
      ["--top-k", "1", "--rows", "0,4,9"], dict(top_k=1, rows=(0, 4, 9))),
     ("prune_all_four", dict(L=4, H=3, n=12, steps_matter=True),
-     ["--discard-ratio", "0.6", "--threshold", "0.05", "--mass", "0.9", "--top-k", "4",
+     ["--discard-ratio", "0.7", "--threshold", "0.05", "--mass", "0.8", "--top-k", "4",
       "--rows", "0,5,11"],
-     dict(discard_ratio=0.6, threshold=0.05, mass=0.9, top_k=4, rows=(0, 5, 11))),
+     dict(discard_ratio=0.7, threshold=0.05, mass=0.8, top_k=4, rows=(0, 5, 11))),
     ("prune_all_four_per_layer_fusion_max_res", dict(L=4, H=3, n=12, steps_matter=True),
-     ["--discard-ratio", "0.4", "--threshold", "0.05", "--mass", "0.8", "--top-k", "4",
+     ["--discard-ratio", "0.6", "--threshold", "0.1", "--mass", "0.9", "--top-k", "5",
       "--per-layer", "--fusion", "max", "--residual", "0.3"],
-     dict(discard_ratio=0.4, threshold=0.05, mass=0.8, top_k=4, per_layer=True,
+     dict(discard_ratio=0.6, threshold=0.1, mass=0.9, top_k=5, per_layer=True,
           fusion="max", residual=0.3)),
     ("prune_top_k_no_renorm", dict(L=3, H=2, n=10),
      ["--top-k", "3", "--no-renorm", "--rows", "0,5"],
@@ -951,9 +951,9 @@ _CASES = [
      ["--method", "grad-rollout", "--grad-normalize", "--mass", "0.8", "--rows", "0,6"],
      dict(rule="chefer", grad_normalize=True, mass=0.8, rows=(0, 6))),
     ("prune_chefer_all_four", dict(L=3, H=2, n=10, grad=True, steps_matter=True),
-     ["--method", "grad-rollout", "--discard-ratio", "0.7", "--threshold", "0.01",
+     ["--method", "grad-rollout", "--discard-ratio", "0.8", "--threshold", "0.01",
       "--mass", "0.95", "--top-k", "4", "--rows", "0,1,2"],
-     dict(rule="chefer", discard_ratio=0.7, threshold=0.01, mass=0.95, top_k=4,
+     dict(rule="chefer", discard_ratio=0.8, threshold=0.01, mass=0.95, top_k=4,
           rows=(0, 1, 2))),
     ("prune_vit_explain_threshold", dict(L=4, H=3, n=12, grad=True),
      ["--method", "grad-rollout", "--rule", "vit_explain", "--threshold", "0.02",
@@ -1065,8 +1065,8 @@ _CASES = [
      ["--method", "grad-rollout", "--rule", "vit_explain", "--rows", "0,4"],
      dict(rule="vit_explain", rows=(0, 4))),
     ("vn_top_k_threshold", dict(L=4, H=3, n=12, vn=True, steps_matter=True),
-     ["--threshold", "0.03", "--top-k", "4", "--rows", "0,5"],
-     dict(threshold=0.03, top_k=4, rows=(0, 5))),
+     ["--threshold", "0.1", "--top-k", "4", "--rows", "0,5"],
+     dict(threshold=0.1, top_k=4, rows=(0, 5))),
     ("vn_row_path", dict(L=4, H=2, n=80, vn=True), ["--rows", "0"], dict(rows=(0,))),
     # All three together.
     ("vn_rw_none", dict(L=4, H=3, n=12, vn=True, rw="token",
@@ -1089,6 +1089,33 @@ _CASES = [
       "--rows", "0,2"],
      dict(fusion="none", valid_lengths=(12, 7), per_layer=True, prefix=1, rows=(0, 2))),
 ]
+
+
+_PRUNE_KEYS = ("discard_ratio", "threshold", "mass", "top_k")
+_ALL_BEFORE = {k: "before" for k in _PRUNE_KEYS}
+_ALL_AFTER = {k: "after" for k in _PRUNE_KEYS}
+
+
+def _placement_cases(cases):
+    """Every pruning case above runs with each step in its published place
+    (the default). Two more placements of each, both reachable per request:
+    attnroll 0.1's (every step before the residual, the pruned rows
+    renormalised before the residual is added) and every step after the
+    residual, on At."""
+    out = []
+    for name, spec, opts, ref, *wire in cases:
+        if not any(k in ref for k in _PRUNE_KEYS):
+            continue
+        out.append((name + "__renorm_before_residual", dict(spec, steps_matter=False),
+                    opts + ["--prune-placement", "before", "--renorm-before-residual"],
+                    dict(ref, prune_placement=_ALL_BEFORE, renorm_before_residual=True), *wire))
+        out.append((name + "__after_residual", dict(spec, steps_matter=False),
+                    opts + ["--prune-placement", "after"],
+                    dict(ref, prune_placement=_ALL_AFTER), *wire))
+    return out
+
+
+_CASES += _placement_cases(_CASES)
 
 
 def _make_case_test(index, name, spec, opts, ref_kwargs, wire="fp32"):

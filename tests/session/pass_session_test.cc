@@ -98,5 +98,35 @@ TEST(PassSessionTest, PaddingIsCroppedBeforeTheMath) {
               Pointwise(FloatNear(1e-6), testing::MapValues(cropped.results(0).maps(0))));
 }
 
+// Gradient-weighted rollout with the gradient of layer 1 all zero, as a model
+// whose classifier head is initialised to zero gives it: the map is still
+// returned, with a warning naming the layer; fail_on_degenerate makes it an
+// error.
+TEST(PassSessionTest, AnAllZeroGradientIsReportedNotSilent) {
+  auto a = testing::UniformAttention(1, 3, 2, 4);
+  v1::PassHeader h = testing::RolloutHeader(a);
+  h.mutable_analyses(0)->mutable_rollout()->mutable_gradient();
+  auto run = [&](const v1::PassHeader& header) {
+    auto session = Open(header);
+    for (int l = 0; l < 3; ++l) {
+      v1::LayerChunk c = testing::ChunksOf(a, l)[0];
+      *c.mutable_gradient() = c.attention();
+      std::string& g = *c.mutable_gradient()->mutable_data();
+      if (l == 1) std::fill(g.begin(), g.end(), '\0');
+      EXPECT_TRUE(session->AddChunk(c).ok());
+    }
+    return session->Finish();
+  };
+  absl::StatusOr<v1::ExplainResponse> r = run(h);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(r->results(0).warnings(),
+              ::testing::ElementsAre(HasSubstr("sequence 0: the gradient is zero everywhere in layer 1,")));
+  h.mutable_analyses(0)->mutable_rollout()->set_fail_on_degenerate(true);
+  r = run(h);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(r.status().message()),
+              HasSubstr("analyses[0] (fail_on_degenerate): sequence 0: the gradient is zero everywhere in layer 1"));
+}
+
 }  // namespace
 }  // namespace attnroll::session
