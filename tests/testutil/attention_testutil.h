@@ -3,6 +3,7 @@
 #ifndef ATTNROLL_TESTS_TESTUTIL_ATTENTION_TESTUTIL_H_
 #define ATTNROLL_TESTS_TESTUTIL_ATTENTION_TESTUTIL_H_
 
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -71,6 +72,15 @@ inline Attention UniformAttention(int64_t batch, int64_t layers, int64_t heads, 
   return MakeAttention(batch, layers, heads, tokens, [&](int64_t, int64_t, int64_t) {
     return analysis::MatrixF::Constant(tokens, tokens, 1.0f / static_cast<float>(tokens));
   });
+}
+
+// Row `row` of that closed form for n tokens and L layers: 0.5^L at the row's
+// own token plus (1 - 0.5^L) / n everywhere.
+inline std::vector<float> UniformRollout(int n, int L, int row) {
+  const float p = std::pow(0.5f, L);
+  std::vector<float> expected(n, (1 - p) / n);
+  expected[row] += p;
+  return expected;
 }
 
 }  // namespace attnroll::testing

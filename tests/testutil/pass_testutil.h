@@ -1,6 +1,6 @@
 // Pass messages for tests: headers, layer chunks built straight from an
 // Attention (independently of the client library's splitting and encoding),
-// and the values of result tensors.
+// and the values of result tensors (and FP32 tensors made from values).
 #ifndef ATTNROLL_TESTS_TESTUTIL_PASS_TESTUTIL_H_
 #define ATTNROLL_TESTS_TESTUTIL_PASS_TESTUTIL_H_
 
@@ -50,6 +50,15 @@ inline std::vector<v1::LayerChunk> ChunksOf(const Attention& a, int layer, int h
 inline std::vector<float> MapValues(const v1::Tensor& t) {
   const float* p = reinterpret_cast<const float*>(t.data().data());
   return std::vector<float>(p, p + t.data().size() / sizeof(float));
+}
+
+// The inverse of MapValues: an FP32 tensor of `shape` holding `values`.
+inline v1::Tensor Fp32Tensor(const std::vector<float>& values, const std::vector<int64_t>& shape) {
+  v1::Tensor t;
+  t.set_dtype(v1::DTYPE_FP32);
+  for (int64_t d : shape) t.add_shape(d);
+  t.set_data(std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float)));
+  return t;
 }
 
 }  // namespace attnroll::testing

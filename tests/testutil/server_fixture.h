@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/cpp/attnroll_client.h"
 #include "proto/cpp/grpc_status.h"
@@ -86,9 +87,26 @@ class ServerTest : public ::testing::Test {
     return msgs;
   }
 
-  // Waits (up to 2 s) for every pass's memory to be given back.
-  void ExpectMemoryReleased() {
-    for (int i = 0; i < 100 && server_->memory_reserved() != 0; ++i) {
+  // ExplainStream messages: `m` (a header or a layer, as Pass() makes them)
+  // for the pass `id`, and that pass's end.
+  static v1::StreamRequest StreamMsg(const std::string& id, const v1::ExplainRequest& m) {
+    v1::StreamRequest r;
+    r.set_request_id(id);
+    if (m.has_header()) *r.mutable_header() = m.header();
+    if (m.has_layer()) *r.mutable_layer() = m.layer();
+    return r;
+  }
+  static v1::StreamRequest StreamEnd(const std::string& id) {
+    v1::StreamRequest r;
+    r.set_request_id(id);
+    r.mutable_end();
+    return r;
+  }
+
+  // Waits (up to `within`) for every pass's memory to be given back.
+  void ExpectMemoryReleased(absl::Duration within = absl::Seconds(2)) {
+    const absl::Time deadline = absl::Now() + within;
+    while (server_->memory_reserved() != 0 && absl::Now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     EXPECT_EQ(server_->memory_reserved(), 0);
