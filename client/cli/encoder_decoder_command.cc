@@ -45,7 +45,8 @@ int RunEncoderDecoderExplain(const GlobalOptions& global, std::map<std::string, 
   }
   for (const char* unused : {"attention", "gradient", "method", "per-layer", "residual-weights",
                              "value-norms", "valid-lengths", "discard-ratio", "threshold", "mass",
-                             "top-k", "aggregate-out", "head-aggregate"}) {
+                             "top-k", "aggregate-out", "head-aggregate", "prune-placement",
+                             "renorm-before-residual", "fail-on-degenerate"}) {
     if (opt.count(unused)) return Usage(absl::StrCat("--", unused, " is not used with --encoder/--decoder/--cross"));
   }
   const std::string composition = opt.count("composition") ? opt["composition"] : "rules";
@@ -88,11 +89,64 @@ int RunEncoderDecoderExplain(const GlobalOptions& global, std::map<std::string, 
     grads[i] = std::move(*g);
     views[i]->gradient = grads[i].values.data();
   }
+  // Side inputs of each stack: residual weights ([L] or [L, n]) of the
+  // self-attention stacks, value norms ([L, H, keys]) of every stack, with the
+  // attention's leading B.
+  Array side_inputs[5];
+  const struct {
+    const char* flag;
+    client::AttentionView* view;
+    bool residual;  // residual weights, else value norms
+  } sides[5] = {{"encoder-residual-weights", &view.encoder, true},
+                {"decoder-residual-weights", &view.decoder, true},
+                {"encoder-value-norms", &view.encoder, false},
+                {"decoder-value-norms", &view.decoder, false},
+                {"cross-value-norms", &view.cross, false}};
+  const bool batched_input = enc->shape.size() == 5;
+  for (int i = 0; i < 5; ++i) {
+    if (!opt.count(sides[i].flag)) continue;
+    client::AttentionView& v = *sides[i].view;
+    std::vector<std::vector<int64_t>> shapes =
+        sides[i].residual ? std::vector<std::vector<int64_t>>{{v.layers}, {v.layers, v.rows()}}
+                          : std::vector<std::vector<int64_t>>{{v.layers, v.heads, v.tokens}};
+    absl::StatusOr<Array> a = ReadNpy(opt[sides[i].flag]);
+    if (!a.ok()) return Fail(a.status());
+    bool fits = false;
+    for (auto& shape : shapes) {
+      if (batched_input) shape.insert(shape.begin(), v.batch);
+      fits = fits || a->shape == shape;
+    }
+    if (!fits) {
+      std::vector<std::string> wanted;
+      for (const auto& shape : shapes) wanted.push_back(absl::StrCat("[", absl::StrJoin(shape, ", "), "]"));
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          opt[sides[i].flag], ": expected shape ", absl::StrJoin(wanted, " or "), ", got [",
+          absl::StrJoin(a->shape, ", "), "]")));
+    }
+    side_inputs[i] = *std::move(a);
+    if (sides[i].residual) {
+      v.residual_weights = side_inputs[i].values.data();
+      v.residual_per_token = side_inputs[i].shape.size() == (batched_input ? 3u : 2u);
+    } else {
+      v.value_norms = side_inputs[i].values.data();
+    }
+  }
 
   v1::PassHeader header;
   header.set_request_id(opt.count("request-id") ? opt["request-id"] : "cli");
   v1::Layout* layout = header.mutable_layout();
-  layout->mutable_encoder_decoder();
+  v1::EncoderDecoder* ed = layout->mutable_encoder_decoder();
+  for (const auto& [flag, add] :
+       {std::pair<const char*, void (v1::EncoderDecoder::*)(uint32_t)>{
+            "encoder-valid-lengths", &v1::EncoderDecoder::add_encoder_valid_lengths},
+        {"decoder-valid-lengths", &v1::EncoderDecoder::add_decoder_valid_lengths}}) {
+    if (!opt.count(flag)) continue;
+    for (absl::string_view part : absl::StrSplit(opt[flag], ',')) {
+      uint32_t n;
+      if (!absl::SimpleAtoi(part, &n)) return Usage(absl::StrCat("--", flag, ": expected N1,N2,..."));
+      (ed->*add)(n);
+    }
+  }
   v1::EncoderDecoderOptions* o = header.add_analyses()->mutable_encoder_decoder();
   o->set_composition(rules ? v1::COMPOSITION_RULES : v1::COMPOSITION_ROLLOUT);
   o->set_return_encoder(opt.count("encoder-out") > 0);

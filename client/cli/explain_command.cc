@@ -36,7 +36,9 @@ const std::set<std::string> kValued = {
     "row-sum-tolerance", "rule", "gradient", "discard-ratio", "threshold", "mass", "top-k",
     "sink", "residual-weights", "value-norms", "head-aggregate", "aggregate-out", "encoder",
     "decoder", "cross", "composition", "encoder-gradient", "decoder-gradient", "cross-gradient",
-    "encoder-out", "decoder-out", "prune-placement"};
+    "encoder-out", "decoder-out", "prune-placement", "encoder-valid-lengths",
+    "decoder-valid-lengths", "encoder-residual-weights", "decoder-residual-weights",
+    "encoder-value-norms", "decoder-value-norms", "cross-value-norms"};
 const std::set<std::string> kFlags = {"no-renorm", "per-layer", "json", "causal", "grad-normalize",
                                       "raw", "renorm-before-residual", "fail-on-degenerate"};
 
@@ -132,6 +134,12 @@ void PrintExplainUsage() {
       "                               --encoder-gradient/--decoder-gradient/--cross-gradient)\n"
       "                               or rollout: R_de = R_dd^T (Abar_cross_last R_ee)\n"
       "  --encoder-out F.npy --decoder-out F.npy  also write R_ee and R_dd\n"
+      "  --encoder-valid-lengths N1,... --decoder-valid-lengths N1,...  each side's valid length\n"
+      "                               per sequence (padding is cropped)\n"
+      "  --encoder-residual-weights F.npy --decoder-residual-weights F.npy  rollout composition:\n"
+      "                               [L] or [L, n] per stack (leading B for batches)\n"
+      "  --encoder-value-norms F.npy --decoder-value-norms F.npy --cross-value-norms F.npy\n"
+      "                               [L, H, keys] per stack (leading B for batches)\n"
       "  Output: rows of R_de (decoder x encoder tokens; --rows picks decoder tokens, default all).\n");
 }
 

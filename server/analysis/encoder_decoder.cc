@@ -1,5 +1,7 @@
 #include "server/analysis/encoder_decoder.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace attnroll::analysis {
@@ -32,12 +34,10 @@ absl::Status ValidateEncoderDecoderSpec(const EncoderDecoderSpec& spec, int num_
     return absl::InvalidArgumentError(
         "encoder_decoder.fusion: expected MEAN, MAX, MIN or WEIGHTED, got NONE");
   }
-  if ((spec.fusion == Fusion::kWeighted) != !spec.head_weights.empty() ||
-      (spec.fusion == Fusion::kWeighted &&
-       static_cast<int>(spec.head_weights.size()) != num_heads)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "encoder_decoder.head_weights: expected ", num_heads,
-        " weights with fusion WEIGHTED (and none otherwise), got ", spec.head_weights.size()));
+  if (absl::Status s = ValidateHeadWeights(spec.head_weights, spec.fusion == Fusion::kWeighted,
+                                           num_heads, "encoder_decoder");
+      !s.ok()) {
+    return s;
   }
   if (!(spec.residual >= 0.0f && spec.residual <= 1.0f)) {
     return absl::InvalidArgumentError(
@@ -81,13 +81,19 @@ void EncoderDecoderRelevance::AddHead(Stack stack, int head, const ConstMatrixVi
 
 // R <- At R with At = I + Ab (rules) or rownorm((1 - a) F + a I) (rollout);
 // `also` (R_de for the decoder) gets the same left factor.
-void EncoderDecoderRelevance::FoldSelf(HeadFuser& fuser, MatrixF& r, MatrixF* also) {
+void EncoderDecoderRelevance::FoldSelf(HeadFuser& fuser, bool causal, const float* residual_weights,
+                                       MatrixF& r, MatrixF* also) {
   MatrixF& fused = fuser.fused();
+  if (causal) {
+    for (Eigen::Index i = 0; i + 1 < fused.rows(); ++i) {  // row by row: row-major
+      std::fill(fused.row(i).data() + i + 1, fused.row(i).data() + fused.cols(), 0.0f);
+    }
+  }
   if (spec_.rules) {
     if (fuser.residual_scale() != 1.0f) fused *= fuser.residual_scale();
     fused.diagonal().array() += 1.0f;
   } else {
-    ApplyResidual(spec_.residual, spec_.renormalize, fused, fuser.residual_scale());
+    ApplyResidual(spec_.residual, spec_.renormalize, fused, fuser.residual_scale(), residual_weights);
   }
   scratch_.noalias() = fused * r;
   r.swap(scratch_);
@@ -97,16 +103,17 @@ void EncoderDecoderRelevance::FoldSelf(HeadFuser& fuser, MatrixF& r, MatrixF* al
   }
 }
 
-void EncoderDecoderRelevance::EndLayer(Stack stack, int layer) {
+void EncoderDecoderRelevance::EndLayer(Stack stack, int layer, const float* residual_weights) {
+  if (spec_.rules) residual_weights = nullptr;
   HeadFuser& fuser = FuserFor(stack);
   MatrixF& fused = fuser.fused();
   switch (stack) {
     case Stack::kEncoder:
-      FoldSelf(fuser, r_ee_, nullptr);
+      FoldSelf(fuser, /*causal=*/false, residual_weights, r_ee_, nullptr);
       return;
     case Stack::kDecoderSelf:
       // Rules: R_de follows R_dd (rule 7); rollout: R_de is composed at the end.
-      FoldSelf(fuser, r_dd_, spec_.rules ? &r_de_ : nullptr);
+      FoldSelf(fuser, spec_.causal, residual_weights, r_dd_, spec_.rules ? &r_de_ : nullptr);
       return;
     case Stack::kDecoderCross: {
       if (fuser.residual_scale() != 1.0f) fused *= fuser.residual_scale();

@@ -15,7 +15,7 @@
 //   Rbar = (R - I) / rowsum(R - I) + I, rows with sum 0 giving 0 (0/0 := 0).
 // kRollout (attention only):
 //   R_ee, R_dd: ordinary rollout of the encoder / decoder self-attention
-//   (fusion, residual a, renormalisation as rollout), Abar_cross_last the
+//   (fusion, residual a or per-row weights, renormalisation as rollout), Abar_cross_last the
 //   fused cross-attention of the last decoder layer, and
 //   R_de = R_dd^T (Abar_cross_last R_ee).
 #ifndef ATTNROLL_SERVER_ANALYSIS_ENCODER_DECODER_H_
@@ -37,6 +37,10 @@ struct EncoderDecoderSpec {
   std::vector<float> head_weights;
   float residual = 0.5f;      // rollout composition
   bool renormalize = true;    // rollout composition
+  // The decoder's self-attention is causal: its fused matrix is made exactly
+  // lower-triangular (the tolerated mass above the diagonal dropped) before
+  // the identity or the residual is added, as in rollout.
+  bool causal = false;
 };
 
 absl::Status ValidateEncoderDecoderSpec(const EncoderDecoderSpec& spec, int num_heads);
@@ -52,7 +56,10 @@ class EncoderDecoderRelevance {
   // One head of one layer of `stack` (rows x cols as the stack says); heads
   // 0..H-1 in order; `gradient` required for kRules. EndLayer after the last.
   void AddHead(Stack stack, int head, const ConstMatrixView& a, const ConstMatrixView* gradient);
-  void EndLayer(Stack stack, int layer);
+  // `residual_weights` (one per query row, may be null): the rollout
+  // composition's residual weight of each row of a self-attention layer,
+  // replacing spec.residual (the rules composition has no residual).
+  void EndLayer(Stack stack, int layer, const float* residual_weights = nullptr);
 
   // After every layer: R_de (n_d x n_e), R_ee, R_dd.
   const MatrixF& decoder_encoder() const { return r_de_; }
@@ -61,7 +68,8 @@ class EncoderDecoderRelevance {
 
  private:
   HeadFuser& FuserFor(Stack stack);
-  void FoldSelf(HeadFuser& fuser, MatrixF& r, MatrixF* also);
+  void FoldSelf(HeadFuser& fuser, bool causal, const float* residual_weights, MatrixF& r,
+                MatrixF* also);
 
   EncoderDecoderSpec spec_;
   int decoder_layers_;

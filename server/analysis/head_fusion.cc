@@ -4,6 +4,8 @@
 #include <cmath>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+
 namespace attnroll::analysis {
 namespace {
 
@@ -144,6 +146,33 @@ void ApplyValueNorms(const float* norms, int rows, int cols, int64_t stride, flo
 #pragma omp simd
     for (int j = 0; j < cols; ++j) row[j] *= inv;
   }
+}
+
+absl::Status ValidateHeadWeights(const std::vector<float>& weights, bool weights_used, int num_heads,
+                                 absl::string_view root) {
+  if (!weights_used) {
+    if (weights.empty()) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(
+        root, ".head_weights: only used with fusion (or head_aggregate) WEIGHTED, got ",
+        weights.size(), " weights"));
+  }
+  if (static_cast<int>(weights.size()) != num_heads) {
+    return absl::InvalidArgumentError(absl::StrCat(root, ".head_weights: expected ", num_heads,
+                                                   " weights (one per head), got ", weights.size()));
+  }
+  double sum = 0;
+  for (size_t h = 0; h < weights.size(); ++h) {
+    const float w = weights[h];
+    if (!std::isfinite(w) || w < 0.0f) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(root, ".head_weights[", h, "]: expected a finite value >= 0, got ", w));
+    }
+    sum += w;
+  }
+  if (sum <= 0.0) {
+    return absl::InvalidArgumentError(absl::StrCat(root, ".head_weights: expected a positive sum, got 0"));
+  }
+  return absl::OkStatus();
 }
 
 void ApplyResidual(float a, bool renormalize, MatrixF& f, float scale, const float* row_weights) {

@@ -7,6 +7,9 @@
 
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
 #include "server/analysis/row_stats.h"
 #include "server/analysis/types.h"
 
@@ -50,6 +53,13 @@ class HeadFuser {
   int rows_, cols_;
   MatrixF acc_;
 };
+
+// Head weights for `fusion` (kWeighted, or as the aggregate of head-specific
+// rollout when `weights_used`): exactly num_heads finite values >= 0 with a
+// positive sum, and none otherwise. `root` names the options in messages
+// ("rollout.head_weights: expected ...").
+absl::Status ValidateHeadWeights(const std::vector<float>& weights, bool weights_used, int num_heads,
+                                 absl::string_view root);
 
 // f <- (1 - a) * scale * f + a I, then (optionally) every row divided by its
 // sum, in one pass per row. With `row_weights` (length rows), row i uses

@@ -33,30 +33,12 @@ absl::Status ValidateRolloutSpec(const RolloutSpec& spec, int num_layers, int nu
     return absl::InvalidArgumentError(
         absl::StrCat(root, ".head_aggregate: expected MEAN, MAX, MIN or WEIGHTED, got NONE"));
   }
-  if (spec.fusion == Fusion::kWeighted ||
-      (head_specific && spec.head_aggregate == Fusion::kWeighted)) {
-    if (static_cast<int>(spec.head_weights.size()) != num_heads) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          root, ".head_weights: expected ", num_heads, " weights (one per head), got ",
-          spec.head_weights.size()));
-    }
-    double sum = 0;
-    for (size_t h = 0; h < spec.head_weights.size(); ++h) {
-      const float w = spec.head_weights[h];
-      if (!std::isfinite(w) || w < 0.0f) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            root, ".head_weights[", h, "]: expected a finite value >= 0, got ", w));
-      }
-      sum += w;
-    }
-    if (sum <= 0.0) {
-      return absl::InvalidArgumentError(absl::StrCat(root, ".head_weights: expected a positive sum, got 0"));
-    }
-  } else if (!spec.head_weights.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        root, ".head_weights: only used with fusion (or head_aggregate) WEIGHTED, got ",
-        spec.head_weights.size(),
-        " weights"));
+  if (absl::Status s = ValidateHeadWeights(
+          spec.head_weights,
+          spec.fusion == Fusion::kWeighted || (head_specific && spec.head_aggregate == Fusion::kWeighted),
+          num_heads, root);
+      !s.ok()) {
+    return s;
   }
   if (absl::Status s = ValidatePruneSpec(spec.prune); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat(root, ".", s.message()));

@@ -1,6 +1,8 @@
 #include "server/session/encoder_decoder_plan.h"
 
 #include <algorithm>
+#include <string>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "server/analysis/row_stats.h"
@@ -44,20 +46,26 @@ absl::StatusOr<EncoderDecoderAnalysisPlan> PlanAnalysis(const v1::Analysis& a,
   job.spec.renormalize = rs->renormalize;
   job.readout = rs->readout;
   job.all_rows = job.readout.rows.empty() && !job.readout.mean_of_rows && !job.readout.last_row;
-  for (int r : job.readout.rows) {
-    if (r >= plan.n_dec) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "encoder_decoder.readout.rows: row ", r,
-          " out of range, expected 0 <= row < decoder_tokens = ", plan.n_dec));
-    }
-  }
+  job.spec.causal = plan.causal;
   if (absl::Status s = analysis::ValidateEncoderDecoderSpec(job.spec, plan.num_heads); !s.ok()) {
     return s;
   }
-  analysis::ReadoutSpec axis = job.readout;  // checked against the encoder axis
-  axis.rows.clear();
-  if (absl::Status s = analysis::ValidateReadout(axis, plan.n_enc); !s.ok()) {
-    return absl::Status(s.code(), absl::StrCat("encoder_decoder.", s.message(), " (on the encoder tokens)"));
+  // Rows index each sequence's decoder tokens; the maps run over its encoder tokens.
+  for (int b = 0; b < plan.batch; ++b) {
+    const std::string seq = plan.batch > 1 ? absl::StrCat(" of sequence ", b) : "";
+    for (int r : job.readout.rows) {
+      if (r >= plan.valid_dec[b]) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "encoder_decoder.readout.rows: row ", r, " out of range, expected 0 <= row < the ",
+            plan.valid_dec[b], " decoder tokens", seq));
+      }
+    }
+    analysis::ReadoutSpec axis = job.readout;
+    axis.rows.clear();
+    if (absl::Status s = analysis::ValidateReadout(axis, plan.valid_enc[b]); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("encoder_decoder.", s.message(), " (on the encoder tokens",
+                                                 seq, ")"));
+    }
   }
   job.return_encoder = o.return_encoder();
   job.return_decoder = o.return_decoder();
@@ -77,7 +85,8 @@ absl::StatusOr<EncoderDecoderPlan> PlanEncoderDecoderPass(const v1::PassHeader& 
   }
   if (layout.valid_lengths_size() != 0) {
     return absl::InvalidArgumentError(
-        "layout.valid_lengths: padding is not supported with encoder_decoder yet");
+        "layout.valid_lengths: expected none with encoder_decoder (its encoder_valid_lengths and "
+        "decoder_valid_lengths give each side's), got " + std::to_string(layout.valid_lengths_size()));
   }
   const uint32_t batch = layout.batch_size() == 0 ? 1 : layout.batch_size();
   for (absl::Status s : {CheckCount("layout.num_heads", layout.num_heads(), limits.max_heads),
@@ -98,6 +107,24 @@ absl::StatusOr<EncoderDecoderPlan> PlanEncoderDecoderPass(const v1::PassHeader& 
   p.n_dec = static_cast<int>(ed.decoder_tokens());
   p.causal = layout.causal();
   p.max_pass_bytes = limits.max_pass_bytes;
+  for (const auto& [field, lengths, n, out] :
+       {std::tuple<const char*, const google::protobuf::RepeatedField<uint32_t>*, int, std::vector<int>*>{
+            "layout.encoder_decoder.encoder_valid_lengths", &ed.encoder_valid_lengths(), p.n_enc, &p.valid_enc},
+        {"layout.encoder_decoder.decoder_valid_lengths", &ed.decoder_valid_lengths(), p.n_dec, &p.valid_dec}}) {
+    if (!lengths->empty() && lengths->size() != p.batch) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": expected ", p.batch,
+                                                     " lengths (one per sequence) or none, got ",
+                                                     lengths->size()));
+    }
+    for (int b = 0; b < p.batch; ++b) {
+      const int64_t m = lengths->empty() ? n : (*lengths)[b];
+      if (m < 1 || m > n) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, "[", b, "]: expected 1 <= length <= ", n, ", got ", m));
+      }
+      out->push_back(static_cast<int>(m));
+    }
+  }
   const uint64_t e = uint64_t{ed.encoder_tokens()} * ed.encoder_tokens();
   const uint64_t d = uint64_t{ed.decoder_tokens()} * ed.decoder_tokens();
   const uint64_t x = uint64_t{ed.decoder_tokens()} * ed.encoder_tokens();
@@ -116,8 +143,11 @@ absl::StatusOr<EncoderDecoderPlan> PlanEncoderDecoderPass(const v1::PassHeader& 
   }
   // Two decoded blocks (attention and gradient) of the largest stack, and their row stats.
   const int64_t block = static_cast<int64_t>(std::max({e, d, x}));
-  p.working_bytes = 2 * block * static_cast<int64_t>(sizeof(float)) +
-                    static_cast<int64_t>(std::max(p.n_enc, p.n_dec)) * sizeof(analysis::RowStats);
+  // One message's value norms [B, h, n] and residual weights [B, n].
+  const int64_t side = std::max(p.n_enc, p.n_dec);
+  p.working_bytes = (2 * block + int64_t{p.batch} * (p.num_heads + 1) * side) *
+                        static_cast<int64_t>(sizeof(float)) +
+                    side * static_cast<int64_t>(sizeof(analysis::RowStats));
   for (int i = 0; i < header.analyses_size(); ++i) {
     const std::string path = absl::StrCat("analyses[", i, "]");
     absl::StatusOr<EncoderDecoderAnalysisPlan> job = PlanAnalysis(header.analyses(i), layout, p);

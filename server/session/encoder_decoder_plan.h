@@ -28,6 +28,8 @@ struct EncoderDecoderPlan {
   std::string request_id;
   int num_heads = 0, batch = 0;
   int encoder_layers = 0, decoder_layers = 0, n_enc = 0, n_dec = 0;
+  // Valid encoder and decoder length of each sequence (padding cropped).
+  std::vector<int> valid_enc, valid_dec;
   bool causal = false;  // the decoder's self-attention is causal
   bool needs_gradient = false;
   float tolerance = 0;

@@ -46,6 +46,10 @@ class EncoderDecoderSession : public Pass {
   PassBytes bytes_;
   int next_ = 0, next_head_ = 0;  // position index, head within it
   std::vector<Job> jobs_;
+  // Whether each stack (encoder, decoder self, cross) sends value norms: its
+  // first message decides, the rest must follow (-1: not seen yet).
+  int value_norms_[3] = {-1, -1, -1};
+  std::vector<float> layer_residual_;  // this layer's residual weights, [B, rows]
   std::vector<float> block_, gblock_;
   std::vector<analysis::RowStats> stats_;
   absl::Time started_;

@@ -61,6 +61,60 @@ absl::Status CheckGradientTensor(const v1::LayerChunk& chunk, absl::string_view 
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<float>> ResidualWeightsOf(const v1::Tensor& w, absl::string_view field,
+                                                     int batch, int n, const std::vector<int>& valid,
+                                                     int head_start) {
+  if (head_start != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": expected on the layer's first message (head_start 0), got head_start ", head_start));
+  }
+  if (absl::Status s = CheckTensorBytes(w, field); !s.ok()) return s;
+  const bool per_token = w.shape_size() == 2;
+  if (!(w.shape_size() == 1 || per_token) || w.shape(0) != batch || (per_token && w.shape(1) != n)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".shape: expected [", batch, "] or [", batch,
+                                                   ", ", n, "], got [", absl::StrJoin(w.shape(), ", "),
+                                                   "]"));
+  }
+  const std::vector<float> values = DecodeAllValues(w);
+  std::vector<float> out(static_cast<size_t>(batch) * n, 0.0f);
+  for (int b = 0; b < batch; ++b) {
+    for (int i = 0; i < valid[b]; ++i) {
+      const float a = per_token ? values[static_cast<size_t>(b) * n + i] : values[b];
+      if (!(a >= 0.0f && a <= 1.0f)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            field, ": expected weights in [0, 1], got ", a, " (sequence ", b,
+            per_token ? absl::StrCat(", token ", i) : std::string(), ")"));
+      }
+      out[static_cast<size_t>(b) * n + i] = a;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<float>> ValueNormsOf(const v1::Tensor& v, absl::string_view field,
+                                                int batch, int heads, int head0, int n,
+                                                const std::vector<int>& valid) {
+  if (absl::Status s = CheckTensorBytes(v, field); !s.ok()) return s;
+  if (v.shape_size() != 3 || v.shape(0) != batch || v.shape(1) != heads || v.shape(2) != n) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".shape: expected [", batch, ", ", heads, ", ",
+                                                   n, "], got [", absl::StrJoin(v.shape(), ", "), "]"));
+  }
+  std::vector<float> norms = DecodeAllValues(v);
+  for (int b = 0; b < batch; ++b) {
+    for (int h = 0; h < heads; ++h) {
+      for (int j = 0; j < valid[b]; ++j) {
+        const float x = norms[(static_cast<size_t>(b) * heads + h) * n + j];
+        if (!(x >= 0.0f && std::isfinite(x))) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              field, ": expected finite norms >= 0, got ", x, " (sequence ", b, ", head ", head0 + h,
+              ", token ", j, ")"));
+        }
+      }
+    }
+  }
+  return norms;
+}
+
 absl::Status PassBytes::Add(const v1::LayerChunk& chunk) {
   received_ += static_cast<int64_t>(chunk.attention().data().size() + chunk.gradient().data().size());
   if (received_ > limit_) {

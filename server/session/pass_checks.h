@@ -4,6 +4,7 @@
 #define ATTNROLL_SERVER_SESSION_PASS_CHECKS_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -29,6 +30,20 @@ absl::Status CheckAttentionTensor(const v1::Tensor& attention, absl::string_view
 // it), with the attention's shape.
 absl::Status CheckGradientTensor(const v1::LayerChunk& chunk, absl::string_view field, bool needed,
                                  absl::string_view why);
+
+// LayerChunk.residual_weights of a layer: [batch] (one weight per sequence)
+// or [batch, n] (one per query token), each in [0, 1] over the valid tokens
+// (`valid[b]`). Returns them as [batch, n] (padding 0). `field` names the
+// tensor; they must come on the layer's first message (`head_start` 0).
+absl::StatusOr<std::vector<float>> ResidualWeightsOf(const v1::Tensor& weights, absl::string_view field,
+                                                     int batch, int n, const std::vector<int>& valid,
+                                                     int head_start);
+
+// LayerChunk.value_norms of a chunk of `heads` heads starting at `head0`:
+// [batch, heads, n] (n keys), finite and >= 0 over the valid keys.
+absl::StatusOr<std::vector<float>> ValueNormsOf(const v1::Tensor& norms, absl::string_view field,
+                                                int batch, int heads, int head0, int n,
+                                                const std::vector<int>& valid);
 
 // Attention (and gradient) bytes streamed so far, against max_pass_bytes.
 class PassBytes {

@@ -208,43 +208,13 @@ absl::Status PassSession::AddHeadStrip(const v1::LayerChunk& chunk, int b, int h
   return ValidateAttentionRows(rows_ptr, rows, m, stride, r0, tol, plan_.causal, where, stats_.data());
 }
 
-namespace {
-
-std::string ShapeString(const v1::Tensor& t) {
-  return absl::StrCat("[", absl::StrJoin(t.shape(), ", "), "]");
-}
-
-}  // namespace
-
 absl::Status PassSession::TakeResidualWeights(const v1::LayerChunk& chunk) {
   if (!chunk.has_residual_weights()) return absl::OkStatus();
-  const std::string field = absl::StrCat("layer[", chunk.layer(), "].residual_weights");
-  if (next_head_ != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ": expected on the layer's first message (head_start 0), got head_start ", next_head_));
-  }
-  const v1::Tensor& w = chunk.residual_weights();
-  if (absl::Status s = CheckTensorBytes(w, field); !s.ok()) return s;
-  const bool per_token = w.shape_size() == 2;
-  if (!(w.shape_size() == 1 || per_token) || w.shape(0) != batch_ ||
-      (per_token && w.shape(1) != num_tokens_)) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ".shape: expected [", batch_, "] or [",
-                                                   batch_, ", ", num_tokens_, "], got ",
-                                                   ShapeString(w)));
-  }
-  const std::vector<float> values = DecodeAllValues(w);
-  layer_residual_.assign(static_cast<size_t>(batch_) * num_tokens_, 0.0f);
-  for (int b = 0; b < batch_; ++b) {
-    for (int i = 0; i < valid_[b]; ++i) {
-      const float a = per_token ? values[static_cast<size_t>(b) * num_tokens_ + i] : values[b];
-      if (!(a >= 0.0f && a <= 1.0f)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            field, ": expected weights in [0, 1], got ", a, " (sequence ", b,
-            per_token ? absl::StrCat(", token ", i) : std::string(), ")"));
-      }
-      layer_residual_[static_cast<size_t>(b) * num_tokens_ + i] = a;
-    }
-  }
+  absl::StatusOr<std::vector<float>> w =
+      ResidualWeightsOf(chunk.residual_weights(), absl::StrCat("layer[", chunk.layer(), "].residual_weights"),
+                        batch_, num_tokens_, valid_, next_head_);
+  if (!w.ok()) return w.status();
+  layer_residual_ = *std::move(w);
   return absl::OkStatus();
 }
 
@@ -258,26 +228,11 @@ absl::Status PassSession::TakeValueNorms(const v1::LayerChunk& chunk) {
                             : ": the pass's first message had no value norms, so none may follow"));
   }
   if (!value_norms_) return absl::OkStatus();
-  const v1::Tensor& v = chunk.value_norms();
-  if (absl::Status s = CheckTensorBytes(v, field); !s.ok()) return s;
-  const int64_t h = chunk.attention().shape(1);
-  if (v.shape_size() != 3 || v.shape(0) != batch_ || v.shape(1) != h || v.shape(2) != num_tokens_) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ".shape: expected [", batch_, ", ", h, ", ",
-                                                   num_tokens_, "], got ", ShapeString(v)));
-  }
-  norms_ = DecodeAllValues(v);
-  for (int b = 0; b < batch_; ++b) {
-    for (int64_t hh = 0; hh < h; ++hh) {
-      for (int j = 0; j < valid_[b]; ++j) {
-        const float x = norms_[(b * h + hh) * num_tokens_ + j];
-        if (!(x >= 0.0f && std::isfinite(x))) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              field, ": expected finite norms >= 0, got ", x, " (sequence ", b, ", head ",
-              next_head_ + hh, ", token ", j, ")"));
-        }
-      }
-    }
-  }
+  absl::StatusOr<std::vector<float>> norms =
+      ValueNormsOf(chunk.value_norms(), field, batch_, static_cast<int>(chunk.attention().shape(1)),
+                   next_head_, num_tokens_, valid_);
+  if (!norms.ok()) return norms.status();
+  norms_ = *std::move(norms);
   return absl::OkStatus();
 }
 

@@ -81,6 +81,112 @@ class EncoderDecoderReferenceTest(e2e_harness.ServerTestCase):
         np.testing.assert_allclose(np.load(os.path.join(self.tmp, "fp16_out.npy")), rde[[-1]],
                                    rtol=1e-3, atol=1e-5)
 
+    def test_padding_each_side_is_cropped(self):
+        # Sequence 1 is sequence 0's attention padded (with junk) from
+        # (ne, nd) = (5, 4) to (7, 5); both must give the maps of the cropped
+        # arrays, and the padded sequence's maps are zero-filled by the CLI.
+        rng = np.random.default_rng(8)
+        Le, Ld, H, ne, nd, me, md = 2, 2, 2, 7, 5, 5, 4
+        enc = nr.iid_attention(rng, (2, Le, H, ne, ne), scale=2.0)
+        dec = nr.iid_attention(rng, (2, Ld, H, nd, nd), scale=2.0)
+        cross = nr.iid_attention(rng, (2, Ld, H, nd, ne), scale=2.0)
+        small = [nr.iid_attention(rng, s, scale=2.0)
+                 for s in ((Le, H, me, me), (Ld, H, md, md), (Ld, H, md, me))]
+        for full, part in zip((enc, dec, cross), small):
+            r, c = part.shape[-2:]
+            full[1, :, :, :r, :c] = part
+        grads = [nr.make_gradient(rng, x.shape) for x in (enc, dec, cross)]
+        for comp in ("rules", "rollout"):
+            res = self.run_cli("pad_" + comp, enc, dec, cross, grads if comp == "rules" else None,
+                               "--composition", comp, "--encoder-valid-lengths", "%d,%d" % (ne, me),
+                               "--decoder-valid-lengths", "%d,%d" % (nd, md), "--prefix", "1")
+            self.assertEqual(res.returncode, 0, res.stderr)
+            got = np.load(os.path.join(self.tmp, "pad_%s_out.npy" % comp))
+            self.assertEqual(got.shape, (2, nd, ne - 1))
+            for b, (e, d, x, g) in enumerate(
+                    [(enc[0], dec[0], cross[0], [gg[0] for gg in grads]),
+                     (small[0], small[1], small[2],
+                      [grads[0][1, :, :, :me, :me], grads[1][1, :, :, :md, :md],
+                       grads[2][1, :, :, :md, :me]])]):
+                args = [a.astype(np.float64) for a in (e, d, x)]
+                if comp == "rules":
+                    rde = nr.encoder_decoder_rules(*args, *(gg.astype(np.float64) for gg in g))[0]
+                else:
+                    rde = nr.encoder_decoder_rollout(*args)[0]
+                want = np.zeros((nd, ne - 1))
+                want[:rde.shape[0], :rde.shape[1] - 1] = rde[:, 1:]
+                np.testing.assert_allclose(got[b], want, rtol=1e-4, atol=1e-6,
+                                           err_msg="%s sequence %d" % (comp, b))
+
+    def test_residual_weights_and_value_norms(self):
+        enc, dec, cross, grads = self.make(9, B=2)
+        rng = np.random.default_rng(19)
+        B, Le, H, ne = enc.shape[:3] + enc.shape[-1:]
+        Ld, nd = dec.shape[1], dec.shape[-1]
+        rw_e = rng.uniform(0, 1, (B, Le, ne)).astype(np.float32)  # per token
+        rw_d = rng.uniform(0, 1, (B, Ld)).astype(np.float32)      # per layer
+        vn = [rng.uniform(0.1, 3, (B, L, H, n)).astype(np.float32)
+              for L, n in ((Le, ne), (Ld, nd), (Ld, ne))]
+        files = dict(("--" + k, self._write("side_" + k, v)) for k, v in
+                     (("encoder-residual-weights", rw_e), ("decoder-residual-weights", rw_d),
+                      ("encoder-value-norms", vn[0]), ("decoder-value-norms", vn[1]),
+                      ("cross-value-norms", vn[2])))
+        args = [x for kv in files.items() for x in kv]
+        res = self.run_cli("side_roll", enc, dec, cross, None, "--composition", "rollout", *args)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        got = np.load(os.path.join(self.tmp, "side_roll_out.npy"))
+        for b in range(B):
+            want = nr.encoder_decoder_rollout(
+                *(x[b].astype(np.float64) for x in (enc, dec, cross)),
+                residual_weights=(rw_e[b], rw_d[b]), value_norms=tuple(v[b] for v in vn))[0]
+            plain = nr.encoder_decoder_rollout(*(x[b].astype(np.float64) for x in (enc, dec, cross)))[0]
+            self.assertGreater(np.abs(want - plain).max(), 1e-3)  # the side inputs matter
+            np.testing.assert_allclose(got[b], want, rtol=1e-4, atol=1e-6)
+        # Rules: value norms apply, residual weights are ignored (no residual).
+        vn_args = [x for k, v in files.items() if "value-norms" in k for x in (k, v)]
+        res = self.run_cli("side_rules", enc, dec, cross, grads, *vn_args,
+                           "--encoder-residual-weights", files["--encoder-residual-weights"])
+        self.assertEqual(res.returncode, 0, res.stderr)
+        got = np.load(os.path.join(self.tmp, "side_rules_out.npy"))
+        for b in range(B):
+            want = nr.encoder_decoder_rules(*(x[b].astype(np.float64) for x in (enc, dec, cross)),
+                                            *(g[b].astype(np.float64) for g in grads),
+                                            value_norms=tuple(v[b] for v in vn))[0]
+            np.testing.assert_allclose(got[b], want, rtol=1e-4, atol=1e-6)
+        # Bad side inputs name the stack and the field.
+        bad = vn[2].copy()
+        bad[0, 0, 0, 0] = -1.0
+        res = self.run_cli("side_bad", enc, dec, cross, None, "--composition", "rollout",
+                           "--cross-value-norms", self._write("side_bad_vn", bad))
+        self.assertEqual(res.returncode, 1)
+        self.assertIn("STACK_DECODER_CROSS layer[0].value_norms: expected finite norms >= 0, got -1",
+                      res.stderr)
+        res = self.run_cli("side_rwbad", enc, dec, cross, None, "--composition", "rollout",
+                           "--decoder-residual-weights", self._write("side_rwbad", rw_d + 1.0))
+        self.assertEqual(res.returncode, 1)
+        self.assertIn("STACK_DECODER_SELF layer[0].residual_weights: expected weights in [0, 1]",
+                      res.stderr)
+
+    def test_causal_decoder_is_made_lower_triangular(self):
+        # A causal decoder's tolerated mass above the diagonal (here 2e-4 per
+        # row, within fp32's 1e-3) is dropped before the identity is added.
+        enc, dec, cross, grads = self.make(10)
+        dec = np.tril(dec)
+        dec = dec / dec.sum(-1, keepdims=True)
+        leak = dec.copy()
+        for i in range(dec.shape[-1] - 1):
+            leak[:, :, i, i + 1] += 2e-4
+        res = self.run_cli("causal", enc, leak, cross, grads, "--causal", "--decoder-out",
+                           os.path.join(self.tmp, "causal_rdd.npy"))
+        self.assertEqual(res.returncode, 0, res.stderr)
+        rde, _, rdd = nr.encoder_decoder_rules(*(x.astype(np.float64)
+                                                 for x in (enc, leak, cross, *grads)), causal=True)
+        got_rdd = np.load(os.path.join(self.tmp, "causal_rdd.npy"))
+        self.assertTrue(np.all(np.triu(got_rdd, 1) == 0.0))
+        np.testing.assert_allclose(got_rdd, rdd, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(np.load(os.path.join(self.tmp, "causal_out.npy")), rde,
+                                   rtol=1e-4, atol=1e-6)
+
     def test_bad_inputs(self):
         enc, dec, cross, grads = self.make(4)
         res = self.run_cli("nograd", enc, dec, cross, None)  # rules without gradients
@@ -94,6 +200,12 @@ class EncoderDecoderReferenceTest(e2e_harness.ServerTestCase):
         self.assertEqual(res.returncode, 1)
         self.assertIn("STACK_DECODER_CROSS", res.stderr)
         self.assertIn("expected probabilities >= 0", res.stderr)
+        # Layout.valid_lengths is for single-stack passes; each side has its own.
+        res = self.run_cli("padwrong", enc, dec, cross, None, "--composition", "rollout",
+                           "--encoder-valid-lengths", "8")
+        self.assertEqual(res.returncode, 1)
+        self.assertIn("layout.encoder_decoder.encoder_valid_lengths[0]: expected 1 <= length <= 7, got 8",
+                      res.stderr)
 
 
 if __name__ == "__main__":

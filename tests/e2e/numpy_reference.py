@@ -229,12 +229,12 @@ def make_gradient(rng, shape, scale=1.0):
 
 
 def value_weighted(A, v):
-    """A: [H, m, m], v: [H, m] (float64) -> A'[h, i, j] = A[h, i, j] v[h, j],
+    """A: [H, rows, keys], v: [H, keys] (float64) -> A'[h, i, j] = A[h, i, j] v[h, j],
     each row divided by its sum; a row whose sum is 0 stays 0."""
-    H, m, _ = A.shape
+    H, rows, _ = A.shape
     out = np.zeros_like(A)
     for h in range(H):
-        for i in range(m):
+        for i in range(rows):
             row = A[h, i] * v[h]
             s = row.sum()
             if s > 0:
@@ -647,13 +647,31 @@ def bar(R):
     return out + np.eye(R.shape[0])
 
 
-def encoder_decoder_rules(enc, dec, cross, genc, gdec, gcross):
+def _value_weighted_stack(att, norms):
+    """Every layer of att [L, H, rows, keys] value_weighted by norms [L, H, keys]."""
+    if norms is None:
+        return att
+    return np.stack([value_weighted(att[l], np.asarray(norms[l], dtype=np.float64))
+                     for l in range(att.shape[0])])
+
+
+def causal_zeroed(A):
+    """The tolerated mass above the diagonal dropped: the lower triangle of A."""
+    return np.tril(A)
+
+
+def encoder_decoder_rules(enc, dec, cross, genc, gdec, gcross, value_norms=(None, None, None),
+                          causal=False):
     """Chefer et al. ICCV 2021, rules 6-10, on one sequence (float64
     [L, H, n, n] attentions and gradients, cross [Ld, H, nd, ne]), with
     Ab = mean_h(max(0, G A)):  R_ee = I, R_ee += Ab R_ee per encoder layer;
     R_dd = I, R_de = 0, per decoder layer l: R_dd += Ab R_dd, R_de += Ab R_de,
     then R_de += Rbar_dd^T Ab_x Rbar_ee (Ab_x of cross layer l; bar()).
-    Returns (R_de, R_ee, R_dd)."""
+    value_norms: (encoder, decoder, cross) [L, H, keys] or None, applied to
+    the attention before the product with the gradient; causal: the decoder's
+    Ab made lower-triangular.  Returns (R_de, R_ee, R_dd)."""
+    enc, dec, cross = (_value_weighted_stack(a, v) for a, v in zip((enc, dec, cross), value_norms))
+
     def ab(a, g):
         return layer_relevance(a, g, "chefer")
     ne, nd = enc.shape[-1], dec.shape[-1]
@@ -662,17 +680,23 @@ def encoder_decoder_rules(enc, dec, cross, genc, gdec, gcross):
         ree = ree + ab(enc[l], genc[l]) @ ree
     for l in range(dec.shape[0]):
         a = ab(dec[l], gdec[l])
+        if causal:
+            a = causal_zeroed(a)
         rdd = rdd + a @ rdd
         rde = rde + a @ rde
         rde = rde + bar(rdd).T @ ab(cross[l], gcross[l]) @ bar(ree)
     return rde, ree, rdd
 
 
-def encoder_decoder_rollout(enc, dec, cross, residual=0.5):
+def encoder_decoder_rollout(enc, dec, cross, residual=0.5, residual_weights=(None, None),
+                            value_norms=(None, None, None), renorm=True):
     """Rollout composition on one sequence (float64): R_ee and R_dd ordinary
-    rollouts (rollout_chain, mean fusion, residual), and
+    rollouts (rollout_chain, mean fusion, residual or per-layer / per-token
+    residual_weights (encoder, decoder) as [L] / [L, n]), and
     R_de = R_dd^T (Abar_x R_ee) with Abar_x = mean_h of the last cross layer.
+    value_norms: (encoder, decoder, cross) [L, H, keys] or None.
     Returns (R_de, R_ee, R_dd)."""
-    ree = rollout_chain(enc, residual=residual)[0][-1]
-    rdd = rollout_chain(dec, residual=residual)[0][-1]
+    enc, dec, cross = (_value_weighted_stack(a, v) for a, v in zip((enc, dec, cross), value_norms))
+    ree = rollout_chain(enc, residual=residual, residual_weights=residual_weights[0], renorm=renorm)[0][-1]
+    rdd = rollout_chain(dec, residual=residual, residual_weights=residual_weights[1], renorm=renorm)[0][-1]
     return rdd.T @ (fuse_heads(cross[-1], "mean") @ ree), ree, rdd
