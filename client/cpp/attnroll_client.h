@@ -200,8 +200,8 @@ class AuditStream {
                          const ExplainOptions& options = {});
 
   // Half-closes (the items are complete), waits for the last result and the
-  // report, and returns the report, or the status that ended the call. Call
-  // once, from the writing thread.
+  // report, and returns the report, or the status that ended the call.
+  // Not concurrently with Add*; later calls return the same.
   absl::StatusOr<v1::AuditReport> Finish();
 
   // Cancels the call: the server stops, Finish returns CANCELLED.
@@ -221,10 +221,11 @@ class AuditStream {
 // their ends; at most Limits.max_passes_per_stream may be open at once.
 //
 // Threading and errors: as AuditStream. The callbacks run on the stream's
-// own reader thread, concurrently with the caller's writes and with each
-// other never (one reader); they must not call into the stream. The writing
-// methods and Finish are for one thread at a time; Cancel for any thread.
-// FAILED_PRECONDITION from a writing method means the call has ended.
+// own reader thread (one at a time), concurrently with the caller's writes;
+// they must not call into the stream. The writing methods and Finish must
+// not run concurrently with each other; Cancel may run on any thread.
+// INVALID_ARGUMENT from a writing method refuses that call only (nothing
+// was sent); FAILED_PRECONDITION means the call has ended.
 class PassStream {
  public:
   ~PassStream();  // cancels the call if Finish was not called
@@ -248,8 +249,8 @@ class PassStream {
   absl::Status EndPass(const std::string& request_id);
 
   // Half-closes, waits for every response (passes still open get an
-  // in-band error) and returns the call's status. Call once, from the
-  // writing thread.
+  // in-band error) and returns the call's status. Not concurrently with the
+  // writing methods; later calls return the same.
   absl::Status Finish();
 
   // Cancels the call: Finish returns CANCELLED.
