@@ -81,6 +81,10 @@ open(p("truncated.npy"), "wb").write(raw[:-10])
 open(p("truncated_header.npy"), "wb").write(raw[:20])
 zraw = open(p("positional.npz"), "rb").read()
 open(p("truncated.npz"), "wb").write(zraw[:len(zraw) // 2])
+# One data byte of arr_0 flipped: the member's CRC no longer matches.
+bad = bytearray(zraw)
+bad[zraw.index(b"\x93NUMPY") + 128 + 1] ^= 0xFF
+open(p("bad_crc.npz"), "wb").write(bytes(bad))
 with zipfile.ZipFile(p("not_npy.npz"), "w") as z:
     z.writestr("notes.txt", "hello")
 open(p("text.txt"), "w").write("hello\n")
@@ -254,6 +258,10 @@ TEST_F(NpyTest, RefusesBrokenArchivesNamingThem) {
   EXPECT_EQ(truncated.status().code(), absl::StatusCode::kInvalidArgument) << truncated.status();
   EXPECT_THAT(std::string(truncated.status().message()),
               HasSubstr(Path("truncated.npz") + ": expected a .npz (zip) archive"));
+  absl::StatusOr<std::vector<NamedArray>> bad_crc = ReadNpz(Path("bad_crc.npz"));
+  EXPECT_EQ(bad_crc.status().code(), absl::StatusCode::kInvalidArgument) << bad_crc.status();
+  EXPECT_THAT(std::string(bad_crc.status().message()),
+              HasSubstr(Path("bad_crc.npz") + " (member arr_0.npy): cannot read: CRC error"));
   absl::StatusOr<std::vector<NamedArray>> not_npy = ReadNpz(Path("not_npy.npz"));
   EXPECT_EQ(not_npy.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(not_npy.status().message()),
