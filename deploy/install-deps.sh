@@ -20,6 +20,8 @@ PACKAGES=(
   # Comparison metrics tests: scipy (spearmanr, kendalltau, pearsonr, jensenshannon,
   # wasserstein_distance, linprog, ndimage.uniform_filter) as the independent reference.
   python3-scipy
+  # .npz reading in client/npy (np.savez, np.savez_compressed): zip archives via libzip.
+  libzip-dev
 )
 
 missing=()

@@ -1,7 +1,6 @@
 // `attnroll audit`: audits a dataset of (baseline, candidate) pairs. Files
 // with the same name in the two directories are one item; each holds either
 // attention ([L, H, n, n], explained here with rollout) or a precomputed map.
-#include <dirent.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -9,13 +8,14 @@
 #include <map>
 #include <set>
 #include <string>
-#include <thread>
+#include <memory>
 #include <vector>
 
 #include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -44,19 +44,6 @@ void PrintAuditUsage() {
       "per-group aggregates, the worst items, the mean maps and the mean shift map.\n");
 }
 
-std::vector<std::string> NpyFiles(const std::string& dir) {
-  std::vector<std::string> names;
-  if (DIR* d = opendir(dir.c_str())) {
-    while (dirent* e = readdir(d)) {
-      const std::string name = e->d_name;
-      if (name.size() > 4 && name.substr(name.size() - 4) == ".npy") names.push_back(name);
-    }
-    closedir(d);
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 }  // namespace
 
 int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) {
@@ -76,10 +63,14 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
   for (const char* need : {"baseline", "candidate", "report"}) {
     if (!opt.count(need)) return Usage(absl::StrCat("--", need, " is required"));
   }
-  std::set<std::string> in_candidate;
-  for (const std::string& n : NpyFiles(opt["candidate"])) in_candidate.insert(n);
+  // The items: file names in both directories, in natural order.
+  absl::StatusOr<std::vector<std::string>> baseline_files = npy::ListNpyFiles(opt["baseline"]);
+  if (!baseline_files.ok()) return Fail(baseline_files.status());
+  absl::StatusOr<std::vector<std::string>> candidate_files = npy::ListNpyFiles(opt["candidate"]);
+  if (!candidate_files.ok()) return Fail(candidate_files.status());
+  const std::set<std::string> in_candidate(candidate_files->begin(), candidate_files->end());
   std::vector<std::string> names;
-  for (const std::string& n : NpyFiles(opt["baseline"])) {
+  for (const std::string& n : *baseline_files) {
     if (in_candidate.count(n)) names.push_back(n);
   }
   if (names.empty()) {
@@ -162,83 +153,15 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
     header.set_map_length(static_cast<uint32_t>(std::max<int64_t>(length, 0)));
   }
 
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(global.timeout_seconds)));
-  auto stream = client->stub()->Audit(&ctx);
-  absl::Status produce_status;
-  // Sends one item: attention files as the item's two passes (explained by the
-  // server with the same options), map files as a pair of maps.
-  auto send_item = [&](const std::string& name, v1::AuditRequest& request) -> absl::Status {
-    const std::string id = name.substr(0, name.size() - 4);
-    absl::StatusOr<Array> a = ReadNpy(opt["baseline"] + "/" + name);
-    if (!a.ok()) return a.status();
-    absl::StatusOr<Array> b = ReadNpy(opt["candidate"] + "/" + name);
-    if (!b.ok()) return b.status();
-    const bool attention = a->shape.size() == 4 && a->shape[2] == a->shape[3];
-    if (!attention) {
-      v1::AuditItem* item = request.mutable_item();
-      item->Clear();
-      item->set_id(id);
-      if (groups.count(id)) item->set_group(groups[id]);
-      ToTensor(*a, item->mutable_baseline());
-      ToTensor(*b, item->mutable_candidate());
-      return stream->Write(request) ? absl::OkStatus() : absl::UnavailableError("stream closed");
-    }
-    if (a->shape != b->shape) {
-      return absl::InvalidArgumentError(absl::StrCat(name, ": the baseline and candidate attention shapes differ"));
-    }
-    client::AttentionView va{a->values.data(), 1, a->shape[0], a->shape[1], a->shape[3]};
-    client::AttentionView vb = va;
-    vb.data = b->values.data();
-    v1::AuditPassBegin* begin = request.mutable_pass_begin();
-    begin->Clear();
-    begin->set_id(id);
-    if (groups.count(id)) begin->set_group(groups[id]);
-    v1::PassHeader* h = begin->mutable_pass();
-    *h = pass;
-    h->mutable_layout()->set_num_layers(static_cast<uint32_t>(va.layers));
-    h->mutable_layout()->set_num_heads(static_cast<uint32_t>(va.heads));
-    h->mutable_layout()->set_num_tokens(static_cast<uint32_t>(va.tokens));
-    if (!stream->Write(request)) return absl::UnavailableError("stream closed");
-    for (int64_t l = 0; l < va.layers; ++l) {
-      for (const client::AttentionView* v : {&va, &vb}) {
-        for (v1::LayerChunk& chunk : client::LayerChunks(*v, static_cast<int>(l), explain_options.wire,
-                                                          explain_options.max_message_bytes)) {
-          request.mutable_pass_layer()->set_candidate(v == &vb);
-          *request.mutable_pass_layer()->mutable_layer() = std::move(chunk);
-          if (!stream->Write(request)) return absl::UnavailableError("stream closed");
-        }
-      }
-    }
-    request.mutable_pass_end();
-    return stream->Write(request) ? absl::OkStatus() : absl::UnavailableError("stream closed");
-  };
-  std::thread producer([&] {
-    v1::AuditRequest request;
-    *request.mutable_header() = header;
-    if (!stream->Write(request)) return;
-    for (const std::string& name : names) {
-      if (absl::Status s = send_item(name, request); !s.ok()) {
-        if (s.code() != absl::StatusCode::kUnavailable) produce_status = s;
-        break;
-      }
-    }
-    stream->WritesDone();
-  });
+  // Item results arrive on the stream's reader thread while this thread
+  // sends: the counters are the reader's until Finish joins it.
   const bool tty = isatty(fileno(stderr));
   const absl::Time t0 = absl::Now();
   int64_t done = 0, drifted = 0, refused = 0;
-  v1::AuditReport report;
-  bool have_report = false;
-  v1::AuditResponse response;
-  while (stream->Read(&response)) {
-    if (response.has_report()) {
-      report = response.report();
-      have_report = true;
-      continue;
-    }
+  client::AuditOptions audit_options;
+  audit_options.timeout = absl::Seconds(global.timeout_seconds);
+  audit_options.on_item = [&](const v1::AuditItemResult& item) {
     ++done;
-    const v1::AuditItemResult& item = response.item();
     if (item.has_error()) {
       ++refused;
       std::fprintf(stderr, "%sattnroll: item %s refused: %s: %s\n", tty ? "\n" : "", item.id().c_str(),
@@ -252,13 +175,53 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
                    static_cast<long long>(done), names.size(), rate,
                    rate > 0 ? (names.size() - done) / rate : 0.0, static_cast<long long>(drifted));
     }
+  };
+  std::unique_ptr<client::AuditStream> stream = client->Audit(header, std::move(audit_options));
+  // Sends one item: attention files as the item's two passes (explained by the
+  // server with the same options), map files as a pair of maps. An error
+  // other than FAILED_PRECONDITION (the call has ended) is this item's own.
+  auto send_item = [&](const std::string& name) -> absl::Status {
+    const std::string id = name.substr(0, name.size() - 4);
+    absl::StatusOr<Array> a = ReadNpy(opt["baseline"] + "/" + name);
+    if (!a.ok()) return a.status();
+    absl::StatusOr<Array> b = ReadNpy(opt["candidate"] + "/" + name);
+    if (!b.ok()) return b.status();
+    const auto group = groups.find(id);
+    const std::string& group_label = group != groups.end() ? group->second : std::string();
+    const bool attention = a->shape.size() == 4 && a->shape[2] == a->shape[3];
+    if (!attention) {
+      v1::Tensor ta, tb;
+      ToTensor(*a, &ta);
+      ToTensor(*b, &tb);
+      return stream->AddMaps(id, group_label, ta, tb);
+    }
+    if (a->shape != b->shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ": the baseline and candidate attention shapes differ: [", absl::StrJoin(a->shape, ", "),
+          "] and [", absl::StrJoin(b->shape, ", "), "]"));
+    }
+    client::AttentionView va{a->values.data(), 1, a->shape[0], a->shape[1], a->shape[3]};
+    client::AttentionView vb = va;
+    vb.data = b->values.data();
+    return stream->AddPasses(id, group_label, pass, va, vb, explain_options);
+  };
+  absl::Status produce_status;
+  for (const std::string& name : names) {
+    if (absl::Status s = send_item(name); !s.ok()) {
+      // A file of ours that cannot be sent ends the audit; an ended call
+      // tells its own reason from Finish.
+      if (s.code() != absl::StatusCode::kFailedPrecondition) {
+        produce_status = s;
+        stream->Cancel();
+      }
+      break;
+    }
   }
-  producer.join();
+  absl::StatusOr<v1::AuditReport> finished = stream->Finish();
   if (tty) std::fprintf(stderr, "\n");
-  grpc::Status status = stream->Finish();
   if (!produce_status.ok()) return Fail(produce_status);
-  if (!status.ok()) return Fail(client::FromGrpcStatus(status));
-  if (!have_report) return Fail(absl::InternalError("the audit ended without a report"));
+  if (!finished.ok()) return Fail(finished.status());
+  const v1::AuditReport& report = *finished;
   std::string json;
   google::protobuf::util::JsonPrintOptions json_options;
   json_options.add_whitespace = true;

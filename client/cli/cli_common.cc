@@ -41,6 +41,25 @@ int UsageError(const std::string& command, const std::string& message) {
   return 2;
 }
 
+std::string ParseOptions(const std::vector<std::string>& args, const std::set<std::string>& valued,
+                         const std::set<std::string>& flags, std::map<std::string, std::string>* opt) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") return "help";
+    if (a.rfind("--", 0) != 0) return "unexpected argument '" + a + "'";
+    const std::string name = a.substr(2);
+    if (flags.count(name)) {
+      (*opt)[name] = "1";
+    } else if (valued.count(name)) {
+      if (i + 1 >= args.size()) return a + " needs a value";
+      (*opt)[name] = args[++i];
+    } else {
+      return "unknown option " + a;
+    }
+  }
+  return "";
+}
+
 std::string JsonString(const std::string& s) {
   std::string out = "\"";
   for (unsigned char c : s) {

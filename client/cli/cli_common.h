@@ -5,7 +5,9 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -26,6 +28,11 @@ const char* CodeName(absl::StatusCode code);
 int Fail(const absl::Status& status);
 // Prints "attnroll COMMAND: message (see ...--help)"; returns exit code 2.
 int UsageError(const std::string& command, const std::string& message);
+// Parses a command's arguments: `--NAME VALUE` for names in `valued`,
+// `--NAME` (set to "1") for names in `flags`. Returns "", "help" for --help
+// or -h, or a usage message naming the bad argument.
+std::string ParseOptions(const std::vector<std::string>& args, const std::set<std::string>& valued,
+                         const std::set<std::string>& flags, std::map<std::string, std::string>* opt);
 // A JSON string literal (quotes included).
 std::string JsonString(const std::string& s);
 // "HxW" with both > 0.

@@ -1,6 +1,7 @@
 // `attnroll compare`: every comparison metric of two saliency maps.
 #include <cstdio>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -82,25 +83,14 @@ void PrintComparisons(const google::protobuf::RepeatedPtrField<v1::Comparison>& 
 }
 
 int RunCompare(const GlobalOptions& global, const std::vector<std::string>& args) {
-  static const std::vector<std::string> kValued = {"a", "b", "grid", "top-k", "top-mass", "region",
-                                                   "ssim-window", "diff-out"};
+  static const std::set<std::string> kValued = {"a", "b", "grid", "top-k", "top-mass", "region",
+                                                "ssim-window", "diff-out"};
   std::map<std::string, std::string> opt;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--help" || a == "-h") {
-      PrintCompareUsage();
-      return 0;
-    }
-    if (a == "--json") {
-      opt["json"] = "1";
-      continue;
-    }
-    const std::string name = a.rfind("--", 0) == 0 ? a.substr(2) : "";
-    if (std::find(kValued.begin(), kValued.end(), name) == kValued.end()) {
-      return UsageError("compare", "unknown option '" + a + "'");
-    }
-    if (i + 1 >= args.size()) return UsageError("compare", a + " needs a value");
-    opt[name] = args[++i];
+  if (const std::string parsed = ParseOptions(args, kValued, {"json"}, &opt); parsed == "help") {
+    PrintCompareUsage();
+    return 0;
+  } else if (!parsed.empty()) {
+    return UsageError("compare", parsed);
   }
   if (!opt.count("a") || !opt.count("b")) return UsageError("compare", "--a and --b are required");
 

@@ -338,22 +338,11 @@ std::string BuildExplainRequest(std::map<std::string, std::string>& opt, v1::Pas
 
 int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args) {
   std::map<std::string, std::string> opt;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--help" || a == "-h") {
-      PrintExplainUsage();
-      return 0;
-    }
-    if (a.rfind("--", 0) != 0) return Usage("unexpected argument '" + a + "'");
-    const std::string name = a.substr(2);
-    if (kFlags.count(name)) {
-      opt[name] = "1";
-    } else if (kValued.count(name)) {
-      if (i + 1 >= args.size()) return Usage("--" + name + " needs a value");
-      opt[name] = args[++i];
-    } else {
-      return Usage("unknown option --" + name);
-    }
+  if (const std::string parsed = ParseOptions(args, kValued, kFlags, &opt); parsed == "help") {
+    PrintExplainUsage();
+    return 0;
+  } else if (!parsed.empty()) {
+    return Usage(parsed);
   }
   if (opt.count("encoder") || opt.count("decoder") || opt.count("cross")) {
     return RunEncoderDecoderExplain(global, opt);

@@ -1,7 +1,12 @@
 #include "client/cpp/attnroll_client.h"
 
 #include <algorithm>
+#include <initializer_list>
+#include <thread>
+#include <utility>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "client/cpp/tensor_encode.h"
 
 namespace attnroll::client {
@@ -9,6 +14,10 @@ namespace attnroll::client {
 absl::Status FromGrpcStatus(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+absl::Status FromPassError(const v1::PassError& error) {
+  return absl::Status(static_cast<absl::StatusCode>(error.code()), error.message());
 }
 
 Client::Client(std::shared_ptr<grpc::Channel> channel)
@@ -22,23 +31,33 @@ std::unique_ptr<Client> Client::Connect(const std::string& target) {
       grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
 }
 
-absl::StatusOr<v1::ServerInfo> Client::GetServerInfo(absl::Duration timeout) {
+namespace {
+
+// One unary call: `call(ctx, response)` runs it (a stub method).
+template <typename Response, typename Call>
+absl::StatusOr<Response> UnaryCall(absl::Duration timeout, Call&& call) {
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-  v1::ServerInfo info;
-  grpc::Status status = stub_->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info);
+  Response response;
+  const grpc::Status status = call(&ctx, &response);
   if (!status.ok()) return FromGrpcStatus(status);
-  return info;
+  return response;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::ServerInfo> Client::GetServerInfo(absl::Duration timeout) {
+  return UnaryCall<v1::ServerInfo>(timeout, [&](grpc::ClientContext* ctx, v1::ServerInfo* info) {
+    return stub_->GetServerInfo(ctx, v1::GetServerInfoRequest(), info);
+  });
 }
 
 absl::StatusOr<v1::CompareResponse> Client::Compare(const v1::CompareRequest& request,
                                                     absl::Duration timeout) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-  v1::CompareResponse response;
-  grpc::Status status = stub_->Compare(&ctx, request, &response);
-  if (!status.ok()) return FromGrpcStatus(status);
-  return response;
+  return UnaryCall<v1::CompareResponse>(
+      timeout, [&](grpc::ClientContext* ctx, v1::CompareResponse* response) {
+        return stub_->Compare(ctx, request, response);
+      });
 }
 
 std::vector<v1::LayerChunk> LayerChunks(const AttentionView& a, int layer, v1::DType wire,
@@ -109,29 +128,317 @@ void CompleteLayout(const AttentionView& attention, v1::Layout* layout) {
   if (layout->batch_size() == 0) layout->set_batch_size(static_cast<uint32_t>(attention.batch));
 }
 
-// Writes the header, then every layer, reusing `request` (ExplainRequest or
-// StreamRequest); false when the server ended the call early (its Finish
-// says why).
-template <typename Request, typename Stream>
-bool WritePass(Stream& stream, Request& request, v1::PassHeader header,
-               const AttentionView& attention, const ExplainOptions& options, CallStats* stats) {
-  *request.mutable_header() = std::move(header);
-  ++stats->messages_sent;
-  if (!stream.Write(request)) return false;
-  for (int64_t l = 0; l < attention.layers; ++l) {
-    for (v1::LayerChunk& chunk :
-         LayerChunks(attention, static_cast<int>(l), options.wire, options.max_message_bytes)) {
-      stats->bytes_sent +=
-          static_cast<int64_t>(chunk.attention().data().size() + chunk.gradient().data().size());
-      *request.mutable_layer() = std::move(chunk);
-      ++stats->messages_sent;
-      if (!stream.Write(request)) return false;
+std::string ShapeOf(const AttentionView& v) {
+  std::string s = absl::StrCat("[", absl::StrJoin({v.batch, v.layers, v.heads, v.rows(), v.tokens}, ", "),
+                               "]");
+  if (v.gradient != nullptr) s += " with gradient";
+  if (v.residual_weights != nullptr) s += v.residual_per_token ? " with residual weights per token"
+                                                               : " with residual weights";
+  if (v.value_norms != nullptr) s += " with value norms";
+  return s;
+}
+
+// OK when both sides of a pair have the same shape and side inputs, which
+// the layer-by-layer loop over both relies on.
+absl::Status CheckSameShape(const AttentionView& baseline, const AttentionView& candidate,
+                            const std::string& what) {
+  const std::string a = ShapeOf(baseline), b = ShapeOf(candidate);
+  if (a == b) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      what, "candidate: expected the baseline's shape [B, L, H, rows, n] = ", a, ", got ", b));
+}
+
+// Every layer message of `views` (each with `layers` layers): layer by
+// layer and, within a layer, view by view, split by LayerChunks. Calls
+// send(i, chunk), i the view's index in `views`, for each, and stops at the
+// first false (then returns false). Counts messages and tensor bytes in
+// *stats (may be null).
+template <typename Send>
+bool SendLayers(std::initializer_list<const AttentionView*> views, int64_t layers,
+                const ExplainOptions& options, CallStats* stats, Send&& send) {
+  for (int64_t l = 0; l < layers; ++l) {
+    size_t side = 0;
+    for (const AttentionView* view : views) {
+      for (v1::LayerChunk& chunk :
+           LayerChunks(*view, static_cast<int>(l), options.wire, options.max_message_bytes)) {
+        if (stats != nullptr) {
+          stats->bytes_sent +=
+              static_cast<int64_t>(chunk.attention().data().size() + chunk.gradient().data().size());
+          ++stats->messages_sent;
+        }
+        if (!send(side, chunk)) return false;
+      }
+      ++side;
     }
   }
   return true;
 }
 
+// Writes the header, then every layer, reusing `request` (ExplainRequest or
+// StreamRequest); false when the call ended early (its Finish says why).
+template <typename Request, typename Stream>
+bool WritePass(Stream& stream, Request& request, v1::PassHeader header,
+               const AttentionView& attention, const ExplainOptions& options, CallStats* stats) {
+  *request.mutable_header() = std::move(header);
+  if (stats != nullptr) ++stats->messages_sent;
+  if (!stream.Write(request)) return false;
+  return SendLayers({&attention}, attention.layers, options, stats,
+                    [&](size_t, v1::LayerChunk& chunk) {
+                      *request.mutable_layer() = std::move(chunk);
+                      return stream.Write(request);
+                    });
+}
+
 }  // namespace
+
+namespace internal {
+
+// A bidirectional call whose responses are read on a thread of its own from
+// the start, handed to `on_response` there; the owner writes from its own
+// thread (gRPC's sync API allows one reader and one writer at once).
+template <typename Request, typename Response>
+class BidiCall {
+ public:
+  using Stream = grpc::ClientReaderWriter<Request, Response>;
+
+  // `open` starts the call on the given context (e.g. a stub method).
+  template <typename Open>
+  BidiCall(absl::Duration timeout, Open&& open, std::function<void(Response&)> on_response,
+           const char* name)
+      : name_(name) {
+    ctx_.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    stream_ = open(&ctx_);
+    reader_ = std::thread([this, on_response = std::move(on_response)] {
+      Response response;
+      while (stream_->Read(&response)) on_response(response);
+    });
+  }
+  ~BidiCall() {
+    if (!finished_) {
+      ctx_.TryCancel();
+      Finish().IgnoreError();
+    }
+  }
+
+  // False once the call has ended, and for every write after that.
+  bool Write(const Request& request) {
+    if (!ended_ && !stream_->Write(request)) ended_ = true;
+    return !ended_;
+  }
+  absl::Status WriteStatus(const Request& request) {
+    return Write(request) ? absl::OkStatus() : Ended();
+  }
+  // The error of a write on an ended call.
+  absl::Status Ended() const {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the ", name_, " call has ended; Finish() returns its status"));
+  }
+
+  // Half-closes, waits for the reader to see the end, returns the status.
+  absl::Status Finish() {
+    if (finished_) return status_;
+    finished_ = true;
+    ended_ = true;
+    stream_->WritesDone();
+    reader_.join();
+    status_ = FromGrpcStatus(stream_->Finish());
+    return status_;
+  }
+
+  void Cancel() { ctx_.TryCancel(); }
+
+ private:
+  const char* name_;
+  grpc::ClientContext ctx_;
+  std::unique_ptr<Stream> stream_;
+  std::thread reader_;
+  bool ended_ = false;
+  bool finished_ = false;
+  absl::Status status_;
+};
+
+}  // namespace internal
+
+// ---- Audit --------------------------------------------------------------
+
+struct AuditStream::Impl {
+  // Before `call`: the reader thread, started by call's constructor, uses
+  // them, and call's destructor joins it before they go.
+  std::function<void(const v1::AuditItemResult&)> on_item;
+  v1::AuditReport report;
+  bool have_report = false;
+  v1::AuditRequest request;  // reused across writes
+  internal::BidiCall<v1::AuditRequest, v1::AuditResponse> call;
+
+  Impl(v1::AttnrollService::Stub* stub, AuditOptions options)
+      : on_item(std::move(options.on_item)),
+        call(
+            options.timeout, [stub](grpc::ClientContext* ctx) { return stub->Audit(ctx); },
+            [this](v1::AuditResponse& response) {
+              if (response.has_report()) {
+                report = std::move(*response.mutable_report());
+                have_report = true;
+              } else if (response.has_item() && on_item) {
+                on_item(response.item());
+              }
+            },
+            "Audit") {}
+};
+
+AuditStream::AuditStream(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+AuditStream::~AuditStream() = default;
+
+std::unique_ptr<AuditStream> Client::Audit(const v1::AuditHeader& header, AuditOptions options) {
+  std::unique_ptr<AuditStream> stream(
+      new AuditStream(std::make_unique<AuditStream::Impl>(stub_.get(), std::move(options))));
+  v1::AuditRequest& request = stream->impl_->request;
+  *request.mutable_header() = header;
+  stream->impl_->call.Write(request);  // a failure shows in Finish
+  return stream;
+}
+
+absl::Status AuditStream::AddMaps(const std::string& id, const std::string& group,
+                                  const v1::Tensor& baseline, const v1::Tensor& candidate) {
+  v1::AuditItem* item = impl_->request.mutable_item();
+  item->set_id(id);
+  item->set_group(group);
+  *item->mutable_baseline() = baseline;
+  *item->mutable_candidate() = candidate;
+  return impl_->call.WriteStatus(impl_->request);
+}
+
+absl::Status AuditStream::AddMaps(const std::string& id, const std::string& group,
+                                  absl::Span<const float> baseline,
+                                  absl::Span<const float> candidate) {
+  v1::AuditItem* item = impl_->request.mutable_item();
+  item->set_id(id);
+  item->set_group(group);
+  for (auto [map, tensor] : {std::pair{baseline, item->mutable_baseline()},
+                             std::pair{candidate, item->mutable_candidate()}}) {
+    tensor->Clear();
+    tensor->set_dtype(v1::DTYPE_FP32);
+    tensor->add_shape(static_cast<int64_t>(map.size()));
+    AppendEncoded(v1::DTYPE_FP32, map.data(), map.size(), tensor->mutable_data());
+  }
+  return impl_->call.WriteStatus(impl_->request);
+}
+
+absl::Status AuditStream::AddPasses(const std::string& id, const std::string& group,
+                                    v1::PassHeader pass_header, const AttentionView& baseline,
+                                    const AttentionView& candidate, const ExplainOptions& options) {
+  if (absl::Status same = CheckSameShape(baseline, candidate, absl::StrCat("item ", id, ": "));
+      !same.ok()) {
+    return same;
+  }
+  CompleteLayout(baseline, pass_header.mutable_layout());
+  v1::AuditRequest& request = impl_->request;
+  v1::AuditPassBegin* begin = request.mutable_pass_begin();
+  begin->set_id(id);
+  begin->set_group(group);
+  *begin->mutable_pass() = std::move(pass_header);
+  internal::BidiCall<v1::AuditRequest, v1::AuditResponse>& call = impl_->call;
+  if (!call.Write(request)) return call.Ended();
+  const bool sent = SendLayers({&baseline, &candidate}, baseline.layers, options, nullptr,
+                               [&](size_t side, v1::LayerChunk& chunk) {
+                                 v1::AuditPassLayer* layer = request.mutable_pass_layer();
+                                 layer->set_candidate(side == 1);
+                                 *layer->mutable_layer() = std::move(chunk);
+                                 return call.Write(request);
+                               });
+  if (!sent) return call.Ended();
+  request.mutable_pass_end();
+  return call.WriteStatus(request);
+}
+
+absl::StatusOr<v1::AuditReport> AuditStream::Finish() {
+  if (absl::Status status = impl_->call.Finish(); !status.ok()) return status;
+  if (!impl_->have_report) return absl::InternalError("the audit ended without a report");
+  return impl_->report;
+}
+
+void AuditStream::Cancel() { impl_->call.Cancel(); }
+
+// ---- ExplainStream ------------------------------------------------------
+
+struct PassStream::Impl {
+  // Before `call`, as in AuditStream::Impl.
+  PassStreamOptions options;
+  v1::StreamRequest request;  // reused across writes
+  internal::BidiCall<v1::StreamRequest, v1::StreamResponse> call;
+
+  Impl(v1::AttnrollService::Stub* stub, PassStreamOptions opts)
+      : options(std::move(opts)),
+        call(
+            options.timeout, [stub](grpc::ClientContext* ctx) { return stub->ExplainStream(ctx); },
+            [this](v1::StreamResponse& response) {
+              const std::string& id = response.request_id();
+              if (response.has_progress()) {
+                if (options.on_progress) options.on_progress(id, response.progress());
+              } else if (response.has_result()) {
+                if (options.on_result) options.on_result(id, std::move(*response.mutable_result()));
+              } else if (response.has_error()) {
+                if (options.on_result) options.on_result(id, FromPassError(response.error()));
+              }
+            },
+            "ExplainStream") {}
+
+  v1::StreamRequest& Request(const std::string& request_id) {
+    request.set_request_id(request_id);
+    return request;
+  }
+};
+
+PassStream::PassStream(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+PassStream::~PassStream() = default;
+
+std::unique_ptr<PassStream> Client::ExplainStream(PassStreamOptions options) {
+  return std::unique_ptr<PassStream>(
+      new PassStream(std::make_unique<PassStream::Impl>(stub_.get(), std::move(options))));
+}
+
+absl::Status PassStream::AddPass(const std::string& request_id, v1::PassHeader header,
+                                 const AttentionView& attention, const ExplainOptions& options,
+                                 CallStats* stats) {
+  CompleteLayout(attention, header.mutable_layout());
+  v1::StreamRequest& request = impl_->Request(request_id);
+  if (!WritePass(impl_->call, request, std::move(header), attention, options, stats)) {
+    return impl_->call.Ended();
+  }
+  return EndPass(request_id);
+}
+
+absl::Status PassStream::BeginPass(const std::string& request_id, const v1::PassHeader& header) {
+  v1::StreamRequest& request = impl_->Request(request_id);
+  *request.mutable_header() = header;
+  return impl_->call.WriteStatus(request);
+}
+
+absl::Status PassStream::AddLayer(const std::string& request_id, int layer,
+                                  const AttentionView& layer_view, const ExplainOptions& options,
+                                  CallStats* stats) {
+  if (layer_view.layers != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pass ", request_id, ", layer ", layer, ": expected a view of one layer, got ",
+        layer_view.layers));
+  }
+  v1::StreamRequest& request = impl_->Request(request_id);
+  const bool sent = SendLayers({&layer_view}, 1, options, stats, [&](size_t, v1::LayerChunk& chunk) {
+    chunk.set_layer(static_cast<uint32_t>(layer));
+    *request.mutable_layer() = std::move(chunk);
+    return impl_->call.Write(request);
+  });
+  return sent ? absl::OkStatus() : impl_->call.Ended();
+}
+
+absl::Status PassStream::EndPass(const std::string& request_id) {
+  v1::StreamRequest& request = impl_->Request(request_id);
+  request.mutable_end();
+  return impl_->call.WriteStatus(request);
+}
+
+absl::Status PassStream::Finish() { return impl_->call.Finish(); }
+
+void PassStream::Cancel() { impl_->call.Cancel(); }
 
 absl::StatusOr<v1::ExplainResponse> Client::ExplainWithProgress(v1::PassHeader header,
                                                                 const AttentionView& attention,
@@ -139,44 +446,75 @@ absl::StatusOr<v1::ExplainResponse> Client::ExplainWithProgress(v1::PassHeader h
                                                                 const ProgressFn& progress,
                                                                 CallStats* stats) {
   const absl::Time start = absl::Now();
-  CompleteLayout(attention, header.mutable_layout());
   const std::string id = header.request_id().empty() ? "pass" : header.request_id();
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + options.timeout));
-  auto stream = stub_->ExplainStream(&ctx);
-  CallStats local;
-  v1::StreamRequest request;
-  request.set_request_id(id);
-  if (WritePass(*stream, request, std::move(header), attention, options, &local)) {
-    request.mutable_end();
-    stream->Write(request);
-    stream->WritesDone();
-  }
+  // Written on the stream's reader thread; read after Finish has joined it.
   absl::StatusOr<v1::ExplainResponse> result =
       absl::InternalError("the stream ended without a result for the pass");
-  v1::StreamResponse response;
-  while (stream->Read(&response)) {
-    if (response.has_progress()) {
-      if (progress) progress(response.progress());
-    } else if (response.has_result()) {
-      result = std::move(*response.mutable_result());
-    } else if (response.has_error()) {
-      result = absl::Status(static_cast<absl::StatusCode>(response.error().code()),
-                            response.error().message());
-    }
-  }
-  grpc::Status status = stream->Finish();
+  PassStreamOptions stream_options;
+  stream_options.timeout = options.timeout;
+  stream_options.on_result = [&](const std::string&, absl::StatusOr<v1::ExplainResponse> r) {
+    result = std::move(r);
+  };
+  stream_options.on_progress = [&](const std::string&, const v1::Progress& p) {
+    if (progress) progress(p);
+  };
+  std::unique_ptr<PassStream> stream = ExplainStream(std::move(stream_options));
+  CallStats local;
+  // A failed write shows in Finish.
+  stream->AddPass(id, std::move(header), attention, options, &local).IgnoreError();
+  const absl::Status status = stream->Finish();
+  local.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  if (stats != nullptr) *stats = local;
+  if (!status.ok()) return status;
+  return result;
+}
+
+// ---- Explain, ExplainEncoderDecoder, ExplainPair ------------------------
+
+namespace {
+
+// One client-streaming call: `open(ctx, response)` starts it (a stub
+// method), `write(writer, stats)` sends the messages and returns false when
+// the call ended early; then half-close, the response or the status. Fills
+// *stats (may be null) with write's counts and the call's seconds.
+template <typename Response, typename Open, typename Write>
+absl::StatusOr<Response> ClientStreamingCall(absl::Duration timeout, Open&& open, Write&& write,
+                                             CallStats* stats) {
+  const absl::Time start = absl::Now();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(start + timeout));
+  Response response;
+  auto writer = open(&ctx, &response);
+  CallStats local;
+  if (write(*writer, &local)) writer->WritesDone();
+  const grpc::Status status = writer->Finish();
   local.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   if (stats != nullptr) *stats = local;
   if (!status.ok()) return FromGrpcStatus(status);
-  return result;
+  return response;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::ExplainResponse> Client::Explain(v1::PassHeader header,
+                                                    const AttentionView& attention,
+                                                    const ExplainOptions& options,
+                                                    CallStats* stats) {
+  CompleteLayout(attention, header.mutable_layout());
+  return ClientStreamingCall<v1::ExplainResponse>(
+      options.timeout,
+      [&](grpc::ClientContext* ctx, v1::ExplainResponse* r) { return stub_->Explain(ctx, r); },
+      [&](grpc::ClientWriter<v1::ExplainRequest>& writer, CallStats* counts) {
+        v1::ExplainRequest request;
+        return WritePass(writer, request, std::move(header), attention, options, counts);
+      },
+      stats);
 }
 
 absl::StatusOr<v1::ExplainResponse> Client::ExplainEncoderDecoder(v1::PassHeader header,
                                                                   const EncoderDecoderView& stacks,
                                                                   const ExplainOptions& options,
                                                                   CallStats* stats) {
-  const absl::Time start = absl::Now();
   v1::Layout* layout = header.mutable_layout();
   v1::EncoderDecoder* ed = layout->mutable_encoder_decoder();
   if (ed->encoder_layers() == 0) ed->set_encoder_layers(static_cast<uint32_t>(stacks.encoder.layers));
@@ -185,59 +523,29 @@ absl::StatusOr<v1::ExplainResponse> Client::ExplainEncoderDecoder(v1::PassHeader
   if (ed->decoder_tokens() == 0) ed->set_decoder_tokens(static_cast<uint32_t>(stacks.decoder.tokens));
   if (layout->num_heads() == 0) layout->set_num_heads(static_cast<uint32_t>(stacks.encoder.heads));
   if (layout->batch_size() == 0) layout->set_batch_size(static_cast<uint32_t>(stacks.encoder.batch));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + options.timeout));
-  v1::ExplainResponse response;
-  auto writer = stub_->Explain(&ctx, &response);
-  CallStats local;
-  v1::ExplainRequest request;
-  *request.mutable_header() = std::move(header);
-  ++local.messages_sent;
-  bool open = writer->Write(request);
-  auto send = [&](const AttentionView& view, v1::Stack stack, int layer) {
-    for (v1::LayerChunk& chunk : LayerChunks(view, layer, options.wire, options.max_message_bytes)) {
-      chunk.set_stack(stack);
-      local.bytes_sent +=
-          static_cast<int64_t>(chunk.attention().data().size() + chunk.gradient().data().size());
-      *request.mutable_layer() = std::move(chunk);
-      ++local.messages_sent;
-      if (!(open = writer->Write(request))) return;
-    }
-  };
-  for (int l = 0; open && l < stacks.encoder.layers; ++l) send(stacks.encoder, v1::STACK_ENCODER, l);
-  for (int l = 0; open && l < stacks.decoder.layers; ++l) {
-    send(stacks.decoder, v1::STACK_DECODER_SELF, l);
-    if (open) send(stacks.cross, v1::STACK_DECODER_CROSS, l);
-  }
-  if (open) writer->WritesDone();
-  grpc::Status status = writer->Finish();
-  local.seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  if (stats != nullptr) *stats = local;
-  if (!status.ok()) return FromGrpcStatus(status);
-  return response;
-}
-
-absl::StatusOr<v1::ExplainResponse> Client::Explain(v1::PassHeader header,
-                                                    const AttentionView& attention,
-                                                    const ExplainOptions& options,
-                                                    CallStats* stats) {
-  const absl::Time start = absl::Now();
-  CompleteLayout(attention, header.mutable_layout());
-
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + options.timeout));
-  v1::ExplainResponse response;
-  std::unique_ptr<grpc::ClientWriter<v1::ExplainRequest>> writer = stub_->Explain(&ctx, &response);
-  CallStats local;
-  v1::ExplainRequest request;
-  if (WritePass(*writer, request, std::move(header), attention, options, &local)) {
-    writer->WritesDone();
-  }
-  grpc::Status status = writer->Finish();
-  local.seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  if (stats != nullptr) *stats = local;
-  if (!status.ok()) return FromGrpcStatus(status);
-  return response;
+  return ClientStreamingCall<v1::ExplainResponse>(
+      options.timeout,
+      [&](grpc::ClientContext* ctx, v1::ExplainResponse* r) { return stub_->Explain(ctx, r); },
+      [&](grpc::ClientWriter<v1::ExplainRequest>& writer, CallStats* counts) {
+        v1::ExplainRequest request;
+        *request.mutable_header() = std::move(header);
+        ++counts->messages_sent;
+        // The encoder's layers, then each decoder layer's self- and
+        // cross-attention; each view's messages tagged with its stack.
+        auto send_as = [&](std::vector<v1::Stack> stack_of_view) {
+          return [&, stack_of_view](size_t view, v1::LayerChunk& chunk) {
+            chunk.set_stack(stack_of_view[view]);
+            *request.mutable_layer() = std::move(chunk);
+            return writer.Write(request);
+          };
+        };
+        return writer.Write(request) &&
+               SendLayers({&stacks.encoder}, stacks.encoder.layers, options, counts,
+                          send_as({v1::STACK_ENCODER})) &&
+               SendLayers({&stacks.decoder, &stacks.cross}, stacks.decoder.layers, options, counts,
+                          send_as({v1::STACK_DECODER_SELF, v1::STACK_DECODER_CROSS}));
+      },
+      stats);
 }
 
 absl::StatusOr<v1::PairResponse> Client::ExplainPair(v1::PassHeader header,
@@ -245,31 +553,24 @@ absl::StatusOr<v1::PairResponse> Client::ExplainPair(v1::PassHeader header,
                                                      const AttentionView& baseline,
                                                      const AttentionView& candidate,
                                                      const ExplainOptions& options) {
+  if (absl::Status same = CheckSameShape(baseline, candidate, ""); !same.ok()) return same;
   CompleteLayout(baseline, header.mutable_layout());
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + options.timeout));
-  v1::PairResponse response;
-  auto writer = stub_->ExplainPair(&ctx, &response);
-  v1::PairRequest request;
-  *request.mutable_header()->mutable_pass() = std::move(header);
-  *request.mutable_header()->mutable_compare() = compare;
-  bool open = writer->Write(request);
-  // Layer by layer, baseline then candidate.
-  for (int64_t l = 0; open && l < baseline.layers; ++l) {
-    for (const AttentionView* view : {&baseline, &candidate}) {
-      for (v1::LayerChunk& chunk :
-           LayerChunks(*view, static_cast<int>(l), options.wire, options.max_message_bytes)) {
-        *(view == &baseline ? request.mutable_baseline() : request.mutable_candidate()) =
-            std::move(chunk);
-        if (!(open = writer->Write(request))) break;
-      }
-      if (!open) break;
-    }
-  }
-  if (open) writer->WritesDone();
-  grpc::Status status = writer->Finish();
-  if (!status.ok()) return FromGrpcStatus(status);
-  return response;
+  return ClientStreamingCall<v1::PairResponse>(
+      options.timeout,
+      [&](grpc::ClientContext* ctx, v1::PairResponse* r) { return stub_->ExplainPair(ctx, r); },
+      [&](grpc::ClientWriter<v1::PairRequest>& writer, CallStats* counts) {
+        v1::PairRequest request;
+        *request.mutable_header()->mutable_pass() = std::move(header);
+        *request.mutable_header()->mutable_compare() = compare;
+        return writer.Write(request) &&
+               SendLayers({&baseline, &candidate}, baseline.layers, options, counts,
+                          [&](size_t side, v1::LayerChunk& chunk) {
+                            *(side == 0 ? request.mutable_baseline()
+                                        : request.mutable_candidate()) = std::move(chunk);
+                            return writer.Write(request);
+                          });
+      },
+      nullptr);
 }
 
 }  // namespace attnroll::client

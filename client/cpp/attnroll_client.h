@@ -1,6 +1,7 @@
-// C++ client of attnroll: streams the attention of a forward pass and returns
-// the server's ExplainResponse. Errors come back as absl::Status with the
-// server's gRPC code and message.
+// C++ client of attnroll: every RPC of attnroll.v1.AttnrollService. Streams
+// the attention of forward passes and returns the server's results; audits a
+// candidate model against a baseline item by item. Errors come back as
+// absl::Status with the server's gRPC code and message.
 #ifndef ATTNROLL_CLIENT_CPP_ATTNROLL_CLIENT_H_
 #define ATTNROLL_CLIENT_CPP_ATTNROLL_CLIENT_H_
 
@@ -8,11 +9,13 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "attnroll/v1/attnroll.grpc.pb.h"
 
 namespace attnroll::client {
@@ -57,7 +60,40 @@ struct CallStats {
 };
 
 absl::Status FromGrpcStatus(const grpc::Status& status);
+// An in-band error (ExplainStream's PassError, AuditItemResult.error) as a
+// status with its code and message.
+absl::Status FromPassError(const v1::PassError& error);
 
+class AuditStream;
+class PassStream;
+
+// Options of an Audit call (Client::Audit).
+struct AuditOptions {
+  // Deadline of the whole call, from Client::Audit.
+  absl::Duration timeout = absl::Minutes(10);
+  // Called with each item's result as it arrives (completion order, not the
+  // order sent), on the stream's reader thread. May be empty.
+  std::function<void(const v1::AuditItemResult&)> on_item;
+};
+
+// Options of an ExplainStream call (Client::ExplainStream).
+struct PassStreamOptions {
+  // Deadline of the whole call, from Client::ExplainStream.
+  absl::Duration timeout = absl::Minutes(10);
+  // Called once per pass with its results or its in-band error (the
+  // PassError as a status), on the stream's reader thread. May be empty.
+  std::function<void(const std::string& request_id, absl::StatusOr<v1::ExplainResponse> result)>
+      on_result;
+  // Called with the progress of a pass's long analyses (attention flow),
+  // before its result, on the stream's reader thread. May be empty.
+  std::function<void(const std::string& request_id, const v1::Progress& progress)> on_progress;
+};
+
+// A client of every RPC of attnroll.v1.AttnrollService. Unary and
+// client-streaming RPCs are single calls; the two bidirectional ones
+// (ExplainStream, Audit) are stream objects (PassStream, AuditStream).
+// A Client may be used from several threads at once; each call has its own
+// gRPC context.
 class Client {
  public:
   explicit Client(std::shared_ptr<grpc::Channel> channel);
@@ -72,14 +108,18 @@ class Client {
                                               const ExplainOptions& options = {},
                                               CallStats* stats = nullptr);
 
-  // The same pass over ExplainStream, which also reports progress of long
-  // analyses (attention flow) through `progress` (may be empty).
+  // The same single pass over ExplainStream, which also reports progress of
+  // long analyses (attention flow) through `progress` (may be empty; called
+  // on another thread than the caller's). A PassStream with one pass.
   using ProgressFn = std::function<void(const v1::Progress&)>;
   absl::StatusOr<v1::ExplainResponse> ExplainWithProgress(v1::PassHeader header,
                                                           const AttentionView& attention,
                                                           const ExplainOptions& options,
                                                           const ProgressFn& progress,
                                                           CallStats* stats = nullptr);
+
+  // Opens an ExplainStream call: many passes over one stream, by request id.
+  std::unique_ptr<PassStream> ExplainStream(PassStreamOptions options = {});
 
   // One encoder-decoder pass over Explain: the header (its encoder_decoder
   // layout filled from the views where left at 0), then the encoder layers,
@@ -89,8 +129,10 @@ class Client {
                                                             const ExplainOptions& options = {},
                                                             CallStats* stats = nullptr);
 
-  // One input under two models (same layout and analyses): both passes
-  // streamed over ExplainPair, both responses and their maps' comparison back.
+  // One input under two models (same shape, layout and analyses): both
+  // passes streamed over ExplainPair, layer by layer, baseline then
+  // candidate; both responses and their maps' comparison back. Views of
+  // different shapes are refused here (INVALID_ARGUMENT).
   absl::StatusOr<v1::PairResponse> ExplainPair(v1::PassHeader header,
                                                const v1::CompareOptions& compare,
                                                const AttentionView& baseline,
@@ -100,10 +142,125 @@ class Client {
   absl::StatusOr<v1::CompareResponse> Compare(const v1::CompareRequest& request,
                                               absl::Duration timeout = absl::Minutes(1));
 
+  // Opens an Audit call and sends `header`. Errors of the call (a bad
+  // header, the deadline) come back from AuditStream::Finish.
+  std::unique_ptr<AuditStream> Audit(const v1::AuditHeader& header, AuditOptions options = {});
+
+  // The generated stub, for tests and tools that must send raw messages
+  // (e.g. malformed ones on purpose). Everything else has a method above.
   v1::AttnrollService::Stub* stub() { return stub_.get(); }
 
  private:
   std::unique_ptr<v1::AttnrollService::Stub> stub_;
+};
+
+// An open Audit call: items go out with AddMaps and AddPasses, each item's
+// result comes back through AuditOptions::on_item as soon as the server has
+// compared it, and Finish returns the report.
+//
+// Threading. The stream reads the server's messages on a thread of its own
+// from the moment it is opened, so writing never waits for the caller to
+// read: the server stops reading while its results wait for the client, and
+// a client that wrote everything before reading anything would stall.
+// on_item runs on that reader thread, concurrently with the caller's Add*
+// calls: state it shares with the writing thread needs synchronising (or
+// may be read after Finish returns, which joins the reader thread). on_item
+// must not call into the stream. AddMaps, AddPasses and Finish must not be
+// called concurrently with each other (one writer, as gRPC's sync API
+// requires); Cancel may be called from any thread at any time.
+//
+// Errors of Add*: OK once the item is written; INVALID_ARGUMENT for an item
+// refused here before anything was sent (the stream goes on);
+// FAILED_PRECONDITION once the call has ended (the server closed it, the
+// deadline passed, Cancel or Finish was called): stop and call Finish for
+// the reason. Items the server refuses come back in-band, in on_item, with
+// AuditItemResult.error set and their id.
+class AuditStream {
+ public:
+  ~AuditStream();  // cancels the call if Finish was not called
+  AuditStream(const AuditStream&) = delete;
+  AuditStream& operator=(const AuditStream&) = delete;
+
+  // An item given as two saliency maps (AuditHeader.map_length values each,
+  // any shape and dtype). `group` may be empty.
+  absl::Status AddMaps(const std::string& id, const std::string& group, const v1::Tensor& baseline,
+                       const v1::Tensor& candidate);
+  // The same with two float32 maps of map_length values.
+  absl::Status AddMaps(const std::string& id, const std::string& group,
+                       absl::Span<const float> baseline, absl::Span<const float> candidate);
+
+  // An item given as the attention of two passes over the same input: a
+  // pass_begin with `pass_header` (its layout filled from `baseline` where
+  // left at 0), every layer, layer by layer, baseline then candidate (each
+  // split by head range under options.max_message_bytes, at options.wire),
+  // and a pass_end. The views must have the same shape (INVALID_ARGUMENT
+  // otherwise). options.timeout is not used (the call has its own).
+  absl::Status AddPasses(const std::string& id, const std::string& group, v1::PassHeader pass_header,
+                         const AttentionView& baseline, const AttentionView& candidate,
+                         const ExplainOptions& options = {});
+
+  // Half-closes (the items are complete), waits for the last result and the
+  // report, and returns the report, or the status that ended the call.
+  // Not concurrently with Add*; later calls return the same.
+  absl::StatusOr<v1::AuditReport> Finish();
+
+  // Cancels the call: the server stops, Finish returns CANCELLED.
+  void Cancel();
+
+ private:
+  friend class Client;
+  struct Impl;
+  explicit AuditStream(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// An open ExplainStream call: passes go out by request id (AddPass, or
+// BeginPass / AddLayer / EndPass to interleave passes or send layers as they
+// are computed); each pass's progress and its results or in-band error come
+// back through PassStreamOptions' callbacks. Passes complete in the order of
+// their ends; at most Limits.max_passes_per_stream may be open at once.
+//
+// Threading and errors: as AuditStream. The callbacks run on the stream's
+// own reader thread (one at a time), concurrently with the caller's writes;
+// they must not call into the stream. The writing methods and Finish must
+// not run concurrently with each other; Cancel may run on any thread.
+// INVALID_ARGUMENT from a writing method refuses that call only (nothing
+// was sent); FAILED_PRECONDITION means the call has ended.
+class PassStream {
+ public:
+  ~PassStream();  // cancels the call if Finish was not called
+  PassStream(const PassStream&) = delete;
+  PassStream& operator=(const PassStream&) = delete;
+
+  // A whole pass: its header (layout filled from `attention` where left at
+  // 0), every layer, its end. options.timeout is not used. `stats`, when
+  // given, gains the messages and tensor bytes sent.
+  absl::Status AddPass(const std::string& request_id, v1::PassHeader header,
+                       const AttentionView& attention, const ExplainOptions& options = {},
+                       CallStats* stats = nullptr);
+
+  // The parts of a pass, for interleaving passes: the header (its layout as
+  // the server should see it), then each layer, then the end. `layer_view`
+  // holds one layer (layers == 1: [B, 1, H, n, n]), sent as layer `layer`
+  // (split by head range as in AddPass).
+  absl::Status BeginPass(const std::string& request_id, const v1::PassHeader& header);
+  absl::Status AddLayer(const std::string& request_id, int layer, const AttentionView& layer_view,
+                        const ExplainOptions& options = {}, CallStats* stats = nullptr);
+  absl::Status EndPass(const std::string& request_id);
+
+  // Half-closes, waits for every response (passes still open get an
+  // in-band error) and returns the call's status. Not concurrently with the
+  // writing methods; later calls return the same.
+  absl::Status Finish();
+
+  // Cancels the call: Finish returns CANCELLED.
+  void Cancel();
+
+ private:
+  friend class Client;
+  struct Impl;
+  explicit PassStream(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
 };
 
 // The messages of layer `layer` of `attention`, split by head range so each

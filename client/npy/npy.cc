@@ -1,11 +1,20 @@
 #include "client/npy/npy.h"
 
+#include <dirent.h>
+#include <sys/stat.h>
+#include <zip.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <regex>
 
 #include <Eigen/Core>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -15,7 +24,14 @@
 namespace attnroll::npy {
 namespace {
 
-constexpr char kMagic[] = "\x93NUMPY";
+constexpr absl::string_view kNpyMagic("\x93NUMPY", 6);
+// A zip archive starts with a local file header, or (no member) with the end
+// of its central directory.
+constexpr absl::string_view kZipMagic("PK\x03\x04", 4);
+constexpr absl::string_view kEmptyZipMagic("PK\x05\x06", 4);
+// No .npz member larger than this is read (a zip's sizes are the archive's
+// word; this keeps a damaged one from asking for all memory).
+constexpr uint64_t kMaxMemberBytes = uint64_t{1} << 36;
 
 // Value of 'key' in the header dict, e.g. "'<f4'", "False", "(2, 3)".
 std::string DictValue(const std::string& header, const std::string& key) {
@@ -24,31 +40,126 @@ std::string DictValue(const std::string& header, const std::string& key) {
   return std::regex_search(header, m, re) ? m[1].str() : "";
 }
 
+uint32_t LittleEndian(absl::string_view bytes) {
+  uint32_t v = 0;
+  for (size_t i = bytes.size(); i-- > 0;) v = (v << 8) | static_cast<unsigned char>(bytes[i]);
+  return v;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  const std::streamoff size = in.tellg();
+  if (size < 0) return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+  std::string bytes(static_cast<size_t>(size), '\0');
+  in.seekg(0);
+  if (!in.read(bytes.data(), size)) return absl::DataLossError(absl::StrCat(path, ": read failed"));
+  return bytes;
+}
+
+std::string WithoutNpySuffix(absl::string_view name) {
+  return std::string(absl::StripSuffix(name, ".npy"));
+}
+
+std::string BaseName(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// N for "arr_N" (np.savez's name for its N-th positional array), else -1.
+int64_t PositionalIndex(absl::string_view name) {
+  int64_t index;
+  if (!absl::ConsumePrefix(&name, "arr_") || name.empty() ||
+      !std::all_of(name.begin(), name.end(), absl::ascii_isdigit) ||
+      !absl::SimpleAtoi(name, &index)) {
+    return -1;
+  }
+  return index;
+}
+
+std::string ZipErrorString(int code) {
+  zip_error_t error;
+  zip_error_init_with_code(&error, code);
+  std::string message = zip_error_strerror(&error);
+  zip_error_fini(&error);
+  return message;
+}
+
+// The bytes of member `index`, read to its end so libzip checks its CRC.
+absl::StatusOr<std::string> ReadMember(zip_t* archive, zip_uint64_t index, const zip_stat_t& st,
+                                       const std::string& label) {
+  if ((st.valid & ZIP_STAT_SIZE) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(label, ": the archive gives no size"));
+  }
+  if (st.size > kMaxMemberBytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(label, ": expected at most ", kMaxMemberBytes,
+                                                     " bytes per member, got ", st.size));
+  }
+  std::unique_ptr<zip_file_t, int (*)(zip_file_t*)> file(zip_fopen_index(archive, index, 0),
+                                                          &zip_fclose);
+  if (file == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(label, ": cannot open: ", zip_strerror(archive)));
+  }
+  std::string bytes(static_cast<size_t>(st.size), '\0');
+  zip_uint64_t got = 0;
+  while (got < st.size) {
+    const zip_int64_t n = zip_fread(file.get(), bytes.data() + got, st.size - got);
+    if (n < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(label, ": cannot read: ", zip_file_strerror(file.get())));
+    }
+    if (n == 0) break;
+    got += static_cast<zip_uint64_t>(n);
+  }
+  char extra;
+  const zip_int64_t tail = zip_fread(file.get(), &extra, 1);
+  if (tail < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(label, ": cannot read: ", zip_file_strerror(file.get())));
+  }
+  if (got != st.size || tail != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(label, ": expected ", st.size,
+                                                   " bytes as the archive says, got ",
+                                                   got + static_cast<zip_uint64_t>(tail),
+                                                   tail != 0 ? " or more" : ""));
+  }
+  return bytes;
+}
+
 }  // namespace
 
-absl::StatusOr<Array> ReadNpy(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  char preamble[8];
-  if (!in.read(preamble, 8) || std::memcmp(preamble, kMagic, 6) != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a .npy file (bad magic)"));
+absl::StatusOr<Array> ParseNpy(absl::string_view bytes, const std::string& name) {
+  if (bytes.size() < 8 || bytes.substr(0, 6) != kNpyMagic) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": not a .npy file (expected the magic \\x93NUMPY)"));
   }
-  const int major = static_cast<unsigned char>(preamble[6]);
-  uint32_t header_len = 0;
+  const int major = static_cast<unsigned char>(bytes[6]);
+  size_t len_bytes;
   if (major == 1) {
-    unsigned char b[2];
-    if (!in.read(reinterpret_cast<char*>(b), 2)) return absl::InvalidArgumentError(path + ": truncated");
-    header_len = b[0] | (b[1] << 8);
+    len_bytes = 2;
   } else if (major == 2 || major == 3) {
-    unsigned char b[4];
-    if (!in.read(reinterpret_cast<char*>(b), 4)) return absl::InvalidArgumentError(path + ": truncated");
-    header_len = b[0] | (b[1] << 8) | (b[2] << 16) | (static_cast<uint32_t>(b[3]) << 24);
+    len_bytes = 4;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": unsupported .npy version ", major));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": expected .npy format version 1, 2 or 3, got ", major));
   }
-  if (header_len > (1u << 20)) return absl::InvalidArgumentError(path + ": header too large");
-  std::string header(header_len, '\0');
-  if (!in.read(header.data(), header_len)) return absl::InvalidArgumentError(path + ": truncated header");
+  if (bytes.size() < 8 + len_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": truncated in the preamble (",
+                                                   bytes.size(), " bytes)"));
+  }
+  const uint32_t header_len = LittleEndian(bytes.substr(8, len_bytes));
+  if (header_len > (1u << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": expected a header of at most 1 MiB, got ", header_len, " bytes"));
+  }
+  const size_t data_offset = 8 + len_bytes + header_len;
+  if (bytes.size() < data_offset) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": truncated header (expected ",
+                                                   header_len, " bytes, got ",
+                                                   bytes.size() - 8 - len_bytes, ")"));
+  }
+  const std::string header(bytes.substr(8 + len_bytes, header_len));
 
   const std::string descr = DictValue(header, "descr");
   size_t elem;
@@ -56,43 +167,70 @@ absl::StatusOr<Array> ReadNpy(const std::string& path) {
     elem = 4;
   } else if (descr == "'<f2'") {
     elem = 2;
+  } else if (descr == "'<f8'") {
+    elem = 8;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": expected dtype float32 or float16 (little-endian), got descr ", descr));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name,
+                     ": expected dtype float32, float16 or float64, little-endian ('<f4', "
+                     "'<f2', '<f8'), got descr ",
+                     descr.empty() ? "(none)" : descr));
   }
-  if (DictValue(header, "fortran_order") != "False") {
-    return absl::InvalidArgumentError(path + ": Fortran-order arrays are not supported; save a C-order copy");
+  const std::string fortran = DictValue(header, "fortran_order");
+  if (fortran != "False") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": expected a C-order array (fortran_order False), got fortran_order ",
+        fortran.empty() ? "(none)" : fortran, "; save np.ascontiguousarray(a) instead"));
   }
   std::string shape_str = DictValue(header, "shape");
-  if (shape_str.size() < 2) return absl::InvalidArgumentError(path + ": no shape in header");
+  if (shape_str.size() < 2 || shape_str.front() != '(') {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": expected a shape tuple in the header"));
+  }
   shape_str = shape_str.substr(1, shape_str.size() - 2);
   Array array;
   uint64_t count = 1;
   for (absl::string_view part : absl::StrSplit(shape_str, ',', absl::SkipWhitespace())) {
     int64_t d;
     if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(part), &d) || d < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": bad shape (", shape_str, ")"));
+      return absl::InvalidArgumentError(absl::StrCat(name, ": bad shape (", shape_str, ")"));
     }
     array.shape.push_back(d);
-    if (__builtin_mul_overflow(count, static_cast<uint64_t>(d), &count) || count > (uint64_t{1} << 40)) {
-      return absl::InvalidArgumentError(path + ": shape too large");
+    if (__builtin_mul_overflow(count, static_cast<uint64_t>(d), &count) ||
+        count > (uint64_t{1} << 40)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": shape (", shape_str, ") has more than 2^40 elements"));
     }
   }
-  std::string raw(count * elem, '\0');
-  if (!in.read(raw.data(), static_cast<std::streamsize>(raw.size()))) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": truncated data (expected ", raw.size(), " bytes)"));
+  const uint64_t need = count * elem;
+  const absl::string_view data = bytes.substr(data_offset);
+  if (data.size() < need) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": truncated data (expected ", need, " bytes for shape (", shape_str, ") of ",
+        elem * 8, "-bit floats, got ", data.size(), ")"));
   }
   array.values.resize(count);
   if (elem == 4) {
-    std::memcpy(array.values.data(), raw.data(), raw.size());
-  } else {
+    std::memcpy(array.values.data(), data.data(), need);
+  } else if (elem == 2) {
     for (uint64_t i = 0; i < count; ++i) {
       uint16_t bits;
-      std::memcpy(&bits, raw.data() + 2 * i, 2);
+      std::memcpy(&bits, data.data() + 2 * i, 2);
       array.values[i] = Eigen::half_impl::half_to_float(Eigen::half_impl::raw_uint16_to_half(bits));
+    }
+  } else {
+    for (uint64_t i = 0; i < count; ++i) {
+      double v;
+      std::memcpy(&v, data.data() + 8 * i, 8);
+      array.values[i] = static_cast<float>(v);
     }
   }
   return array;
+}
+
+absl::StatusOr<Array> ReadNpy(const std::string& path) {
+  absl::StatusOr<std::string> bytes = ReadFile(path);
+  if (!bytes.ok()) return bytes.status();
+  return ParseNpy(*bytes, path);
 }
 
 absl::Status WriteNpy(const std::string& path, const Array& array) {
@@ -106,7 +244,7 @@ absl::Status WriteNpy(const std::string& path, const Array& array) {
   header.push_back('\n');
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot write"));
-  out.write(kMagic, 6);
+  out.write(kNpyMagic.data(), static_cast<std::streamsize>(kNpyMagic.size()));
   const char version[2] = {1, 0};
   out.write(version, 2);
   const uint16_t len = static_cast<uint16_t>(header.size());
@@ -117,6 +255,140 @@ absl::Status WriteNpy(const std::string& path, const Array& array) {
             static_cast<std::streamsize>(array.values.size() * sizeof(float)));
   if (!out) return absl::DataLossError(absl::StrCat(path, ": write failed"));
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<NamedArray>> ReadNpz(const std::string& path) {
+  int error = 0;
+  std::unique_ptr<zip_t, void (*)(zip_t*)> archive(zip_open(path.c_str(), ZIP_RDONLY, &error),
+                                                    &zip_discard);
+  if (archive == nullptr) {
+    const std::string why = ZipErrorString(error);
+    if (error == ZIP_ER_NOENT || error == ZIP_ER_OPEN) {
+      return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", why));
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": expected a .npz (zip) archive: ", why));
+  }
+  const zip_int64_t entries = zip_get_num_entries(archive.get(), 0);
+  struct Member {
+    int64_t positional;  // arr_N's N, or -1
+    size_t position;     // in the archive
+    NamedArray array;
+  };
+  std::vector<Member> members;
+  for (zip_int64_t i = 0; i < entries; ++i) {
+    zip_stat_t st;
+    zip_stat_init(&st);
+    if (zip_stat_index(archive.get(), static_cast<zip_uint64_t>(i), 0, &st) != 0 ||
+        (st.valid & ZIP_STAT_NAME) == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": member ", i, ": cannot read: ",
+                                                     zip_strerror(archive.get())));
+    }
+    const std::string member = st.name;
+    const std::string label = absl::StrCat(path, " (member ", member, ")");
+    if (!absl::EndsWith(member, ".npy")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(label, ": expected NAME.npy members, as np.savez writes"));
+    }
+    absl::StatusOr<std::string> bytes =
+        ReadMember(archive.get(), static_cast<zip_uint64_t>(i), st, label);
+    if (!bytes.ok()) return bytes.status();
+    absl::StatusOr<Array> array = ParseNpy(*bytes, label);
+    if (!array.ok()) return array.status();
+    const std::string name = WithoutNpySuffix(member);
+    members.push_back({PositionalIndex(name), members.size(), {name, std::move(*array)}});
+  }
+  // Positional arrays first, by index; named ones after, in archive order.
+  std::stable_sort(members.begin(), members.end(), [](const Member& a, const Member& b) {
+    const bool pa = a.positional >= 0, pb = b.positional >= 0;
+    if (pa != pb) return pa;
+    return pa ? a.positional < b.positional : a.position < b.position;
+  });
+  std::vector<NamedArray> out;
+  out.reserve(members.size());
+  for (Member& m : members) out.push_back(std::move(m.array));
+  return out;
+}
+
+bool NaturalLess(absl::string_view a, absl::string_view b) {
+  size_t i = 0, j = 0;
+  while (i < a.size() && j < b.size()) {
+    if (absl::ascii_isdigit(a[i]) && absl::ascii_isdigit(b[j])) {
+      size_t ie = i, je = j;
+      while (ie < a.size() && absl::ascii_isdigit(a[ie])) ++ie;
+      while (je < b.size() && absl::ascii_isdigit(b[je])) ++je;
+      // Compare the runs as numbers: without leading zeros, longer is larger.
+      absl::string_view x = a.substr(i, ie - i), y = b.substr(j, je - j);
+      while (x.size() > 1 && x[0] == '0') x.remove_prefix(1);
+      while (y.size() > 1 && y[0] == '0') y.remove_prefix(1);
+      if (x.size() != y.size()) return x.size() < y.size();
+      if (x != y) return x < y;
+      i = ie;
+      j = je;
+    } else {
+      if (a[i] != b[j]) return static_cast<unsigned char>(a[i]) < static_cast<unsigned char>(b[j]);
+      ++i;
+      ++j;
+    }
+  }
+  if ((a.size() - i) != (b.size() - j)) return a.size() - i < b.size() - j;
+  return a < b;  // equal up to leading zeros: keep a total order
+}
+
+absl::StatusOr<std::vector<std::string>> ListNpyFiles(const std::string& dir) {
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) {
+    const int err = errno;
+    const std::string why = absl::StrCat(dir, ": cannot open the directory: ", std::strerror(err));
+    return err == ENOENT ? absl::NotFoundError(why) : absl::InvalidArgumentError(why);
+  }
+  std::vector<std::string> names;
+  while (dirent* e = readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.size() > 4 && absl::EndsWith(name, ".npy")) names.push_back(name);
+  }
+  closedir(d);
+  std::sort(names.begin(), names.end(),
+            [](const std::string& a, const std::string& b) { return NaturalLess(a, b); });
+  return names;
+}
+
+absl::StatusOr<std::vector<NamedArray>> ReadArrays(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
+  }
+  std::vector<NamedArray> out;
+  if (S_ISDIR(st.st_mode)) {
+    absl::StatusOr<std::vector<std::string>> names = ListNpyFiles(path);
+    if (!names.ok()) return names.status();
+    if (names->empty()) {
+      return absl::NotFoundError(absl::StrCat(path, ": expected .npy files in the directory, found none"));
+    }
+    for (const std::string& name : *names) {
+      absl::StatusOr<Array> array = ReadNpy(path + "/" + name);
+      if (!array.ok()) return array.status();
+      out.emplace_back(WithoutNpySuffix(name), std::move(*array));
+    }
+    return out;
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  char magic[6] = {};
+  in.read(magic, sizeof(magic));
+  const absl::string_view head(magic, static_cast<size_t>(in.gcount()));
+  in.close();
+  if (absl::StartsWith(head, kZipMagic) || absl::StartsWith(head, kEmptyZipMagic)) {
+    return ReadNpz(path);
+  }
+  if (head != kNpyMagic) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": expected a .npy file (\\x93NUMPY), a .npz archive (PK\\x03\\x04) or a directory"));
+  }
+  absl::StatusOr<Array> array = ReadNpy(path);
+  if (!array.ok()) return array.status();
+  out.emplace_back(WithoutNpySuffix(BaseName(path)), std::move(*array));
+  return out;
 }
 
 }  // namespace attnroll::npy

@@ -1,0 +1,242 @@
+// The client library's streams (AuditStream, PassStream) against an
+// in-process server (testutil/server_fixture.h): items and passes go out
+// through the library only, results come back per item or per pass, in-band
+// errors with their ids, call errors from Finish.
+#include "client/cpp/attnroll_client.h"
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "tests/testutil/server_fixture.h"
+
+namespace attnroll::client {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::UnorderedElementsAre;
+
+using testing::ServerTest;
+using testing::ViewOf;
+
+// Results handed over by the reader thread.
+class Collected {
+ public:
+  void Add(const v1::AuditItemResult& r) {
+    std::lock_guard<std::mutex> lock(mu_);
+    items_.push_back(r);
+  }
+  std::vector<v1::AuditItemResult> Items() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return items_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<v1::AuditItemResult> items_;
+};
+
+// n positive values, their mass on the left (or right) half.
+std::vector<float> HalfMap(int n, bool right, float offset) {
+  std::vector<float> m(n, 0.01f);
+  for (int i = 0; i < n; ++i) {
+    if ((2 * i >= n) == right) m[i] = 1.0f + offset * i;
+  }
+  return m;
+}
+
+v1::Tensor Fp32(const std::vector<float>& values) {
+  v1::Tensor t;
+  t.set_dtype(v1::DTYPE_FP32);
+  t.add_shape(static_cast<int64_t>(values.size()));
+  t.set_data(std::string(reinterpret_cast<const char*>(values.data()), values.size() * 4));
+  return t;
+}
+
+TEST_F(ServerTest, AuditStreamTakesMapAndAttentionItemsAndAnswersEachById) {
+  std::mt19937 rng(5);
+  auto random = [&](int64_t, int64_t, int64_t) { return testing::RandomStochastic(10, rng, 2.0f); };
+  const testing::Attention base_same = testing::MakeAttention(1, 2, 2, 10, random);
+  const testing::Attention base = testing::MakeAttention(1, 2, 2, 10, random);
+  const testing::Attention cand = testing::MakeAttention(1, 2, 2, 10, random);
+  v1::PassHeader pass;  // layout filled from the views
+  pass.mutable_layout()->set_prefix_tokens(1);
+  pass.add_analyses()->mutable_rollout();
+  ExplainOptions one_head_per_message;
+  one_head_per_message.max_message_bytes = 1024 + 10 * 10 * 4;
+
+  v1::AuditHeader header;
+  header.set_map_length(9);
+  header.mutable_thresholds()->set_max_l1(1e-6);
+  Collected collected;
+  AuditOptions options;
+  options.on_item = [&](const v1::AuditItemResult& r) { collected.Add(r); };
+  std::unique_ptr<AuditStream> audit = client_->Audit(header, options);
+
+  const std::vector<float> left = HalfMap(9, false, 0.1f);
+  EXPECT_TRUE(audit->AddMaps("map-same", "", absl::MakeConstSpan(left), absl::MakeConstSpan(left)).ok());
+  EXPECT_TRUE(audit->AddMaps("map-shift", "night", Fp32(left), Fp32(HalfMap(9, true, 0.2f))).ok());
+  EXPECT_TRUE(audit->AddPasses("att-same", "", pass, ViewOf(base_same), ViewOf(base_same)).ok());
+  EXPECT_TRUE(
+      audit->AddPasses("att-diff", "night", pass, ViewOf(base), ViewOf(cand), one_head_per_message).ok());
+  // Refused here, before anything is sent: the stream goes on.
+  const testing::Attention other = testing::MakeAttention(1, 3, 2, 10, random);
+  absl::Status local = audit->AddPasses("att-shapes", "", pass, ViewOf(base), ViewOf(other));
+  EXPECT_EQ(local.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(local.message()),
+              HasSubstr("item att-shapes: candidate: expected the baseline's shape [B, L, H, rows, n] = "
+                        "[1, 2, 2, 10, 10], got [1, 3, 2, 10, 10]"));
+  // Refused by the server, in-band: a map of the wrong length, a repeated id.
+  const std::vector<float> short_map(5, 1.0f);
+  EXPECT_TRUE(audit->AddMaps("bad-length", "", absl::MakeConstSpan(short_map),
+                             absl::MakeConstSpan(short_map))
+                  .ok());
+  EXPECT_TRUE(audit->AddMaps("map-same", "", absl::MakeConstSpan(left), absl::MakeConstSpan(left)).ok());
+  absl::StatusOr<v1::AuditReport> report = audit->Finish();
+  ASSERT_TRUE(report.ok()) << report.status();
+
+  std::map<std::string, v1::AuditItemResult> ok;
+  std::vector<std::string> refused;
+  for (const v1::AuditItemResult& r : collected.Items()) {
+    if (r.has_error()) {
+      refused.push_back(r.id());
+      EXPECT_EQ(FromPassError(r.error()).code(), absl::StatusCode::kInvalidArgument) << r.id();
+    } else {
+      ok[r.id()] = r;
+    }
+  }
+  EXPECT_THAT(refused, UnorderedElementsAre("bad-length", "map-same"));
+  ASSERT_EQ(ok.size(), 4u);
+  EXPECT_THAT(ok["map-same"].drift_flags(), ElementsAre());
+  EXPECT_EQ(ok["map-same"].comparison().l1(), 0.0);
+  EXPECT_THAT(ok["map-shift"].drift_flags(), ElementsAre("max_l1"));
+  EXPECT_EQ(ok["att-same"].comparison().l1(), 0.0);
+  EXPECT_THAT(ok["att-diff"].drift_flags(), ElementsAre("max_l1"));
+  EXPECT_EQ(report->overall().items(), 4);
+  EXPECT_EQ(report->overall().drifted(), 2);
+  ASSERT_EQ(report->groups_size(), 1);
+  EXPECT_EQ(report->groups(0).group(), "night");
+  EXPECT_EQ(report->groups(0).items(), 2);
+
+  // The attention item's maps are those Explain gives for each side.
+  auto explained_map = [&](const testing::Attention& a) {
+    absl::StatusOr<v1::ExplainResponse> r = client_->Explain(pass, ViewOf(a));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->results(0).maps(0) : v1::Tensor();
+  };
+  v1::CompareRequest compare;
+  *compare.mutable_a() = explained_map(base);
+  *compare.mutable_b() = explained_map(cand);
+  absl::StatusOr<v1::CompareResponse> direct = client_->Compare(compare);
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  EXPECT_EQ(ok["att-diff"].comparison().l1(), direct->comparisons(0).l1());
+  EXPECT_EQ(ok["att-diff"].comparison().js_divergence(), direct->comparisons(0).js_divergence());
+  ExpectMemoryReleased();
+}
+
+TEST_F(ServerTest, AuditStreamWritesManyItemsWithoutTheCallerReading) {
+  // The server stops reading while results wait for the client; the
+  // stream's own reader keeps them flowing while this thread only writes.
+  v1::AuditHeader header;
+  header.set_map_length(64);
+  std::atomic<int> seen{0};
+  AuditOptions options;
+  options.on_item = [&](const v1::AuditItemResult&) { ++seen; };
+  std::unique_ptr<AuditStream> audit = client_->Audit(header, options);
+  for (int i = 0; i < 2000; ++i) {
+    const std::vector<float> a = HalfMap(64, false, 0.001f * i), b = HalfMap(64, true, 0.01f);
+    ASSERT_TRUE(audit->AddMaps(absl::StrCat("i", i), "", absl::MakeConstSpan(a), absl::MakeConstSpan(b)).ok());
+  }
+  absl::StatusOr<v1::AuditReport> report = audit->Finish();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(seen.load(), 2000);
+  EXPECT_EQ(report->overall().items(), 2000);
+}
+
+TEST_F(ServerTest, AuditStreamReportsCallErrorsFromFinish) {
+  v1::AuditHeader no_length;  // neither map_length nor a grid
+  std::unique_ptr<AuditStream> audit = client_->Audit(no_length);
+  absl::StatusOr<v1::AuditReport> report = audit->Finish();
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kInvalidArgument) << report.status();
+  const std::vector<float> m(4, 1.0f);
+  absl::Status after = audit->AddMaps("late", "", absl::MakeConstSpan(m), absl::MakeConstSpan(m));
+  EXPECT_EQ(after.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(after.message()), HasSubstr("the Audit call has ended"));
+
+  v1::AuditHeader header;
+  header.set_map_length(4);
+  std::unique_ptr<AuditStream> cancelled = client_->Audit(header);
+  cancelled->Cancel();
+  EXPECT_EQ(cancelled->Finish().status().code(), absl::StatusCode::kCancelled);
+
+  // Dropped unfinished: the call is cancelled and nothing is left behind.
+  { std::unique_ptr<AuditStream> dropped = client_->Audit(header); }
+  ExpectMemoryReleased();
+}
+
+TEST_F(ServerTest, PassStreamMultiplexesPassesAndReportsErrorsInBand) {
+  const testing::Attention a = testing::UniformAttention(1, 2, 2, 4);
+  const testing::Attention b = testing::UniformAttention(1, 3, 2, 8);
+  const testing::Attention c = testing::UniformAttention(1, 1, 3, 6);
+  testing::Attention bad = a;
+  bad.values[0] = -1.0f;
+
+  std::mutex mu;
+  std::map<std::string, absl::StatusOr<v1::ExplainResponse>> results;
+  std::vector<std::string> order;
+  PassStreamOptions options;
+  options.on_result = [&](const std::string& id, absl::StatusOr<v1::ExplainResponse> r) {
+    std::lock_guard<std::mutex> lock(mu);
+    order.push_back(id);
+    results.emplace(id, std::move(r));
+  };
+  std::unique_ptr<PassStream> stream = client_->ExplainStream(options);
+  // b goes out layer by layer around the whole passes a, x and c.
+  const v1::PassHeader hb = testing::RolloutHeader(b, "ignored");
+  ASSERT_TRUE(stream->BeginPass("b", hb).ok());
+  auto layer_of_b = [&](int l) {
+    AttentionView v = ViewOf(b);
+    v.data = b.values.data() + l * b.heads * b.tokens * b.tokens;
+    v.layers = 1;
+    return v;
+  };
+  ASSERT_TRUE(stream->AddLayer("b", 0, layer_of_b(0)).ok());
+  CallStats stats;
+  ASSERT_TRUE(stream->AddPass("a", testing::RolloutHeader(a), ViewOf(a), {}, &stats).ok());
+  EXPECT_EQ(stats.messages_sent, 1 + 2);  // the header and 2 layers
+  ASSERT_TRUE(stream->AddLayer("b", 1, layer_of_b(1)).ok());
+  ASSERT_TRUE(stream->AddPass("x", testing::RolloutHeader(bad), ViewOf(bad)).ok());
+  ASSERT_TRUE(stream->AddLayer("b", 2, layer_of_b(2)).ok());
+  EXPECT_EQ(stream->AddLayer("b", 3, ViewOf(b)).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(stream->EndPass("b").ok());
+  ASSERT_TRUE(stream->AddPass("c", testing::RolloutHeader(c), ViewOf(c)).ok());
+  ASSERT_TRUE(stream->Finish().ok());
+
+  // Passes complete in the order of their ends; x failed at its first layer.
+  EXPECT_THAT(order, ElementsAre("a", "x", "b", "c"));
+  for (const auto& [id, attention] :
+       std::vector<std::pair<std::string, const testing::Attention*>>{{"a", &a}, {"b", &b}, {"c", &c}}) {
+    ASSERT_TRUE(results.at(id).ok()) << id << ": " << results.at(id).status();
+    EXPECT_EQ(results.at(id)->request_id(), id);
+    absl::StatusOr<v1::ExplainResponse> alone =
+        client_->Explain(testing::RolloutHeader(*attention), ViewOf(*attention));
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    EXPECT_EQ(testing::MapValues(results.at(id)->results(0).maps(0)),
+              testing::MapValues(alone->results(0).maps(0)))
+        << id;
+  }
+  EXPECT_EQ(results.at("x").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(results.at("x").status().message()), HasSubstr("expected probabilities >= 0"));
+  ExpectMemoryReleased();
+}
+
+}  // namespace
+}  // namespace attnroll::client
