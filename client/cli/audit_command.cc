@@ -189,6 +189,12 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
     const auto group = groups.find(id);
     const std::string& group_label = group != groups.end() ? group->second : std::string();
     const bool attention = a->shape.size() == 4 && a->shape[2] == a->shape[3];
+    if (!attention && a->shape.size() > 3) {
+      // Never guessed: a map is [n], [h, w] or [k, n]; attention is [L, H, n, n].
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ": expected attention [L, H, n, n] or a map ([n], [h, w], [k, n] or [k, h, w]), got [",
+          absl::StrJoin(a->shape, ", "), "]"));
+    }
     if (!attention) {
       v1::Tensor ta, tb;
       ToTensor(*a, &ta);

@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "client/cli/attention_input.h"
 #include "client/cli/cli_common.h"
 #include "client/npy/npy.h"
 #include "client/cpp/attnroll_client.h"
@@ -37,7 +38,7 @@ const std::set<std::string> kValued = {
     "sink", "residual-weights", "value-norms", "head-aggregate", "aggregate-out", "encoder",
     "decoder", "cross", "composition", "encoder-gradient", "decoder-gradient", "cross-gradient",
     "encoder-out", "decoder-out", "prune-placement", "encoder-valid-lengths",
-    "decoder-valid-lengths", "encoder-residual-weights", "decoder-residual-weights",
+    "decoder-valid-lengths", "encoder-residual-weights", "decoder-residual-weights", "layout",
     "encoder-value-norms", "decoder-value-norms", "cross-value-norms"};
 const std::set<std::string> kFlags = {"no-renorm", "per-layer", "json", "causal", "grad-normalize",
                                       "raw", "renorm-before-residual", "fail-on-degenerate"};
@@ -77,9 +78,13 @@ std::string ParsePrunePlacement(const std::string& value, v1::Pruning* p) {
 void PrintExplainUsage() {
   std::printf(
       "Usage: attnroll [--server HOST:PORT] explain --attention FILE.npy --out FILE.npy [options]\n\n"
-      "Input: float32 or float16 .npy of shape [L, H, n, n] or [B, L, H, n, n] (post-softmax\n"
-      "attention, rows = queries). Output: float32 .npy, [k, n-P] for k rows ([k, h, w] with\n"
-      "--grid), [L, k, ...] with --per-layer, with a leading B for batched input.\n\n"
+      "Input (post-softmax attention, rows = queries; float32, float16 or float64): a .npy of\n"
+      "shape [L, H, n, n]; a 5-D .npy with --layout blhnn ([B, L, H, n, n]) or lbhnn ([L, B, H,\n"
+      "n, n], torch.stack of per-layer tensors); or a .npz (np.savez(f, *layers)) or a directory of\n"
+      "per-layer .npy files, each [H, n, n] or [B, H, n, n]. --gradient, --residual-weights and\n"
+      "--value-norms take the same form. Output: float32 .npy, [k, n-P] for k rows ([k, h, w]\n"
+      "with --grid), [L, k, ...] with --per-layer, with a leading B for batched input.\n\n"
+      "  --layout blhnn|lbhnn         the axis order of a 5-D array (never guessed)\n"
       "  --method rollout|grad-rollout|flow  analysis (default rollout); flow: exact attention\n"
       "                               flow (Abnar & Zuidema) on the same fused graph\n"
       "  --raw                        flow: raw flow values, not divided by their sum\n"
@@ -356,63 +361,38 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
   const bool grad = header.analyses(0).has_rollout() && header.analyses(0).rollout().has_gradient();
   const bool flow = header.analyses(0).has_flow();
   const std::string method = flow ? "flow" : grad ? "grad-rollout" : "rollout";
-  absl::StatusOr<Array> input = ReadNpy(opt["attention"]);
-  if (!input.ok()) return Fail(input.status());
-  const std::vector<int64_t>& s = input->shape;
-  const bool batched = s.size() == 5;
-  if ((s.size() != 4 && s.size() != 5) || s[s.size() - 1] != s[s.size() - 2]) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        opt["attention"], ": expected shape [L, H, n, n] or [B, L, H, n, n], got [",
-        absl::StrJoin(s, ", "), "]")));
+  InputLayout input_layout = InputLayout::kUnset;
+  if (opt.count("layout") && !ParseInputLayout(opt["layout"], &input_layout)) {
+    return Usage("--layout: expected blhnn ([B, L, H, n, n]) or lbhnn ([L, B, H, n, n])");
   }
+  absl::StatusOr<AttentionInput> input = ReadAttentionInput(opt["attention"], input_layout, "--attention");
+  if (!input.ok()) return Fail(input.status());
+  const bool batched = input->batched;
   absl::StatusOr<Array> gradient;
   if (grad) {
-    gradient = ReadNpy(opt["gradient"]);
+    gradient = ReadGradientInput(opt["gradient"], input_layout, "--gradient", *input);
     if (!gradient.ok()) return Fail(gradient.status());
-    if (gradient->shape != input->shape) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat(
-          opt["gradient"], ": expected the attention's shape [", absl::StrJoin(s, ", "), "], got [",
-          absl::StrJoin(gradient->shape, ", "), "]")));
-    }
   }
   client::AttentionView view;
-  view.data = input->values.data();
+  view.data = input->array.values.data();
   if (grad) view.gradient = gradient->values.data();
-  view.batch = batched ? s[0] : 1;
-  view.layers = s[s.size() - 4];
-  view.heads = s[s.size() - 3];
-  view.tokens = s[s.size() - 1];
-  // Side inputs: their shape is the attention's leading axes plus their own.
-  auto side = [&](const char* name, std::vector<std::vector<int64_t>> shapes,
-                  absl::StatusOr<Array>* out) -> absl::Status {
-    *out = ReadNpy(opt[name]);
-    if (!out->ok()) return out->status();
-    for (auto& shape : shapes) {
-      if (batched) shape.insert(shape.begin(), view.batch);
-      if ((*out)->shape == shape) return absl::OkStatus();
-    }
-    std::vector<std::string> wanted;
-    for (const auto& shape : shapes) wanted.push_back(absl::StrCat("[", absl::StrJoin(shape, ", "), "]"));
-    return absl::InvalidArgumentError(absl::StrCat(opt[name], ": expected shape ",
-                                                   absl::StrJoin(wanted, " or "), ", got [",
-                                                   absl::StrJoin((*out)->shape, ", "), "]"));
-  };
+  view.batch = input->batch;
+  view.layers = input->layers;
+  view.heads = input->heads;
+  view.tokens = input->cols;
   absl::StatusOr<Array> residual_weights, value_norms;
   if (opt.count("residual-weights")) {
-    if (absl::Status st = side("residual-weights", {{view.layers}, {view.layers, view.tokens}},
-                               &residual_weights);
-        !st.ok()) {
-      return Fail(st);
-    }
+    int per_token = 0;
+    residual_weights = ReadSideInput(opt["residual-weights"], input_layout, "--residual-weights", *input,
+                                     {{}, {view.tokens}}, &per_token);
+    if (!residual_weights.ok()) return Fail(residual_weights.status());
     view.residual_weights = residual_weights->values.data();
-    view.residual_per_token = residual_weights->shape.back() == view.tokens &&
-                              residual_weights->shape.size() == (batched ? 3u : 2u);
+    view.residual_per_token = per_token == 1;
   }
   if (opt.count("value-norms")) {
-    if (absl::Status st = side("value-norms", {{view.layers, view.heads, view.tokens}}, &value_norms);
-        !st.ok()) {
-      return Fail(st);
-    }
+    value_norms = ReadSideInput(opt["value-norms"], input_layout, "--value-norms", *input,
+                                {{view.heads, view.tokens}});
+    if (!value_norms.ok()) return Fail(value_norms.status());
     view.value_norms = value_norms->values.data();
   }
 
@@ -459,13 +439,13 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
   if (opt.count("json")) {
     const v1::AnalysisResult& r = response->results(0);
     std::printf(
-        "{\"out\": %s, \"shape\": [%s], \"dtype\": \"float32\", \"method\": %s, "
+        "{\"out\": %s, \"shape\": [%s], \"dtype\": \"float32\", \"method\": %s, \"input\": %s, "
         "\"path\": %s, \"rows\": [%s], \"request_id\": %s, \"server_version\": %s, "
         "\"wire\": \"%s\", \"bytes_sent\": %lld, \"messages_sent\": %d, \"warnings\": [%s], "
         "\"timing\": {\"client_seconds\": %.6f, \"server_total_seconds\": %.6f, "
         "\"server_compute_seconds\": %.6f}}\n",
         JsonString(opt["out"]).c_str(), absl::StrJoin(out->shape, ", ").c_str(),
-        JsonString(method).c_str(), JsonString(r.path()).c_str(), absl::StrJoin(r.rows(), ", ").c_str(),
+        JsonString(method).c_str(), JsonString(input->summary).c_str(), JsonString(r.path()).c_str(), absl::StrJoin(r.rows(), ", ").c_str(),
         JsonString(response->request_id()).c_str(), JsonString(response->server_version()).c_str(),
         opt.count("wire") ? opt["wire"].c_str() : "fp32",
         static_cast<long long>(stats.bytes_sent), stats.messages_sent,
@@ -475,6 +455,7 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
         stats.seconds,
         response->timing().total_seconds(), response->timing().compute_seconds());
   } else {
+    std::printf("read %s: %s\n", opt["attention"].c_str(), input->summary.c_str());
     std::printf("wrote %s: shape [%s], %s path, %.1f ms (server compute %.1f ms)\n",
                 opt["out"].c_str(), absl::StrJoin(out->shape, ", ").c_str(),
                 response->results(0).path().c_str(), stats.seconds * 1e3,

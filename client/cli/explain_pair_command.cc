@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "client/cli/attention_input.h"
 #include "client/cli/cli_common.h"
 #include "client/cli/commands.h"
 #include "client/npy/npy.h"
@@ -59,21 +60,22 @@ int RunExplainPair(const GlobalOptions& global, const std::vector<std::string>& 
     if (!mask.ok()) return Fail(mask.status());
     ToTensor(*mask, compare.mutable_region());
   }
-  absl::StatusOr<Array> a = ReadNpy(opt["baseline"]);
-  if (!a.ok()) return Fail(a.status());
-  absl::StatusOr<Array> b = ReadNpy(opt["candidate"]);
-  if (!b.ok()) return Fail(b.status());
-  const std::vector<int64_t>& s = a->shape;
-  if ((s.size() != 4 && s.size() != 5) || s.back() != s[s.size() - 2] || b->shape != s) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "expected two attention arrays of the same shape [L, H, n, n] or [B, L, H, n, n], got [",
-        absl::StrJoin(s, ", "), "] and [", absl::StrJoin(b->shape, ", "), "]")));
+  InputLayout layout = InputLayout::kUnset;
+  if (explain.count("layout") && !ParseInputLayout(explain["layout"], &layout)) {
+    return Usage("--layout: expected blhnn or lbhnn");
   }
-  const bool batched = s.size() == 5;
-  client::AttentionView va{a->values.data(), batched ? s[0] : 1, s[s.size() - 4], s[s.size() - 3],
-                           s.back()};
+  absl::StatusOr<AttentionInput> a = ReadAttentionInput(opt["baseline"], layout, "--baseline");
+  if (!a.ok()) return Fail(a.status());
+  absl::StatusOr<AttentionInput> b = ReadAttentionInput(opt["candidate"], layout, "--candidate");
+  if (!b.ok()) return Fail(b.status());
+  if (b->array.shape != a->array.shape) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--candidate: expected the baseline's shape, ", a->summary, "; got ", b->summary)));
+  }
+  const bool batched = a->batched;
+  client::AttentionView va{a->array.values.data(), a->batch, a->layers, a->heads, a->cols};
   client::AttentionView vb = va;
-  vb.data = b->values.data();
+  vb.data = b->array.values.data();
   auto client = client::Client::Connect(global.server);
   absl::StatusOr<v1::PairResponse> r = client->ExplainPair(header, compare, va, vb, options);
   if (!r.ok()) return Fail(r.status());

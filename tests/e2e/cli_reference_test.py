@@ -130,6 +130,8 @@ class CliReferenceTest(e2e_harness.ServerTestCase):
         inp = self._write(name + "_in", att)
         out = os.path.join(self.tmp, name + "_out.npy")
         args = ["explain", "--attention", inp, "--out", out] + list(opts)
+        if np.ndim(att) == 5:
+            args += ["--layout", "blhnn"]  # a 5-D array is never guessed
         if wire != "fp32":
             args += ["--wire", wire]
         args += list(extra)
@@ -145,7 +147,8 @@ class CliReferenceTest(e2e_harness.ServerTestCase):
     def expect_invalid(self, name, att, opts):
         inp = self._write(name + "_in", att)
         out = os.path.join(self.tmp, name + "_out.npy")
-        self.cli_invalid(name, ["explain", "--attention", inp, "--out", out] + list(opts))
+        layout = ["--layout", "blhnn"] if np.ndim(att) == 5 else []
+        self.cli_invalid(name, ["explain", "--attention", inp, "--out", out] + layout + list(opts))
 
     # -- the server is up ------------------------------------------------------
 
@@ -167,6 +170,67 @@ class CliReferenceTest(e2e_harness.ServerTestCase):
         self.assertIn("shape", obj)
         self.assertIn("server_version", obj)
         self.assertEqual(list(obj["shape"]), list(got.shape))
+
+    def test_input_forms_are_never_guessed(self):
+        # One 12-layer batched capture in every form a capture loop produces:
+        # [B, L, H, n, n], torch.stack's [L, B, H, n, n], np.savez(f, *layers)
+        # and a directory of per-layer files (layer_10 after layer_9). Each is
+        # read as what it is, and says so; a 5-D array without --layout is
+        # refused instead of guessed.
+        rng = np.random.default_rng(400)
+        L, H, n, B = 12, 2, 6, 2
+        att = nr.make_attention(rng, L, H, n, batch=B)  # [B, L, H, n, n]
+        want = nr.rollout_maps(att, rows=(0, 3))
+        blhnn = self._write("forms_blhnn", att)
+        lbhnn = self._write("forms_lbhnn", np.ascontiguousarray(att.transpose(1, 0, 2, 3, 4)))
+        npz = os.path.join(self.tmp, "forms.npz")
+        np.savez(npz, *[att[:, l] for l in range(L)])
+        layer_dir = os.path.join(self.tmp, "forms_dir")
+        os.makedirs(layer_dir)
+        for l in range(L):
+            np.save(os.path.join(layer_dir, "layer_%d.npy" % l), att[:, l])
+        for name, path, extra, how in (
+                ("blhnn", blhnn, ["--layout", "blhnn"], "one array [2, 12, 2, 6, 6], blhnn"),
+                ("lbhnn", lbhnn, ["--layout", "lbhnn"], "one array [12, 2, 2, 6, 6], lbhnn"),
+                ("npz", npz, [], "12 per-layer arrays [2, 2, 6, 6]"),
+                ("dir", layer_dir, [], "12 per-layer arrays [2, 2, 6, 6]")):
+            out = os.path.join(self.tmp, "forms_%s_out.npy" % name)
+            res = self.cli_ok(name, ["explain", "--attention", path, "--out", out, "--rows", "0,3"] + extra)
+            self.assertIn("L=12 H=2 n=6 B=2 (%s)" % how, res.stdout, name)
+            np.testing.assert_allclose(np.load(out), want, rtol=1e-4, atol=1e-6, err_msg=name)
+        # One unbatched image: per-layer [H, n, n] arrays give [k, n] maps.
+        single = os.path.join(self.tmp, "forms_single.npz")
+        np.savez(single, *[att[0, l] for l in range(L)])
+        out = os.path.join(self.tmp, "forms_single_out.npy")
+        res = self.cli_ok("single", ["explain", "--attention", single, "--out", out, "--json"])
+        self.assertEqual(json.loads(res.stdout)["input"], "L=12 H=2 n=6 B=1 (12 per-layer arrays [2, 6, 6])")
+        np.testing.assert_allclose(np.load(out), nr.rollout_maps(att[0]), rtol=1e-4, atol=1e-6)
+        # Gradients and value norms follow the attention's form.
+        grad = nr.make_gradient(rng, att.shape)
+        gnpz = os.path.join(self.tmp, "forms_grad.npz")
+        np.savez(gnpz, *[grad[:, l] for l in range(L)])
+        vn = rng.uniform(0.5, 2.0, (B, L, H, n)).astype(np.float32)
+        vnpz = os.path.join(self.tmp, "forms_vn.npz")
+        np.savez(vnpz, *[vn[:, l] for l in range(L)])
+        out = os.path.join(self.tmp, "forms_grad_out.npy")
+        self.cli_ok("grad", ["explain", "--attention", npz, "--gradient", gnpz, "--method", "grad-rollout",
+                             "--value-norms", vnpz, "--out", out])
+        np.testing.assert_allclose(np.load(out), nr.rollout_maps(att, grad=grad, rule="chefer", value_norms=vn),
+                                   rtol=1e-4, atol=1e-6)
+        # Refused, with what to say instead.
+        res = self.cli("explain", "--attention", blhnn, "--out", out)
+        self.assertEqual(res.returncode, 1)
+        self.assertIn("a 5-D array [2, 12, 2, 6, 6] is ambiguous: say --layout blhnn", res.stderr)
+        res = self.cli("explain", "--attention", self._write("forms_4d", att[0]), "--layout", "blhnn",
+                       "--out", out)
+        self.assertEqual(res.returncode, 1)
+        self.assertIn("--layout is for 5-D arrays", res.stderr)
+        res = self.cli("explain", "--attention", npz, "--gradient", blhnn, "--method", "grad-rollout",
+                       "--out", out)
+        self.assertEqual(res.returncode, 1)
+        self.assertIn("--gradient", res.stderr)
+        res = self.cli("explain", "--attention", blhnn, "--layout", "bhlnn", "--out", out)
+        self.assertEqual(res.returncode, 2)
 
     def test_float16_npy_input(self):
         # A float16 .npy (what torch users save from half models) is read as is.

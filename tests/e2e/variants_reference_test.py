@@ -220,6 +220,8 @@ class VariantsTest(e2e_harness.ServerTestCase):
 
     def _input_args(self, name, att, grad, residual_weights, value_norms):
         args = ["explain", "--attention", self._write(name + "_in", att)]
+        if np.ndim(att) == 5:
+            args += ["--layout", "blhnn"]  # a 5-D array is never guessed
         if grad is not None:
             args += ["--gradient", self._write(name + "_grad", grad)]
         if residual_weights is not None:
