@@ -20,6 +20,8 @@ PACKAGES=(
   # Comparison metrics tests: scipy (spearmanr, kendalltau, pearsonr, jensenshannon,
   # wasserstein_distance, linprog, ndimage.uniform_filter) as the independent reference.
   python3-scipy
+  # Real-model reproduction test (tests/e2e/vit_reproduction_test.py): torchvision's ViT-B/16.
+  python3-torch python3-torchvision
 )
 
 missing=()
