@@ -22,6 +22,8 @@ PACKAGES=(
   python3-scipy
   # .npz reading in client/npy (np.savez, np.savez_compressed): zip archives via libzip.
   libzip-dev
+  # Real-model reproduction test (tests/e2e/vit_reproduction_test.py): torchvision's ViT-B/16.
+  python3-torch python3-torchvision
 )
 
 missing=()
