@@ -22,8 +22,6 @@ using npy::Array;
 using npy::ReadNpy;
 using npy::WriteNpy;
 
-// "INVALID_ARGUMENT", ... for absl/gRPC status codes.
-const char* CodeName(absl::StatusCode code);
 // Prints "attnroll: CODE: message" on stderr; returns exit code 1.
 int Fail(const absl::Status& status);
 // Prints "attnroll COMMAND: message (see ...--help)"; returns exit code 2.

@@ -33,7 +33,7 @@ int StackOf(analysis::Stack s) {
 }  // namespace
 
 EncoderDecoderSession::EncoderDecoderSession(EncoderDecoderPlan plan)
-    : plan_(std::move(plan)), bytes_(plan_.max_pass_bytes), started_(absl::Now()) {
+    : plan_(std::move(plan)), bytes_(plan_.max_pass_bytes) {
   for (const EncoderDecoderAnalysisPlan& a : plan_.analyses) {
     Job& job = jobs_.emplace_back(Job{a, {}});
     for (int b = 0; b < plan_.batch; ++b) {
@@ -162,7 +162,7 @@ absl::Status EncoderDecoderSession::AddChunk(const v1::LayerChunk& chunk) {
     next_head_ = 0;
     ++next_;
   }
-  compute_ += absl::Now() - start;
+  timing_.AddCompute(start);
   return absl::OkStatus();
 }
 
@@ -218,10 +218,7 @@ absl::StatusOr<v1::ExplainResponse> EncoderDecoderSession::Finish(const FinishCo
       if (job.plan.return_decoder) ToTensor(seq.decoder(), result->add_decoder_maps());
     }
   }
-  const absl::Time end = absl::Now();
-  compute_ += end - start;
-  response.mutable_timing()->set_total_seconds(absl::ToDoubleSeconds(end - started_));
-  response.mutable_timing()->set_compute_seconds(absl::ToDoubleSeconds(compute_));
+  timing_.Stamp(start, response.mutable_timing());
   return response;
 }
 

@@ -15,6 +15,7 @@
 #include "server/session/encoder_decoder_plan.h"
 #include "server/session/pass.h"
 #include "server/session/pass_checks.h"
+#include "server/session/pass_timing.h"
 
 namespace attnroll::session {
 
@@ -52,8 +53,7 @@ class EncoderDecoderSession : public Pass {
   std::vector<float> layer_residual_;  // this layer's residual weights, [B, rows]
   std::vector<float> block_, gblock_;
   std::vector<analysis::RowStats> stats_;
-  absl::Time started_;
-  absl::Duration compute_;
+  PassTiming timing_;
 };
 
 }  // namespace attnroll::session

@@ -41,8 +41,7 @@ PassSession::PassSession(PassPlan plan)
       num_tokens_(plan_.num_tokens),
       batch_(plan_.batch),
       valid_(plan_.valid),
-      bytes_(plan_.max_pass_bytes),
-      started_(absl::Now()) {
+      bytes_(plan_.max_pass_bytes) {
   if (plan_.needs_gradient) {
     gradient_nonzero_.assign(batch_, std::vector<bool>(num_layers_, false));
   }
@@ -142,7 +141,7 @@ absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
     next_head_ = 0;
     ++next_layer_;
   }
-  compute_ += absl::Now() - start;
+  timing_.AddCompute(start);
   return absl::OkStatus();
 }
 
@@ -345,10 +344,7 @@ absl::StatusOr<v1::ExplainResponse> PassSession::Finish(const FinishContext& ctx
       }
     }
   }
-  const absl::Time end = absl::Now();
-  compute_ += end - start;
-  response.mutable_timing()->set_total_seconds(absl::ToDoubleSeconds(end - started_));
-  response.mutable_timing()->set_compute_seconds(absl::ToDoubleSeconds(compute_));
+  timing_.Stamp(start, response.mutable_timing());
   return response;
 }
 

@@ -18,6 +18,7 @@
 #include "server/analysis/rollout.h"
 #include "server/session/pass.h"
 #include "server/session/pass_checks.h"
+#include "server/session/pass_timing.h"
 #include "server/session/pass_plan.h"
 
 namespace attnroll::session {
@@ -67,8 +68,7 @@ class PassSession : public Pass {
   std::vector<float> layer_residual_;      // this layer's residual weights, [B, n]
   // Gradient-weighted passes: [b][layer] some gradient value of the layer is not 0.
   std::vector<std::vector<bool>> gradient_nonzero_;
-  absl::Time started_;
-  absl::Duration compute_;
+  PassTiming timing_;
 };
 
 }  // namespace attnroll::session
