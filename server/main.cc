@@ -2,6 +2,10 @@
 #include <csignal>
 #include <cstdio>
 
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "server/runtime/config.h"
 #include "server/rpc/server.h"
@@ -40,8 +44,15 @@ int main(int argc, char** argv) {
     metrics = c.metrics_listen.substr(0, c.metrics_listen.rfind(':') + 1) +
               std::to_string((*server)->metrics_port());
   }
-  std::printf("attnroll-server listening grpc=%s:%d metrics=%s\n",
-              c.listen.substr(0, c.listen.rfind(':')).c_str(), (*server)->port(), metrics.c_str());
+  // The first line on stdout says where it listens, ports resolved:
+  // "attnroll-server listening grpc=127.0.0.1:50051[,[::1]:50052] metrics=127.0.0.1:9464|none".
+  std::vector<std::string> grpc;
+  for (size_t i = 0; i < c.listen.size(); ++i) {
+    grpc.push_back(c.listen[i].substr(0, c.listen[i].rfind(':') + 1) +
+                   std::to_string((*server)->ports()[i]));
+  }
+  std::printf("attnroll-server listening grpc=%s metrics=%s\n", absl::StrJoin(grpc, ",").c_str(),
+              metrics.c_str());
   std::fprintf(stderr, "attnroll-server %s: %d workers, queue %d, memory budget %lld bytes\n",
                ATTNROLL_VERSION, c.workers, c.queue_size, static_cast<long long>(c.max_memory_bytes));
   std::fflush(stdout);

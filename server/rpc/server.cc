@@ -36,15 +36,20 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const runtime::ServerConfi
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   s->service_ = std::make_unique<AttnrollServiceImpl>(&s->ctx_);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &s->port_);
+  s->ports_.assign(config.listen.size(), 0);
+  for (size_t i = 0; i < config.listen.size(); ++i) {
+    builder.AddListeningPort(config.listen[i], grpc::InsecureServerCredentials(), &s->ports_[i]);
+  }
   builder.RegisterService(s->service_.get());
   const int64_t cap = config.limits.max_message_bytes;
   builder.SetMaxReceiveMessageSize(
       static_cast<int>(std::min<int64_t>(cap, std::numeric_limits<int>::max())));
   builder.SetMaxSendMessageSize(std::numeric_limits<int>::max());
   s->server_ = builder.BuildAndStart();
-  if (s->server_ == nullptr || s->port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("grpc: cannot listen on ", config.listen));
+  for (size_t i = 0; i < config.listen.size(); ++i) {
+    if (s->server_ == nullptr || s->ports_[i] == 0) {
+      return absl::UnavailableError(absl::StrCat("grpc: cannot listen on ", config.listen[i]));
+    }
   }
   auto* health = s->server_->GetHealthCheckService();
   health->SetServingStatus(true);

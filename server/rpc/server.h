@@ -4,6 +4,7 @@
 #define ATTNROLL_SERVER_RPC_SERVER_H_
 
 #include <memory>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 #include <prometheus/exposer.h>
@@ -24,7 +25,8 @@ class Server {
   static absl::StatusOr<std::unique_ptr<Server>> Start(const runtime::ServerConfig& config);
   ~Server();
 
-  int port() const { return port_; }
+  int port() const { return ports_.front(); }  // of the first listen address
+  const std::vector<int>& ports() const { return ports_; }  // one per listen address
   int metrics_port() const { return metrics_port_; }  // 0 when disabled
   const runtime::ServerConfig& config() const { return ctx_.config; }
   int64_t memory_reserved() const { return budget_->reserved(); }
@@ -43,7 +45,7 @@ class Server {
   ServiceContext ctx_;
   std::unique_ptr<AttnrollServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
-  int port_ = 0;
+  std::vector<int> ports_;
   int metrics_port_ = 0;
   bool shut_down_ = false;
 };

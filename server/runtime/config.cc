@@ -9,6 +9,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace attnroll::runtime {
 namespace {
@@ -41,7 +43,12 @@ Flag StringFlag(const char* name, const char* help, std::string* value) {
 
 std::vector<Flag> Flags(ServerConfig* c) {
   return {
-      StringFlag("listen", "gRPC listen address HOST:PORT (port 0 picks a free port)", &c->listen),
+      {"listen", "gRPC listen addresses HOST:PORT[,HOST:PORT...] (port 0 picks a free port)",
+       [c] { return absl::StrJoin(c->listen, ","); },
+       [c](const std::string& s) {
+         c->listen = absl::StrSplit(s, ',', absl::SkipEmpty());
+         return !c->listen.empty();
+       }},
       StringFlag("metrics-listen", "Prometheus /metrics address HOST:PORT, or none", &c->metrics_listen),
       IntFlag("workers", "worker threads for decoding and math (0 = cores)", &c->workers),
       IntFlag("queue-size", "tasks that may wait for a worker before RESOURCE_EXHAUSTED", &c->queue_size),

@@ -1,9 +1,12 @@
-// Server configuration: defaults that work with no flags, and the flag parser.
+// Server configuration: defaults a sidecar can live with, every one settable
+// by a flag, and the flag parser (every value range-checked at start: a bad
+// value stops the server with a message naming the flag, never wraps).
 #ifndef ATTNROLL_SERVER_RUNTIME_CONFIG_H_
 #define ATTNROLL_SERVER_RUNTIME_CONFIG_H_
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -16,28 +19,64 @@ struct PassLimits {
   int max_tokens = 8192;
   int max_batch = 64;
   int64_t max_message_bytes = int64_t{64} << 20;  // also gRPC's receive cap
-  int64_t max_pass_bytes = int64_t{64} << 30;     // attention bytes streamed in one pass
+  int64_t max_pass_bytes = int64_t{64} << 30;     // attention (+ gradient) bytes of one pass
+  int max_analyses = 16;                          // analyses in one pass header
+  int max_rows = 1024;                            // read-out rows of one analysis
+  int64_t max_response_bytes = int64_t{256} << 20;  // estimated size of one response
   // Estimated work units of a pass's attention flow (~1 ns each on one core:
   // 1e11 is about 100 core-seconds; a ViT-B/16 CLS row is ~1e8).
   double max_flow_cost = 1e11;
+  // Estimated work units of one comparison of maps (SSIM, EMD, ranks), the
+  // same units; also bounds each audit item.
+  double max_compare_cost = 1e10;
 };
 
+// Log lines at or above this level are written (stderr).
+enum class LogLevel { kDebug, kInfo, kWarning, kError };
+
 struct ServerConfig {
-  std::string listen = "127.0.0.1:50051";
-  std::string metrics_listen = "127.0.0.1:9464";  // "" or "none": no metrics endpoint
+  // gRPC listen addresses HOST:PORT (port 0 picks a free port).
+  std::vector<std::string> listen = {"127.0.0.1:50051"};
+  std::string metrics_listen = "127.0.0.1:9464";  // "" (after "none"): no metrics endpoint
   int workers = 0;                                  // 0 => number of cores
-  int queue_size = 256;                             // tasks waiting for a worker
+  // Long work (flow's max flows, large comparisons, audit items) runs on at
+  // most this many workers at once, so small passes always find one.
+  // 0 => max(1, workers - 1).
+  int long_work_workers = 0;
+  int queue_size = 256;                             // new passes and calls waiting for a worker
   int64_t max_memory_bytes = int64_t{4} << 30;      // working memory of all passes
+  int max_passes_in_flight = 64;                    // admitted passes and calls at once
+  double admission_wait_seconds = 0.1;              // a new pass waits this long for room
+  // One client identity may hold at most this share of the passes in flight
+  // and of the memory budget (1 = no limit).
+  double client_share = 0.5;
+  // A call that holds a pass (or has sent nothing yet) and receives nothing
+  // for this long is ended and its memory freed.
+  double idle_timeout_seconds = 30;
+  // An ExplainStream or Audit call with nothing open, idle this long, ends.
+  double stream_idle_timeout_seconds = 300;
   int max_passes_per_stream = 64;                   // open passes on one ExplainStream
+  int max_passes_per_connection = 256;              // open passes of one connection
+  int max_concurrent_streams = 128;                 // HTTP/2 streams per connection
+  double keepalive_time_seconds = 60;               // server pings idle connections
+  double keepalive_timeout_seconds = 20;            // ... and closes them without an answer
+  double min_client_ping_interval_seconds = 10;     // clients pinging faster are closed
+  double max_connection_idle_seconds = 600;         // 0: never closed for idleness
+  double max_connection_age_seconds = 0;            // 0: unlimited (set it in a pool)
+  double max_connection_age_grace_seconds = 30;
+  int64_t grpc_memory_bytes = int64_t{256} << 20;   // gRPC's own buffers (resource quota)
   double shutdown_grace_seconds = 10;
+  LogLevel log_level = LogLevel::kInfo;
+  double log_lines_per_second = 20;                 // rate limit (bursts of 4x)
   PassLimits limits;
 };
 
 // Parses argv into `config`. Returns false with `*exit_code` set when the
-// process should exit (after --help, --version or a bad flag).
+// process should exit (after --help, --version or a bad flag: 2).
 bool ParseServerFlags(int argc, char** argv, ServerConfig* config, int* exit_code);
 
-// Resolves defaults that depend on the machine (workers = cores).
+// Resolves defaults that depend on the machine (workers = cores, long work
+// workers, "none" metrics).
 ServerConfig Resolved(ServerConfig config);
 
 }  // namespace attnroll::runtime

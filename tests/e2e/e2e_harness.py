@@ -87,7 +87,7 @@ def main():
 # --------------------------------------------------------------------------
 
 _LISTENING_RE = re.compile(
-    r"attnroll-server listening grpc=127\.0\.0\.1:(\d+) metrics=(\S+)$")
+    r"attnroll-server listening grpc=127\.0\.0\.1:(\d+)(?:,\S+)? metrics=(\S+)$")
 
 
 class ServerTestCase(unittest.TestCase):

@@ -32,7 +32,7 @@ class ServerTest : public ::testing::Test {
   // destructor is slow; metrics are tested end to end).
   static runtime::ServerConfig Config() {
     runtime::ServerConfig c;
-    c.listen = "127.0.0.1:0";
+    c.listen = {"127.0.0.1:0"};
     c.metrics_listen = "";
     c.workers = 2;
     c.queue_size = 16;
