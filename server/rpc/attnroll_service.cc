@@ -23,7 +23,7 @@ v1::ServerInfo ServerInfoOf(const runtime::ServerConfig& c) {
   l->set_queue_size(c.queue_size);
   l->set_max_passes_per_stream(c.max_passes_per_stream);
   l->set_max_flow_cost(c.limits.max_flow_cost);
-  for (const char* a : {"rollout", "grad-rollout", "flow", "compare", "audit", "explain-pair"}) {
+  for (const char* a : {"rollout", "grad-rollout", "flow", "encoder-decoder", "validate", "compare", "audit", "explain-pair"}) {
     info.add_analyses(a);
   }
   for (v1::DType d : {v1::DTYPE_FP32, v1::DTYPE_FP16, v1::DTYPE_BF16}) info.add_dtypes(d);

@@ -69,6 +69,13 @@ absl::Status PlanLayout(const v1::Layout& layout, const runtime::PassLimits& lim
 absl::Status PlanAnalysis(const v1::Analysis& a, size_t index, const v1::Layout& layout, int threads,
                           PassPlan* plan) {
   const std::string path = absl::StrCat("analyses[", index, "]");
+  if (a.kind_case() == v1::Analysis::kValidate) {
+    AnalysisPlan job;
+    job.name = a.name();
+    job.validate_only = true;
+    plan->analyses.push_back(std::move(job));
+    return absl::OkStatus();
+  }
   absl::StatusOr<analysis::RolloutSpec> spec;
   const char* root = "rollout";
   switch (a.kind_case()) {
@@ -78,7 +85,10 @@ absl::Status PlanAnalysis(const v1::Analysis& a, size_t index, const v1::Layout&
       root = "flow";
       break;
     default:
-      return At(path, absl::InvalidArgumentError("expected one analysis kind (rollout or flow), got none"));
+      return At(path, absl::InvalidArgumentError(
+                          a.kind_case() == v1::Analysis::kEncoderDecoder
+                              ? "an encoder_decoder analysis needs Layout.encoder_decoder"
+                              : "expected one analysis kind (rollout, flow or validate), got none"));
   }
   if (!spec.ok()) return InField(path, spec.status());
   AnalysisPlan job{a.name(), *spec, analysis::ChooseRolloutPath(*spec, plan->num_layers, plan->num_tokens)};

@@ -28,6 +28,8 @@ struct AnalysisPlan {
   bool raw = false;       // flow: raw values, not divided by their sum
   // A degenerate result fails the pass instead of being a warning.
   bool fail_on_degenerate = false;
+  // Decode and validate only: no state, no maps.
+  bool validate_only = false;
 };
 
 // A pass of one stack of self-attention layers.

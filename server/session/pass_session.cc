@@ -47,6 +47,7 @@ PassSession::PassSession(PassPlan plan)
   }
   for (const AnalysisPlan& a : plan_.analyses) {
     Job& job = jobs_.emplace_back(Job{a, {}});
+    if (a.validate_only) continue;  // nothing to compute
     for (int b = 0; b < batch_; ++b) {
       job.sequences.emplace_back(a.spec, num_layers_, num_heads_, valid_[b], a.path);
     }
@@ -129,7 +130,7 @@ absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
   }
   if (next_head_ + h == num_heads_) {
     for (Job& job : jobs_) {
-      for (int b = 0; b < batch_; ++b) {
+      for (int b = 0; b < static_cast<int>(job.sequences.size()); ++b) {
         job.sequences[b].EndLayer(
             next_layer_, layer_residual_.empty() ? nullptr : layer_residual_.data() + b * num_tokens_);
       }
@@ -197,6 +198,7 @@ absl::Status PassSession::AddHeadStrip(const v1::LayerChunk& chunk, int b, int h
   // The first analysis that fuses this layer measures the rows as it reads
   // them; a bad row fails the whole pass, so fusing first is safe.
   for (Job& job : jobs_) {
+    if (job.plan.validate_only) continue;
     if (job.sequences[b].AddHeadRows(next_layer_, head, r0, view, gview ? &*gview : nullptr, stats,
                                      plan_.causal)) {
       stats = nullptr;
@@ -295,6 +297,10 @@ absl::StatusOr<v1::ExplainResponse> PassSession::Finish(const FinishContext& ctx
   for (Job& job : jobs_) {
     v1::AnalysisResult* result = response.add_results();
     result->set_name(job.plan.name);
+    if (job.plan.validate_only) {
+      result->set_path("validate");
+      continue;
+    }
     result->set_path(job.plan.flow ? "flow" : analysis::RolloutPathName(job.plan.path));
     if (job.plan.all_rows) {
       for (int r = 0; r < valid_[0]; ++r) result->add_rows(r);

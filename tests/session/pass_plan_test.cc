@@ -85,7 +85,7 @@ TEST(PassPlanTest, AnalysisErrorsNameTheirPath) {
   h = Header(2, 2, 8);
   h.add_analyses();
   EXPECT_THAT(PlanPass(h, {}),
-              StatusIs(kInvalid, HasSubstr("analyses[0]: expected one analysis kind (rollout or flow), got none")));
+              StatusIs(kInvalid, HasSubstr("analyses[0]: expected one analysis kind (rollout, flow or validate), got none")));
 }
 
 TEST(PassPlanTest, PlansOneDefaultRolloutAndCountsItsMemory) {

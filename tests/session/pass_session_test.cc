@@ -98,6 +98,27 @@ TEST(PassSessionTest, PaddingIsCroppedBeforeTheMath) {
               Pointwise(FloatNear(1e-6), testing::MapValues(cropped.results(0).maps(0))));
 }
 
+// A validate-only analysis decodes and checks every layer and computes
+// nothing: a bad value is still refused, and the result has no maps.
+TEST(PassSessionTest, ValidateOnlyChecksEveryLayerAndReturnsNoMaps) {
+  auto a = testing::UniformAttention(2, 3, 2, 6);
+  v1::PassHeader h = testing::RolloutHeader(a);
+  h.clear_analyses();
+  h.add_analyses()->mutable_validate();
+  auto session = Open(h);
+  for (int l = 0; l < 3; ++l) ASSERT_TRUE(session->AddChunk(testing::ChunksOf(a, l)[0]).ok());
+  absl::StatusOr<v1::ExplainResponse> r = session->Finish();
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->results_size(), 1);
+  EXPECT_EQ(r->results(0).path(), "validate");
+  EXPECT_EQ(r->results(0).maps_size(), 0);
+  auto bad = Open(h);
+  v1::LayerChunk c = testing::ChunksOf(a, 0)[0];
+  reinterpret_cast<float*>(c.mutable_attention()->mutable_data()->data())[40] = -1.0f;
+  EXPECT_THAT(std::string(bad->AddChunk(c).message()),
+              HasSubstr("attention (layer 0, head 1, sequence 0, row 0): expected probabilities >= 0"));
+}
+
 // Gradient-weighted rollout with the gradient of layer 1 all zero, as a model
 // whose classifier head is initialised to zero gives it: the map is still
 // returned, with a warning naming the layer; fail_on_degenerate makes it an
