@@ -258,12 +258,12 @@ std::string NoGridNote(const char* metric) {
 // use skimage's E[x^2] - E[x]^2 on values shifted by the map's mean: variance
 // is shift-invariant, and the shift bounds the cancellation error by
 // ~1e-16 data_range^2, far below C2 = (0.03 data_range)^2.
-void Ssim(absl::Span<const float> a, absl::Span<const float> b, double sa, double sb, int h,
-          int w, int win, Comparison* out) {
+bool Ssim(absl::Span<const float> a, absl::Span<const float> b, double sa, double sb, int h,
+          int w, int win, const std::function<bool()>& cancelled, Comparison* out) {
   if (h < win || w < win) {
     out->ssim_note = absl::StrCat("SSIM needs a grid of at least ", win, "x", win,
                                   " (the window; ssim_window), got ", h, "x", w);
-    return;
+    return true;
   }
   const auto [amin, amax] = std::minmax_element(a.begin(), a.end());
   const auto [bmin, bmax] = std::minmax_element(b.begin(), b.end());
@@ -272,7 +272,7 @@ void Ssim(absl::Span<const float> a, absl::Span<const float> b, double sa, doubl
   if (range == 0) {
     out->ssim = 1.0;
     out->ssim_note = "data_range 0: both maps are the same constant, SSIM 1 by convention";
-    return;
+    return true;
   }
   const size_t n = a.size();
   const double ca = sa / static_cast<double>(n), cb = sb / static_cast<double>(n);
@@ -293,15 +293,18 @@ void Ssim(absl::Span<const float> a, absl::Span<const float> b, double sa, doubl
   }
   const int oh = h - win + 1, ow = w - win + 1;
   std::vector<Moments> rows(static_cast<size_t>(h) * ow);  // sums over win columns
-  for (int r = 0; r < h; ++r)
+  for (int r = 0; r < h; ++r) {
+    if (cancelled && cancelled()) return false;
     for (int c0 = 0; c0 < ow; ++c0)
       for (int c = c0; c < c0 + win; ++c) rows[r * ow + c0].Add(cell[r * w + c]);
+  }
   const double c1 = (0.01 * range) * (0.01 * range);
   const double c2 = (0.03 * range) * (0.03 * range);
   const double np = static_cast<double>(win) * win;
   const double cov_norm = np / (np - 1);
   double total = 0;
   for (int r0 = 0; r0 < oh; ++r0) {
+    if (cancelled && cancelled()) return false;
     for (int c0 = 0; c0 < ow; ++c0) {
       Moments m;
       for (int r = r0; r < r0 + win; ++r) m.Add(rows[r * ow + c0]);
@@ -315,6 +318,7 @@ void Ssim(absl::Span<const float> a, absl::Span<const float> b, double sa, doubl
     }
   }
   out->ssim = total / (static_cast<double>(oh) * ow);
+  return true;
 }
 
 // Integer units of the sum-normalised x: non-negative, summing to exactly
@@ -454,7 +458,9 @@ void CentreOfMass(absl::Span<const float> a, absl::Span<const float> b, double s
 }  // namespace
 
 absl::StatusOr<Comparison> CompareMaps(absl::Span<const float> a, absl::Span<const float> b,
-                                       const CompareSpec& spec) {
+                                       const CompareSpec& spec, const std::function<bool()>& cancelled) {
+  const auto stop = [&cancelled] { return cancelled && cancelled(); };
+  const absl::Status kCancelled = absl::CancelledError("compare: cancelled");
   if (a.empty() || b.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "maps: expected non-empty maps, got lengths a = ", a.size(), ", b = ", b.size()));
@@ -475,6 +481,7 @@ absl::StatusOr<Comparison> CompareMaps(absl::Span<const float> a, absl::Span<con
   if (absl::Status s = CheckSpec(spec, n64); !s.ok()) return s;
 
   Comparison out;
+  if (stop()) return kCancelled;
 
   // Correlations.
   const bool ca = IsConstant(a), cb = IsConstant(b);
@@ -490,6 +497,7 @@ absl::StatusOr<Comparison> CompareMaps(absl::Span<const float> a, absl::Span<con
                           std::vector<double>(b.begin(), b.end()));
   }
 
+  if (stop()) return kCancelled;
   // Cosine, L1, L2, Jensen-Shannon.
   double dot = 0, na = 0, nb = 0, l1 = 0, l2 = 0, kl_a = 0, kl_b = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -523,7 +531,10 @@ absl::StatusOr<Comparison> CompareMaps(absl::Span<const float> a, absl::Span<con
 
   // Grid metrics.
   if (spec.grid_h > 0) {
-    Ssim(a, b, sa, sb, spec.grid_h, spec.grid_w, spec.ssim_window, &out);
+    if (stop() || !Ssim(a, b, sa, sb, spec.grid_h, spec.grid_w, spec.ssim_window, cancelled, &out) ||
+        stop()) {
+      return kCancelled;
+    }
     Emd(a, b, sa, sb, spec.grid_h, spec.grid_w, spec.emd_max_arcs, &out);
     CentreOfMass(a, b, sa, sb, spec.grid_w, &out);
   } else {
@@ -555,6 +566,7 @@ int64_t CompareWorkingBytes(int64_t n, const CompareSpec& spec) {
   // EMD units and fractions (3 x 8), the difference map (4): <= 96 bytes.
   int64_t bytes = 96 * n;
   if (spec.grid_h > 0) {
+    bytes += 2 * 40 * n;  // SSIM's per-cell and per-row window moments
     // Worst case: half the cells surplus, half deficit, capped by emd_max_arcs.
     const int64_t arcs = std::min<int64_t>((n / 2) * (n - n / 2), spec.emd_max_arcs);
     // LEMON's graph (16) and NetworkSimplex arrays (~60), the cost map and
@@ -562,6 +574,19 @@ int64_t CompareWorkingBytes(int64_t n, const CompareSpec& spec) {
     bytes += 96 * arcs + 150 * n;
   }
   return bytes;
+}
+
+double CompareCost(int64_t n, const CompareSpec& spec) {
+  const double x = static_cast<double>(n);
+  // Ranks, Kendall's merge sort, top sets: a few sorts of n entries.
+  double cost = 40.0 * x * std::log2(x + 2.0);
+  if (spec.grid_h > 0) {
+    const int win = spec.ssim_window;
+    if (spec.grid_h >= win && spec.grid_w >= win) cost += 8.0 * x * win;  // two separable passes
+    const double arcs = std::min<double>(x / 2 * (x - x / 2), static_cast<double>(spec.emd_max_arcs));
+    cost += 150.0 * arcs;  // network simplex on the surplus/deficit arcs
+  }
+  return cost;
 }
 
 }  // namespace attnroll::analysis

@@ -63,6 +63,7 @@
 #define ATTNROLL_SERVER_ANALYSIS_COMPARE_H_
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -122,8 +123,17 @@ struct Comparison {
 // only one side set, a region of length != n, top_k outside [0, n], top_mass
 // outside [0, 1], both top_k and top_mass set, an even or < 3 ssim_window, a
 // negative emd_max_arcs.
+// `cancelled` (may be empty) is polled between metrics and inside the long
+// loops: CANCELLED as soon as it says so.
 absl::StatusOr<Comparison> CompareMaps(absl::Span<const float> a, absl::Span<const float> b,
-                                       const CompareSpec& spec);
+                                       const CompareSpec& spec,
+                                       const std::function<bool()>& cancelled = {});
+
+// Estimated work units (~ns of one core) of one CompareMaps call of maps of
+// length n: O(n log n) for ranks and top sets, O(n window) for SSIM, and the
+// EMD's transport problem at its cap. For admission (a cost limit), not a
+// promise.
+double CompareCost(int64_t n, const CompareSpec& spec);
 
 // Upper bound of the bytes one CompareMaps call of maps of length n allocates
 // (for memory budgets): O(n) scratch plus the EMD's transport problem at its cap.

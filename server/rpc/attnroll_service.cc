@@ -1,10 +1,12 @@
 #include "server/rpc/attnroll_service.h"
 
+#include "proto/cpp/grpc_status.h"
 #include "server/rpc/audit_reactor.h"
 #include "server/rpc/compare_reactor.h"
 #include "server/rpc/explain_reactor.h"
 #include "server/rpc/pair_reactor.h"
 #include "server/rpc/stream_reactor.h"
+#include "server/runtime/refusal.h"
 
 namespace attnroll::rpc {
 
@@ -30,38 +32,47 @@ v1::ServerInfo ServerInfoOf(const runtime::ServerConfig& c) {
   return info;
 }
 
-grpc::ServerReadReactor<v1::ExplainRequest>* AttnrollServiceImpl::Explain(
-    grpc::CallbackServerContext* call, v1::ExplainResponse* response) {
+grpc::ServerReadReactor<grpc::ByteBuffer>* AttnrollServiceImpl::Explain(
+    grpc::CallbackServerContext* call, grpc::ByteBuffer* response) {
   return new ExplainReactor(call, response, ctx_);
 }
 
-grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>* AttnrollServiceImpl::ExplainStream(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* AttnrollServiceImpl::ExplainStream(
     grpc::CallbackServerContext* call) {
   return new StreamReactor(call, ctx_);
 }
 
-grpc::ServerReadReactor<v1::PairRequest>* AttnrollServiceImpl::ExplainPair(
-    grpc::CallbackServerContext* call, v1::PairResponse* response) {
+grpc::ServerReadReactor<grpc::ByteBuffer>* AttnrollServiceImpl::ExplainPair(
+    grpc::CallbackServerContext* call, grpc::ByteBuffer* response) {
   return new PairReactor(call, response, ctx_);
 }
 
-grpc::ServerBidiReactor<v1::AuditRequest, v1::AuditResponse>* AttnrollServiceImpl::Audit(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* AttnrollServiceImpl::Audit(
     grpc::CallbackServerContext* call) {
   return new AuditReactor(call, ctx_);
 }
 
 grpc::ServerUnaryReactor* AttnrollServiceImpl::Compare(grpc::CallbackServerContext* call,
-                                                       const v1::CompareRequest* request,
-                                                       v1::CompareResponse* response) {
-  return new CompareReactor(call, request, response, ctx_);
+                                                       const grpc::ByteBuffer* request,
+                                                       grpc::ByteBuffer* response) {
+  // The reactor parses the request on a worker (the buffer outlives the call).
+  return new CompareReactor(call, const_cast<grpc::ByteBuffer*>(request), response, ctx_);
 }
 
 grpc::ServerUnaryReactor* AttnrollServiceImpl::GetServerInfo(grpc::CallbackServerContext* call,
                                                              const v1::GetServerInfoRequest*,
                                                              v1::ServerInfo* info) {
-  *info = ServerInfoOf(ctx_->config);  // a copy of a few fields: fine on this thread
   grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
+  const absl::Time start = absl::Now();
+  absl::Status status;
+  if (ctx_->shutting_down.load()) {
+    status = runtime::Refused(runtime::Refusal::kShutdown, "server: shutting down");
+    ctx_->metrics->Refused(runtime::Refusal::kShutdown);
+  } else {
+    *info = ServerInfoOf(ctx_->config);  // a copy of a few fields: fine on this thread
+  }
+  ctx_->metrics->CallFinished("GetServerInfo", status.code(), absl::ToDoubleSeconds(absl::Now() - start));
+  reactor->Finish(ToGrpcStatus(status));
   return reactor;
 }
 

@@ -1,6 +1,7 @@
-// Audit: a header, then items (pairs of maps, or the item's two attention
-// passes) compared on the worker pool in parallel, each answered as it
-// finishes, then the report, built on a worker. Reading pauses while
+// Audit: a header (admitted with the audit's memory), then items (pairs of
+// maps, or the item's two attention passes, each admitted) compared on the
+// worker pool's long lane in parallel, each answered as it finishes, then the
+// report, built on a worker. Every message is parsed on a worker. Reading pauses while
 // `max_in_flight` items are being compared or too many answers wait for the
 // client, so memory stays bounded whatever the client sends.
 //
@@ -22,14 +23,14 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "attnroll/v1/attnroll.pb.h"
+#include "server/rpc/call_state.h"
 #include "server/rpc/service_context.h"
 #include "server/rpc/write_queue.h"
-#include "server/runtime/memory_budget.h"
 #include "server/session/audit_session.h"
 
 namespace attnroll::rpc {
 
-class AuditReactor : public grpc::ServerBidiReactor<v1::AuditRequest, v1::AuditResponse> {
+class AuditReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   AuditReactor(grpc::CallbackServerContext* call, ServiceContext* ctx);
 
@@ -55,12 +56,16 @@ class AuditReactor : public grpc::ServerBidiReactor<v1::AuditRequest, v1::AuditR
     absl::Status error;  // set: the rest of the item is dropped, the error answered
   };
 
+  void HandleMessage();                        // worker: parses and dispatches, in order
   void Open(const v1::AuditHeader& header);   // worker
+  void Admitted(absl::StatusOr<runtime::Admission::Ticket> ticket);
   void HandlePassMessage();                    // worker: pass_begin / pass_layer, in order
+  void SidesOpened(absl::StatusOr<OpenPass> pass);  // worker
+  void SubmitItem();                           // an item of two maps: compared on the pool
   void SubmitPassItem();                       // pass_end: completes on the pool
   void CompletePassItem(PassItem& item);       // worker
   void ItemDone(v1::AuditItemResult result);   // worker (or a refusal on a callback)
-  void Enqueue(v1::AuditResponse response);
+  void Enqueue(const v1::AuditResponse& response);
   void ReadNext();
   void ReadNextOrPause();
   // Moves kDraining to kReporting once no item is in flight; the report is
@@ -71,26 +76,29 @@ class AuditReactor : public grpc::ServerBidiReactor<v1::AuditRequest, v1::AuditR
   // Finishes the call once nothing is in flight, being written or using the
   // reactor (a caller must not touch `this` after TryFinish / FinishNow).
   void TryFinish();
-  bool ReadyToFinishLocked(grpc::Status* status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FinishNow(const grpc::Status& status);
+  bool ReadyToFinishLocked(absl::Status* status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishNow(const absl::Status& status);
 
   grpc::CallbackServerContext* call_;
   ServiceContext* ctx_;
+  CallState state_;
   const int max_in_flight_;
+  grpc::ByteBuffer buffer_;
   v1::AuditRequest request_;
+  int64_t messages_ = 0;
   std::unique_ptr<session::AuditSession> session_;
   // The attention item being streamed; touched by one task at a time (reads
   // wait for its messages to be handled).
   std::unique_ptr<PassItem> current_;
-  runtime::MemoryBudget::Reservation reservation_;
+  runtime::Admission::Ticket ticket_;  // the audit's admission (its memory)
 
   absl::Mutex mu_;
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kAwaitingHeader;
-  grpc::Status end_status_ ABSL_GUARDED_BY(mu_);  // kFailed: the call's status
+  absl::Status end_status_ ABSL_GUARDED_BY(mu_);  // kFailed: the call's status
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;        // items being compared
   int busy_ ABSL_GUARDED_BY(mu_) = 0;  // worker tasks past in_flight_ still using `this`
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;  // flow control: a read is owed
-  WriteQueue<v1::AuditResponse> writes_ ABSL_GUARDED_BY(mu_);
+  WriteQueue<grpc::ByteBuffer> writes_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace attnroll::rpc

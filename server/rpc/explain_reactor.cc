@@ -1,73 +1,98 @@
 #include "server/rpc/explain_reactor.h"
 
 #include "proto/cpp/grpc_status.h"
+#include "server/rpc/proto_io.h"
+#include "server/runtime/refusal.h"
 
 namespace attnroll::rpc {
 
-ExplainReactor::ExplainReactor(grpc::CallbackServerContext* call, v1::ExplainResponse* response,
+ExplainReactor::ExplainReactor(grpc::CallbackServerContext* call, grpc::ByteBuffer* response,
                                ServiceContext* ctx)
-    : call_(call), response_(response), ctx_(ctx) {
-  StartRead(&request_);
+    : call_(call), response_(response), ctx_(ctx), state_(ctx, call, "Explain") {
+  if (ctx_->shutting_down.load()) {
+    End(runtime::Refused(runtime::Refusal::kShutdown, "server: shutting down, not accepting new passes"));
+    return;
+  }
+  ReadNext();
+}
+
+void ExplainReactor::ReadNext() {
+  state_.ArmIdle(state_.idle_timeout());
+  StartRead(&buffer_);
 }
 
 void ExplainReactor::OnReadDone(bool ok) {
-  if (call_->IsCancelled()) return End(absl::CancelledError("pass cancelled"));
+  state_.DisarmIdle();
+  if (call_->IsCancelled()) return End(state_.CancelledStatus("the pass"));
   if (!ok) {
     if (!pass_.open()) {
       return End(absl::InvalidArgumentError(
           "header: expected a PassHeader as the first message, the stream ended without one"));
     }
-    return Submit(&ExplainReactor::Complete);
+    return Submit(pass_.session->long_finish() ? runtime::Lane::kLong : runtime::Lane::kStep,
+                  &ExplainReactor::Complete);
   }
-  Submit(&ExplainReactor::HandleMessage);
+  ++messages_;
+  // The first message would open a pass: new work, bounded. Later ones
+  // belong to an admitted pass: steps, never refused.
+  Submit(pass_.open() ? runtime::Lane::kStep : runtime::Lane::kNew, &ExplainReactor::HandleMessage);
 }
 
-void ExplainReactor::Submit(void (ExplainReactor::*step)()) {
-  if (absl::Status s = ctx_->pool->Submit([this, step] { (this->*step)(); }); !s.ok()) End(s);
+void ExplainReactor::Submit(runtime::Lane lane, void (ExplainReactor::*step)()) {
+  if (absl::Status s = ctx_->pool->Submit(lane, [this, step] { (this->*step)(); }); !s.ok()) End(s);
 }
 
 void ExplainReactor::HandleMessage() {
   // Deadlines and cancellation stop the pass between messages.
-  if (call_->IsCancelled()) return End(absl::CancelledError("pass cancelled"));
+  if (call_->IsCancelled()) return End(state_.CancelledStatus("the pass"));
+  if (absl::Status s = ParseMessage(buffer_, messages_, "ExplainRequest", &request_); !s.ok()) return End(s);
   switch (request_.message_case()) {
-    case v1::ExplainRequest::kHeader: {
+    case v1::ExplainRequest::kHeader:
       if (pass_.open()) {
         return End(absl::InvalidArgumentError(
             "header: duplicate: a PassHeader was already received on this stream"));
       }
-      absl::StatusOr<OpenPass> pass = OpenPassFromHeader(*ctx_, request_.header());
-      if (!pass.ok()) return End(pass.status());
-      pass_ = std::move(*pass);
-      break;
-    }
-    case v1::ExplainRequest::kLayer: {
+      // Admission may wait for room; the next read starts once the pass is open.
+      return OpenPassAsync(*ctx_, request_.header(), state_.rpc(), state_.Request(1, "the pass"),
+                           [this](absl::StatusOr<OpenPass> pass) { Opened(std::move(pass)); });
+    case v1::ExplainRequest::kLayer:
       if (!pass_.open()) {
         return End(absl::InvalidArgumentError(
             "header: expected a PassHeader as the first message, got a layer"));
       }
-      ctx_->metrics->AttentionBytes(request_.layer().attention().data().size());
+      ctx_->metrics->AttentionBytes(request_.layer().attention().data().size() +
+                                    request_.layer().gradient().data().size());
       if (absl::Status s = pass_.session->AddChunk(request_.layer()); !s.ok()) return End(s);
       break;
-    }
     default:
-      return End(absl::InvalidArgumentError("message: expected a header or a layer, got neither"));
+      return End(absl::InvalidArgumentError(absl::StrCat(
+          "message ", messages_, ": expected a header or a layer, got neither")));
   }
   request_.Clear();
-  StartRead(&request_);  // the last use of `this` in this task
+  ReadNext();  // the last use of `this` in this task
+}
+
+void ExplainReactor::Opened(absl::StatusOr<OpenPass> pass) {
+  if (!pass.ok()) return End(pass.status());
+  pass_ = *std::move(pass);
+  request_.Clear();
+  ReadNext();
 }
 
 void ExplainReactor::Complete() {
-  if (call_->IsCancelled()) return End(absl::CancelledError("pass cancelled"));
-  absl::StatusOr<v1::ExplainResponse> response =
-      pass_.session->Finish(MakeFinishContext(*ctx_, call_));
+  if (call_->IsCancelled()) return End(state_.CancelledStatus("the pass"));
+  const absl::Time start = absl::Now();
+  absl::StatusOr<v1::ExplainResponse> response = pass_.session->Finish(MakeFinishContext(*ctx_, call_));
+  ctx_->metrics->Compute(pass_.session->kind(), absl::ToDoubleSeconds(absl::Now() - start));
   if (!response.ok()) return End(response.status());
-  *response_ = std::move(*response);
+  SerializeMessage(*response, response_);
   End(absl::OkStatus());
 }
 
 void ExplainReactor::End(const absl::Status& status) {
   // Free the pass's memory before the response goes out.
-  ClosePass(*ctx_, pass_, "Explain", status);
+  ClosePass(*ctx_, pass_, state_.rpc(), status);
+  state_.Ended(status);
   Finish(ToGrpcStatus(status));
 }
 

@@ -2,32 +2,96 @@
 
 #include <exception>
 #include <limits>
+#include <string>
 
+#include <grpc/grpc.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 
 #include "absl/strings/str_cat.h"
 
 namespace attnroll::rpc {
+namespace {
+
+int Millis(double seconds) {
+  return static_cast<int>(std::min<double>(seconds * 1000.0, std::numeric_limits<int>::max()));
+}
+
+// HTTP/2 and connection limits: bounded streams per connection and receive
+// windows (gRPC's buffers), keepalive, connection idleness and age.
+void ApplyConnectionLimits(const runtime::ServerConfig& c, grpc::ServerBuilder& builder) {
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, c.max_concurrent_streams);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, Millis(c.keepalive_time_seconds));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, Millis(c.keepalive_timeout_seconds));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             Millis(c.min_client_ping_interval_seconds));
+  if (c.max_connection_idle_seconds > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, Millis(c.max_connection_idle_seconds));
+  }
+  if (c.max_connection_age_seconds > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, Millis(c.max_connection_age_seconds));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               Millis(c.max_connection_age_grace_seconds));
+  }
+  // gRPC's own memory (receive buffers, parsing) is capped by a resource quota.
+  grpc::ResourceQuota quota("attnroll");
+  quota.Resize(static_cast<size_t>(c.grpc_memory_bytes));
+  builder.SetResourceQuota(quota);
+  const int64_t cap = c.limits.max_message_bytes;
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(cap, std::numeric_limits<int>::max())));
+  builder.SetMaxSendMessageSize(std::numeric_limits<int>::max());
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const runtime::ServerConfig& raw) {
   const runtime::ServerConfig config = runtime::Resolved(raw);
   std::unique_ptr<Server> s(new Server());
-  s->pool_ = std::make_unique<runtime::WorkerPool>(config.workers, config.queue_size, &s->metrics_);
-  s->budget_ = std::make_unique<runtime::MemoryBudget>(config.max_memory_bytes);
+  s->timers_ = std::make_unique<runtime::Timers>();
+  s->pool_ = std::make_unique<runtime::WorkerPool>(config.workers, config.long_work_workers,
+                                                   config.queue_size, &s->metrics_);
+  runtime::Admission::Limits limits;
+  limits.max_units = config.max_passes_in_flight;
+  limits.max_bytes = config.max_memory_bytes;
+  limits.client_share = config.client_share;
+  limits.max_per_connection = config.max_passes_per_connection;
+  limits.max_waiting = static_cast<size_t>(config.queue_size);
+  limits.max_wait = absl::Seconds(config.admission_wait_seconds);
+  s->admission_ = std::make_unique<runtime::Admission>(limits, s->timers_.get());
   s->ctx_.config = config;
   s->ctx_.pool = s->pool_.get();
-  s->ctx_.budget = s->budget_.get();
+  s->ctx_.admission = s->admission_.get();
+  s->ctx_.timers = s->timers_.get();
   s->ctx_.metrics = &s->metrics_;
+  Server* self = s.get();
+  s->metrics_.SetLiveSource([self] {
+    runtime::LiveFigures f;
+    f.passes_in_flight = self->admission_->units();
+    f.admission_waiting = self->admission_->waiting();
+    f.memory_reserved = self->admission_->bytes();
+    f.memory_capacity = self->admission_->capacity();
+    f.queue_step = static_cast<int64_t>(self->pool_->queued(runtime::Lane::kStep));
+    f.queue_long = static_cast<int64_t>(self->pool_->queued(runtime::Lane::kLong));
+    f.queue_new = static_cast<int64_t>(self->pool_->queued(runtime::Lane::kNew));
+    f.open_connections = self->admission_->connections();
+    return f;
+  });
 
   if (!config.metrics_listen.empty()) {
     try {
-      s->exposer_ = std::make_unique<prometheus::Exposer>(config.metrics_listen);
+      // Enough threads that idle or slow connections cannot hold every one,
+      // and a request timeout that frees the ones they hold.
+      s->exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+          "listening_ports", config.metrics_listen, "num_threads", "8", "request_timeout_ms", "5000",
+          "enable_keep_alive", "no"});
     } catch (const std::exception& e) {
       return absl::UnavailableError(
           absl::StrCat("metrics: cannot listen on ", config.metrics_listen, ": ", e.what()));
     }
     s->exposer_->RegisterCollectable(s->metrics_.registry());
+    s->exposer_->RegisterCollectable(s->metrics_.live());
     const std::vector<int> ports = s->exposer_->GetListeningPorts();
     s->metrics_port_ = ports.empty() ? 0 : ports.front();
   }
@@ -41,10 +105,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const runtime::ServerConfi
     builder.AddListeningPort(config.listen[i], grpc::InsecureServerCredentials(), &s->ports_[i]);
   }
   builder.RegisterService(s->service_.get());
-  const int64_t cap = config.limits.max_message_bytes;
-  builder.SetMaxReceiveMessageSize(
-      static_cast<int>(std::min<int64_t>(cap, std::numeric_limits<int>::max())));
-  builder.SetMaxSendMessageSize(std::numeric_limits<int>::max());
+  ApplyConnectionLimits(config, builder);
   s->server_ = builder.BuildAndStart();
   for (size_t i = 0; i < config.listen.size(); ++i) {
     if (s->server_ == nullptr || s->ports_[i] == 0) {
@@ -60,10 +121,18 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const runtime::ServerConfi
 void Server::Shutdown(absl::Duration grace) {
   if (shut_down_) return;
   shut_down_ = true;
+  const absl::Time deadline = absl::Now() + grace;
+  // 1. Refuse new work; say NOT_SERVING while the port stays open.
   ctx_.shutting_down = true;
-  server_->GetHealthCheckService()->Shutdown();  // every service NOT_SERVING
-  // Calls in flight get `grace`, then are cancelled; their reactors end.
-  server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  admission_->Shutdown();
+  auto* health = server_->GetHealthCheckService();
+  health->SetServingStatus(false);
+  health->SetServingStatus(v1::AttnrollService::service_full_name(), false);
+  // 2. Passes in flight get the grace period to finish.
+  while (admission_->units() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+  // 3. Stop: what is left is cancelled; health Watch streams end.
+  health->Shutdown();
+  server_->Shutdown(absl::ToChronoTime(std::max(absl::Now(), deadline)));
   server_->Wait();
 }
 

@@ -1,5 +1,6 @@
-// Wires a running attnroll server: gRPC (service, health, reflection), the
-// worker pool, the memory budget and the /metrics endpoint.
+// Wires a running attnroll server: gRPC (service, health, reflection, the
+// HTTP/2 limits), the worker pool, admission, timers, and the /metrics
+// endpoint.
 #ifndef ATTNROLL_SERVER_RPC_SERVER_H_
 #define ATTNROLL_SERVER_RPC_SERVER_H_
 
@@ -12,10 +13,11 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/rpc/attnroll_service.h"
-#include "server/runtime/config.h"
-#include "server/runtime/memory_budget.h"
-#include "server/runtime/metrics.h"
 #include "server/rpc/service_context.h"
+#include "server/runtime/admission.h"
+#include "server/runtime/config.h"
+#include "server/runtime/metrics.h"
+#include "server/runtime/timers.h"
 #include "server/runtime/worker_pool.h"
 
 namespace attnroll::rpc {
@@ -29,18 +31,24 @@ class Server {
   const std::vector<int>& ports() const { return ports_; }  // one per listen address
   int metrics_port() const { return metrics_port_; }  // 0 when disabled
   const runtime::ServerConfig& config() const { return ctx_.config; }
-  int64_t memory_reserved() const { return budget_->reserved(); }
+  int64_t memory_reserved() const { return admission_->bytes(); }
+  int passes_in_flight() const { return admission_->units(); }
 
-  // NOT_SERVING, refuse new passes, give the ones in flight `grace`, stop.
+  // Drains and stops: health says NOT_SERVING (Check and Watch) while the
+  // port stays open; new passes and calls get UNAVAILABLE; passes in flight
+  // get `grace` to finish; then the gRPC server stops (what is left is
+  // cancelled).
   void Shutdown(absl::Duration grace);
 
  private:
   Server() = default;
 
-  // Declaration order is teardown order, reversed: the gRPC server goes first.
-  std::unique_ptr<runtime::WorkerPool> pool_;
-  std::unique_ptr<runtime::MemoryBudget> budget_;
+  // Declaration order is teardown order, reversed: the gRPC server goes
+  // first, the timers last.
+  std::unique_ptr<runtime::Timers> timers_;
   runtime::Metrics metrics_;
+  std::unique_ptr<runtime::WorkerPool> pool_;
+  std::unique_ptr<runtime::Admission> admission_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   ServiceContext ctx_;
   std::unique_ptr<AttnrollServiceImpl> service_;

@@ -2,48 +2,59 @@
 
 #include <utility>
 
-#include "absl/strings/str_cat.h"
+#include "server/runtime/refusal.h"
 
 namespace attnroll::rpc {
 
-absl::Status ReserveMemory(ServiceContext& ctx, int64_t bytes, absl::string_view what,
-                           runtime::MemoryBudget::Reservation* out) {
-  if (!ctx.budget->TryReserve(bytes, out)) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "memory: ", what, " needs ", bytes, " bytes of working memory; ", ctx.budget->reserved(),
-        " of the server's max_memory_bytes of ", ctx.budget->capacity(), " are in use"));
-  }
-  ctx.metrics->SetMemoryReserved(ctx.budget->reserved());
-  return absl::OkStatus();
-}
-
-void ReleaseMemory(ServiceContext& ctx, runtime::MemoryBudget::Reservation& reservation) {
-  reservation.Release();
-  ctx.metrics->SetMemoryReserved(ctx.budget->reserved());
-}
-
-absl::StatusOr<OpenPass> OpenPassFromHeader(ServiceContext& ctx, const v1::PassHeader& header) {
+void OpenPassAsync(ServiceContext& ctx, const v1::PassHeader& header, const std::string& rpc,
+                   runtime::Admission::Request who, std::function<void(absl::StatusOr<OpenPass>)> done) {
+  const absl::Time started = absl::Now();
+  auto refuse = [&ctx, rpc, started](const absl::Status& status) {
+    ctx.metrics->PassFinished(rpc, status.code(), absl::ToDoubleSeconds(absl::Now() - started));
+  };
   if (ctx.shutting_down.load()) {
-    return absl::UnavailableError("server: shutting down, not accepting new passes");
+    const absl::Status s =
+        runtime::Refused(runtime::Refusal::kShutdown, "server: shutting down, not accepting new passes");
+    refuse(s);
+    return done(s);
   }
   absl::StatusOr<session::PlannedPass> plan =
       session::PlanFromHeader(header, ctx.config.limits, ctx.config.workers);
-  if (!plan.ok()) return plan.status();
-  OpenPass pass;
-  if (absl::Status s = ReserveMemory(ctx, plan->working_bytes(), "the pass", &pass.reservation);
-      !s.ok()) {
-    return s;
+  if (!plan.ok()) {
+    refuse(plan.status());
+    return done(plan.status());
   }
-  pass.session = std::move(*plan).Start();
-  pass.started = absl::Now();
-  ctx.metrics->PassStarted();
-  return pass;
+  who.bytes = plan->working_bytes();
+  auto shared_plan = std::make_shared<session::PlannedPass>(*std::move(plan));
+  ServiceContext* c = &ctx;
+  ctx.admission->Admit(std::move(who), [c, rpc, started, shared_plan, refuse,
+                                        done = std::move(done)](
+                                           absl::StatusOr<runtime::Admission::Ticket> ticket) mutable {
+    if (!ticket.ok()) {
+      refuse(ticket.status());
+      return done(ticket.status());
+    }
+    // Allocation is work: on a worker (admission may answer from the timer
+    // thread or from the thread that freed room).
+    auto t = std::make_shared<runtime::Admission::Ticket>(*std::move(ticket));
+    absl::Status queued = c->pool->Submit(runtime::Lane::kStep, [c, started, shared_plan, t, done]() mutable {
+      OpenPass pass;
+      pass.ticket = std::move(*t);
+      pass.session = std::move(*shared_plan).Start();
+      pass.started = started;
+      done(std::move(pass));
+    });
+    if (!queued.ok()) {  // only when the pool is stopping
+      refuse(queued);
+      done(queued);
+    }
+  });
 }
 
-void ClosePass(ServiceContext& ctx, OpenPass& pass, const char* rpc, const absl::Status& status) {
+void ClosePass(ServiceContext& ctx, OpenPass& pass, const std::string& rpc, const absl::Status& status) {
   if (!pass.open()) return;
   pass.session.reset();
-  ReleaseMemory(ctx, pass.reservation);
+  pass.ticket.Release();
   ctx.metrics->PassFinished(rpc, status.code(), absl::ToDoubleSeconds(absl::Now() - pass.started));
 }
 

@@ -1,12 +1,15 @@
-// What every RPC handler shares: configuration, the worker pool, the memory
-// budget and the metrics (owned by Server, outliving every reactor), and the
-// steps every reactor takes the same way: opening a pass from its header,
-// closing it, building the context its Finish runs with.
+// What every RPC handler shares: configuration, the worker pool, admission,
+// timers and the metrics (owned by Server, outliving every reactor), and the
+// steps every reactor takes the same way: opening a pass from its header
+// (planned, admitted, then allocated), closing it, building the context its
+// Finish runs with.
 #ifndef ATTNROLL_SERVER_RPC_SERVICE_CONTEXT_H_
 #define ATTNROLL_SERVER_RPC_SERVICE_CONTEXT_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <string>
 
 #include <grpcpp/grpcpp.h>
 
@@ -14,9 +17,10 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "attnroll/v1/attnroll.pb.h"
+#include "server/runtime/admission.h"
 #include "server/runtime/config.h"
-#include "server/runtime/memory_budget.h"
 #include "server/runtime/metrics.h"
+#include "server/runtime/timers.h"
 #include "server/runtime/worker_pool.h"
 #include "server/session/pass.h"
 
@@ -25,34 +29,32 @@ namespace attnroll::rpc {
 struct ServiceContext {
   runtime::ServerConfig config;
   runtime::WorkerPool* pool;
-  runtime::MemoryBudget* budget;
+  runtime::Admission* admission;
+  runtime::Timers* timers;
   runtime::Metrics* metrics;
   std::atomic<bool> shutting_down{false};
 };
 
-// A pass with its memory reserved: the session is freed before the reservation.
+// A pass with its admission ticket: the session is freed before the ticket.
 struct OpenPass {
-  runtime::MemoryBudget::Reservation reservation;
+  runtime::Admission::Ticket ticket;
   std::unique_ptr<session::Pass> session;
-  absl::Time started;
+  absl::Time started;  // its header arrived
   bool open() const { return session != nullptr; }
 };
 
-// Reserves `bytes` of working memory for `what` ("the pass", "the audit"...):
-// RESOURCE_EXHAUSTED with the numbers when they do not fit.
-absl::Status ReserveMemory(ServiceContext& ctx, int64_t bytes, absl::string_view what,
-                           runtime::MemoryBudget::Reservation* out);
-// Gives a reservation back and updates the gauge.
-void ReleaseMemory(ServiceContext& ctx, runtime::MemoryBudget::Reservation& reservation);
+// Header -> an OpenPass, asynchronously: refuses new passes while shutting
+// down, plans the pass (limits, options), asks admission for `units` passes
+// and the plan's working memory (waiting a short while for room), then
+// allocates it on a worker and calls `done` there. `done` gets the refusal
+// instead (counted as a pass of `rpc`), possibly from another thread; it is
+// called exactly once. Call it from a worker (planning is work).
+void OpenPassAsync(ServiceContext& ctx, const v1::PassHeader& header, const std::string& rpc,
+                   runtime::Admission::Request who, std::function<void(absl::StatusOr<OpenPass>)> done);
 
-// Header -> an OpenPass: refuses new passes while shutting down, plans the
-// pass, reserves its working memory (RESOURCE_EXHAUSTED if over), then
-// allocates it. Runs on a worker.
-absl::StatusOr<OpenPass> OpenPassFromHeader(ServiceContext& ctx, const v1::PassHeader& header);
-
-// Frees an open pass's memory (then its reservation) and records its outcome
+// Frees an open pass's memory (then its ticket) and records its outcome
 // under `rpc` in the metrics; nothing for a pass that is not open.
-void ClosePass(ServiceContext& ctx, OpenPass& pass, const char* rpc, const absl::Status& status);
+void ClosePass(ServiceContext& ctx, OpenPass& pass, const std::string& rpc, const absl::Status& status);
 
 // The context a pass's Finish runs with on behalf of `call`: cancelled with
 // the call; with `parallel`, long analyses may use every worker of the pool.

@@ -1,53 +1,151 @@
 #include "server/runtime/metrics.h"
 
-#include <string>
+#include <unistd.h>
+
+#include <cstdio>
+#include <utility>
+#include <vector>
+
+#include <prometheus/metric_family.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 
 namespace attnroll::runtime {
+namespace {
 
-Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+  return kBuckets;
+}
+
+prometheus::ClientMetric Value(double v, std::vector<prometheus::ClientMetric::Label> labels = {}) {
+  prometheus::ClientMetric m;
+  m.label = std::move(labels);
+  m.gauge.value = v;
+  return m;
+}
+
+prometheus::MetricFamily Gauge(std::string name, std::string help,
+                               std::vector<prometheus::ClientMetric> values) {
+  prometheus::MetricFamily f;
+  f.name = std::move(name);
+  f.help = std::move(help);
+  f.type = prometheus::MetricType::Gauge;
+  f.metric = std::move(values);
+  return f;
+}
+
+// The gauges, computed when scraped.
+class LiveGauges : public prometheus::Collectable {
+ public:
+  void SetSource(std::function<LiveFigures()> source) {
+    absl::MutexLock lock(&mu_);
+    source_ = std::move(source);
+  }
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    LiveFigures f;
+    {
+      absl::MutexLock lock(&mu_);
+      if (source_) f = source_();
+    }
+    return {
+        Gauge("attnroll_passes_in_flight", "Admitted passes and calls not finished yet",
+              {Value(static_cast<double>(f.passes_in_flight))}),
+        Gauge("attnroll_admission_waiting", "New passes waiting for room to be admitted",
+              {Value(static_cast<double>(f.admission_waiting))}),
+        Gauge("attnroll_memory_reserved_bytes", "Working memory reserved by admitted passes and calls",
+              {Value(static_cast<double>(f.memory_reserved))}),
+        Gauge("attnroll_memory_budget_bytes", "The memory budget (max_memory_bytes)",
+              {Value(static_cast<double>(f.memory_capacity))}),
+        Gauge("attnroll_worker_queue_depth", "Tasks waiting for a worker, by lane",
+              {Value(static_cast<double>(f.queue_step), {{"lane", "step"}}),
+               Value(static_cast<double>(f.queue_long), {{"lane", "long"}}),
+               Value(static_cast<double>(f.queue_new), {{"lane", "new"}})}),
+        Gauge("attnroll_open_connections", "Connections with at least one pass open",
+              {Value(static_cast<double>(f.open_connections))}),
+        Gauge("process_resident_memory_bytes", "Resident memory size in bytes",
+              {Value(static_cast<double>(ResidentBytes()))}),
+        Gauge("attnroll_build_info", "Always 1; the version is a label",
+              {Value(1.0, {{"version", ATTNROLL_VERSION}})}),
+    };
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::function<LiveFigures()> source_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+int64_t ResidentBytes() {
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  long long size = 0, resident = 0;
+  const int read = std::fscanf(f, "%lld %lld", &size, &resident);
+  std::fclose(f);
+  return read == 2 ? resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE)) : 0;
+}
+
+Metrics::Metrics()
+    : registry_(std::make_shared<prometheus::Registry>()), live_(std::make_shared<LiveGauges>()) {
+  calls_ = &prometheus::BuildCounter()
+                .Name("attnroll_rpcs_total")
+                .Help("Calls finished, by method and gRPC status code, refused or not")
+                .Register(*registry_);
+  call_duration_ = &prometheus::BuildHistogram()
+                        .Name("attnroll_rpc_duration_seconds")
+                        .Help("Time from a call's start to its status, by method")
+                        .Register(*registry_);
   passes_ = &prometheus::BuildCounter()
                  .Name("attnroll_passes_total")
-                 .Help("Forward passes finished, by RPC and gRPC status code")
+                 .Help("Forward passes finished (every header received), by method and status code")
                  .Register(*registry_);
-  duration_ = &prometheus::BuildHistogram()
-                   .Name("attnroll_pass_duration_seconds")
-                   .Help("Time from a pass's header to its response")
+  pass_duration_ = &prometheus::BuildHistogram()
+                        .Name("attnroll_pass_duration_seconds")
+                        .Help("Time from a pass's header to its response or error, by method")
+                        .Register(*registry_);
+  refusals_ = &prometheus::BuildCounter()
+                   .Name("attnroll_refusals_total")
+                   .Help("Passes and calls refused, by reason")
                    .Register(*registry_);
-  in_flight_ = &prometheus::BuildGauge()
-                    .Name("attnroll_passes_in_flight")
-                    .Help("Passes with a header and no response yet")
-                    .Register(*registry_)
-                    .Add({});
+  for (Refusal r : kAllRefusals) refusals_->Add({{"reason", RefusalName(r)}});
+  compute_ = &prometheus::BuildHistogram()
+                  .Name("attnroll_compute_seconds")
+                  .Help("Worker time of one pass or comparison, by analysis kind")
+                  .Register(*registry_);
   bytes_ = &prometheus::BuildCounter()
                 .Name("attnroll_attention_received_bytes_total")
-                .Help("Attention tensor bytes received")
-                .Register(*registry_)
-                .Add({});
-  memory_ = &prometheus::BuildGauge()
-                 .Name("attnroll_memory_reserved_bytes")
-                 .Help("Working memory reserved by passes in flight")
-                 .Register(*registry_)
-                 .Add({});
-  queue_ = &prometheus::BuildGauge()
-                .Name("attnroll_worker_queue_depth")
-                .Help("Tasks waiting for a worker")
+                .Help("Attention (and gradient) tensor bytes received")
                 .Register(*registry_)
                 .Add({});
   rejected_ = &prometheus::BuildCounter()
                    .Name("attnroll_worker_queue_rejections_total")
-                   .Help("Work refused with RESOURCE_EXHAUSTED because the worker queue was full")
+                   .Help("New work refused with RESOURCE_EXHAUSTED because the worker queue was full")
                    .Register(*registry_)
                    .Add({});
 }
 
-void Metrics::PassStarted() { in_flight_->Increment(); }
+void Metrics::SetLiveSource(std::function<LiveFigures()> source) {
+  static_cast<LiveGauges*>(live_.get())->SetSource(std::move(source));
+}
 
-void Metrics::PassFinished(const char* rpc, absl::StatusCode code, double seconds) {
-  in_flight_->Decrement();
+void Metrics::CallFinished(const std::string& rpc, absl::StatusCode code, double seconds) {
+  calls_->Add({{"rpc", rpc}, {"code", absl::StatusCodeToString(code)}}).Increment();
+  call_duration_->Add({{"rpc", rpc}}, LatencyBuckets()).Observe(seconds);
+}
+
+void Metrics::PassFinished(const std::string& rpc, absl::StatusCode code, double seconds) {
   passes_->Add({{"rpc", rpc}, {"code", absl::StatusCodeToString(code)}}).Increment();
-  static const prometheus::Histogram::BucketBoundaries kBuckets = {
-      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
-  duration_->Add({{"rpc", rpc}}, kBuckets).Observe(seconds);
+  pass_duration_->Add({{"rpc", rpc}}, LatencyBuckets()).Observe(seconds);
+}
+
+void Metrics::Refused(Refusal reason) { refusals_->Add({{"reason", RefusalName(reason)}}).Increment(); }
+
+void Metrics::Compute(const std::string& analysis, double seconds) {
+  compute_->Add({{"analysis", analysis}}, LatencyBuckets()).Observe(seconds);
 }
 
 }  // namespace attnroll::runtime

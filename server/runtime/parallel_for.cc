@@ -35,14 +35,17 @@ void ParallelFor(WorkerPool* pool, int helpers, int64_t num_items, const std::fu
     *i = k;
     return true;
   };
+  // Helpers step aside (between items) as soon as short work waits for a
+  // worker, so a long analysis never keeps small passes waiting.
+  const ClaimFn helper_claim = [claim, pool](int64_t* i) { return !pool->ShortWorkWaiting() && claim(i); };
   for (int h = 0; pool != nullptr && h < helpers && h + 1 < num_items; ++h) {
-    pool->Offer([shared, claim] {
+    pool->Offer([shared, helper_claim] {
       {
         absl::MutexLock lock(&shared->mu);
         if (shared->closed) return;
         ++shared->active;
       }
-      shared->worker(claim);
+      shared->worker(helper_claim);
       absl::MutexLock lock(&shared->mu);
       --shared->active;
     });

@@ -1,7 +1,8 @@
 // Splits one pass's independent items (e.g. the max flows of attention flow)
 // over the calling worker and idle pool workers. The caller always takes part,
 // so a full pool never blocks it: helpers that cannot be queued, or start
-// late, simply do nothing.
+// late, simply do nothing, and a helper leaves (between items) as soon as
+// short work waits for a worker.
 #ifndef ATTNROLL_SERVER_RUNTIME_PARALLEL_FOR_H_
 #define ATTNROLL_SERVER_RUNTIME_PARALLEL_FOR_H_
 

@@ -1,13 +1,17 @@
 #include "server/session/analysis_options.h"
 
+#include <algorithm>
 #include <limits>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "server/runtime/refusal.h"
 
 namespace attnroll::session {
 
 absl::StatusOr<analysis::RolloutSpec> ToRolloutSpec(const v1::RolloutOptions& options,
-                                                    const v1::Layout& layout, absl::string_view root) {
+                                                    const v1::Layout& layout, absl::string_view root,
+                                                    int max_rows) {
   analysis::RolloutSpec spec;
   auto fusion = [root](int value, absl::string_view field, analysis::Fusion* out) {
     switch (value) {
@@ -43,6 +47,20 @@ absl::StatusOr<analysis::RolloutSpec> ToRolloutSpec(const v1::RolloutOptions& op
   spec.per_layer = options.per_layer();
 
   const v1::ReadOut& ro = options.readout();
+  if (ro.rows_size() > max_rows) {
+    return runtime::Refused(runtime::Refusal::kLimits,
+                            absl::StrCat(root, ".readout.rows: ", ro.rows_size(),
+                                         " rows, over the server's max_rows of ", max_rows));
+  }
+  {
+    std::vector<uint32_t> sorted(ro.rows().begin(), ro.rows().end());
+    std::sort(sorted.begin(), sorted.end());
+    const auto dup = std::adjacent_find(sorted.begin(), sorted.end());
+    if (dup != sorted.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(root, ".readout.rows: expected distinct rows, got row ", *dup, " twice"));
+    }
+  }
   for (uint32_t r : ro.rows()) {
     if (r >= layout.num_tokens()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -121,7 +139,7 @@ absl::StatusOr<analysis::RolloutSpec> ToRolloutSpec(const v1::RolloutOptions& op
 }
 
 absl::StatusOr<analysis::RolloutSpec> ToFlowGraphSpec(const v1::FlowOptions& options,
-                                                      const v1::Layout& layout) {
+                                                      const v1::Layout& layout, int max_rows) {
   if (options.fusion() == v1::HEAD_FUSION_NONE) {
     return absl::InvalidArgumentError("flow.fusion: expected MEAN, MAX, MIN or WEIGHTED, got NONE");
   }
@@ -139,7 +157,7 @@ absl::StatusOr<analysis::RolloutSpec> ToFlowGraphSpec(const v1::FlowOptions& opt
   graph.set_no_renormalize(options.no_renormalize());
   if (options.has_layers()) *graph.mutable_layers() = options.layers();
   *graph.mutable_readout() = options.readout();
-  return ToRolloutSpec(graph, layout, "flow");
+  return ToRolloutSpec(graph, layout, "flow", max_rows);
 }
 
 }  // namespace attnroll::session

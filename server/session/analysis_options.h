@@ -12,15 +12,17 @@
 namespace attnroll::session {
 
 // `root` names the options in messages ("rollout", "flow", "encoder_decoder"):
-// "rollout.fusion: expected ...".
+// "rollout.fusion: expected ...". At most `max_rows` distinct read-out rows.
 absl::StatusOr<analysis::RolloutSpec> ToRolloutSpec(const v1::RolloutOptions& options,
                                                     const v1::Layout& layout,
-                                                    absl::string_view root = "rollout");
+                                                    absl::string_view root = "rollout",
+                                                    int max_rows = 1 << 30);
 
 // Attention flow runs on the graph rollout builds: the same fusion, residual,
 // range and read-out (no per-layer output, gradients, pruning or NONE fusion).
 absl::StatusOr<analysis::RolloutSpec> ToFlowGraphSpec(const v1::FlowOptions& options,
-                                                      const v1::Layout& layout);
+                                                      const v1::Layout& layout,
+                                                      int max_rows = 1 << 30);
 
 }  // namespace attnroll::session
 

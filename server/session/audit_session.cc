@@ -9,6 +9,7 @@
 #include "server/session/compare_request.h"
 #include "server/session/result_tensors.h"
 #include "server/session/field_status.h"
+#include "server/runtime/refusal.h"
 
 namespace attnroll::session {
 namespace {
@@ -93,13 +94,12 @@ absl::StatusOr<std::unique_ptr<AuditSession>> AuditSession::Create(const v1::Aud
         "header.map_length: expected the map length, or a grid in header.compare, got neither");
   }
   if (length > int64_t{limits.max_tokens} * limits.max_tokens) {
-    return absl::ResourceExhaustedError(absl::StrCat(
+    return runtime::Refused(runtime::Refusal::kLimits, absl::StrCat(
         "header.map_length: ", length, " exceeds the server limit of max_tokens^2"));
   }
   absl::StatusOr<analysis::CompareSpec> spec = ToCompareSpec(o, length);
-  if (!spec.ok()) {
-    return absl::Status(spec.status().code(), absl::StrCat("header.compare.", spec.status().message()));
-  }
+  if (!spec.ok()) return InField("header.compare", spec.status());
+  if (absl::Status s = CheckCompareCost(1, length, *spec, limits); !s.ok()) return At("header", s);
   analysis::AuditOptions options;
   options.map_length = static_cast<int>(length);
   options.grid_h = spec->grid_h;
@@ -108,7 +108,7 @@ absl::StatusOr<std::unique_ptr<AuditSession>> AuditSession::Create(const v1::Aud
   if (header.worst_items() != 0) options.worst_items = static_cast<int>(std::min<uint32_t>(header.worst_items(), 1000));
   absl::StatusOr<analysis::AuditAggregator> aggregator = analysis::AuditAggregator::Create(options);
   if (!aggregator.ok()) {
-    return absl::Status(aggregator.status().code(), absl::StrCat("header: ", aggregator.status().message()));
+    return At("header", aggregator.status());
   }
   return std::unique_ptr<AuditSession>(
       new AuditSession(*std::move(spec), *std::move(aggregator), length));
@@ -128,7 +128,8 @@ v1::AuditItemResult AuditSession::FailedItem(const std::string& id, const absl::
   return result;
 }
 
-v1::AuditItemResult AuditSession::AddItem(const v1::AuditItem& item) {
+v1::AuditItemResult AuditSession::AddItem(const v1::AuditItem& item,
+                                          const std::function<bool()>& cancelled) {
   for (const auto& [name, t] : {std::pair<const char*, const v1::Tensor*>{"baseline", &item.baseline()},
                                 {"candidate", &item.candidate()}}) {
     if (absl::Status s = CheckTensorBytes(*t, name); !s.ok()) return FailedItem(item.id(), s);
@@ -140,7 +141,7 @@ v1::AuditItemResult AuditSession::AddItem(const v1::AuditItem& item) {
   }
   const std::vector<float> a = DecodeAllValues(item.baseline());
   const std::vector<float> b = DecodeAllValues(item.candidate());
-  absl::StatusOr<analysis::Comparison> c = analysis::CompareMaps(a, b, spec_);
+  absl::StatusOr<analysis::Comparison> c = analysis::CompareMaps(a, b, spec_, cancelled);
   if (!c.ok()) return FailedItem(item.id(), c.status());
   analysis::AuditItemView view;
   view.id = item.id();
@@ -181,7 +182,7 @@ v1::AuditItemResult AuditSession::AddPassItem(const std::string& id, const std::
     }
     *out = std::move(*r->mutable_results(0)->mutable_maps(0));
   }
-  return AddItem(item);
+  return AddItem(item, finish.cancelled);
 }
 
 v1::AuditReport AuditSession::Report() const {

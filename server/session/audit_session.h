@@ -6,6 +6,7 @@
 #define ATTNROLL_SERVER_SESSION_AUDIT_SESSION_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -32,7 +33,8 @@ class AuditSession {
   static v1::AuditItemResult FailedItem(const std::string& id, const absl::Status& status);
 
   // Thread-safe. A refused item comes back with its error set; the audit goes on.
-  v1::AuditItemResult AddItem(const v1::AuditItem& item);
+  // `cancelled` (may be empty) stops the comparison.
+  v1::AuditItemResult AddItem(const v1::AuditItem& item, const std::function<bool()>& cancelled = {});
 
   // An item given as attention: finishes both passes and adds their first
   // analysis's maps of sequence 0 (thread-safe like AddItem).

@@ -4,7 +4,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "server/runtime/refusal.h"
 #include "server/analysis/compare.h"
 #include "server/session/attention_decode.h"
 #include "server/session/field_status.h"
@@ -39,7 +41,7 @@ absl::StatusOr<Layout> Resolve(const v1::CompareRequest& r, const runtime::PassL
   for (int64_t d : sa) count *= d;
   if (count == 0) return absl::InvalidArgumentError("a: expected at least one value, got none");
   if (count > int64_t{limits.max_tokens} * limits.max_tokens) {
-    return absl::ResourceExhaustedError(absl::StrCat(
+    return runtime::Refused(runtime::Refusal::kLimits, absl::StrCat(
         "a: ", count, " values exceed the server limit of max_tokens^2 = ",
         int64_t{limits.max_tokens} * limits.max_tokens));
   }
@@ -75,6 +77,7 @@ absl::StatusOr<Layout> Resolve(const v1::CompareRequest& r, const runtime::PassL
   out.spec = *std::move(spec);
   out.spec.grid_h = grid_h;  // a [k, h, w] tensor's grid when the options give none
   out.spec.grid_w = grid_w;
+  if (absl::Status s = CheckCompareCost(out.maps, out.length, out.spec, limits); !s.ok()) return s;
   return out;
 }
 
@@ -95,8 +98,23 @@ absl::StatusOr<int64_t> CompareWorkingBytes(const v1::CompareRequest& request,
          analysis::CompareWorkingBytes(layout->length, layout->spec);
 }
 
+absl::Status CheckCompareCost(int64_t maps, int64_t length, const analysis::CompareSpec& spec,
+                              const runtime::PassLimits& limits) {
+  const double cost = static_cast<double>(maps) * analysis::CompareCost(length, spec);
+  if (cost > limits.max_compare_cost) {
+    return runtime::Refused(
+        runtime::Refusal::kLimits,
+        absl::StrFormat("compare: %d comparisons of %d-value maps are estimated at %.3g work units "
+                        "(~%.3g core-seconds), over the server's max_compare_cost of %.3g; send "
+                        "fewer or smaller maps, or a smaller ssim_window",
+                        maps, length, cost, cost * 1e-9, limits.max_compare_cost));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<v1::CompareResponse> RunCompare(const v1::CompareRequest& request,
-                                               const runtime::PassLimits& limits) {
+                                               const runtime::PassLimits& limits,
+                                               const std::function<bool()>& cancelled) {
   absl::StatusOr<Layout> layout = Resolve(request, limits);
   if (!layout.ok()) return layout.status();
   const std::vector<float> a = DecodeAllValues(request.a());
@@ -107,7 +125,7 @@ absl::StatusOr<v1::CompareResponse> RunCompare(const v1::CompareRequest& request
   for (int64_t k = 0; k < layout->maps; ++k) {
     absl::StatusOr<analysis::Comparison> c = analysis::CompareMaps(
         absl::MakeConstSpan(a.data() + k * n, n), absl::MakeConstSpan(b.data() + k * n, n),
-        layout->spec);
+        layout->spec, cancelled);
     if (!c.ok()) {
       return layout->maps > 1 ? At(absl::StrCat("map ", k), c.status()) : c.status();
     }

@@ -4,6 +4,7 @@
 #define ATTNROLL_SERVER_SESSION_COMPARE_REQUEST_H_
 
 #include <cstdint>
+#include <functional>
 
 #include "absl/status/statusor.h"
 #include <vector>
@@ -19,8 +20,15 @@ namespace attnroll::session {
 absl::StatusOr<int64_t> CompareWorkingBytes(const v1::CompareRequest& request,
                                             const runtime::PassLimits& limits);
 
+// `cancelled` (may be empty) stops the comparison between metrics and maps.
 absl::StatusOr<v1::CompareResponse> RunCompare(const v1::CompareRequest& request,
-                                               const runtime::PassLimits& limits);
+                                               const runtime::PassLimits& limits,
+                                               const std::function<bool()>& cancelled = {});
+
+// The estimated work of comparing `maps` pairs of maps of `length` values:
+// RESOURCE_EXHAUSTED (refusal "limits") above limits.max_compare_cost.
+absl::Status CheckCompareCost(int64_t maps, int64_t length, const analysis::CompareSpec& spec,
+                              const runtime::PassLimits& limits);
 
 // Pieces the audit shares with Compare.
 // CompareOptions -> spec for maps of `length` values laid out on the options' grid.

@@ -8,6 +8,7 @@
 #include "server/analysis/row_stats.h"
 #include "server/session/analysis_options.h"
 #include "server/session/field_status.h"
+#include "server/runtime/refusal.h"
 #include "server/session/pass_checks.h"
 
 namespace attnroll::session {
@@ -148,6 +149,13 @@ absl::StatusOr<EncoderDecoderPlan> PlanEncoderDecoderPass(const v1::PassHeader& 
   p.working_bytes = (2 * block + int64_t{p.batch} * (p.num_heads + 1) * side) *
                         static_cast<int64_t>(sizeof(float)) +
                     side * static_cast<int64_t>(sizeof(analysis::RowStats));
+  if (header.analyses_size() > limits.max_analyses) {
+    return runtime::Refused(runtime::Refusal::kLimits,
+                            absl::StrCat("analyses: ", header.analyses_size(),
+                                         " analyses in one pass, over the server's max_analyses of ",
+                                         limits.max_analyses));
+  }
+  int64_t response_bytes = 0;
   for (int i = 0; i < header.analyses_size(); ++i) {
     const std::string path = absl::StrCat("analyses[", i, "]");
     absl::StatusOr<EncoderDecoderAnalysisPlan> job = PlanAnalysis(header.analyses(i), layout, p);
@@ -157,10 +165,24 @@ absl::StatusOr<EncoderDecoderPlan> PlanEncoderDecoderPass(const v1::PassHeader& 
                  : At(path, job.status());
     }
     if (job->spec.rules) p.needs_gradient = true;
+    for (int b = 0; b < p.batch; ++b) {
+      const int64_t rows = job->all_rows ? p.valid_dec[b] : analysis::NumMaps(job->readout);
+      response_bytes += (rows * (p.valid_enc[b] - job->readout.prefix) +
+                         (job->return_encoder ? int64_t{p.valid_enc[b]} * p.valid_enc[b] : 0) +
+                         (job->return_decoder ? int64_t{p.valid_dec[b]} * p.valid_dec[b] : 0)) *
+                        static_cast<int64_t>(sizeof(float));
+    }
     p.working_bytes += p.batch * (analysis::EncoderDecoderWorkingBytes(p.n_enc, p.n_dec) +
                                   static_cast<int64_t>(p.n_dec) * p.n_enc * sizeof(float));
     p.analyses.push_back(*std::move(job));
   }
+  if (response_bytes > limits.max_response_bytes) {
+    return runtime::Refused(runtime::Refusal::kLimits,
+                            absl::StrCat("response: the maps asked for are ", response_bytes,
+                                         " bytes, over the server's max_response_bytes of ",
+                                         limits.max_response_bytes));
+  }
+  p.working_bytes += response_bytes;  // the response's copy of the maps
   return p;
 }
 

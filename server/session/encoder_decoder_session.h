@@ -26,6 +26,8 @@ class EncoderDecoderSession : public Pass {
 
   const std::string& request_id() const override { return plan_.request_id; }
   int64_t working_bytes() const override { return plan_.working_bytes; }
+  const char* kind() const override { return "encoder-decoder"; }
+  bool long_finish() const override { return false; }
   absl::Status AddChunk(const v1::LayerChunk& chunk) override;
   absl::StatusOr<v1::ExplainResponse> Finish(const FinishContext& ctx) override;
 

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "server/runtime/refusal.h"
 
 namespace attnroll::session {
 namespace {
@@ -10,7 +11,12 @@ namespace {
 absl::Status Prefixed(const absl::Status& status, absl::string_view prefix,
                       absl::string_view separator) {
   if (status.ok()) return status;
-  return absl::Status(status.code(), absl::StrCat(prefix, separator, status.message()));
+  absl::Status out(status.code(), absl::StrCat(prefix, separator, status.message()));
+  // Payloads (a refusal's reason) travel with the annotated status.
+  status.ForEachPayload([&out](absl::string_view type, const absl::Cord& payload) {
+    out.SetPayload(type, payload);
+  });
+  return out;
 }
 
 }  // namespace
@@ -33,7 +39,7 @@ absl::Status CheckCount(absl::string_view field, uint64_t value, uint64_t limit)
         absl::StrCat(field, ": expected 1 <= value <= ", limit, ", got ", value));
   }
   if (value > limit) {
-    return absl::ResourceExhaustedError(
+    return runtime::Refused(runtime::Refusal::kLimits, 
         absl::StrCat(field, ": ", value, " exceeds the server limit of ", limit));
   }
   return absl::OkStatus();

@@ -37,6 +37,12 @@ class Pass {
   virtual const std::string& request_id() const = 0;
   // Upper bound of the memory this pass allocates while it runs.
   virtual int64_t working_bytes() const = 0;
+  // What it computes, for the metrics: "rollout", "grad-rollout", "flow",
+  // "encoder-decoder", "validate" (its first analysis).
+  virtual const char* kind() const = 0;
+  // Its Finish is long work (attention flow's max flows): it runs on the
+  // pool's long lane.
+  virtual bool long_finish() const = 0;
   // The next layer message: must continue exactly where the last one ended.
   virtual absl::Status AddChunk(const v1::LayerChunk& chunk) = 0;
   // Every layer must have arrived. Builds the response (timing included).

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/session/attention_decode.h"
+#include "server/runtime/refusal.h"
 
 namespace attnroll::session {
 
@@ -21,7 +22,7 @@ absl::StatusOr<float> RowSumTolerance(const v1::PassHeader& header) {
 absl::Status CheckPassFits(uint64_t values, int64_t max_pass_bytes, absl::string_view shape) {
   const uint64_t min_bytes = values * 2;
   if (min_bytes > static_cast<uint64_t>(max_pass_bytes)) {
-    return absl::ResourceExhaustedError(absl::StrCat(
+    return runtime::Refused(runtime::Refusal::kLimits, absl::StrCat(
         "layout: a pass of ", shape, " attention values is at least ", min_bytes,
         " bytes, over the server's max_pass_bytes of ", max_pass_bytes));
   }
@@ -118,7 +119,7 @@ absl::StatusOr<std::vector<float>> ValueNormsOf(const v1::Tensor& v, absl::strin
 absl::Status PassBytes::Add(const v1::LayerChunk& chunk) {
   received_ += static_cast<int64_t>(chunk.attention().data().size() + chunk.gradient().data().size());
   if (received_ > limit_) {
-    return absl::ResourceExhaustedError(absl::StrCat(
+    return runtime::Refused(runtime::Refusal::kLimits, absl::StrCat(
         "pass: ", received_, " attention bytes exceed the server's max_pass_bytes of ", limit_));
   }
   return absl::OkStatus();

@@ -11,6 +11,7 @@
 #include "server/session/field_status.h"
 #include "server/session/pass_checks.h"
 #include "server/session/pass_session.h"
+#include "server/runtime/refusal.h"
 
 namespace attnroll::session {
 namespace {
@@ -67,7 +68,7 @@ absl::Status PlanLayout(const v1::Layout& layout, const runtime::PassLimits& lim
 // Analysis `index`: its spec and path, validated for every sequence, and what
 // it adds to the pass's memory and flow cost. Errors name "analyses[index]".
 absl::Status PlanAnalysis(const v1::Analysis& a, size_t index, const v1::Layout& layout, int threads,
-                          PassPlan* plan) {
+                          int max_rows, PassPlan* plan) {
   const std::string path = absl::StrCat("analyses[", index, "]");
   if (a.kind_case() == v1::Analysis::kValidate) {
     AnalysisPlan job;
@@ -79,9 +80,9 @@ absl::Status PlanAnalysis(const v1::Analysis& a, size_t index, const v1::Layout&
   absl::StatusOr<analysis::RolloutSpec> spec;
   const char* root = "rollout";
   switch (a.kind_case()) {
-    case v1::Analysis::kRollout: spec = ToRolloutSpec(a.rollout(), layout); break;
+    case v1::Analysis::kRollout: spec = ToRolloutSpec(a.rollout(), layout, "rollout", max_rows); break;
     case v1::Analysis::kFlow:
-      spec = ToFlowGraphSpec(a.flow(), layout);
+      spec = ToFlowGraphSpec(a.flow(), layout, max_rows);
       root = "flow";
       break;
     default:
@@ -103,6 +104,13 @@ absl::Status PlanAnalysis(const v1::Analysis& a, size_t index, const v1::Layout&
   const int layers = analysis::LastLayer(*spec, plan->num_layers) - spec->first_layer + 1;
   for (int b = 0; b < plan->batch; ++b) {
     const int m = plan->valid[b];
+    // The maps of this sequence: k rows (every token for flow's all_rows), per
+    // layer in range, per head (and their aggregate) when head-specific.
+    const int64_t rows = job.all_rows ? m : analysis::NumMaps(spec->readout);
+    const int64_t layers_out = spec->per_layer ? layers : 1;
+    const int64_t heads_out = spec->fusion == analysis::Fusion::kNone ? plan->num_heads + 1 : 1;
+    plan->response_bytes += rows * layers_out * heads_out * (m - spec->readout.prefix) *
+                            static_cast<int64_t>(sizeof(float));
     if (absl::Status s = analysis::ValidateRolloutSpec(*spec, plan->num_layers, plan->num_heads, m, root);
         !s.ok()) {
       return At(absl::StrCat(path, " (sequence ", b, ")"), s);
@@ -138,14 +146,31 @@ absl::StatusOr<PassPlan> PlanPass(const v1::PassHeader& header, const runtime::P
   plan.tolerance = *tolerance;
 
   plan.working_bytes = PassSession::ScratchBytes(plan);
+  if (header.analyses_size() > limits.max_analyses) {
+    return runtime::Refused(runtime::Refusal::kLimits,
+                            absl::StrCat("analyses: ", header.analyses_size(),
+                                         " analyses in one pass, over the server's max_analyses of ",
+                                         limits.max_analyses));
+  }
   // One default rollout when no analysis is asked for.
   std::vector<v1::Analysis> analyses(header.analyses().begin(), header.analyses().end());
   if (analyses.empty()) analyses.emplace_back().mutable_rollout();
   for (size_t i = 0; i < analyses.size(); ++i) {
-    if (absl::Status s = PlanAnalysis(analyses[i], i, layout, threads, &plan); !s.ok()) return s;
+    if (absl::Status s = PlanAnalysis(analyses[i], i, layout, threads, limits.max_rows, &plan); !s.ok()) {
+      return s;
+    }
   }
+  if (plan.response_bytes > limits.max_response_bytes) {
+    return runtime::Refused(runtime::Refusal::kLimits,
+                            absl::StrCat("response: the maps asked for are ", plan.response_bytes,
+                                         " bytes, over the server's max_response_bytes of ",
+                                         limits.max_response_bytes,
+                                         "; ask for fewer rows, layers or analyses"));
+  }
+  // The response is built from a copy of every map.
+  plan.working_bytes += plan.response_bytes;
   if (plan.flow_cost > limits.max_flow_cost) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
+    return runtime::Refused(runtime::Refusal::kLimits, absl::StrFormat(
         "flow: the pass's attention flow is estimated at %.3g work units (~%.3g core-seconds), over "
         "the server's max_flow_cost of %.3g; ask for fewer output tokens or layers",
         plan.flow_cost, plan.flow_cost * 1e-9, limits.max_flow_cost));

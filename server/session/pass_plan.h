@@ -46,6 +46,8 @@ struct PassPlan {
   int64_t working_bytes = 0;
   // Estimated work units of the pass's attention flow (~ns of one core).
   double flow_cost = 0;
+  // Estimated bytes of the response's maps.
+  int64_t response_bytes = 0;
 };
 
 // `threads`: how many threads may run the pass's attention flow (each

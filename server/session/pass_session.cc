@@ -54,6 +54,20 @@ PassSession::PassSession(PassPlan plan)
   }
 }
 
+const char* PassSession::kind() const {
+  const AnalysisPlan& first = plan_.analyses.front();
+  if (first.validate_only) return "validate";
+  if (first.flow) return "flow";
+  return first.spec.gradient == analysis::GradientRule::kNone ? "rollout" : "grad-rollout";
+}
+
+bool PassSession::long_finish() const {
+  for (const AnalysisPlan& a : plan_.analyses) {
+    if (a.flow) return true;
+  }
+  return false;
+}
+
 absl::Status PassSession::CheckChunkPosition(const v1::LayerChunk& chunk) const {
   const uint32_t layer = chunk.layer(), head = chunk.head_start();
   if (layer == static_cast<uint32_t>(next_layer_) && head == static_cast<uint32_t>(next_head_)) {

@@ -33,6 +33,8 @@ class PassSession : public Pass {
 
   const std::string& request_id() const override { return plan_.request_id; }
   int64_t working_bytes() const override { return plan_.working_bytes; }
+  const char* kind() const override;
+  bool long_finish() const override;
 
   // The next layer message: must continue exactly where the last one ended.
   absl::Status AddChunk(const v1::LayerChunk& chunk) override;

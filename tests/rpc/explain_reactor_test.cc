@@ -66,7 +66,7 @@ TEST_F(ServerTest, BadInputsGetInvalidArgumentNamingTheField) {
   expect_invalid({good[0], good[2]}, "layer: out of order: expected layer 0, got 1");
   expect_invalid({good[0], good[1], good[1]}, "layer: duplicate: layer 0");
   expect_invalid({good[0], good[1]}, "layer: missing: the stream ended after 1 complete layers");
-  expect_invalid({good[0], v1::ExplainRequest()}, "message: expected a header or a layer");
+  expect_invalid({good[0], v1::ExplainRequest()}, "message 2: expected a header or a layer, got neither");
 
   auto mutate = [&](auto f) {
     std::vector<v1::ExplainRequest> m = good;

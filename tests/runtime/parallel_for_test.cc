@@ -12,7 +12,7 @@ namespace attnroll::runtime {
 namespace {
 
 TEST(ParallelForTest, EveryItemOnceAcrossCallerAndHelpers) {
-  WorkerPool pool(2, 8);
+  WorkerPool pool(2, 2, 8);
   std::vector<std::atomic<int>> seen(1000);
   std::atomic<int> participants{0};
   ParallelFor(&pool, 2, 1000, {}, [&](const ClaimFn& claim) {
@@ -25,9 +25,9 @@ TEST(ParallelForTest, EveryItemOnceAcrossCallerAndHelpers) {
 }
 
 TEST(ParallelForTest, StopsWhenAskedAndWorksWithAFullPool) {
-  WorkerPool pool(1, 1);
+  WorkerPool pool(1, 1, 1);
   absl::Notification release;
-  ASSERT_TRUE(pool.Submit([&] { release.WaitForNotification(); }).ok());  // the worker is busy
+  ASSERT_TRUE(pool.Submit(Lane::kStep, [&] { release.WaitForNotification(); }).ok());  // the worker is busy
   std::atomic<int> done{0};
   // The pool cannot help: the caller does all the work.
   ParallelFor(&pool, 4, 50, {}, [&](const ClaimFn& claim) {

@@ -1,0 +1,84 @@
+#include "server/rpc/call_state.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/runtime/refusal.h"
+
+namespace attnroll::rpc {
+namespace {
+
+// "ipv4:127.0.0.1:5555" -> "ipv4:127.0.0.1"; "ipv6:[::1]:5555" -> "ipv6:[::1]".
+std::string HostOf(const std::string& peer) {
+  const size_t colon = peer.rfind(':');
+  const size_t first = peer.find(':');
+  if (colon == std::string::npos || colon == first) return peer;  // no port (e.g. unix:)
+  return peer.substr(0, colon);
+}
+
+}  // namespace
+
+CallState::CallState(ServiceContext* ctx, grpc::CallbackServerContext* call, const char* rpc)
+    : ctx_(ctx), call_(call), rpc_(rpc), started_(absl::Now()) {
+  connection_ = call->peer();
+  client_ = HostOf(connection_);
+}
+
+CallState::~CallState() { DisarmIdle(); }
+
+runtime::Admission::Request CallState::Request(int units, const char* what) const {
+  runtime::Admission::Request r;
+  r.client = client_;
+  r.connection = connection_;
+  r.units = units;
+  r.what = what;
+  return r;
+}
+
+void CallState::ArmIdle(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  if (idle_timer_ != 0) return;
+  idle_timer_ = ctx_->timers->Schedule(absl::Now() + timeout, [this] {
+    idle_fired_ = true;
+    call_->TryCancel();
+  });
+}
+
+void CallState::DisarmIdle() {
+  runtime::Timers::Id id;
+  {
+    absl::MutexLock lock(&mu_);
+    id = idle_timer_;
+    idle_timer_ = 0;
+  }
+  if (id != 0) ctx_->timers->Cancel(id);
+}
+
+absl::Duration CallState::idle_timeout() const {
+  return absl::Seconds(ctx_->config.idle_timeout_seconds);
+}
+
+absl::Duration CallState::stream_idle_timeout() const {
+  return absl::Seconds(ctx_->config.stream_idle_timeout_seconds);
+}
+
+absl::Status CallState::CancelledStatus(absl::string_view what) const {
+  if (idle_fired_.load()) {
+    return runtime::Refused(runtime::Refusal::kIdle,
+                            absl::StrFormat("idle: nothing arrived for %g s (idle_timeout_seconds); %s ended",
+                                            ctx_->config.idle_timeout_seconds, what));
+  }
+  if (absl::FromChrono(call_->deadline()) <= absl::Now()) {
+    return absl::DeadlineExceededError(absl::StrCat(what, ": the call's deadline passed"));
+  }
+  return absl::CancelledError(absl::StrCat(what, " cancelled"));
+}
+
+void CallState::Ended(const absl::Status& status) {
+  if (ended_.exchange(true)) return;
+  ctx_->metrics->CallFinished(rpc_, status.code(), absl::ToDoubleSeconds(absl::Now() - started_));
+  if (const std::optional<runtime::Refusal> why = runtime::RefusalOf(status)) {
+    ctx_->metrics->Refused(*why);
+  }
+}
+
+}  // namespace attnroll::rpc
