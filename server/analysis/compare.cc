@@ -581,8 +581,13 @@ double CompareCost(int64_t n, const CompareSpec& spec) {
   // Ranks, Kendall's merge sort, top sets: a few sorts of n entries.
   double cost = 40.0 * x * std::log2(x + 2.0);
   if (spec.grid_h > 0) {
-    const int win = spec.ssim_window;
-    if (spec.grid_h >= win && spec.grid_w >= win) cost += 8.0 * x * win;  // two separable passes
+    const double win = spec.ssim_window, h = spec.grid_h, w = spec.grid_w;
+    if (h >= win && w >= win) {
+      // The row pass sums win cells for h x (w - win + 1) outputs, the column
+      // pass win rows for (h - win + 1) x (w - win + 1): five moments each.
+      const double ow = w - win + 1, oh = h - win + 1;
+      cost += 5.0 * win * ow * (h + oh);
+    }
     const double arcs = std::min<double>(x / 2 * (x - x / 2), static_cast<double>(spec.emd_max_arcs));
     cost += 150.0 * arcs;  // network simplex on the surplus/deficit arcs
   }

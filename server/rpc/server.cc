@@ -10,6 +10,7 @@
 #include <grpcpp/resource_quota.h>
 
 #include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.pb.h"
 
 namespace attnroll::rpc {
 namespace {
@@ -96,6 +97,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const runtime::ServerConfi
     s->metrics_port_ = ports.empty() ? 0 : ports.front();
   }
 
+  // Links the health service's descriptor into the generated pool, so
+  // reflection can describe grpc.health.v1.Health to generic tools.
+  (void)grpc::health::v1::HealthCheckResponse::descriptor();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   s->service_ = std::make_unique<AttnrollServiceImpl>(&s->ctx_);

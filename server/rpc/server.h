@@ -33,6 +33,7 @@ class Server {
   const runtime::ServerConfig& config() const { return ctx_.config; }
   int64_t memory_reserved() const { return admission_->bytes(); }
   int passes_in_flight() const { return admission_->units(); }
+  const runtime::Metrics& metrics() const { return metrics_; }
 
   // Drains and stops: health says NOT_SERVING (Check and Watch) while the
   // port stays open; new passes and calls get UNAVAILABLE; passes in flight

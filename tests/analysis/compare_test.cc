@@ -775,6 +775,39 @@ TEST(CompareTest, LargeMapsStayCheap) {
   EXPECT_LT(CompareWorkingBytes(10000, CompareSpec{}), 2 << 20);
 }
 
+TEST(CompareTest, StopsWhenCancelledInsideTheLongLoops) {
+  // A 64 x 64 grid with a 31-cell SSIM window: the comparison polls the
+  // cancellation between metrics and once per row of each SSIM pass, and
+  // stops at the first "yes".
+  const int side = 64;
+  const Map a = Lognormal(side * side, 8), b = Lognormal(side * side, 9);
+  CompareSpec spec = Grid(side, side);
+  spec.ssim_window = 31;
+  int polls = 0;
+  ASSERT_TRUE(CompareMaps(a, b, spec, [&] { return ++polls < 0; }).ok());
+  EXPECT_GT(polls, side);  // inside SSIM, not only between metrics
+  for (int stop_at : {1, 3, side / 2, polls}) {
+    int seen = 0;
+    absl::StatusOr<Comparison> c = CompareMaps(a, b, spec, [&] { return ++seen >= stop_at; });
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kCancelled) << stop_at;
+    EXPECT_EQ(seen, stop_at);  // nothing more was computed after the "yes"
+  }
+}
+
+TEST(CompareTest, CostGrowsWithTheWorkItDescribes) {
+  CompareSpec flat;
+  const double n1 = CompareCost(1000, flat), n10 = CompareCost(10000, flat);
+  EXPECT_GT(n10, 10 * n1);  // n log n
+  CompareSpec grid = Grid(128, 128);
+  grid.ssim_window = 7;
+  const double w7 = CompareCost(128 * 128, grid);
+  grid.ssim_window = 63;
+  const double w63 = CompareCost(128 * 128, grid);
+  // SSIM: 7 x 122 x 250 vs 63 x 66 x 194 moment sums, plus the same EMD.
+  EXPECT_GT(w63, w7);
+  EXPECT_GT(w7, CompareCost(128 * 128, flat));
+}
+
 TEST(CompareTest, ConcurrentCallsAgreeWithSerial) {
   const Map a = Blob(14, 14, 4, 4, 2.0, 100), b = Blob(14, 14, 9, 9, 2.0, 101);
   const Comparison serial = MustCompare(a, b, Grid(14, 14));

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "client/cpp/attnroll_client.h"
+#include "tests/testutil/metrics_testutil.h"
 #include "tests/testutil/server_fixture.h"
 #include "tests/testutil/status_matchers.h"
 
@@ -239,6 +240,28 @@ TEST_F(ServerTest, CompareOverTheServerLimitsGetsResourceExhaustedAndReleasesIts
                        HasSubstr("a: 5000 values exceed the server limit of max_tokens^2 = 4096")));
   ExpectMemoryReleased();
   // Nothing is left reserved: a comparison that fits still runs.
+  EXPECT_THAT(client_->Compare(Request({1, 2, 3}, {3, 2, 1}, {3})), IsOk());
+  ExpectMemoryReleased();
+}
+
+// Every comparison's work is estimated before it runs: over the server's
+// max_compare_cost it is refused at once, naming the limit.
+TEST_F(ServerTest, CompareOverItsCostLimitIsRefusedBeforeItRuns) {
+  runtime::ServerConfig c = Config();
+  c.limits.max_compare_cost = 1e5;
+  StartServer(c);
+  const int side = 32, n = side * side;
+  std::vector<float> a(n), b(n);
+  for (int i = 0; i < n; ++i) {
+    a[i] = static_cast<float>(1 + i % 7);
+    b[i] = static_cast<float>(1 + i % 5);
+  }
+  EXPECT_THAT(client_->Compare(Request(a, b, {1, side, side})),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("compare: 1 comparisons of 1024-value maps are estimated at"),
+                             HasSubstr("over the server's max_compare_cost of 1e+05"))));
+  EXPECT_EQ(testing::MetricValue(server_->metrics(), "attnroll_refusals_total", {{"reason", "limits"}}), 1);
+  // A small comparison still fits.
   EXPECT_THAT(client_->Compare(Request({1, 2, 3}, {3, 2, 1}, {3})), IsOk());
   ExpectMemoryReleased();
 }

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "server/analysis/rollout.h"
+#include "server/runtime/refusal.h"
 #include "tests/testutil/status_matchers.h"
 
 namespace attnroll::session {
@@ -121,6 +122,43 @@ TEST(PassPlanTest, FlowCostIsBoundedBeforeAnythingIsAllocated) {
   absl::StatusOr<PassPlan> two = PlanPass(h, {}, 2);
   ASSERT_THAT(two, IsOk());
   EXPECT_GT(two->working_bytes, plan->working_bytes);
+}
+
+TEST(PassPlanTest, WorkABadHeaderCanAskForIsBounded) {
+  runtime::PassLimits limits;
+  limits.max_analyses = 3;
+  limits.max_rows = 4;
+  limits.max_response_bytes = 64 * 1024;
+  v1::PassHeader h = Header(2, 2, 64);
+  for (int i = 0; i < 4; ++i) h.add_analyses()->mutable_rollout();
+  absl::StatusOr<PassPlan> plan = PlanPass(h, limits);
+  EXPECT_THAT(plan, StatusIs(kExhausted, HasSubstr("analyses: 4 analyses in one pass, over the server's "
+                                                   "max_analyses of 3")));
+  EXPECT_EQ(runtime::RefusalOf(plan.status()), runtime::Refusal::kLimits);
+  h = Header(2, 2, 64);
+  auto* rows = h.add_analyses()->mutable_rollout()->mutable_readout();
+  for (int r = 0; r < 5; ++r) rows->add_rows(r);
+  EXPECT_THAT(PlanPass(h, limits), StatusIs(kExhausted, HasSubstr("analyses[0].rollout.readout.rows: 5 rows, "
+                                                                  "over the server's max_rows of 4")));
+  h = Header(2, 2, 64);
+  rows = h.add_analyses()->mutable_rollout()->mutable_readout();
+  for (int r : {3, 1, 3}) rows->add_rows(r);
+  EXPECT_THAT(PlanPass(h, limits),
+              StatusIs(kInvalid, HasSubstr("analyses[0].rollout.readout.rows: expected distinct rows, got row 3 twice")));
+  // 3 analyses x 2 sequences x 16 layers x 4 rows x 64 tokens x 4 bytes = 98304 bytes.
+  h = Header(16, 2, 64, 2);
+  for (int i = 0; i < 3; ++i) {
+    auto* ro = h.add_analyses()->mutable_rollout();
+    ro->set_per_layer(true);
+    for (int r = 0; r < 4; ++r) ro->mutable_readout()->add_rows(r);
+  }
+  plan = PlanPass(h, limits);
+  EXPECT_THAT(plan, StatusIs(kExhausted, HasSubstr("response: the maps asked for are 98304 bytes, over the "
+                                                   "server's max_response_bytes of 65536")));
+  limits.max_response_bytes = 98304;
+  plan = PlanPass(h, limits);
+  ASSERT_THAT(plan, IsOk());
+  EXPECT_EQ(plan->response_bytes, 98304);
 }
 
 }  // namespace
