@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <fstream>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -14,9 +15,14 @@ namespace {
 
 std::string ShapeOf(const std::vector<int64_t>& s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
 
+// A regular file holding one .npy array (by its magic, whatever its name).
 bool IsSingleArrayFile(const std::string& path) {
   struct stat st;
-  return absl::EndsWith(path, ".npy") && stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  std::ifstream in(path, std::ios::binary);
+  char magic[6] = {};
+  in.read(magic, sizeof(magic));
+  return in.gcount() == 6 && absl::string_view(magic, 6) == absl::string_view("\x93NUMPY", 6);
 }
 
 // [A, B, rest...] -> [B, A, rest...] (swaps the two leading axes).
@@ -165,7 +171,10 @@ absl::StatusOr<npy::Array> ReadSideInput(const std::string& path, InputLayout la
   };
   npy::Array out;
   int which = -1;
-  if (!attention.per_layer_files) {
+  // The side input's own form decides: one array [L, ...] (or [B, L, ...] /
+  // [L, B, ...] by the layout), or one array per layer ([...] / [B, ...]).
+  const bool one_array = IsSingleArrayFile(path);
+  if (one_array) {
     absl::StatusOr<npy::Array> a = npy::ReadNpy(path);
     if (!a.ok()) return a.status();
     std::vector<int64_t> lead = {L};
@@ -200,8 +209,8 @@ absl::StatusOr<npy::Array> ReadSideInput(const std::string& path, InputLayout la
   }
   if (which < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        what, " ", path, ": expected ", attention.per_layer_files ? "per-layer arrays " : "shape ",
-        absl::StrJoin(wanted, " or "), attention.batched && !attention.per_layer_files
+        what, " ", path, ": expected ", one_array ? "shape " : "per-layer arrays ",
+        absl::StrJoin(wanted, " or "), attention.batched && one_array
                                            ? (layout == InputLayout::kLayerFirst ? " (lbhnn)" : " (blhnn)")
                                            : "",
         ", got ", ShapeOf(out.shape)));

@@ -43,10 +43,11 @@ absl::StatusOr<AttentionInput> ReadAttentionInput(const std::string& path, Input
 absl::StatusOr<npy::Array> ReadGradientInput(const std::string& path, InputLayout layout,
                                              const std::string& what, const AttentionInput& attention);
 
-// A side input with `per_layer` trailing axes per sequence and layer (e.g.
-// {} or {n} for residual weights, {H, n} for value norms; any of `shapes`),
-// in the attention's form: one array [L, ...] ([B, L, ...] / [L, B, ...] by
-// the layout when batched), or one array per layer ([...] / [B, ...]).
+// A side input whose trailing axes per sequence and layer are one of `shapes`
+// (e.g. {} or {n} for residual weights, {H, n} for value norms), in either
+// form whatever the attention's: one array [L, ...] ([B, L, ...] / [L, B, ...]
+// by the layout when the attention is batched), or one array per layer
+// ([...] / [B, ...]) in a .npz or a directory.
 // Returned as [B, L, ...]; `*matched` gets the index of the shape that fit.
 absl::StatusOr<npy::Array> ReadSideInput(const std::string& path, InputLayout layout,
                                          const std::string& what, const AttentionInput& attention,

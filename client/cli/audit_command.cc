@@ -51,8 +51,12 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
   static const std::set<std::string> kValued = {
       "baseline", "candidate", "report", "region", "groups", "iou-top-k", "max-emd",
       "min-spearman", "max-js", "max-l1", "max-com-shift", "max-region-drop"};
-  static const std::set<std::string> kNotHere = {"attention", "out", "gradient", "per-layer",
-                                                 "valid-lengths", "aggregate-out", "json"};
+  // Audit files are [L, H, n, n] attention or maps: no batch, no layout.
+  static const std::set<std::string> kNotHere = [] {
+    std::set<std::string> names = ExplainInputOptions();
+    names.insert({"per-layer", "valid-lengths", "json", "layout"});
+    return names;
+  }();
   std::map<std::string, std::string> opt, explain;
   const std::string split = SplitExplainArgs(args, kValued, {}, kNotHere, &opt, &explain);
   if (split == "help") {

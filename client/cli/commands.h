@@ -35,6 +35,10 @@ std::string SplitExplainArgs(const std::vector<std::string>& args,
                              const std::set<std::string>& not_here,
                              std::map<std::string, std::string>* own,
                              std::map<std::string, std::string>* explain);
+// Explain's options about inputs only `explain` reads (gradients, side
+// inputs, encoder-decoder stacks): commands that read their own inputs refuse
+// them instead of ignoring them.
+const std::set<std::string>& ExplainInputOptions();
 // Builds the pass header's analysis and the call options from explain's flags
 // (everything but the input files); "" or the usage message of a bad flag.
 std::string BuildExplainRequest(std::map<std::string, std::string>& opt, v1::PassHeader* header,

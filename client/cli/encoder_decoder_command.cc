@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "client/cli/attention_input.h"
 #include "client/cli/cli_common.h"
 #include "client/cli/commands.h"
 #include "client/npy/npy.h"
@@ -16,24 +17,18 @@ namespace {
 
 int Usage(const std::string& message) { return UsageError("explain", message); }
 
-// Reads one stack: [L, H, rows, cols] or [B, L, H, rows, cols].
-absl::StatusOr<Array> ReadStack(const std::string& path, const char* name,
-                                client::AttentionView* view) {
-  absl::StatusOr<Array> a = ReadNpy(path);
+// Reads one stack, in any form the CLI reads attention in (client/cli/
+// attention_input.h): [L, H, rows, cols], 5-D with --layout, per-layer files.
+absl::StatusOr<AttentionInput> ReadStack(const std::string& path, const char* what, InputLayout layout,
+                                         bool square, client::AttentionView* view) {
+  absl::StatusOr<AttentionInput> a = ReadAttentionInput(path, layout, what, square);
   if (!a.ok()) return a.status();
-  const auto& s = a->shape;
-  if (s.size() != 4 && s.size() != 5) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": expected the ", name,
-                                                   " as [L, H, rows, cols] or [B, L, H, rows, cols], got [",
-                                                   absl::StrJoin(s, ", "), "]"));
-  }
-  const size_t o = s.size() - 4;
-  view->data = a->values.data();
-  view->batch = o == 1 ? s[0] : 1;
-  view->layers = s[o];
-  view->heads = s[o + 1];
-  view->query_tokens = s[o + 2];
-  view->tokens = s[o + 3];
+  view->data = a->array.values.data();
+  view->batch = a->batch;
+  view->layers = a->layers;
+  view->heads = a->heads;
+  view->query_tokens = square ? 0 : a->rows;
+  view->tokens = a->cols;
   return a;
 }
 
@@ -54,79 +49,69 @@ int RunEncoderDecoderExplain(const GlobalOptions& global, std::map<std::string, 
     return Usage("--composition: expected rules or rollout");
   }
   const bool rules = composition == "rules";
+  InputLayout input_layout = InputLayout::kUnset;
+  if (opt.count("layout") && !ParseInputLayout(opt["layout"], &input_layout)) {
+    return Usage("--layout: expected blhnn or lbhnn");
+  }
   client::EncoderDecoderView view;
-  absl::StatusOr<Array> enc = ReadStack(opt["encoder"], "encoder self-attention", &view.encoder);
+  absl::StatusOr<AttentionInput> enc = ReadStack(opt["encoder"], "--encoder", input_layout, true, &view.encoder);
   if (!enc.ok()) return Fail(enc.status());
-  absl::StatusOr<Array> dec = ReadStack(opt["decoder"], "decoder self-attention", &view.decoder);
+  absl::StatusOr<AttentionInput> dec = ReadStack(opt["decoder"], "--decoder", input_layout, true, &view.decoder);
   if (!dec.ok()) return Fail(dec.status());
-  absl::StatusOr<Array> cross = ReadStack(opt["cross"], "cross-attention", &view.cross);
+  absl::StatusOr<AttentionInput> cross = ReadStack(opt["cross"], "--cross", input_layout, false, &view.cross);
   if (!cross.ok()) return Fail(cross.status());
   if (view.cross.rows() != view.decoder.tokens || view.cross.tokens != view.encoder.tokens ||
-      view.cross.layers != view.decoder.layers) {
+      view.cross.layers != view.decoder.layers || view.cross.heads != view.encoder.heads ||
+      view.decoder.heads != view.encoder.heads || view.cross.batch != view.encoder.batch ||
+      view.decoder.batch != view.encoder.batch) {
     return Fail(absl::InvalidArgumentError(absl::StrCat(
-        opt["cross"], ": expected [", view.decoder.layers, ", H, ", view.decoder.tokens, ", ",
-        view.encoder.tokens, "] (decoder layers, decoder x encoder tokens), got [",
-        absl::StrJoin(cross->shape, ", "), "]")));
+        "--encoder/--decoder/--cross: expected one batch and head count, and cross-attention of "
+        "L = decoder layers, rows = decoder tokens, cols = encoder tokens; read --encoder ",
+        enc->summary, ", --decoder ", dec->summary, ", --cross ", cross->summary)));
   }
-  view.encoder.query_tokens = view.decoder.query_tokens = 0;
   Array grads[3];
   const char* grad_flags[3] = {"encoder-gradient", "decoder-gradient", "cross-gradient"};
   client::AttentionView* views[3] = {&view.encoder, &view.decoder, &view.cross};
-  const Array* arrays[3] = {&*enc, &*dec, &*cross};
+  const AttentionInput* stacks[3] = {&*enc, &*dec, &*cross};
   for (int i = 0; i < 3; ++i) {
     if (rules != (opt.count(grad_flags[i]) > 0)) {
       return Usage(rules ? absl::StrCat("--composition rules needs --", grad_flags[i])
                          : absl::StrCat("--", grad_flags[i], " is only used with --composition rules"));
     }
     if (!rules) continue;
-    absl::StatusOr<Array> g = ReadNpy(opt[grad_flags[i]]);
+    absl::StatusOr<Array> g =
+        ReadGradientInput(opt[grad_flags[i]], input_layout, absl::StrCat("--", grad_flags[i]), *stacks[i]);
     if (!g.ok()) return Fail(g.status());
-    if (g->shape != arrays[i]->shape) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat(
-          opt[grad_flags[i]], ": expected the attention's shape [", absl::StrJoin(arrays[i]->shape, ", "),
-          "], got [", absl::StrJoin(g->shape, ", "), "]")));
-    }
     grads[i] = std::move(*g);
     views[i]->gradient = grads[i].values.data();
   }
-  // Side inputs of each stack: residual weights ([L] or [L, n]) of the
-  // self-attention stacks, value norms ([L, H, keys]) of every stack, with the
-  // attention's leading B.
+  // Side inputs of each stack, in the stack's form: residual weights ({} or
+  // {rows} per layer) of the self-attention stacks, value norms ({H, keys}
+  // per layer) of every stack.
   Array side_inputs[5];
   const struct {
     const char* flag;
-    client::AttentionView* view;
+    int stack;
     bool residual;  // residual weights, else value norms
-  } sides[5] = {{"encoder-residual-weights", &view.encoder, true},
-                {"decoder-residual-weights", &view.decoder, true},
-                {"encoder-value-norms", &view.encoder, false},
-                {"decoder-value-norms", &view.decoder, false},
-                {"cross-value-norms", &view.cross, false}};
-  const bool batched_input = enc->shape.size() == 5;
+  } sides[5] = {{"encoder-residual-weights", 0, true},
+                {"decoder-residual-weights", 1, true},
+                {"encoder-value-norms", 0, false},
+                {"decoder-value-norms", 1, false},
+                {"cross-value-norms", 2, false}};
   for (int i = 0; i < 5; ++i) {
     if (!opt.count(sides[i].flag)) continue;
-    client::AttentionView& v = *sides[i].view;
-    std::vector<std::vector<int64_t>> shapes =
-        sides[i].residual ? std::vector<std::vector<int64_t>>{{v.layers}, {v.layers, v.rows()}}
-                          : std::vector<std::vector<int64_t>>{{v.layers, v.heads, v.tokens}};
-    absl::StatusOr<Array> a = ReadNpy(opt[sides[i].flag]);
+    client::AttentionView& v = *views[sides[i].stack];
+    int matched = 0;
+    absl::StatusOr<Array> a = ReadSideInput(
+        opt[sides[i].flag], input_layout, absl::StrCat("--", sides[i].flag), *stacks[sides[i].stack],
+        sides[i].residual ? std::vector<std::vector<int64_t>>{{}, {v.rows()}}
+                          : std::vector<std::vector<int64_t>>{{v.heads, v.tokens}},
+        &matched);
     if (!a.ok()) return Fail(a.status());
-    bool fits = false;
-    for (auto& shape : shapes) {
-      if (batched_input) shape.insert(shape.begin(), v.batch);
-      fits = fits || a->shape == shape;
-    }
-    if (!fits) {
-      std::vector<std::string> wanted;
-      for (const auto& shape : shapes) wanted.push_back(absl::StrCat("[", absl::StrJoin(shape, ", "), "]"));
-      return Fail(absl::InvalidArgumentError(absl::StrCat(
-          opt[sides[i].flag], ": expected shape ", absl::StrJoin(wanted, " or "), ", got [",
-          absl::StrJoin(a->shape, ", "), "]")));
-    }
     side_inputs[i] = *std::move(a);
     if (sides[i].residual) {
       v.residual_weights = side_inputs[i].values.data();
-      v.residual_per_token = side_inputs[i].shape.size() == (batched_input ? 3u : 2u);
+      v.residual_per_token = matched == 1;
     } else {
       v.value_norms = side_inputs[i].values.data();
     }
@@ -196,7 +181,7 @@ int RunEncoderDecoderExplain(const GlobalOptions& global, std::map<std::string, 
   absl::StatusOr<v1::ExplainResponse> response =
       client->ExplainEncoderDecoder(header, view, options, &stats);
   if (!response.ok()) return Fail(response.status());
-  const bool batched = enc->shape.size() == 5;
+  const bool batched = enc->batched;
   const v1::AnalysisResult& r = response->results(0);
   absl::StatusOr<Array> out = AssembleMaps(r.maps(), batched);
   if (!out.ok()) return Fail(out.status());

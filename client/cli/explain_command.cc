@@ -148,6 +148,16 @@ void PrintExplainUsage() {
       "  Output: rows of R_de (decoder x encoder tokens; --rows picks decoder tokens, default all).\n");
 }
 
+const std::set<std::string>& ExplainInputOptions() {
+  static const std::set<std::string> kInputs = {
+      "attention", "out", "gradient", "aggregate-out", "residual-weights", "value-norms", "encoder",
+      "decoder", "cross", "encoder-gradient", "decoder-gradient", "cross-gradient", "encoder-out",
+      "decoder-out", "encoder-valid-lengths", "decoder-valid-lengths", "encoder-residual-weights",
+      "decoder-residual-weights", "encoder-value-norms", "decoder-value-norms", "cross-value-norms",
+      "composition"};
+  return kInputs;
+}
+
 bool IsExplainOption(const std::string& name, bool* takes_value) {
   *takes_value = kValued.count(name) > 0;
   return *takes_value || kFlags.count(name) > 0;

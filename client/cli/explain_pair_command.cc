@@ -34,7 +34,7 @@ void PrintPairUsage() {
 int RunExplainPair(const GlobalOptions& global, const std::vector<std::string>& args) {
   static const std::set<std::string> kValued = {"baseline", "candidate", "out-baseline",
                                                 "out-candidate", "iou-top-k", "region"};
-  static const std::set<std::string> kNotHere = {"attention", "out", "gradient", "aggregate-out"};
+  const std::set<std::string>& kNotHere = ExplainInputOptions();
   std::map<std::string, std::string> opt, explain;
   const std::string split = SplitExplainArgs(args, kValued, {"json"}, kNotHere, &opt, &explain);
   if (split == "help") {

@@ -41,6 +41,8 @@ class EncoderDecoderReferenceTest(e2e_harness.ServerTestCase):
         files = [self._write(name + "_" + k, v) for k, v in (("e", enc), ("d", dec), ("x", cross))]
         cmd = ["explain", "--encoder", files[0], "--decoder", files[1], "--cross", files[2],
                "--out", os.path.join(self.tmp, name + "_out.npy"), "--json"]
+        if np.ndim(enc) == 5:
+            cmd += ["--layout", "blhnn"]  # a 5-D array is never guessed
         if grads is not None:
             for flag, g, k in zip(("--encoder-gradient", "--decoder-gradient", "--cross-gradient"),
                                   grads, "edx"):
@@ -186,6 +188,35 @@ class EncoderDecoderReferenceTest(e2e_harness.ServerTestCase):
         np.testing.assert_allclose(got_rdd, rdd, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(np.load(os.path.join(self.tmp, "causal_out.npy")), rde,
                                    rtol=1e-4, atol=1e-6)
+
+    def test_stacks_in_every_form_and_a_lbhnn_layout(self):
+        # The stacks of a batched pass as torch.stack gives them ([L, B, ...],
+        # --layout lbhnn) and as per-layer .npz archives: the same maps as
+        # [B, L, ...]; stacks whose heads or batch disagree are refused.
+        enc, dec, cross, _ = self.make(11, B=3)
+        want = self.run_cli("forms_b", enc, dec, cross, None, "--composition", "rollout")
+        self.assertEqual(want.returncode, 0, want.stderr)
+        want = np.load(os.path.join(self.tmp, "forms_b_out.npy"))
+        lb = [np.ascontiguousarray(x.transpose(1, 0, 2, 3, 4)) for x in (enc, dec, cross)]
+        files = [self._write("forms_lb_" + k, v) for k, v in zip("edx", lb)]
+        out = os.path.join(self.tmp, "forms_lb_out.npy")
+        res = self.cli("explain", "--encoder", files[0], "--decoder", files[1], "--cross", files[2],
+                       "--layout", "lbhnn", "--composition", "rollout", "--out", out)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        np.testing.assert_allclose(np.load(out), want, rtol=1e-6, atol=1e-7)
+        archives = []
+        for k, x in zip("edx", (enc, dec, cross)):
+            path = os.path.join(self.tmp, "forms_%s.npz" % k)
+            np.savez(path, *[x[:, l] for l in range(x.shape[1])])
+            archives.append(path)
+        out = os.path.join(self.tmp, "forms_npz_out.npy")
+        res = self.cli("explain", "--encoder", archives[0], "--decoder", archives[1], "--cross",
+                       archives[2], "--composition", "rollout", "--out", out)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        np.testing.assert_allclose(np.load(out), want, rtol=1e-6, atol=1e-7)
+        res = self.run_cli("forms_heads", enc, dec[:, :, :1], cross, None, "--composition", "rollout")
+        self.assertEqual(res.returncode, 1)
+        self.assertIn("expected one batch and head count", res.stderr)
 
     def test_bad_inputs(self):
         enc, dec, cross, grads = self.make(4)
