@@ -6,8 +6,10 @@
 #include <vector>
 
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/runtime/config.h"
+#include "server/runtime/logging.h"
 #include "server/rpc/server.h"
 
 int main(int argc, char** argv) {
@@ -25,6 +27,12 @@ int main(int argc, char** argv) {
   attnroll::runtime::ServerConfig config;
   int exit_code = 0;
   if (!attnroll::runtime::ParseServerFlags(argc, argv, &config, &exit_code)) return exit_code;
+  using attnroll::runtime::Log;
+  using attnroll::runtime::LogLevel;
+  // From here on every line on stderr goes through the logger. It lives until
+  // the process exits (threads of gRPC may log while statics are destroyed).
+  attnroll::runtime::SetLogger(
+      new attnroll::runtime::Logger(config.log_level, config.log_lines_per_second));
 
   // Block the signals before any thread starts, so only sigwait below sees them.
   sigset_t signals;
@@ -35,7 +43,7 @@ int main(int argc, char** argv) {
 
   auto server = attnroll::rpc::Server::Start(config);
   if (!server.ok()) {
-    std::fprintf(stderr, "attnroll-server: %s\n", server.status().ToString().c_str());
+    Log(LogLevel::kError, "start failed", {{"message", server.status().ToString()}});
     return 1;
   }
   const auto& c = (*server)->config();
@@ -53,15 +61,33 @@ int main(int argc, char** argv) {
   }
   std::printf("attnroll-server listening grpc=%s metrics=%s\n", absl::StrJoin(grpc, ",").c_str(),
               metrics.c_str());
-  std::fprintf(stderr, "attnroll-server %s: %d workers, queue %d, memory budget %lld bytes\n",
-               ATTNROLL_VERSION, c.workers, c.queue_size, static_cast<long long>(c.max_memory_bytes));
   std::fflush(stdout);
+  Log(LogLevel::kInfo, "attnroll-server started",
+      {{"version", ATTNROLL_VERSION},
+       {"listen", absl::StrJoin(grpc, ",")},
+       {"metrics", metrics},
+       {"workers", c.workers},
+       {"long_work_workers", c.long_work_workers},
+       {"queue_size", c.queue_size},
+       {"memory_budget_bytes", c.max_memory_bytes},
+       {"max_passes_in_flight", c.max_passes_in_flight},
+       {"log_level", attnroll::runtime::LogLevelName(c.log_level)},
+       {"log_lines_per_second", c.log_lines_per_second}});
 
   int sig = 0;
   sigwait(&signals, &sig);
-  std::fprintf(stderr, "attnroll-server: signal %d, draining (grace %gs)\n", sig,
-               c.shutdown_grace_seconds);
-  (*server)->Shutdown(absl::Seconds(c.shutdown_grace_seconds));
-  std::fprintf(stderr, "attnroll-server: stopped\n");
+  // Shutdown: health goes NOT_SERVING and new passes are refused, calls in
+  // flight get the grace period, then the worker pool runs what is queued and
+  // joins.
+  const double grace = c.shutdown_grace_seconds;
+  Log(LogLevel::kInfo, "shutting down",
+      {{"signal", sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "other"},
+       {"grace_seconds", grace}});
+  const absl::Time start = absl::Now();
+  (*server)->Shutdown(absl::Seconds(grace));
+  Log(LogLevel::kInfo, "grpc server stopped",
+      {{"seconds", absl::ToDoubleSeconds(absl::Now() - start)}});
+  server->reset();
+  Log(LogLevel::kInfo, "stopped");
   return 0;
 }

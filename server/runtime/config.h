@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace attnroll::runtime {
@@ -72,11 +73,42 @@ struct ServerConfig {
 };
 
 // Parses argv into `config`. Returns false with `*exit_code` set when the
-// process should exit (after --help, --version or a bad flag: 2).
+// process should exit: 0 after --help or --version (printed on stdout), 2
+// after a bad flag or value (the message, naming the flag, on stderr).
 bool ParseServerFlags(int argc, char** argv, ServerConfig* config, int* exit_code);
 
+// The parser behind ParseServerFlags, printing nothing. `args` is argv
+// without the program name; each `--flag=value` or `--flag value` is applied
+// to `*config` in order (a flag given twice: the last one wins), then the
+// result is checked with ValidateConfig. A bad flag or value is
+// INVALID_ARGUMENT: "--max-tokens: expected an integer in [1, 65536], got
+// 4294967297". --help and --version stop the parse and say so.
+enum class FlagsAction { kRun, kHelp, kVersion };
+absl::StatusOr<FlagsAction> ParseServerArgs(const std::vector<std::string>& args,
+                                            ServerConfig* config);
+
+// The constraints between fields (each field's own range is checked when its
+// flag is parsed): long work workers <= workers when both are set, keepalive
+// timeout < keepalive time, max message bytes <= max pass bytes and <= gRPC's
+// memory, passes per stream <= passes per connection, no address listened on
+// twice. INVALID_ARGUMENT naming the flags.
+absl::Status ValidateConfig(const ServerConfig& config);
+
+// One flag as --help shows it.
+struct FlagInfo {
+  std::string group;          // "Per-pass limits", ...
+  std::string name;           // "max-tokens" (no dashes)
+  std::string help;
+  std::string range;          // "[1, 65536]", "(0, 1]", "debug|info|warning|error", ...
+  std::string default_value;  // as the flag would take it: "8192"
+};
+// Every flag, in --help order, with the defaults of a default ServerConfig.
+std::vector<FlagInfo> ServerFlags();
+// The --help text.
+std::string ServerUsage();
+
 // Resolves defaults that depend on the machine (workers = cores, long work
-// workers, "none" metrics).
+// workers = max(1, workers - 1) and at most workers, "none" metrics).
 ServerConfig Resolved(ServerConfig config);
 
 }  // namespace attnroll::runtime

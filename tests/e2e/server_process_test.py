@@ -60,6 +60,19 @@ class ServerProcessTest(e2e_harness.ServerTestCase):
                              capture_output=True, text=True, timeout=10)
         self.assertEqual(res.returncode, 2)
         self.assertIn("unknown flag --no-such-flag", res.stderr)
+        # Out of range values stop the server before it listens: exit 2, the flag, the
+        # range and the value on stderr, nothing on stdout (no "listening" line).
+        for args, message in (
+                (["--max-tokens=4294967297"],
+                 "attnroll-server: --max-tokens: expected an integer in [1, 65536], "
+                 "got 4294967297"),
+                (["--listen", "127.0.0.1:0", "--client-share", "1.5"],
+                 "attnroll-server: --client-share: expected a number in (0, 1], got 1.5")):
+            res = subprocess.run([self.server_bin] + args,
+                                 capture_output=True, text=True, timeout=10)
+            self.assertEqual(res.returncode, 2, args)
+            self.assertEqual(res.stderr.strip(), message, args)
+            self.assertEqual(res.stdout, "", args)
         res = self.cli("explain", "--help")
         self.assertEqual(res.returncode, 0)
         for flag in ("--fusion", "--head-weights", "--residual", "--no-renorm", "--layers",
@@ -132,7 +145,14 @@ class ServerProcessTest(e2e_harness.ServerTestCase):
         # tearDownClass finds it gone.
         self.server.send_signal(signal.SIGTERM)
         self.assertEqual(self.server.wait(timeout=20), 0)
-        self.assertIn("stopped", self._server_stderr())
+        log = self._server_stderr()
+        # One line per event: "TIME LEVEL event: key=value ...", the time in UTC with ms.
+        for pattern in (r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO attnroll-server started: "
+                        r"version=\S+ listen=127\.0\.0\.1:%d metrics=127\.0\.0\.1:%d workers=2 "
+                        % (self.port, self.metrics_port),
+                        r"^\S+Z INFO shutting down: signal=SIGTERM grace_seconds=10$",
+                        r"^\S+Z INFO stopped$"):
+            self.assertRegex(log, re.compile(pattern, re.MULTILINE))
 
 
 if __name__ == "__main__":
