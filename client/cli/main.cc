@@ -17,11 +17,12 @@ void PrintUsage() {
       "  info      print the server's version, limits and analyses\n"
       "  compare   compare two saliency maps with every audit metric\n"
       "  explain-pair  one input under two models: both maps and their comparison\n"
-      "  audit     audit a dataset: baseline vs candidate maps, per item and aggregated\n\n"
+      "  audit     audit a dataset: baseline vs candidate maps, per item and aggregated\n"
+      "  bench     closed-loop load test: passes/s, MB/s, latency percentiles, status counts\n\n"
       "Global options:\n"
       "  --server HOST:PORT   server address (default 127.0.0.1:50051)\n"
       "  --timeout SECONDS    deadline of each call (default 600)\n"
-      "  --help               this help; `attnroll explain --help` for explain's options\n");
+      "  --help               this help; `attnroll COMMAND --help` for a command's options\n");
 }
 
 }  // namespace
@@ -64,6 +65,7 @@ int main(int argc, char** argv) {
   if (command == "compare") return attnroll::cli::RunCompare(global, rest);
   if (command == "audit") return attnroll::cli::RunAudit(global, rest);
   if (command == "explain-pair") return attnroll::cli::RunExplainPair(global, rest);
+  if (command == "bench") return attnroll::cli::RunBench(global, rest);
   std::fprintf(stderr, "attnroll: unknown command '%s' (see --help)\n", command.c_str());
   return 2;
 }

@@ -189,7 +189,68 @@ bool WritePass(Stream& stream, Request& request, v1::PassHeader header,
                     });
 }
 
+// Lends `message` to `request`'s field for one write, then takes it back:
+// gRPC's sync Write serialises the request before it returns, so the stored
+// message is read in place, never copied into the request. The request must
+// not live on an arena (unsafe_arena_* then only moves the pointer).
+template <typename Message, typename Request, typename Set, typename Release, typename Write>
+bool WriteLent(const Message& message, Request& request, Set set, Release release, Write&& write) {
+  (request.*set)(const_cast<Message*>(&message));
+  const bool written = write(request);
+  (request.*release)();
+  return written;
+}
+
+// Writes a prepared pass's header and layer messages as stored, reusing
+// `request` (ExplainRequest or StreamRequest); false when the call ended
+// early. Counts the messages and tensor bytes written in *stats (may be null).
+template <typename Request, typename Stream>
+bool WritePrepared(Stream& stream, Request& request, const PreparedPass& pass, CallStats* stats) {
+  auto write = [&](const Request& r) { return stream.Write(r); };
+  if (!WriteLent(pass.header(), request, &Request::unsafe_arena_set_allocated_header,
+                 &Request::unsafe_arena_release_header, write)) {
+    return false;
+  }
+  if (stats != nullptr) ++stats->messages_sent;
+  for (const v1::LayerChunk& chunk : pass.chunks()) {
+    if (!WriteLent(chunk, request, &Request::unsafe_arena_set_allocated_layer,
+                   &Request::unsafe_arena_release_layer, write)) {
+      return false;
+    }
+    if (stats != nullptr) {
+      stats->bytes_sent +=
+          static_cast<int64_t>(chunk.attention().data().size() + chunk.gradient().data().size());
+      ++stats->messages_sent;
+    }
+  }
+  return true;
+}
+
 }  // namespace
+
+PreparedPass::PreparedPass(v1::PassHeader header, const AttentionView& attention,
+                           const ExplainOptions& options)
+    : header_(std::move(header)) {
+  CompleteLayout(attention, header_.mutable_layout());
+  for (int64_t l = 0; l < attention.layers; ++l) {
+    for (v1::LayerChunk& chunk :
+         LayerChunks(attention, static_cast<int>(l), options.wire, options.max_message_bytes)) {
+      chunks_.push_back(std::move(chunk));
+    }
+  }
+  for (const v1::LayerChunk& chunk : chunks_) {
+    tensor_bytes_ +=
+        static_cast<int64_t>(chunk.attention().data().size() + chunk.gradient().data().size());
+  }
+}
+
+PreparedPass::PreparedPass(v1::PassHeader header, std::vector<v1::LayerChunk> chunks)
+    : header_(std::move(header)), chunks_(std::move(chunks)) {
+  for (const v1::LayerChunk& chunk : chunks_) {
+    tensor_bytes_ +=
+        static_cast<int64_t>(chunk.attention().data().size() + chunk.gradient().data().size());
+  }
+}
 
 namespace internal {
 
@@ -202,16 +263,20 @@ class BidiCall {
   using Stream = grpc::ClientReaderWriter<Request, Response>;
 
   // `open` starts the call on the given context (e.g. a stub method).
+  // `on_done` (may be empty) runs on the reader thread once the call has
+  // ended, after the last on_response.
   template <typename Open>
   BidiCall(absl::Duration timeout, Open&& open, std::function<void(Response&)> on_response,
-           const char* name)
+           const char* name, std::function<void()> on_done = {})
       : name_(name) {
     ctx_.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
     stream_ = open(&ctx_);
-    reader_ = std::thread([this, on_response = std::move(on_response)] {
-      Response response;
-      while (stream_->Read(&response)) on_response(response);
-    });
+    reader_ = std::thread(
+        [this, on_response = std::move(on_response), on_done = std::move(on_done)] {
+          Response response;
+          while (stream_->Read(&response)) on_response(response);
+          if (on_done) on_done();
+        });
   }
   ~BidiCall() {
     if (!finished_) {
@@ -380,7 +445,7 @@ struct PassStream::Impl {
                 if (options.on_result) options.on_result(id, FromPassError(response.error()));
               }
             },
-            "ExplainStream") {}
+            "ExplainStream", options.on_done) {}
 
   v1::StreamRequest& Request(const std::string& request_id) {
     request.set_request_id(request_id);
@@ -404,6 +469,13 @@ absl::Status PassStream::AddPass(const std::string& request_id, v1::PassHeader h
   if (!WritePass(impl_->call, request, std::move(header), attention, options, stats)) {
     return impl_->call.Ended();
   }
+  return EndPass(request_id);
+}
+
+absl::Status PassStream::AddPass(const std::string& request_id, const PreparedPass& pass,
+                                 CallStats* stats) {
+  v1::StreamRequest& request = impl_->Request(request_id);
+  if (!WritePrepared(impl_->call, request, pass, stats)) return impl_->call.Ended();
   return EndPass(request_id);
 }
 
@@ -507,6 +579,18 @@ absl::StatusOr<v1::ExplainResponse> Client::Explain(v1::PassHeader header,
       [&](grpc::ClientWriter<v1::ExplainRequest>& writer, CallStats* counts) {
         v1::ExplainRequest request;
         return WritePass(writer, request, std::move(header), attention, options, counts);
+      },
+      stats);
+}
+
+absl::StatusOr<v1::ExplainResponse> Client::Explain(const PreparedPass& pass,
+                                                    absl::Duration timeout, CallStats* stats) {
+  return ClientStreamingCall<v1::ExplainResponse>(
+      timeout,
+      [&](grpc::ClientContext* ctx, v1::ExplainResponse* r) { return stub_->Explain(ctx, r); },
+      [&](grpc::ClientWriter<v1::ExplainRequest>& writer, CallStats* counts) {
+        v1::ExplainRequest request;
+        return WritePrepared(writer, request, pass, counts);
       },
       stats);
 }

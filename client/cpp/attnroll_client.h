@@ -67,6 +67,53 @@ absl::Status FromPassError(const v1::PassError& error);
 class AuditStream;
 class PassStream;
 
+// A pass encoded for the wire once, to be sent any number of times
+// (Client::Explain(const PreparedPass&), PassStream::AddPass(id, const
+// PreparedPass&)): its header and every layer message, already split by
+// head range and encoded to the wire dtype. Sending it builds no message and
+// encodes nothing: each stored message is lent to the request for the length
+// of its write, so gRPC's serialisation is the only copy of the tensor bytes
+// made on the client per send. For senders of the same input many times
+// (load tests, replays) and for model servers whose attention is already in
+// the wire dtype (build the chunks and use the second constructor).
+//
+// Immutable once built: one PreparedPass may be sent by many threads at
+// once. Move-only (a pass is large; copies are explicit, through chunks()).
+class PreparedPass {
+ public:
+  // Encodes `attention` as Explain would send it: `header` with its layout
+  // filled from the view where left at 0, then every layer, split under
+  // options.max_message_bytes, at options.wire (options.timeout is not used).
+  // Holds the whole pass in the wire dtype (Explain holds one layer at a time).
+  PreparedPass(v1::PassHeader header, const AttentionView& attention,
+               const ExplainOptions& options = {});
+  // Takes `header` and `chunks` as they are (e.g. from LayerChunks, one layer
+  // at a time, with their `layer` set): the header's layout must describe
+  // the chunks, in the order they are to be sent. Nothing is checked here;
+  // the server validates the pass as it would any other.
+  PreparedPass(v1::PassHeader header, std::vector<v1::LayerChunk> chunks);
+
+  PreparedPass(PreparedPass&&) = default;
+  PreparedPass& operator=(PreparedPass&&) = default;
+  PreparedPass(const PreparedPass&) = delete;
+  PreparedPass& operator=(const PreparedPass&) = delete;
+
+  const v1::PassHeader& header() const { return header_; }
+  // The layer messages, in the order they are sent.
+  const std::vector<v1::LayerChunk>& chunks() const { return chunks_; }
+  // Messages of one send: the header and every layer message (ExplainStream
+  // adds its PassEnd, which CallStats does not count).
+  int messages() const { return 1 + static_cast<int>(chunks_.size()); }
+  // Tensor bytes of one send: the attention and gradient data of every layer
+  // message, as CallStats::bytes_sent counts them.
+  int64_t tensor_bytes() const { return tensor_bytes_; }
+
+ private:
+  v1::PassHeader header_;
+  std::vector<v1::LayerChunk> chunks_;
+  int64_t tensor_bytes_ = 0;
+};
+
 // Options of an Audit call (Client::Audit).
 struct AuditOptions {
   // Deadline of the whole call, from Client::Audit.
@@ -87,6 +134,12 @@ struct PassStreamOptions {
   // Called with the progress of a pass's long analyses (attention flow),
   // before its result, on the stream's reader thread. May be empty.
   std::function<void(const std::string& request_id, const v1::Progress& progress)> on_progress;
+  // Called once when the call has ended (the server closed it, the deadline
+  // passed, Cancel, or the last response after Finish's half-close), after
+  // every other callback, on the stream's reader thread; Finish then returns
+  // its status without waiting. Lets a caller that waits for a result stop
+  // waiting when none can come. May be empty.
+  std::function<void()> on_done;
 };
 
 // A client of every RPC of attnroll.v1.AttnrollService. Unary and
@@ -117,6 +170,14 @@ class Client {
                                                           const ExplainOptions& options,
                                                           const ProgressFn& progress,
                                                           CallStats* stats = nullptr);
+
+  // One prepared pass over Explain: its header, its layer messages as
+  // stored, then half-close. `stats`, when given, gets the messages and
+  // tensor bytes written (a write the call refused is not counted) and the
+  // call's seconds.
+  absl::StatusOr<v1::ExplainResponse> Explain(const PreparedPass& pass,
+                                              absl::Duration timeout = absl::Minutes(10),
+                                              CallStats* stats = nullptr);
 
   // Opens an ExplainStream call: many passes over one stream, by request id.
   std::unique_ptr<PassStream> ExplainStream(PassStreamOptions options = {});
@@ -237,6 +298,12 @@ class PassStream {
   // given, gains the messages and tensor bytes sent.
   absl::Status AddPass(const std::string& request_id, v1::PassHeader header,
                        const AttentionView& attention, const ExplainOptions& options = {},
+                       CallStats* stats = nullptr);
+
+  // A prepared pass, as stored (its header's request_id is replaced by
+  // `request_id`), then its end. `stats`, when given, gains the messages and
+  // tensor bytes written.
+  absl::Status AddPass(const std::string& request_id, const PreparedPass& pass,
                        CallStats* stats = nullptr);
 
   // The parts of a pass, for interleaving passes: the header (its layout as

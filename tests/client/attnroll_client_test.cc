@@ -1,14 +1,17 @@
-// The client library's streams (AuditStream, PassStream) against an
-// in-process server (testutil/server_fixture.h): items and passes go out
-// through the library only, results come back per item or per pass, in-band
-// errors with their ids, call errors from Finish.
+// The client library's streams (AuditStream, PassStream) and prepared passes
+// (PreparedPass) against an in-process server (testutil/server_fixture.h):
+// items and passes go out through the library only, results come back per
+// item or per pass, in-band errors with their ids, call errors from Finish.
 #include "client/cpp/attnroll_client.h"
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -235,6 +238,141 @@ TEST_F(ServerTest, PassStreamMultiplexesPassesAndReportsErrorsInBand) {
   }
   EXPECT_EQ(results.at("x").status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(results.at("x").status().message()), HasSubstr("expected probabilities >= 0"));
+  ExpectMemoryReleased();
+}
+
+// A random [B, L, H, n, n] attention for the prepared-pass tests.
+testing::Attention RandomAttention(int64_t batch, int64_t layers, int64_t heads, int64_t tokens,
+                                   unsigned seed) {
+  std::mt19937 rng(seed);
+  return testing::MakeAttention(batch, layers, heads, tokens, [&](int64_t, int64_t, int64_t) {
+    return testing::RandomStochastic(static_cast<int>(tokens), rng, 2.0f);
+  });
+}
+
+TEST_F(ServerTest, PreparedPassHoldsTheMessagesExplainSendsAndGivesTheSameMaps) {
+  const testing::Attention a = RandomAttention(2, 3, 4, 12, 11);
+  ExplainOptions options;
+  options.wire = v1::DTYPE_FP16;
+  options.max_message_bytes = 1024 + 2 * 2 * 12 * 12 * 2;  // two heads per message
+  v1::PassHeader header;  // layout filled from the view
+  header.set_request_id("prepared");
+  header.add_analyses()->mutable_rollout()->mutable_readout()->add_rows(3);
+  const PreparedPass pass(header, ViewOf(a), options);
+
+  EXPECT_EQ(pass.header().layout().num_layers(), 3u);
+  EXPECT_EQ(pass.header().layout().num_heads(), 4u);
+  EXPECT_EQ(pass.header().layout().num_tokens(), 12u);
+  EXPECT_EQ(pass.header().layout().batch_size(), 2u);
+  ASSERT_EQ(pass.chunks().size(), 3u * 2u);
+  for (int l = 0; l < 3; ++l) {
+    const std::vector<v1::LayerChunk> expected =
+        LayerChunks(ViewOf(a), l, options.wire, options.max_message_bytes);
+    ASSERT_EQ(expected.size(), 2u);
+    for (int k = 0; k < 2; ++k) {
+      EXPECT_EQ(pass.chunks()[2 * l + k].SerializeAsString(), expected[k].SerializeAsString())
+          << "layer " << l << ", message " << k;
+    }
+  }
+  EXPECT_EQ(pass.messages(), 1 + 6);
+  EXPECT_EQ(pass.tensor_bytes(), 2 * 3 * 4 * 12 * 12 * 2);
+
+  absl::StatusOr<v1::ExplainResponse> direct = client_->Explain(header, ViewOf(a), options);
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  CallStats stats;
+  absl::StatusOr<v1::ExplainResponse> prepared = client_->Explain(pass, absl::Seconds(20), &stats);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  EXPECT_EQ(prepared->request_id(), "prepared");
+  EXPECT_EQ(stats.messages_sent, pass.messages());
+  EXPECT_EQ(stats.bytes_sent, pass.tensor_bytes());
+  ASSERT_EQ(prepared->results(0).maps_size(), 2);
+  for (int b = 0; b < 2; ++b) {
+    EXPECT_EQ(testing::MapValues(prepared->results(0).maps(b)),
+              testing::MapValues(direct->results(0).maps(b)))
+        << "sequence " << b;
+  }
+  // Sending lends the messages and takes them back: the pass is unchanged.
+  EXPECT_EQ(pass.chunks()[0].SerializeAsString(),
+            LayerChunks(ViewOf(a), 0, options.wire, options.max_message_bytes)[0].SerializeAsString());
+  ExpectMemoryReleased();
+}
+
+TEST_F(ServerTest, PreparedPassFromChunksIsSentAsGivenFromManyThreadsAtOnce) {
+  const testing::Attention a = RandomAttention(1, 4, 3, 10, 12);
+  std::vector<v1::LayerChunk> chunks;
+  for (int l = 0; l < a.layers; ++l) {
+    for (v1::LayerChunk& c : testing::ChunksOf(a, l, 1)) chunks.push_back(std::move(c));
+  }
+  const PreparedPass pass(testing::RolloutHeader(a), std::move(chunks));
+  EXPECT_EQ(pass.messages(), 1 + 4 * 3);
+  EXPECT_EQ(pass.tensor_bytes(), 4 * 3 * 10 * 10 * 4);
+  absl::StatusOr<v1::ExplainResponse> direct = client_->Explain(testing::RolloutHeader(a), ViewOf(a));
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  const std::vector<float> expected = testing::MapValues(direct->results(0).maps(0));
+
+  constexpr int kThreads = 4, kPasses = 10;
+  std::vector<std::vector<float>> maps(kThreads * kPasses);
+  std::vector<absl::Status> errors(kThreads * kPasses);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPasses; ++i) {
+        absl::StatusOr<v1::ExplainResponse> r = client_->Explain(pass, absl::Seconds(20));
+        errors[t * kPasses + i] = r.status();
+        if (r.ok()) maps[t * kPasses + i] = testing::MapValues(r->results(0).maps(0));
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int i = 0; i < kThreads * kPasses; ++i) {
+    ASSERT_TRUE(errors[i].ok()) << i << ": " << errors[i];
+    EXPECT_EQ(maps[i], expected) << i;
+  }
+  ExpectMemoryReleased();
+}
+
+TEST_F(ServerTest, PreparedPassGoesOverAStreamAgainAndAgainAndTheStreamSaysWhenItIsDone) {
+  const testing::Attention a = RandomAttention(1, 2, 2, 8, 13);
+  const PreparedPass pass(testing::RolloutHeader(a, "ignored"), ViewOf(a));
+  std::mutex mu;
+  std::vector<std::string> ids;
+  std::atomic<int> done{0};
+  PassStreamOptions options;
+  options.on_result = [&](const std::string& id, absl::StatusOr<v1::ExplainResponse> r) {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_TRUE(r.ok()) << id << ": " << r.status();
+    if (r.ok()) {
+      EXPECT_EQ(r->request_id(), id);
+    }
+    ids.push_back(id);
+  };
+  options.on_done = [&] { ++done; };
+  std::unique_ptr<PassStream> stream = client_->ExplainStream(options);
+  CallStats stats;
+  for (const char* id : {"a", "b", "c", "d"}) ASSERT_TRUE(stream->AddPass(id, pass, &stats).ok());
+  EXPECT_EQ(stats.messages_sent, 4 * pass.messages());
+  EXPECT_EQ(stats.bytes_sent, 4 * pass.tensor_bytes());
+  ASSERT_TRUE(stream->Finish().ok());
+  EXPECT_THAT(ids, ElementsAre("a", "b", "c", "d"));
+  EXPECT_EQ(done.load(), 1);
+
+  // A cancelled stream is done without Finish: on_done tells a waiting caller.
+  std::mutex done_mu;
+  std::condition_variable done_cv;
+  bool cancelled_done = false;
+  PassStreamOptions cancel_options;
+  cancel_options.on_done = [&] {
+    std::lock_guard<std::mutex> lock(done_mu);
+    cancelled_done = true;
+    done_cv.notify_all();
+  };
+  std::unique_ptr<PassStream> cancelled = client_->ExplainStream(cancel_options);
+  cancelled->Cancel();
+  {
+    std::unique_lock<std::mutex> lock(done_mu);
+    EXPECT_TRUE(done_cv.wait_for(lock, std::chrono::seconds(10), [&] { return cancelled_done; }));
+  }
+  EXPECT_EQ(cancelled->Finish().code(), absl::StatusCode::kCancelled);
   ExpectMemoryReleased();
 }
 
