@@ -1,4 +1,6 @@
 // attnroll-server: flags -> config -> run until SIGTERM/SIGINT.
+#include <malloc.h>
+
 #include <csignal>
 #include <cstdio>
 
@@ -33,6 +35,12 @@ int main(int argc, char** argv) {
   // the process exits (threads of gRPC may log while statics are destroyed).
   attnroll::runtime::SetLogger(
       new attnroll::runtime::Logger(config.log_level, config.log_lines_per_second));
+
+  // Large buffers (a layer's matrices, whole passes) come straight from the
+  // OS and go back to it when freed: glibc's adaptive threshold would keep
+  // them in the heap after the first large free, and the process's memory
+  // would stay at its peak after a burst.
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
 
   // Block the signals before any thread starts, so only sigwait below sees them.
   sigset_t signals;

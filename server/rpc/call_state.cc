@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/runtime/logging.h"
 #include "server/runtime/refusal.h"
 
 namespace attnroll::rpc {
@@ -79,6 +80,28 @@ void CallState::Ended(const absl::Status& status) {
   if (const std::optional<runtime::Refusal> why = runtime::RefusalOf(status)) {
     ctx_->metrics->Refused(*why);
   }
+  if (!status.ok()) PassFailed(request_id_, status);
+}
+
+void CallState::PassFailed(const std::string& request_id, const absl::Status& status) const {
+  // Refusals are the operator's business (warning); a client's own errors
+  // and cancellations are facts (info); anything else is ours (error).
+  const std::optional<runtime::Refusal> why = runtime::RefusalOf(status);
+  runtime::LogLevel level = runtime::LogLevel::kInfo;
+  if (why.has_value()) level = runtime::LogLevel::kWarning;
+  if (status.code() == absl::StatusCode::kInternal || status.code() == absl::StatusCode::kUnknown ||
+      status.code() == absl::StatusCode::kDataLoss) {
+    level = runtime::LogLevel::kError;
+  }
+  if (!runtime::LogEnabled(level)) return;
+  const std::string code = absl::StatusCodeToString(status.code());
+  runtime::Log(level, why.has_value() ? "refused" : "failed",
+               {{"rpc", rpc_},
+                {"request_id", request_id},
+                {"client", client_},
+                {"status", code},
+                {"reason", why.has_value() ? runtime::RefusalName(*why) : ""},
+                {"message", status.message()}});
 }
 
 }  // namespace attnroll::rpc

@@ -50,14 +50,21 @@ class CallState {
   // CANCELLED. `what` names what was cut short.
   absl::Status CancelledStatus(absl::string_view what) const;
 
-  // Records how the call ends (once): its code, duration and refusal reason.
+  // The pass the call carries (Explain, ExplainPair), for the log.
+  void SetRequestId(const std::string& id) { request_id_ = id; }
+
+  // Records how the call ends (once): its code, duration and refusal reason,
+  // and a log line when it failed.
   void Ended(const absl::Status& status);
+  // A pass of a multiplexed stream that failed (in-band): one log line.
+  void PassFailed(const std::string& request_id, const absl::Status& status) const;
 
  private:
   ServiceContext* ctx_;
   grpc::CallbackServerContext* call_;
   const std::string rpc_;
   std::string client_, connection_;
+  std::string request_id_;
   const absl::Time started_;
   std::atomic<bool> idle_fired_{false};
   std::atomic<bool> ended_{false};

@@ -52,6 +52,7 @@ void ExplainReactor::HandleMessage() {
         return End(absl::InvalidArgumentError(
             "header: duplicate: a PassHeader was already received on this stream"));
       }
+      state_.SetRequestId(request_.header().request_id());
       // Admission may wait for room; the next read starts once the pass is open.
       return OpenPassAsync(*ctx_, request_.header(), state_.rpc(), state_.Request(1, "the pass"),
                            [this](absl::StatusOr<OpenPass> pass) { Opened(std::move(pass)); });

@@ -81,6 +81,7 @@ void PairReactor::HandleMessage() {
       }
       if (absl::Status s = CheckComparable(request_.header().pass()); !s.ok()) return End(s);
       header_ = request_.header().pass();
+      state_.SetRequestId(header_.request_id());
       compare_ = request_.header().compare();
       const v1::Layout& layout = header_.layout();
       if (compare_.grid_height() == 0 && layout.grid().height() != 0) {

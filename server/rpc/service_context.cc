@@ -1,5 +1,7 @@
 #include "server/rpc/service_context.h"
 
+#include <malloc.h>
+
 #include <utility>
 
 #include "server/runtime/refusal.h"
@@ -56,6 +58,11 @@ void ClosePass(ServiceContext& ctx, OpenPass& pass, const std::string& rpc, cons
   pass.session.reset();
   pass.ticket.Release();
   ctx.metrics->PassFinished(rpc, status.code(), absl::ToDoubleSeconds(absl::Now() - pass.started));
+  // The last pass out gives the heap's free pages back to the OS (on a
+  // worker: trimming is work), so memory falls back after a burst.
+  if (ctx.admission->units() == 0) {
+    (void)ctx.pool->Submit(runtime::Lane::kStep, [] { malloc_trim(0); });
+  }
 }
 
 session::FinishContext MakeFinishContext(ServiceContext& ctx, grpc::CallbackServerContext* call,

@@ -236,6 +236,7 @@ void StreamReactor::FailPass(const std::string& id, const absl::Status& status) 
   if (failed_.size() >= kMaxFailedIds) failed_.erase(failed_.begin());
   failed_.insert(copy);
   if (const std::optional<runtime::Refusal> why = runtime::RefusalOf(status)) ctx_->metrics->Refused(*why);
+  state_.PassFailed(copy, status);
   v1::StreamResponse r;
   r.set_request_id(copy);
   *r.mutable_error() = session::ToPassError(status);
