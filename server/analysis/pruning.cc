@@ -17,10 +17,11 @@ void DiscardLowest(double ratio, MatrixF& f) {
   const int64_t size = f.size();
   const int64_t count = static_cast<int64_t>(std::floor(ratio * static_cast<double>(size)));
   if (count <= 0) return;
-  std::vector<int64_t> order(size);
-  std::iota(order.begin(), order.end(), 0);
+  // 32-bit indices: m <= 65536, so m * m fits (and the buffer is half the size).
+  std::vector<uint32_t> order(size);
+  std::iota(order.begin(), order.end(), 0u);
   float* v = f.data();
-  auto lower = [v](int64_t x, int64_t y) { return v[x] < v[y] || (v[x] == v[y] && x < y); };
+  auto lower = [v](uint32_t x, uint32_t y) { return v[x] < v[y] || (v[x] == v[y] && x < y); };
   std::nth_element(order.begin(), order.begin() + (count - 1), order.end(), lower);
   for (int64_t i = 0; i < count; ++i) {
     if (order[i] != 0) v[order[i]] = 0.0f;

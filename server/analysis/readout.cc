@@ -9,22 +9,24 @@ namespace attnroll::analysis {
 absl::Status ValidateReadout(const ReadoutSpec& spec, int m) {
   if (spec.prefix < 0 || spec.prefix >= m) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "prefix_tokens: expected 0 <= P < valid length ", m, ", got ", spec.prefix));
+        "layout.prefix_tokens: expected 0 <= P < valid length ", m, ", got ", spec.prefix));
   }
   if ((spec.grid_h == 0) != (spec.grid_w == 0)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "grid: height and width must both be set, got ", spec.grid_h, "x", spec.grid_w));
+        "layout.grid: height and width must both be set, got ", spec.grid_h, "x", spec.grid_w));
   }
   if (spec.grid_h != 0 && static_cast<int64_t>(spec.grid_h) * spec.grid_w != m - spec.prefix) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "grid: ", spec.grid_h, "x", spec.grid_w, " = ",
+        "layout.grid: ", spec.grid_h, "x", spec.grid_w, " = ",
         static_cast<int64_t>(spec.grid_h) * spec.grid_w,
         " cells, expected valid length - prefix_tokens = ", m, " - ", spec.prefix, " = ",
         m - spec.prefix));
   }
   if (static_cast<int>(spec.mean_of_rows) + static_cast<int>(spec.last_row) +
           static_cast<int>(!spec.rows.empty()) > 1) {
-    return absl::InvalidArgumentError("readout: rows, mean_of_rows and last_row are exclusive");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "readout: expected one of rows, mean_of_rows and last_row, got ", spec.rows.size(), " rows",
+        spec.mean_of_rows ? " and mean_of_rows" : "", spec.last_row ? " and last_row" : ""));
   }
   if (spec.sink < 0 || spec.sink >= m) {
     return absl::InvalidArgumentError(absl::StrCat(

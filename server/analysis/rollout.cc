@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -68,7 +69,10 @@ int64_t RolloutWorkingBytes(const RolloutSpec& spec, int num_layers, int num_hea
   // and the k x m vectors pushed back through them (row); per head when
   // head-specific (plus the aggregate).
   const int64_t row_vectors = 2 * NumMaps(spec.readout) * m * static_cast<int64_t>(sizeof(float));
-  const int64_t one = mat + (path == RolloutPath::kChain ? 2 * mat : layers * mat + row_vectors) + out;
+  // discard_ratio sorts the indices of all m * m entries (4 bytes each).
+  const int64_t prune = spec.prune.discard_ratio > 0 ? static_cast<int64_t>(m) * m * 4 : 0;
+  const int64_t one =
+      mat + (path == RolloutPath::kChain ? 2 * mat : layers * mat + row_vectors) + out + prune;
   return spec.fusion == Fusion::kNone ? num_heads * one + out : one;
 }
 
@@ -238,10 +242,15 @@ Maps SequenceRollout::FinishPerHead(Maps* aggregate) {
     Maps one = per_head_[h].Finish();
     emptied_rows_ += per_head_[h].emptied_rows();
     zero_maps_ += per_head_[h].zero_maps();
-    for (int l : per_head_[h].zero_layers()) {
-      if (std::find(zero_layers_.begin(), zero_layers_.end(), l) == zero_layers_.end()) {
-        zero_layers_.push_back(l);
-      }
+    // A layer adds nothing to the aggregate only when it is zero for every head.
+    const std::vector<int>& mine = per_head_[h].zero_layers();
+    if (h == 0) {
+      zero_layers_ = mine;
+    } else {
+      std::vector<int> both;
+      std::set_intersection(zero_layers_.begin(), zero_layers_.end(), mine.begin(), mine.end(),
+                            std::back_inserter(both));
+      zero_layers_ = std::move(both);
     }
     if (h == 0) {
       all.shape.push_back(num_heads);
@@ -262,7 +271,6 @@ Maps SequenceRollout::FinishPerHead(Maps* aggregate) {
     }
     all.values.insert(all.values.end(), one.values.begin(), one.values.end());
   }
-  std::sort(zero_layers_.begin(), zero_layers_.end());
   if (aggregate != nullptr) *aggregate = std::move(agg);
   return all;
 }

@@ -108,7 +108,8 @@ class SequenceRollout {
   int64_t emptied_rows() const { return emptied_rows_; }
   // Gradient rules: the layers (in order) whose gradient-weighted fused matrix
   // was zero everywhere before the residual (an all-zero gradient, or no
-  // positive G * A): they add nothing to the map.
+  // positive G * A): they add nothing to the map. Head-specific rollout: the
+  // layers that are zero for every head.
   const std::vector<int>& zero_layers() const { return zero_layers_; }
   // Maps written by Finish with no mass (every value <= 0 before scaling).
   int64_t zero_maps() const { return zero_maps_; }

@@ -148,7 +148,9 @@ absl::StatusOr<analysis::RolloutSpec> ToFlowGraphSpec(const v1::FlowOptions& opt
         "flow.readout.mean_of_rows: flow maps are per output token; ask for rows (or all_rows)");
   }
   if (options.all_rows() && (options.readout().rows_size() > 0 || options.readout().last_row())) {
-    return absl::InvalidArgumentError("flow: all_rows and readout rows are exclusive");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "flow.all_rows: expected no readout rows (or last_row) with all_rows, got ",
+        options.readout().rows_size(), " rows", options.readout().last_row() ? " and last_row" : ""));
   }
   v1::RolloutOptions graph;
   graph.set_fusion(options.fusion());

@@ -172,6 +172,7 @@ v1::AuditItemResult AuditSession::AddPassItem(const std::string& id, const std::
   v1::AuditItem item;
   item.set_id(id);
   item.set_group(group);
+  std::vector<std::string> warnings;
   for (const auto& [name, pass, out] :
        {std::tuple<const char*, Pass*, v1::Tensor*>{"baseline", &baseline, item.mutable_baseline()},
         {"candidate", &candidate, item.mutable_candidate()}}) {
@@ -180,9 +181,12 @@ v1::AuditItemResult AuditSession::AddPassItem(const std::string& id, const std::
       return FailedItem(id, Whose(name, r.ok() ? absl::InvalidArgumentError("pass produced no map")
                                                : r.status()));
     }
+    for (const std::string& w : r->results(0).warnings()) warnings.push_back(absl::StrCat(name, ": ", w));
     *out = std::move(*r->mutable_results(0)->mutable_maps(0));
   }
-  return AddItem(item, finish.cancelled);
+  v1::AuditItemResult result = AddItem(item, finish.cancelled);
+  for (std::string& w : warnings) result.add_warnings(std::move(w));
+  return result;
 }
 
 v1::AuditReport AuditSession::Report() const {

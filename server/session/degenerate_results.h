@@ -17,7 +17,6 @@ struct Degenerate {
   std::vector<int> zero_layers;           // G (*) A fused and clamped was 0 everywhere
   int64_t zero_maps = 0;                  // maps with no mass
   int64_t maps = 0;                       // maps in all
-  bool any() const { return !zero_gradient_layers.empty() || !zero_layers.empty() || zero_maps > 0; }
 };
 
 // "0..3, 7, 9..10"

@@ -18,8 +18,9 @@ absl::StatusOr<EncoderDecoderAnalysisPlan> PlanAnalysis(const v1::Analysis& a,
                                                         const v1::Layout& layout,
                                                         const EncoderDecoderPlan& plan) {
   if (a.kind_case() != v1::Analysis::kEncoderDecoder) {
-    return absl::InvalidArgumentError(
-        "an encoder-decoder pass takes encoder_decoder analyses only");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expected an encoder_decoder analysis (an encoder-decoder pass takes no other), got ",
+        a.has_rollout() ? "rollout" : a.has_flow() ? "flow" : a.has_validate() ? "validate" : "none"));
   }
   const v1::EncoderDecoderOptions& o = a.encoder_decoder();
   // Fusion, residual and the read-out are converted as for rollout.
@@ -64,8 +65,7 @@ absl::StatusOr<EncoderDecoderAnalysisPlan> PlanAnalysis(const v1::Analysis& a,
     analysis::ReadoutSpec axis = job.readout;
     axis.rows.clear();
     if (absl::Status s = analysis::ValidateReadout(axis, plan.valid_enc[b]); !s.ok()) {
-      return absl::Status(s.code(), absl::StrCat("encoder_decoder.", s.message(), " (on the encoder tokens",
-                                                 seq, ")"));
+      return absl::Status(s.code(), absl::StrCat(s.message(), " (on the encoder tokens", seq, ")"));
     }
   }
   job.return_encoder = o.return_encoder();

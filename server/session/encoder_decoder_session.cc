@@ -59,7 +59,9 @@ absl::Status EncoderDecoderSession::AddChunk(const v1::LayerChunk& chunk) {
       chunk.head_start() != static_cast<uint32_t>(next_head_)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "layer: out of order: expected ", StackName(want.stack), " layer ", want.layer,
-        " head_start ", next_head_, ", got stack ", static_cast<int>(chunk.stack()), " layer ",
+        " head_start ", next_head_, ", got ",
+        v1::Stack_IsValid(chunk.stack()) ? v1::Stack_Name(chunk.stack()) : absl::StrCat("stack ", static_cast<int>(chunk.stack())),
+        " layer ",
         chunk.layer(), " head_start ", chunk.head_start(),
         " (encoder layers first, then each decoder layer's self- and cross-attention)"));
   }

@@ -50,7 +50,6 @@ class PassBytes {
  public:
   explicit PassBytes(int64_t limit) : limit_(limit) {}
   absl::Status Add(const v1::LayerChunk& chunk);
-  int64_t received() const { return received_; }
 
  private:
   int64_t limit_;

@@ -332,6 +332,16 @@ absl::StatusOr<v1::ExplainResponse> PassSession::Finish(const FinishContext& ctx
         absl::StatusOr<analysis::Maps> maps =
             FlowMapsOf(job, static_cast<int>(&job - jobs_.data()), static_cast<int>(b), ctx);
         if (!maps.ok()) return maps.status();
+        // A map of an output token no flow reaches has no mass.
+        Degenerate d;
+        const size_t len = static_cast<size_t>(valid_[b] - job.plan.spec.readout.prefix);
+        d.maps = static_cast<int64_t>(maps->values.size() / len);
+        for (size_t k = 0; k < static_cast<size_t>(d.maps); ++k) {
+          double mass = 0;
+          for (size_t j = 0; j < len; ++j) mass += maps->values[k * len + j];
+          d.zero_maps += mass <= 0.0;
+        }
+        for (const std::string& w : DegenerateMessages(static_cast<int>(b), d)) result->add_warnings(w);
         ToTensor(*maps, result->add_maps());
         continue;
       }

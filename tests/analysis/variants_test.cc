@@ -191,7 +191,7 @@ TEST(ReadoutVariantsTest, SinkTokensAreDroppedAndTheRestRenormalised) {
   spec.last_row = true;
   EXPECT_THAT(ResolvedRows(spec, 7), ElementsAre(6));
   spec.rows = {1};
-  EXPECT_THAT(std::string(ValidateReadout(spec, 7).message()), HasSubstr("exclusive"));
+  EXPECT_THAT(std::string(ValidateReadout(spec, 7).message()), HasSubstr("readout: expected one of rows, mean_of_rows and last_row, got"));
   spec = ReadoutSpec();
   spec.sink = 7;
   EXPECT_THAT(std::string(ValidateReadout(spec, 7).message()), HasSubstr("readout.sink_tokens"));
@@ -272,6 +272,21 @@ TEST(DegenerateTest, ZeroGradientLayersAndMassLessMapsAreReported) {
   EXPECT_THAT(zm.values, ElementsAre(0.0f, 0.0f));
   EXPECT_THAT(z.zero_layers(), ElementsAre(0));
   EXPECT_EQ(z.zero_maps(), 1);
+  // Head-specific rollout: a layer is degenerate only when it is for every
+  // head (here layer 0 for both, layer 1 for head 0 only).
+  RolloutSpec per_head;
+  per_head.fusion = Fusion::kNone;
+  per_head.gradient = GradientRule::kChefer;
+  SequenceRollout heads(per_head, 2, 2, 2, RolloutPath::kChain);
+  const std::vector<std::vector<MatrixF>> hg = {{zero, zero}, {zero, one}};
+  for (int l = 0; l < 2; ++l) {
+    for (int h = 0; h < 2; ++h) {
+      const ConstMatrixView gv = View(hg[l][h]);
+      heads.AddHead(l, h, View(a), &gv);
+    }
+  }
+  heads.Finish();
+  EXPECT_THAT(heads.zero_layers(), ElementsAre(0));
 }
 
 TEST(PruningInRolloutTest, RowPathEqualsChainPathAndEmptiedRowsAreCounted) {

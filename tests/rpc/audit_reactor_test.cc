@@ -186,6 +186,10 @@ TEST_F(ServerTest, AuditTakesItemsAsAttentionPasses) {
   for (int i = 0; i < 3; ++i) {
     v1::PassHeader h = testing::RolloutHeader(base[i]);
     h.mutable_layout()->set_prefix_tokens(1);
+    // Item 1: pruning that empties every row (no entry reaches 0.99), so R = I
+    // and the map without CLS has no mass: the item is refused, and its
+    // passes' warnings come back with it.
+    if (i == 1) h.mutable_analyses(0)->mutable_rollout()->mutable_pruning()->set_threshold(0.99f);
     r.mutable_pass_begin()->set_id(absl::StrCat("item", i));
     *r.mutable_pass_begin()->mutable_pass() = h;
     ASSERT_TRUE(stream->Write(r));
@@ -224,10 +228,17 @@ TEST_F(ServerTest, AuditTakesItemsAsAttentionPasses) {
   ASSERT_TRUE(stream->Finish().ok());
   ASSERT_EQ(items.size(), 4u);
   EXPECT_EQ(items["item0"].drift_flags_size(), 0);
+  EXPECT_EQ(items["item0"].warnings_size(), 0);
+  EXPECT_TRUE(items["item1"].has_error());
+  EXPECT_THAT(items["item1"].warnings(),
+              ::testing::ElementsAre(HasSubstr("baseline: sequence 0: pruning emptied 20 rows"),
+                                     HasSubstr("baseline: sequence 0: 1 of 1 maps have no mass"),
+                                     HasSubstr("candidate: sequence 0: pruning emptied 20 rows"),
+                                     HasSubstr("candidate: sequence 0: 1 of 1 maps have no mass")));
   EXPECT_EQ(items["item2"].drift_flags_size(), 1);
   EXPECT_GT(items["item2"].comparison().l1(), 0.0);
   EXPECT_THAT(items["broken"].error().message(), HasSubstr("candidate attention (layer 0"));
-  EXPECT_EQ(report.overall().items(), 3);
+  EXPECT_EQ(report.overall().items(), 2);
   EXPECT_EQ(report.overall().drifted(), 1);
   EXPECT_EQ(server_->memory_reserved(), 0);
 }

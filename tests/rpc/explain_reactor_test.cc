@@ -384,7 +384,7 @@ TEST_F(ServerTest, EncoderDecoderRulesAndRolloutCompositions) {
   v1::PassHeader mixed = h;
   mixed.add_analyses()->mutable_rollout();
   bad = client_->ExplainEncoderDecoder(mixed, view, {});
-  EXPECT_THAT(bad, StatusIs(kInvalid, HasSubstr("takes encoder_decoder analyses only")));
+  EXPECT_THAT(bad, StatusIs(kInvalid, HasSubstr("expected an encoder_decoder analysis (an encoder-decoder pass takes no other), got rollout")));
 }
 
 TEST_F(ServerTest, RandomlyMutatedPassesNeverCrashOrHang) {
