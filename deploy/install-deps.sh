@@ -24,6 +24,11 @@ PACKAGES=(
   libzip-dev
   # Real-model reproduction test (tests/e2e/vit_reproduction_test.py): torchvision's ViT-B/16.
   python3-torch python3-torchvision
+  # The Python package (client/python): Pillow and matplotlib for its pictures; venv,
+  # pip, setuptools and wheel for the offline `pip install client/python` test; openssl
+  # makes the certificate of its TLS test. (grpc_python_plugin is in protobuf-compiler-grpc.)
+  python3-pil python3-matplotlib python3-venv python3-pip python3-setuptools python3-wheel
+  openssl
   # promtool (lints the scraped /metrics text in tests/e2e/load_test.py).
   prometheus
 )
