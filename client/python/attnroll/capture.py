@@ -69,8 +69,8 @@ class AttentionCapture:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.remove()
-        if exc_type is not None and self.stream is not None:
-            self.stream.cancel()
+        if self.stream is not None and (exc_type is not None or not self.stream._closed):
+            self.stream.cancel()  # an exception, or a result nobody asked for
 
     def remove(self) -> None:
         """Restores the modules' own forward."""

@@ -570,6 +570,7 @@ class PassStream:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        # Left on an exception, or without finish(): nobody will read the
+        # result, so the call is cancelled (the server frees the pass).
         if exc_type is not None or not self._closed:
-            if exc_type is not None:
-                self.cancel()
+            self.cancel()
