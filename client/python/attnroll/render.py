@@ -25,13 +25,16 @@ def _colormap(name: str):
                          "plasma, cividis, ...), got %r" % (name,)) from None
 
 
-def _normalised(saliency) -> Tuple[np.ndarray, float, float]:
+def _normalised(saliency, symmetric: bool = False) -> Tuple[np.ndarray, float, float]:
     s = np.asarray(saliency, dtype=np.float64)
     s = np.squeeze(s)
     if s.ndim != 2:
         raise ValueError("saliency: expected a 2-D map (e.g. [14, 14]), got shape %s"
                          % (list(np.shape(saliency)),))
     lo, hi = float(np.nanmin(s)), float(np.nanmax(s))
+    if symmetric:  # a signed map: 0 in the middle of the colour map
+        hi = max(abs(lo), abs(hi))
+        lo = -hi
     return (s - lo) / (hi - lo) if hi > lo else np.zeros_like(s), lo, hi
 
 
@@ -55,12 +58,16 @@ def _with_colour_bar(picture: Image.Image, lo: float, hi: float, colormap: str) 
 
 
 def heatmap(saliency, size: Optional[Tuple[int, int]] = None, colormap: str = "viridis",
-            colour_bar: bool = True) -> Image.Image:
-    """The map as a heatmap (min to max over the colour map), upsampled
-    (bilinear) to size=(width, height) when given, with a colour bar."""
-    s01, lo, hi = _normalised(saliency)
+            colour_bar: bool = True, symmetric: bool = False,
+            smooth: bool = True) -> Image.Image:
+    """The map as a heatmap (min to max over the colour map; with
+    symmetric, -max|x| to +max|x| for a signed map), upsampled (bilinear) to
+    size=(width, height) when given (nearest cell without smooth), with a
+    colour bar."""
+    s01, lo, hi = _normalised(saliency, symmetric)
     if size is not None:
-        img = Image.fromarray(s01.astype(np.float32), "F").resize(size, Image.BILINEAR)
+        img = Image.fromarray(s01.astype(np.float32), "F").resize(
+            size, Image.BILINEAR if smooth else Image.NEAREST)
         s01 = np.asarray(img, dtype=np.float64)
     pic = Image.fromarray(colourise(s01, colormap), "RGB")
     return _with_colour_bar(pic, lo, hi, colormap) if colour_bar else pic
@@ -91,6 +98,30 @@ def save_overlay(path: str, saliency, image=None, **kw) -> Image.Image:
     pic = heatmap(saliency, **kw) if image is None else overlay(saliency, image, **kw)
     pic.save(path)
     return pic
+
+
+def save_audit_maps(prefix: str, report, scale: int = 16) -> list:
+    """The mean maps of an audit report (Client.audit(...).report, or one of
+    its groups) as PNGs: PREFIX_mean_baseline.png, PREFIX_mean_candidate.png
+    (colour map viridis) and PREFIX_mean_shift.png (candidate - baseline,
+    coolwarm, 0 in the middle), each cell scale x scale pixels. Returns the
+    paths written."""
+    agg = report.get("overall", report)
+    paths = []
+    for key, cmap, sym in (("mean_baseline", "viridis", False),
+                           ("mean_candidate", "viridis", False),
+                           ("mean_shift", "coolwarm", True)):
+        m = agg.get(key)
+        if m is None or np.size(m) == 0:
+            continue
+        m = np.asarray(m)
+        if m.ndim == 1:
+            m = m[None]
+        path = "%s_%s.png" % (prefix, key)
+        heatmap(m, (m.shape[1] * scale, m.shape[0] * scale), cmap, symmetric=sym,
+                smooth=False).save(path)
+        paths.append(path)
+    return paths
 
 
 def tokens_html(tokens: Sequence[str], saliency, colormap: str = "viridis") -> str:

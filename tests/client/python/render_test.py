@@ -58,6 +58,21 @@ class RenderTest(unittest.TestCase):
         np.testing.assert_allclose(pic[35, 105], cmap("viridis", 1.0), atol=2)
         np.testing.assert_allclose(pic[120, 10], cmap("viridis", 0.0), atol=2)
 
+    def test_audit_mean_maps_and_the_signed_shift(self):
+        base = np.full((4, 4), 1 / 16, np.float32)
+        shift = np.zeros((4, 4), np.float32)
+        shift[0, 3], shift[3, 0] = 0.05, -0.025
+        report = {"overall": {"mean_baseline": base, "mean_candidate": base + shift,
+                              "mean_shift": shift}}
+        paths = render.save_audit_maps(os.path.join(self.tmp, "audit"), report, scale=10)
+        self.assertEqual([os.path.basename(p) for p in paths],
+                         ["audit_mean_baseline.png", "audit_mean_candidate.png",
+                          "audit_mean_shift.png"])
+        pic = np.asarray(Image.open(paths[2]).convert("RGB"))
+        np.testing.assert_allclose(pic[5, 35], cmap("coolwarm", 1.0), atol=2)    # +0.05: top
+        np.testing.assert_allclose(pic[35, 5], cmap("coolwarm", 0.25), atol=2)   # -0.025
+        np.testing.assert_allclose(pic[15, 15], cmap("coolwarm", 0.5), atol=2)   # 0: the middle
+
     def test_tokens(self):
         html = render.tokens_html(["a", "<b>", "c"], [0.0, 1.0, 0.5])
         r, g, b = cmap("viridis", 1.0).astype(int)
