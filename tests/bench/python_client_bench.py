@@ -91,7 +91,6 @@ def main():
     layers = list(att)
     tlayers = [torch.from_numpy(a) for a in layers]
     want = numpy_rollout.rollout_row(layers, 0)[1:]
-    want = want / 1.0
     rows = [("numpy in process", median_ms(lambda: numpy_rollout.rollout_row(layers, 0),
                                            args.repeats), None, None)]
     rows.append(("torch in process (%d threads)" % torch.get_num_threads(),

@@ -1,8 +1,6 @@
 """The attnroll gRPC client: arrays in, numpy maps out."""
 
-import os
 import queue
-import threading
 import uuid
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -75,8 +73,7 @@ class _Pass:
 
     def __init__(self, header: pass_pb2.PassHeader, layers: List[np.ndarray], wire: str,
                  client_fusion: str, gradients=None, value_norms=None, residual_weights=None,
-                 stacks: Optional[List[int]] = None, indices: Optional[List[int]] = None,
-                 checks_order_batch_first: bool = True):
+                 stacks: Optional[List[int]] = None, indices: Optional[List[int]] = None):
         self.header = header
         weights = fusion.check_fusable(header, int(layers[0].shape[1]), client_fusion,
                                        gradients is not None, value_norms is not None)
