@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -111,6 +112,32 @@ def main():
                 r = out["r"]
                 err = float(np.abs(r.map.ravel() - want).max())
                 rows.append((name, ms, r.sent_bytes, err))
+            # Streamed as a capture does during the forward: layers 0..L-2 go out
+            # first (the forward's time); timed is what is left once the forward
+            # ends: sending the last layer and finish().
+            for name, wire in (("client streamed fp32, after the last layer", "fp32"),
+                               ("client streamed fp16, after the last layer", "fp16")):
+                out = {}
+
+                def streamed(wire=wire, out=out):
+                    done = threading.Event()
+                    p = c.stream_pass(len(layers), prefix_tokens=1, grid=(14, 14), wire=wire,
+                                      on_sent=lambda l: l == len(layers) - 2 and done.set())
+                    for a in layers[:-1]:
+                        p.send(a)
+                    done.wait(30)
+                    t0 = time.perf_counter()
+                    p.send(layers[-1])
+                    out["r"] = p.finish()
+                    out["ms"] = (time.perf_counter() - t0) * 1e3
+                samples = []
+                for i in range(args.repeats + 2):
+                    streamed()
+                    if i >= 2:
+                        samples.append(out["ms"])
+                r = out["r"]
+                rows.append((name, float(np.median(samples)), r.sent_bytes,
+                             float(np.abs(r.map.ravel() - want).max())))
     finally:
         srv.terminate()
         srv.wait(timeout=20)

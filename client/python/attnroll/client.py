@@ -1,5 +1,6 @@
 """The attnroll gRPC client: arrays in, numpy maps out."""
 
+import itertools
 import queue
 import uuid
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -79,32 +80,47 @@ class _Pass:
                                        gradients is not None, value_norms is not None)
         if weights is not None:
             checks = fusion.HeadChecks(header, wire)
-            n = layers[0].shape[-1]
             f32 = [np.asarray(a, dtype=np.float32) for a in layers]
             for b in range(f32[0].shape[0]):          # the C++ client's order: sequence, layer, head
-                m = checks.valid_length(b, n)
                 for l, a in enumerate(f32):
-                    for h in range(a.shape[1]):
-                        fusion.check_head(a[b, h], m, l, h, b, checks)
+                    fusion.check_layer(a, l, checks, b)
             layers = [fusion.fuse_layer(a, weights, l) for l, a in enumerate(f32)]
             header.layout.heads_fused_by_client = True
         self.fused = weights is not None
         self.sent_bytes = 0
-        self.chunks: List[pass_pb2.LayerChunk] = []
-        for l, a in enumerate(layers):
-            c = pass_pb2.LayerChunk(layer=l if indices is None else indices[l],
-                                    attention=tensors.encode(a, wire))
-            if stacks is not None:
-                c.stack = stacks[l]
-            if gradients is not None:
-                c.gradient.CopyFrom(tensors.encode(gradients[l], wire))
-                self.sent_bytes += len(c.gradient.data)
-            if value_norms is not None:
-                c.value_norms.CopyFrom(tensors.encode(value_norms[l], "fp32"))
-            if residual_weights is not None:
-                c.residual_weights.CopyFrom(tensors.encode(residual_weights[l], "fp32"))
-            self.sent_bytes += len(c.attention.data)
-            self.chunks.append(c)
+        self.layers, self.wire = layers, wire
+        self.gradients, self.value_norms, self.residual_weights = (gradients, value_norms,
+                                                                   residual_weights)
+        self.stacks, self.indices = stacks, indices
+        self.sent_bytes = sum(a.size for a in layers) * tensors.WIRE_BYTES[wire]
+        if gradients is not None:
+            self.sent_bytes += sum(g.size for g in gradients) * tensors.WIRE_BYTES[wire]
+
+    def fill(self, c: pass_pb2.LayerChunk, l: int) -> pass_pb2.LayerChunk:
+        """Sets c (a field of the request being built) to layer message l."""
+        c.layer = l if self.indices is None else self.indices[l]
+        tensors.encode_into(c.attention, self.layers[l], self.wire)
+        if self.stacks is not None:
+            c.stack = self.stacks[l]
+        if self.gradients is not None:
+            tensors.encode_into(c.gradient, self.gradients[l], self.wire)
+        if self.value_norms is not None:
+            tensors.encode_into(c.value_norms, self.value_norms[l], "fp32")
+        if self.residual_weights is not None:
+            tensors.encode_into(c.residual_weights, self.residual_weights[l], "fp32")
+        return c
+
+    def requests(self, make, field: str):
+        """make() -> a request; yields one per layer with its `field` filled."""
+        for l in range(len(self.layers)):
+            req = make()
+            self.fill(getattr(req, field), l)
+            yield req
+
+    @property
+    def chunks(self) -> List[pass_pb2.LayerChunk]:
+        """Every layer message (as standalone messages)."""
+        return [self.fill(pass_pb2.LayerChunk(), l) for l in range(len(self.layers))]
 
 
 class Client:
@@ -241,19 +257,20 @@ class Client:
         header, p, wire = self._single_pass(attentions, gradients, kw)
         if progress is not None:
             return self._explain_stream(header, p, wire, progress, timeout)
-        reqs = [attnroll_pb2.ExplainRequest(header=header)]
-        reqs += [attnroll_pb2.ExplainRequest(layer=c) for c in p.chunks]
-        resp = self._call(self._stub.Explain, iter(reqs), timeout)
+        reqs = itertools.chain([attnroll_pb2.ExplainRequest(header=header)],
+                               p.requests(attnroll_pb2.ExplainRequest, "layer"))
+        resp = self._call(self._stub.Explain, reqs, timeout)
         return Explanation(resp, wire, p.sent_bytes)
 
     def _explain_stream(self, header, p, wire, progress, timeout):
         rid = header.request_id or uuid.uuid4().hex
-        reqs = [attnroll_pb2.StreamRequest(request_id=rid, header=header)]
-        reqs += [attnroll_pb2.StreamRequest(request_id=rid, layer=c) for c in p.chunks]
-        reqs.append(attnroll_pb2.StreamRequest(request_id=rid, end=attnroll_pb2.PassEnd()))
+        reqs = itertools.chain(
+            [attnroll_pb2.StreamRequest(request_id=rid, header=header)],
+            p.requests(lambda: attnroll_pb2.StreamRequest(request_id=rid), "layer"),
+            [attnroll_pb2.StreamRequest(request_id=rid, end=attnroll_pb2.PassEnd())])
         result = None
         try:
-            for r in self._call(self._stub.ExplainStream, iter(reqs), timeout):
+            for r in self._call(self._stub.ExplainStream, reqs, timeout):
                 kind = r.WhichOneof("message")
                 if kind == "progress":
                     progress(r.progress.analysis, r.progress.done, r.progress.total)
@@ -327,9 +344,9 @@ class Client:
                                 prefix_tokens=prefix_tokens, grid=grid, causal=causal,
                                 row_sum_tolerance=row_sum_tolerance, request_id=request_id)
         p = _Pass(header, layers, wire, "off", grads, stacks=stacks, indices=idx)
-        reqs = [attnroll_pb2.ExplainRequest(header=header)]
-        reqs += [attnroll_pb2.ExplainRequest(layer=c) for c in p.chunks]
-        return Explanation(self._call(self._stub.Explain, iter(reqs), timeout), wire, p.sent_bytes)
+        reqs = itertools.chain([attnroll_pb2.ExplainRequest(header=header)],
+                               p.requests(attnroll_pb2.ExplainRequest, "layer"))
+        return Explanation(self._call(self._stub.Explain, reqs, timeout), wire, p.sent_bytes)
 
     def compare(self, a: Array, b: Array, *, grid=None, top_k: int = 0, top_mass: float = 0.0,
                 region=None, ssim_window: int = 0,
@@ -359,10 +376,16 @@ class Client:
         ph = attnroll_pb2.PairHeader()
         getattr(ph, "pass").CopyFrom(header)  # "pass" is a Python keyword
         ph.compare.CopyFrom(options.compare_options(**(compare or {})))
-        reqs = [attnroll_pb2.PairRequest(header=ph)]
-        for cb, cc in zip(pb.chunks, pc.chunks):
-            reqs += [attnroll_pb2.PairRequest(baseline=cb), attnroll_pb2.PairRequest(candidate=cc)]
-        resp = self._call(self._stub.ExplainPair, iter(reqs), timeout)
+        def reqs():
+            yield attnroll_pb2.PairRequest(header=ph)
+            for l in range(len(pb.layers)):  # the sides interleaved, layer by layer
+                r = attnroll_pb2.PairRequest()
+                pb.fill(r.baseline, l)
+                yield r
+                r = attnroll_pb2.PairRequest()
+                pc.fill(r.candidate, l)
+                yield r
+        resp = self._call(self._stub.ExplainPair, reqs(), timeout)
         return PairResult(resp, wire, pb.sent_bytes + pc.sent_bytes)
 
     def audit(self, items: Iterable[Dict[str, Any]], *, map_length: int = 0, grid=None,
@@ -386,7 +409,7 @@ class Client:
         hdr = audit_pb2.AuditHeader(map_length=int(map_length), worst_items=int(worst_items),
                                     compare=options.compare_options(**copts),
                                     thresholds=options.drift_thresholds(thresholds))
-        failure: List[BaseException] = []
+        failure: List[Exception] = []
 
         def requests():
             yield audit_pb2.AuditRequest(header=hdr)
@@ -401,12 +424,12 @@ class Client:
                         _, pc, _ = self._single_pass(cand, None, dict(it, wire=wire), "candidate")
                         yield audit_pb2.AuditRequest(pass_begin=audit_pb2.AuditPassBegin(
                             id=iid, group=group, **{"pass": header}))
-                        for c in pb.chunks:
-                            yield audit_pb2.AuditRequest(
-                                pass_layer=audit_pb2.AuditPassLayer(candidate=False, layer=c))
-                        for c in pc.chunks:
-                            yield audit_pb2.AuditRequest(
-                                pass_layer=audit_pb2.AuditPassLayer(candidate=True, layer=c))
+                        for side, p in ((False, pb), (True, pc)):
+                            for l in range(len(p.layers)):
+                                r = audit_pb2.AuditRequest()
+                                r.pass_layer.candidate = side
+                                p.fill(r.pass_layer.layer, l)
+                                yield r
                         yield audit_pb2.AuditRequest(pass_end=audit_pb2.AuditPassEnd())
                     else:
                         yield audit_pb2.AuditRequest(item=audit_pb2.AuditItem(
@@ -416,7 +439,7 @@ class Client:
                             candidate=tensors.encode(np.ravel(tensors.to_numpy(it["candidate"])),
                                                      "fp32")))
                 yield audit_pb2.AuditRequest(end=audit_pb2.AuditEnd())
-            except BaseException as e:  # surfaced after the call (gRPC would hide it)
+            except Exception as e:  # surfaced after the call (gRPC would hide it)
                 failure.append(e)
 
         results, report = [], None
@@ -533,13 +556,16 @@ class PassStream:
         except AttnrollError:
             self.cancel()
             raise
-        c = pass_pb2.LayerChunk(layer=l, attention=tensors.encode(a, self.wire))
+        req = attnroll_pb2.ExplainRequest()
+        c = req.layer
+        c.layer = l
+        tensors.encode_into(c.attention, a, self.wire)
         if value_norms is not None:
-            c.value_norms.CopyFrom(tensors.encode(value_norms, "fp32"))
+            tensors.encode_into(c.value_norms, value_norms, "fp32")
         if residual_weights is not None:
-            c.residual_weights.CopyFrom(tensors.encode(residual_weights, "fp32"))
+            tensors.encode_into(c.residual_weights, residual_weights, "fp32")
         self.sent_bytes += len(c.attention.data)
-        self._queue.put(attnroll_pb2.ExplainRequest(layer=c))
+        self._queue.put(req)
         self._layer += 1
 
     def finish(self) -> Explanation:

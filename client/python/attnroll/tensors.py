@@ -15,6 +15,9 @@ WIRE_DTYPES = {"fp32": tensor_pb2.DTYPE_FP32, "fp16": tensor_pb2.DTYPE_FP16,
                "bf16": tensor_pb2.DTYPE_BF16}
 
 
+WIRE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+
+
 def source_wire(x: Any) -> str:
     """The wire dtype that keeps x's values exactly: "fp16" for float16,
     "bf16" for a torch bfloat16 tensor, "fp32" otherwise."""
@@ -60,6 +63,14 @@ def bf16_bits(a: np.ndarray) -> np.ndarray:
 def encode(x: Any, wire: Optional[str] = None, shape=None) -> tensor_pb2.Tensor:
     """A Tensor holding x at the wire dtype (None: source_wire(x)), with
     shape (default x's)."""
+    t = tensor_pb2.Tensor()
+    encode_into(t, x, wire, shape)
+    return t
+
+
+def encode_into(t: tensor_pb2.Tensor, x: Any, wire: Optional[str] = None, shape=None) -> None:
+    """Sets t (e.g. a field of a request being built, so the bytes are
+    copied once) to x at the wire dtype, as encode()."""
     if wire is None:
         wire = source_wire(x)
     if wire not in WIRE_DTYPES:
@@ -72,7 +83,10 @@ def encode(x: Any, wire: Optional[str] = None, shape=None) -> tensor_pb2.Tensor:
         data = a.astype("<f2", copy=False).tobytes()
     else:
         data = bf16_bits(a.astype(np.float32, copy=False)).astype("<u2", copy=False).tobytes()
-    return tensor_pb2.Tensor(dtype=WIRE_DTYPES[wire], shape=shape, data=data)
+    t.dtype = WIRE_DTYPES[wire]
+    del t.shape[:]
+    t.shape.extend(int(d) for d in shape)
+    t.data = data
 
 
 def decode(t: tensor_pb2.Tensor) -> np.ndarray:
