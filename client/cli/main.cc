@@ -18,6 +18,7 @@ void PrintUsage() {
       "  compare   compare two saliency maps with every audit metric\n"
       "  explain-pair  one input under two models: both maps and their comparison\n"
       "  audit     audit a dataset: baseline vs candidate maps, per item and aggregated\n"
+      "  audit-merge  merge the states of an audit's shards into one report (offline)\n"
       "  bench     closed-loop load test: passes/s, MB/s, latency percentiles, status counts\n\n"
       "Global options:\n"
       "  --server HOST:PORT   server address (default 127.0.0.1:50051)\n"
@@ -64,6 +65,7 @@ int main(int argc, char** argv) {
   if (command == "info") return attnroll::cli::RunInfo(global, rest);
   if (command == "compare") return attnroll::cli::RunCompare(global, rest);
   if (command == "audit") return attnroll::cli::RunAudit(global, rest);
+  if (command == "audit-merge") return attnroll::cli::RunAuditMerge(global, rest);
   if (command == "explain-pair") return attnroll::cli::RunExplainPair(global, rest);
   if (command == "bench") return attnroll::cli::RunBench(global, rest);
   std::fprintf(stderr, "attnroll: unknown command '%s' (see --help)\n", command.c_str());
