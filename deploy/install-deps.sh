@@ -24,6 +24,9 @@ PACKAGES=(
   libzip-dev
   # Real-model reproduction test (tests/e2e/vit_reproduction_test.py): torchvision's ViT-B/16.
   python3-torch python3-torchvision
+  # promtool: checks the alert rules of live monitoring and runs their unit tests
+  # (deploy/prometheus/drift-rules.yaml, drift-rules.test.yaml).
+  prometheus
 )
 
 missing=()

@@ -86,6 +86,7 @@ void ExplainReactor::Complete() {
   absl::StatusOr<v1::ExplainResponse> response = pass_.session->Finish(MakeFinishContext(*ctx_, call_));
   ctx_->metrics->Compute(pass_.session->kind(), absl::ToDoubleSeconds(absl::Now() - start));
   if (!response.ok()) return End(response.status());
+  FoldMonitored(*ctx_, pass_, &*response);
   SerializeMessage(*response, response_);
   End(absl::OkStatus());
 }
