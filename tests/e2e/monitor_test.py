@@ -91,6 +91,8 @@ def start_server(bin_dir, flags, log):
 def stop_server(proc):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def rss_bytes(pid):
@@ -318,11 +320,12 @@ class MonitorTest(e2e_harness.ServerTestCase):
         self.assertIn("--png is not available yet", res.stderr)
 
     def test_4_restart_keeps_baselines_and_bad_data_dirs_stop_the_start(self):
-        log = open(os.path.join(self.tmp, "second.stderr"), "wb")
         flags = ["--monitor-models", "vit,bert", "--data-dir", self.data_dir]
         # The class's server is stopped; a new process reads the same directory.
-        stop_server(self.server)
-        proc, port, _ = start_server(e2e_harness.BIN_DIR, flags, log)
+        self.server.send_signal(signal.SIGTERM)
+        self.assertEqual(self.server.wait(timeout=15), 0)
+        with open(os.path.join(self.tmp, "second.stderr"), "wb") as log:
+            proc, port, _ = start_server(e2e_harness.BIN_DIR, flags, log)
         try:
             res = self.cli("baseline", "list", server="127.0.0.1:%d" % port)
             self.assertEqual(res.returncode, 0, res.stderr)

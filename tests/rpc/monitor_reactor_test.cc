@@ -22,6 +22,7 @@
 namespace attnroll::rpc {
 namespace {
 
+using testing::ServerTest;
 using testing::StatusIs;
 using testing::ViewOf;
 
