@@ -554,7 +554,9 @@ absl::StatusOr<v1::PinBaselineResponse> Monitor::Pin(const v1::PinBaselineReques
       b.set_map_length(static_cast<uint32_t>(std::min<int64_t>(n, UINT32_MAX)));
       b.set_grid_height(report.grid_height());
       b.set_grid_width(report.grid_width());
+      // The groups a live window can have (--monitor-max-groups), in the report's order (by label).
       for (const v1::AuditAggregate& g : report.groups()) {
+        if (b.groups_size() >= config_.monitor_max_groups) break;
         v1::SampleStats gs;
         if (stats_of(g, &gs)) *b.add_groups() = std::move(gs);
       }

@@ -340,6 +340,10 @@ TEST_F(MonitorTest, BaselinesSurviveARestartAndCorruptFilesStopTheStart) {
   s = rpc::Server::Start(MonitorConfig(file + "/sub"));
   EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(s.status().message(), "--data-dir: cannot create " + file + "/sub: Not a directory");
+  // A directory nobody may write in, root included (sysfs refuses mkdir).
+  s = rpc::Server::Start(MonitorConfig("/sys"));
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(s.status().message()), ::testing::StartsWith("--data-dir: cannot create /sys/baselines: "));
   StartServer(MonitorConfig(dir_ + "/fresh"));  // so TearDown has a server
 }
 
