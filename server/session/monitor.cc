@@ -395,6 +395,20 @@ absl::StatusOr<v1::MonitorResponse> Monitor::State(const v1::MonitorRequest& req
     if (!i.ok()) return i.status();
     which.push_back(*i);
   }
+  if (request.include_maps()) {
+    // Two fp32 maps per window (live and baseline), bounded like any response.
+    int64_t bytes = 0;
+    for (int i : which) {
+      absl::MutexLock lock(&models_[i]->mu);
+      bytes += int64_t{2} * 4 * models_[i]->map_length * (1 + static_cast<int64_t>(models_[i]->groups.size()));
+    }
+    if (bytes > config_.limits.max_response_bytes) {
+      return runtime::Refused(runtime::Refusal::kLimits,
+                              absl::StrCat("include_maps: the mean maps take ", bytes,
+                                           " bytes, the server's --max-response-bytes is ",
+                                           config_.limits.max_response_bytes, "; ask for one model"));
+    }
+  }
   v1::MonitorResponse out;
   v1::MonitorConfig* c = out.mutable_config();
   for (const std::string& name : config_.monitor_models) c->add_models(name);

@@ -132,6 +132,24 @@ TEST_F(MonitorTest, TheWindowHoldsTheMapsThePassesReturned) {
   EXPECT_EQ(b.windows_size(), 0);
 }
 
+TEST_F(MonitorTest, MeanMapsOverTheResponseLimitAreRefused) {
+  runtime::ServerConfig c = MonitorConfig(dir_);
+  c.limits.max_response_bytes = 40;
+  StartServer(c);
+  const testing::Attention a = Random(2);
+  ASSERT_TRUE(client_->Explain(Header(a, "a", 0, false, "day"), ViewOf(a)).ok());
+  v1::MonitorRequest r;
+  r.set_model("a");
+  r.set_include_maps(true);
+  // Two fp32 maps of 4 values for the model's window and for group "day".
+  EXPECT_THAT(client_->Monitor(r).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       "include_maps: the mean maps take 64 bytes, the server's --max-response-bytes is "
+                       "40; ask for one model"));
+  r.set_include_maps(false);
+  EXPECT_TRUE(client_->Monitor(r).ok());
+}
+
 TEST_F(MonitorTest, SamplingAndMonitorOnlyPasses) {
   const testing::Attention a = Random(7);
   for (int p = 0; p < 9; ++p) {
