@@ -24,8 +24,8 @@ PACKAGES=(
   libzip-dev
   # Real-model reproduction test (tests/e2e/vit_reproduction_test.py): torchvision's ViT-B/16.
   python3-torch python3-torchvision
-  # promtool: checks the alert rules of live monitoring and runs their unit tests
-  # (deploy/prometheus/drift-rules.yaml, drift-rules.test.yaml).
+  # promtool: lints the scraped /metrics text in tests/e2e/load_test.py, checks the alert rules
+  # of live monitoring and runs their unit tests (deploy/prometheus/drift-rules*.yaml).
   prometheus
 )
 
