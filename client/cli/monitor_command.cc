@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "client/cli/cli_common.h"
 #include "client/cli/commands.h"
+#include "client/cli/map_png.h"
 #include "client/cpp/attnroll_client.h"
 
 namespace attnroll::cli {
@@ -110,18 +111,54 @@ std::string Render(const v1::MonitorResponse& r, const std::string& server) {
   return out.str();
 }
 
+// --png DIR: the live mean map and its shift from the baseline of every
+// model on a grid (exit 1 when a picture cannot be written).
+int WritePngs(const v1::MonitorResponse& r, const std::string& dir) {
+  for (const v1::ModelMonitor& m : r.models()) {
+    const v1::WindowDrift* overall = nullptr;
+    for (const v1::WindowDrift& w : m.windows()) {
+      if (w.group().empty()) overall = &w;
+    }
+    if (m.grid_height() == 0 || overall == nullptr || !overall->live().has_mean_map()) {
+      std::printf("model %s: no picture (%s)\n", m.model().c_str(),
+                  m.grid_height() == 0 ? "its maps have no grid" : "its window is empty");
+      continue;
+    }
+    const std::vector<float> live = Floats(overall->live().mean_map());
+    const std::string mean_path = dir + "/" + m.model() + "_mean.png";
+    if (absl::Status s = WriteMassPng(mean_path, live, m.grid_height(), m.grid_width()); !s.ok()) {
+      return Fail(s);
+    }
+    std::printf("model %s: live mean map %s\n", m.model().c_str(), mean_path.c_str());
+    if (!overall->baseline().has_mean_map()) {
+      std::printf("model %s: no shift picture (no baseline pinned)\n", m.model().c_str());
+      continue;
+    }
+    std::vector<float> shift = Floats(overall->baseline().mean_map());
+    if (shift.size() != live.size()) continue;
+    for (size_t i = 0; i < shift.size(); ++i) shift[i] = live[i] - shift[i];
+    const std::string shift_path = dir + "/" + m.model() + "_shift.png";
+    if (absl::Status s = WriteShiftPng(shift_path, shift, m.grid_height(), m.grid_width()); !s.ok()) {
+      return Fail(s);
+    }
+    std::printf("model %s: shift map %s\n", m.model().c_str(), shift_path.c_str());
+  }
+  return 0;
+}
+
 int MonitorUsage(const std::string& m) { return UsageError("monitor", m); }
 
 void PrintMonitorUsage() {
   std::printf(
       "Usage: attnroll [--server HOST:PORT] monitor [--model M] [--interval S] [--count N] [--once]\n"
-      "       [--json] [--maps]\n\n"
+      "       [--json] [--maps] [--png DIR]\n\n"
       "Shows every monitored model's live window against its pinned baseline: the drift numbers\n"
       "(JS divergence and EMD of the mean maps, centre-of-mass shift, region shares, per-pass\n"
       "distributions), and on a grid the live mean map and its shift from the baseline. Refreshes\n"
       "every --interval seconds (default 2) until interrupted, or --count times; --once: one view.\n"
       "--json: the Monitor response as JSON, once (--maps: with the mean maps).\n"
-      "--png is not available yet.\n");
+      "--png DIR: once, writes DIR/MODEL_mean.png (the live mean map, grey: white = most mass) and\n"
+      "DIR/MODEL_shift.png (live - baseline: red gained, blue lost) for every model on a grid.\n");
 }
 
 int BaselineUsage(const std::string& m) { return UsageError("baseline", m); }
@@ -152,16 +189,13 @@ void PrintSummary(const v1::BaselineSummary& b) {
 int RunMonitor(const GlobalOptions& global, const std::vector<std::string>& args) {
   std::map<std::string, std::string> opt;
   const std::string parsed =
-      ParseOptions(args, {"model", "interval", "count"}, {"once", "json", "maps", "png"}, &opt);
+      ParseOptions(args, {"model", "interval", "count", "png"}, {"once", "json", "maps"}, &opt);
   if (parsed == "help") {
     PrintMonitorUsage();
     return 0;
   }
   if (!parsed.empty()) return MonitorUsage(parsed);
-  if (opt.count("png")) {
-    return MonitorUsage("--png is not available yet: it needs the picture renderer (use --json --maps "
-                        "for the maps)");
-  }
+  if (opt.count("png") && opt.count("json")) return MonitorUsage("--png and --json: expected one of them");
   double interval = 2;
   if (opt.count("interval") && (!absl::SimpleAtod(opt["interval"], &interval) || !(interval > 0))) {
     return MonitorUsage("--interval: expected seconds > 0");
@@ -170,7 +204,7 @@ int RunMonitor(const GlobalOptions& global, const std::vector<std::string>& args
   if (opt.count("count") && (!absl::SimpleAtoi(opt["count"], &count) || count < 1)) {
     return MonitorUsage("--count: expected a count >= 1");
   }
-  if (opt.count("once") || opt.count("json")) count = 1;
+  if (opt.count("once") || opt.count("json") || opt.count("png")) count = 1;
   v1::MonitorRequest request;
   if (opt.count("model")) request.set_model(opt["model"]);
   const bool json = opt.count("json") > 0;
@@ -182,6 +216,7 @@ int RunMonitor(const GlobalOptions& global, const std::vector<std::string>& args
     absl::StatusOr<v1::MonitorResponse> r =
         client->Monitor(request, absl::Seconds(std::min(global.timeout_seconds, 60.0)));
     if (!r.ok()) return Fail(r.status());
+    if (opt.count("png")) return WritePngs(*r, opt["png"]);
     if (json) {
       std::printf("%s\n", ToJson(*r).c_str());
     } else {

@@ -8,6 +8,7 @@ the CLI:
   of the grid: the EMD gauge crosses 0.5 cells at the sample the window's
   definition predicts from the maps the passes returned, and every gauge
   value along the way equals scipy's on the reconstructed window;
+- `attnroll monitor --png` decoded by PIL against the Monitor response's maps;
 - `attnroll monitor --json --maps` against scipy (JS, EMD by linprog, centre of
   mass, region shares) and the window's mean map against numpy;
 - a restart of the server on the same --data-dir keeps the baselines; a
@@ -33,6 +34,7 @@ import time
 import urllib.request
 
 import numpy as np
+from PIL import Image
 from scipy.spatial import distance
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -180,6 +182,47 @@ class MonitorTest(e2e_harness.ServerTestCase):
                                places=10)
         return d
 
+    def check_pngs(self, state):
+        """`attnroll monitor --png DIR` against the maps of the Monitor response:
+        each cell a 64 x 64 block; grey round(255 v / max v) for the live mean,
+        red (gained) / blue (lost) for live - baseline."""
+        out = os.path.join(self.tmp, "png")
+        os.makedirs(out)
+        res = self.cli_ok("png", ["monitor", "--model", "vit", "--png", out])
+        self.assertIn("model vit: live mean map %s/vit_mean.png" % out, res.stdout)
+        self.assertIn("model vit: shift map %s/vit_shift.png" % out, res.stdout)
+        window = state["windows"][0]
+        live32 = np.frombuffer(base64.b64decode(window["live"]["mean_map"]["data"]), np.float32)
+        base32 = np.frombuffer(base64.b64decode(window["baseline"]["mean_map"]["data"]), np.float32)
+
+        def cells(path, mode):
+            with Image.open(path) as img:
+                self.assertEqual(img.mode, mode)
+                self.assertEqual(img.size, (GRID * 64, GRID * 64))
+                px = np.asarray(img).astype(np.int64)
+            blocks = px.reshape(GRID, 64, GRID, 64, -1)
+            # Every pixel of a block has its cell's colour.
+            self.assertTrue((blocks == blocks[:, :1, :, :1]).all())
+            return blocks[:, 0, :, 0].reshape(N, -1)
+
+        def level(f):
+            return np.floor(255 * f + 0.5).astype(np.int64)
+
+        live = live32.astype(np.float64)
+        np.testing.assert_array_equal(cells(os.path.join(out, "vit_mean.png"), "L")[:, 0],
+                                      level(live / live.max()))
+        shift = (live32 - base32).astype(np.float64)
+        f = shift / np.abs(shift).max()
+        want = np.where(f[:, None] >= 0,
+                        np.stack([np.full(N, 255), level(1 - f), level(1 - f)], axis=1),
+                        np.stack([level(1 + f), level(1 + f), np.full(N, 255)], axis=1))
+        got = cells(os.path.join(out, "vit_shift.png"), "RGB")
+        np.testing.assert_array_equal(got, want)
+        # The planted shift: the left half lost (blue), the right half gained (red).
+        grid = got.reshape(GRID, GRID, 3)
+        self.assertTrue((grid[:, :GRID // 2, 2] == 255).all() and (grid[:, :GRID // 2, 0] < 255).all())
+        self.assertTrue((grid[:, GRID // 2:, 0] == 255).all() and (grid[:, GRID // 2:, 2] < 255).all())
+
     def test_1_worked_example_baseline_from_audit_then_planted_shift(self):
         # 1. An audit of the deployed model (baseline = candidate = the left model).
         base_dir = os.path.join(self.tmp, "audit", "baseline")
@@ -256,6 +299,7 @@ class MonitorTest(e2e_harness.ServerTestCase):
         # Per-pass distributions are undefined for an audit baseline, and say why.
         self.assertFalse(d["entropy_w1"]["defined"])
         self.assertIn("audit report", d["entropy_w1"]["note"])
+        self.check_pngs(state)
         # The terminal view.
         res = self.cli_ok("view", ["monitor", "--model", "vit", "--count", "2", "--interval", "0.1"])
         self.assertIn("model vit  baseline vit-audit", res.stdout)
@@ -315,9 +359,13 @@ class MonitorTest(e2e_harness.ServerTestCase):
         res = self.cli("monitor", "--model", "gpt", "--once")
         self.assertEqual(res.returncode, 1)
         self.assertIn("INVALID_ARGUMENT: model: expected one of the server's --monitor-models", res.stderr)
-        res = self.cli("monitor", "--png")
+        res = self.cli("monitor", "--png", self.tmp, "--json")
         self.assertEqual(res.returncode, 2)
-        self.assertIn("--png is not available yet", res.stderr)
+        self.assertIn("--png and --json: expected one of them", res.stderr)
+        missing = os.path.join(self.tmp, "no", "such", "dir")
+        res = self.cli("monitor", "--model", "vit", "--png", missing)
+        self.assertEqual(res.returncode, 1)
+        self.assertIn("UNAVAILABLE: %s/vit_mean.png: cannot write the PNG" % missing, res.stderr)
 
     def test_4_restart_keeps_baselines_and_bad_data_dirs_stop_the_start(self):
         flags = ["--monitor-models", "vit,bert", "--data-dir", self.data_dir]
