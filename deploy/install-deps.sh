@@ -22,14 +22,18 @@ PACKAGES=(
   python3-scipy
   # .npz reading in client/npy (np.savez, np.savez_compressed): zip archives via libzip.
   libzip-dev
+  # The pictures of `attnroll monitor --png` (client/cli/map_png.cc), and PIL to decode them in
+  # tests/e2e/monitor_test.py.
+  libpng-dev python3-pil
   # Real-model reproduction test (tests/e2e/vit_reproduction_test.py): torchvision's ViT-B/16.
   python3-torch python3-torchvision
-  # The Python package (client/python): Pillow and matplotlib for its pictures; venv,
+  # The Python package (client/python): matplotlib (and PIL above) for its pictures; venv,
   # pip, setuptools and wheel for the offline `pip install client/python` test; openssl
   # makes the certificate of its TLS test. (grpc_python_plugin is in protobuf-compiler-grpc.)
-  python3-pil python3-matplotlib python3-venv python3-pip python3-setuptools python3-wheel
+  python3-matplotlib python3-venv python3-pip python3-setuptools python3-wheel
   openssl
-  # promtool (lints the scraped /metrics text in tests/e2e/load_test.py).
+  # promtool: lints the scraped /metrics text in tests/e2e/load_test.py, checks the alert rules
+  # of live monitoring and runs their unit tests (deploy/prometheus/drift-rules*.yaml).
   prometheus
 )
 
