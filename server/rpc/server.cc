@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.pb.h"
+#include "server/session/pass_buffers.h"
 
 namespace attnroll::rpc {
 namespace {
@@ -50,6 +51,8 @@ void ApplyConnectionLimits(const runtime::ServerConfig& c, grpc::ServerBuilder& 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const runtime::ServerConfig& raw) {
   const runtime::ServerConfig config = runtime::Resolved(raw);
   std::unique_ptr<Server> s(new Server());
+  // Passes of the same shape reuse each other's large buffers.
+  session::UsePooledPassBuffers(config.buffer_cache_bytes);
   s->timers_ = std::make_unique<runtime::Timers>();
   s->pool_ = std::make_unique<runtime::WorkerPool>(config.workers, config.long_work_workers,
                                                    config.queue_size, &s->metrics_);

@@ -54,6 +54,10 @@ class PassSession : public Pass {
   absl::Status TakeResidualWeights(const v1::LayerChunk& chunk);
   absl::Status TakeValueNorms(const v1::LayerChunk& chunk);
   absl::Status AddHeadStrip(const v1::LayerChunk& chunk, int b, int hh, int r0, int rows);
+  // Whether this message takes the wire path: every analysis's rows can be
+  // fused straight from the received bytes and finished strip by strip.
+  bool WirePath() const;
+  absl::Status AddWireStrip(const v1::LayerChunk& chunk, int b, int r0, int rows, bool ends_layer);
 
   const PassPlan plan_;
   // Shorthands of plan_'s shape.

@@ -1,8 +1,12 @@
 // A pass's life without gRPC: message order, head ranges, and padding cropped
 // before the math. (The header's checks are pass_plan_test.cc's.)
 #include "server/session/pass_session.h"
+#include "server/session/pass_buffers.h"
 
+#include <cstring>
 #include <random>
+
+#include <Eigen/Core>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -147,6 +151,131 @@ TEST(PassSessionTest, AnAllZeroGradientIsReportedNotSilent) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(r.status().message()),
               HasSubstr("analyses[0] (fail_on_degenerate): sequence 0: the gradient is zero everywhere in layer 1"));
+}
+
+
+// The wire path end to end: the portable kernels and the AVX2 ones give the
+// same maps bit for bit; fp16 and bf16 wire bytes give exactly the maps of
+// their decoded fp32 values (decoding is exact, nothing else changes); and
+// a second pass of the same shape reuses the first one's pooled buffers.
+v1::LayerChunk Encoded(const v1::LayerChunk& fp32, v1::DType dtype, std::vector<float>* decoded) {
+  v1::LayerChunk c = fp32;
+  const std::string& in = fp32.attention().data();
+  const size_t count = in.size() / 4;
+  std::string out;
+  for (size_t i = 0; i < count; ++i) {
+    float x;
+    std::memcpy(&x, in.data() + 4 * i, 4);
+    uint16_t bits;
+    float back;
+    if (dtype == v1::DTYPE_FP16) {
+      bits = Eigen::numext::bit_cast<uint16_t>(Eigen::half(x));
+      back = static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits));
+    } else {
+      bits = Eigen::numext::bit_cast<uint16_t>(Eigen::bfloat16(x));
+      back = static_cast<float>(Eigen::numext::bit_cast<Eigen::bfloat16>(bits));
+    }
+    out.append(reinterpret_cast<const char*>(&bits), 2);
+    decoded->push_back(back);
+  }
+  c.mutable_attention()->set_dtype(dtype);
+  c.mutable_attention()->set_data(out);
+  return c;
+}
+
+std::vector<float> RunPass(const v1::PassHeader& h, const std::vector<std::vector<v1::LayerChunk>>& layers) {
+  auto session = Open(h);
+  for (const auto& chunks : layers) {
+    for (const v1::LayerChunk& c : chunks) EXPECT_TRUE(session->AddChunk(c).ok());
+  }
+  absl::StatusOr<v1::ExplainResponse> r = session->Finish();
+  EXPECT_TRUE(r.ok()) << r.status();
+  std::vector<float> all;
+  for (const v1::AnalysisResult& res : r->results()) {
+    for (const v1::Tensor& t : res.maps()) {
+      const std::vector<float> v = testing::MapValues(t);
+      all.insert(all.end(), v.begin(), v.end());
+    }
+  }
+  return all;
+}
+
+TEST(PassSessionTest, WirePathSameMapsForEveryKernelBuildAndDtype) {
+  std::mt19937 rng(17);
+  const int L = 3, H = 5, n = 41;
+  for (bool causal : {false, true}) {
+    auto a = testing::MakeAttention(2, L, H, n, [&](int64_t, int64_t, int64_t) {
+      analysis::MatrixF m = testing::RandomStochastic(n, rng);
+      if (causal) {
+        for (int i = 0; i < n; ++i) {
+          m.row(i).tail(n - i - 1).setZero();
+          m.row(i) /= m.row(i).sum();
+        }
+      }
+      return m;
+    });
+    v1::PassHeader h = testing::RolloutHeader(a);
+    h.mutable_layout()->set_causal(causal);
+    h.mutable_layout()->add_valid_lengths(n);
+    h.mutable_layout()->add_valid_lengths(n - 6);
+    h.mutable_analyses(0)->mutable_rollout()->mutable_readout()->add_rows(3);
+    h.mutable_analyses(0)->mutable_rollout()->mutable_readout()->add_rows(0);
+    v1::RolloutOptions* per_layer = h.add_analyses()->mutable_rollout();
+    per_layer->set_per_layer(true);
+    per_layer->set_fusion(v1::HEAD_FUSION_MAX);
+    per_layer->mutable_readout()->set_mean_of_rows(true);
+    h.add_analyses()->mutable_rollout()->set_fusion(v1::HEAD_FUSION_NONE);
+    std::vector<std::vector<v1::LayerChunk>> fp32, fp16, bf16, fp16_values, bf16_values;
+    for (int l = 0; l < L; ++l) {
+      fp32.push_back(testing::ChunksOf(a, l, 2));  // heads split over messages: 2 + 2 + 1
+      std::vector<float> d16, db16;
+      fp16.emplace_back();
+      bf16.emplace_back();
+      for (const v1::LayerChunk& c : fp32.back()) {
+        d16.clear();
+        db16.clear();
+        fp16.back().push_back(Encoded(c, v1::DTYPE_FP16, &d16));
+        bf16.back().push_back(Encoded(c, v1::DTYPE_BF16, &db16));
+        v1::LayerChunk c16 = c, cb16 = c;
+        c16.mutable_attention()->set_data(std::string(reinterpret_cast<const char*>(d16.data()), d16.size() * 4));
+        cb16.mutable_attention()->set_data(std::string(reinterpret_cast<const char*>(db16.data()), db16.size() * 4));
+        fp16_values.emplace_back().push_back(c16);
+        bf16_values.emplace_back().push_back(cb16);
+      }
+    }
+    const analysis::KernelIsa active = analysis::ActiveKernelIsa();
+    analysis::SetActiveKernelIsa(analysis::KernelIsa::kPortable);
+    const std::vector<float> portable = RunPass(h, fp32);
+    const std::vector<float> portable16 = RunPass(h, fp16);
+    analysis::SetActiveKernelIsa(active);
+    const std::vector<float> best = RunPass(h, fp32);
+    EXPECT_EQ(portable, best) << "causal " << causal << ": " << analysis::KernelIsaName(active);
+    EXPECT_EQ(portable16, RunPass(h, fp16));
+    EXPECT_EQ(RunPass(h, fp16), RunPass(h, fp16_values));
+    EXPECT_EQ(RunPass(h, bf16), RunPass(h, bf16_values));
+    EXPECT_FALSE(best.empty());
+  }
+}
+
+TEST(PassSessionTest, PassesOfOneShapeReusePooledBuffers) {
+  UsePooledPassBuffers(int64_t{64} << 20);
+  std::mt19937 rng(2);
+  const int L = 4, H = 3, n = 150;  // 90 KB fused matrices: mapped, pooled
+  auto a = testing::MakeAttention(1, L, H, n, [&](int64_t, int64_t, int64_t) {
+    return testing::RandomStochastic(n, rng);
+  });
+  std::vector<std::vector<v1::LayerChunk>> layers;
+  for (int l = 0; l < L; ++l) layers.push_back(testing::ChunksOf(a, l));
+  const v1::PassHeader h = testing::RolloutHeader(a);
+  const std::vector<float> first = RunPass(h, layers);
+  const runtime::BufferPool::Stats after_first = PassBufferPool().stats();
+  EXPECT_GT(after_first.cached_bytes, 0);
+  const std::vector<float> second = RunPass(h, layers);
+  const runtime::BufferPool::Stats after_second = PassBufferPool().stats();
+  EXPECT_EQ(after_second.mapped, after_first.mapped);  // nothing new mapped
+  EXPECT_GE(after_second.reused - after_first.reused, L - 1);
+  EXPECT_EQ(first, second);
+  UsePooledPassBuffers(0);
 }
 
 }  // namespace
