@@ -167,7 +167,6 @@ void SequenceRollout::EndRows(int layer, int row0, int rows, const float* residu
       std::fill(row + len, row + m_, 0.0f);  // R and its read-outs see the whole row
     }
   }
-  rows_ended_ += rows;
 }
 
 void SequenceRollout::AddHead(int layer, int head, const ConstMatrixView& a,
@@ -176,14 +175,13 @@ void SequenceRollout::AddHead(int layer, int head, const ConstMatrixView& a,
   if (head == num_heads_ - 1) EndLayer(layer);
 }
 
-void SequenceRollout::EndLayer(int layer, const float* residual_weights) {
+void SequenceRollout::EndLayer(int layer, const float* residual_weights, bool rows_ended) {
   if (!WantsLayer(layer)) return;
   if (!per_head_.empty()) {
-    for (SequenceRollout& head : per_head_) head.EndLayer(layer, residual_weights);
+    for (SequenceRollout& head : per_head_) head.EndLayer(layer, residual_weights, rows_ended);
     return;
   }
-  if (rows_ended_ > 0) {  // the wire path finished every row already
-    rows_ended_ = 0;
+  if (rows_ended && wire_path_) {  // the wire path finished every row already
     FoldLayer(layer, /*rows_done=*/true);
     return;
   }

@@ -93,7 +93,8 @@ class SequenceRollout {
                    bool upper = false);
   // `residual_weights` (m values, may be null): per-query residual weights of
   // this layer, replacing spec.residual (not used by the Chefer rule).
-  void EndLayer(int layer, const float* residual_weights = nullptr);
+  // `rows_ended`: EndRows finished every row of the layer (the wire path).
+  void EndLayer(int layer, const float* residual_weights = nullptr, bool rows_ended = false);
 
   // Whether AddWireHeads and EndRows apply: no gradient rule and no pruning
   // (nothing needs a layer's whole fused matrix before its residual).
@@ -108,7 +109,10 @@ class SequenceRollout {
                     int rows, RowStats* stats, int stats_stride);
   // Every head of rows [row0, row0 + rows) of `layer` is in (wire path): the
   // residual and renormalisation of those rows, while they are in cache.
-  // `residual_weights` as for EndLayer. EndLayer follows the last rows.
+  // `residual_weights` as for EndLayer. EndLayer(layer, ..., true) follows
+  // once every row is ended. Strips of rows may be added and ended from
+  // several threads at once once the layer's first strip has been added
+  // (which allocates the layer's matrix): each touches only its own rows.
   void EndRows(int layer, int row0, int rows, const float* residual_weights);
 
   // A whole m x m head; ends the layer after its last head.
@@ -150,7 +154,6 @@ class SequenceRollout {
   std::vector<int> slot_;  // top_rows_: row i -> its place in the read-out, or -1
   HeadFuser fuser_;
   bool have_r_ = false;
-  int rows_ended_ = 0;   // rows EndRows finished in the current layer
   int64_t emptied_rows_ = 0;
   std::vector<int> zero_layers_;
   int64_t zero_maps_ = 0;

@@ -27,7 +27,13 @@ constexpr int kStripFloats = 64 * 1024;
 // rows stay in cache while every group of heads is added to them.
 constexpr int kWireStripFloats = 16 * 1024;
 
+// A message at least this large may be shared with idle workers.
+constexpr size_t kParallelBytes = size_t{4} << 20;
+
 int WireStripRows(int m) { return std::max(1, std::min(m, kWireStripFloats / m)); }
+// The most rows a strip has, whatever m: min(m, F / m) <= sqrt(F).
+constexpr int kMaxWireStripRows = 128;
+static_assert(kMaxWireStripRows * kMaxWireStripRows >= kWireStripFloats);
 
 }  // namespace
 
@@ -133,17 +139,7 @@ absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
   const bool ends_layer = next_head_ + h == num_heads_;
   const bool wire = WirePath();
   if (wire) {
-    const size_t stats = static_cast<size_t>(analysis::kMaxFuseGroup) * WireStripRows(num_tokens_);
-    if (stats_.size() < stats) stats_.resize(stats);
-    for (int b = 0; b < batch_; ++b) {
-      const int m = valid_[b];
-      const int strip = WireStripRows(m);
-      for (int r0 = 0; r0 < m; r0 += strip) {
-        if (absl::Status s = AddWireStrip(chunk, b, r0, std::min(strip, m - r0), ends_layer); !s.ok()) {
-          return s;
-        }
-      }
-    }
+    if (absl::Status s = AddWireChunk(chunk, ends_layer); !s.ok()) return s;
   }
   if (block_.empty() && !wire) block_.resize(std::max<size_t>(kStripFloats, num_tokens_));
   if (plan_.needs_gradient && gblock_.empty()) gblock_.resize(block_.size());
@@ -166,7 +162,8 @@ absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
     for (Job& job : jobs_) {
       for (int b = 0; b < static_cast<int>(job.sequences.size()); ++b) {
         job.sequences[b].EndLayer(
-            next_layer_, layer_residual_.empty() ? nullptr : layer_residual_.data() + b * num_tokens_);
+            next_layer_, layer_residual_.empty() ? nullptr : layer_residual_.data() + b * num_tokens_,
+            /*rows_ended=*/wire);
       }
     }
     layer_residual_.clear();
@@ -195,8 +192,64 @@ bool PassSession::WirePath() const {
 // first analysis that fuses it measures it as it reads) and added to every
 // analysis, then validated; once the layer's last head is in, the rows are
 // finished (residual, renormalisation) while they are in cache.
+// Every strip of every sequence of the message. A large message may be
+// shared with idle workers (strips are independent: each touches its own
+// rows); the first strip of each sequence goes first, alone, since it
+// allocates the layer's matrices. The error reported is the first strip's
+// in order, as without helpers.
+absl::Status PassSession::AddWireChunk(const v1::LayerChunk& chunk, bool ends_layer) {
+  const size_t stats_size = static_cast<size_t>(analysis::kMaxFuseGroup) * kMaxWireStripRows;
+  if (stats_.size() < stats_size) stats_.resize(stats_size);
+  std::vector<std::pair<int, int>> strips;  // (sequence, first row)
+  for (int b = 0; b < batch_; ++b) {
+    for (int r0 = 0; r0 < valid_[b]; r0 += WireStripRows(valid_[b])) strips.emplace_back(b, r0);
+  }
+  auto run = [&](size_t i, analysis::RowStats* stats) {
+    const auto [b, r0] = strips[i];
+    const int m = valid_[b];
+    return AddWireStrip(chunk, b, r0, std::min(WireStripRows(m), m - r0), ends_layer, stats);
+  };
+  const bool parallel = pool_ != nullptr && helpers_ > 0 && strips.size() > 2 * static_cast<size_t>(batch_) &&
+                        chunk.attention().data().size() >= kParallelBytes;
+  if (!parallel) {
+    for (size_t i = 0; i < strips.size(); ++i) {
+      if (absl::Status s = run(i, stats_.data()); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  std::vector<size_t> rest;
+  for (size_t i = 0; i < strips.size(); ++i) {
+    if (strips[i].second == 0) {
+      if (absl::Status s = run(i, stats_.data()); !s.ok()) return s;
+    } else {
+      rest.push_back(i);
+    }
+  }
+  std::vector<absl::Status> status(rest.size());
+  // Strips after a failed one are skipped; those before it still run, so the
+  // first failure in order is the one reported.
+  std::atomic<int64_t> first_failed{static_cast<int64_t>(rest.size())};
+  runtime::ParallelFor(pool_, helpers_, static_cast<int64_t>(rest.size()), {},
+                       [&](const runtime::ClaimFn& claim) {
+                         std::vector<analysis::RowStats> stats(stats_size);
+                         int64_t k;
+                         while (claim(&k)) {
+                           if (k > first_failed.load()) continue;
+                           status[k] = run(rest[k], stats.data());
+                           if (status[k].ok()) continue;
+                           int64_t seen = first_failed.load();
+                           while (k < seen && !first_failed.compare_exchange_weak(seen, k)) {
+                           }
+                         }
+                       });
+  for (const absl::Status& s : status) {
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status PassSession::AddWireStrip(const v1::LayerChunk& chunk, int b, int r0, int rows,
-                                       bool ends_layer) {
+                                       bool ends_layer, analysis::RowStats* stats_buffer) {
   const v1::Tensor& t = chunk.attention();
   const int h = static_cast<int>(t.shape(1));
   const int m = valid_[b];
@@ -204,7 +257,7 @@ absl::Status PassSession::AddWireStrip(const v1::LayerChunk& chunk, int b, int r
   const int64_t size = static_cast<int64_t>(DTypeSize(t.dtype()));
   const analysis::WireType type = WireTypeOf(t.dtype());
   const float tol = plan_.tolerance > 0 ? plan_.tolerance : DefaultRowSumTolerance(t.dtype());
-  const int stride = WireStripRows(num_tokens_);
+  const int stride = rows;  // of the stats: head g, row r at stats_[g * rows + r]
   analysis::WireRows in[analysis::kMaxFuseGroup];
   for (int g0 = 0; g0 < h; g0 += analysis::kMaxFuseGroup) {
     const int count = std::min(analysis::kMaxFuseGroup, h - g0);
@@ -212,7 +265,7 @@ absl::Status PassSession::AddWireStrip(const v1::LayerChunk& chunk, int b, int r
       in[g].data = t.data().data() + size * (((static_cast<int64_t>(b) * h + g0 + g) * n + r0) * n);
       in[g].stride = n;
     }
-    analysis::RowStats* stats = stats_.data();
+    analysis::RowStats* stats = stats_buffer;
     bool measured = false;
     for (Job& job : jobs_) {
       if (job.plan.validate_only) continue;

@@ -94,7 +94,7 @@ Maps Wire(const RolloutSpec& spec, const Case& c, RolloutPath path, int strip, b
         if (h1 == H) r.EndRows(l, r0, rows, Weights(c, l));
       }
     }
-    r.EndLayer(l, Weights(c, l));
+    r.EndLayer(l, Weights(c, l), /*rows_ended=*/true);
   }
   Maps aggregate;
   Maps maps = r.Finish(spec.fusion == Fusion::kNone ? &aggregate : nullptr);

@@ -116,7 +116,7 @@ def main():
     speedups = []
     for shape, (L, H, n, causal) in SHAPES.items():
         case = "causal_2048_last" if causal else shape + "_cls"
-        for wire in ("fp32", "fp16", "bf16"):
+        for wire in ("fp32", "fp16", "bf16", "fp32/2_threads", "fp16/2_threads"):
             ms = run_ms("pass/%s/%s" % (case, wire))
             if ms is None:
                 continue
@@ -124,7 +124,7 @@ def main():
             nr, tr = peers.get("numpy_row/" + shape), peers.get("torch_row/" + shape)
             best = min([x for x in (nr, tr) if x is not None], default=None)
             p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                LABELS[shape], wire, fmt(bound), fmt(ms),
+                LABELS[shape], wire.replace("/2_threads", ", 2 threads"), fmt(bound), fmt(ms),
                 "%.0f%%" % (100 * bound / ms) if bound else "-",
                 "%.0f" % counter("pass/%s/%s" % (case, wire), "faults_per_pass"),
                 fmt(nr), fmt(tr), "%.2fx" % (best / ms) if best else "-",

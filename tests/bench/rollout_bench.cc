@@ -44,6 +44,7 @@
 #include "server/analysis/blas.h"
 #include "server/analysis/fuse_kernels.h"
 #include "server/session/pass_buffers.h"
+#include "server/runtime/worker_pool.h"
 #include "server/session/pass_session.h"
 
 namespace {
@@ -173,7 +174,7 @@ int64_t MinorFaults() {
   return u.ru_minflt;
 }
 
-void BM_Pass(benchmark::State& state, Shape s, v1::DType dtype, Request r, bool shared) {
+void BM_Pass(benchmark::State& state, Shape s, v1::DType dtype, Request r, bool shared, int threads) {
   PassData* data = GetPassData(s, dtype, shared);
   const v1::PassHeader header = MakeHeader(s, r);
   const attnroll::runtime::PassLimits limits;
@@ -189,6 +190,10 @@ void BM_Pass(benchmark::State& state, Shape s, v1::DType dtype, Request r, bool 
       break;
     }
     auto pass = std::make_unique<session::PassSession>(*std::move(plan));
+    if (threads > 1) {  // this thread and idle pool workers share large messages
+      static attnroll::runtime::WorkerPool* pool = new attnroll::runtime::WorkerPool(threads - 1, 1, 64);
+      pass->UseHelpers(pool, threads - 1);
+    }
     absl::Status status;
     for (int l = 0; l < s.layers && status.ok(); ++l) {
       v1::LayerChunk& chunk = data->chunks[data->shared ? 0 : l];
@@ -352,8 +357,9 @@ void RegisterAll() {
   const Request cls_per_layer{{0}, false, true};
   const Request mean_per_layer{{}, true, true};
 
-  auto pass = [](const std::string& name, Shape s, v1::DType dtype, Request r, bool shared) {
-    return RegisterBenchmark(name.c_str(), BM_Pass, s, dtype, r, shared)
+  auto pass = [](const std::string& name, Shape s, v1::DType dtype, Request r, bool shared,
+                 int threads = 1) {
+    return RegisterBenchmark(name.c_str(), BM_Pass, s, dtype, r, shared, threads)
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
   };
@@ -371,6 +377,12 @@ void RegisterAll() {
         ->Iterations(1)
         ->Repetitions(3);
   }
+  // One large pass on two threads (this one and an idle pool worker).
+  pass("pass/bert_base_cls/fp32/2_threads", kBert, v1::DTYPE_FP32, cls, false, 2)->MinTime(0.5);
+  pass("pass/vit_l16_cls/fp32/2_threads", kVitL, v1::DTYPE_FP32, cls, false, 2)->MinTime(0.5);
+  pass("pass/causal_2048_last/fp16/2_threads", kCausal, v1::DTYPE_FP16, last, true, 2)
+      ->Iterations(1)
+      ->Repetitions(3);
   // Full matrices (the chain path).
   pass("pass/vit_b16_per_layer/fp32", kVit, v1::DTYPE_FP32, cls_per_layer, false)->MinTime(0.5);
   pass("pass/bert_base_per_layer/fp32", kBert, v1::DTYPE_FP32, cls_per_layer, false)->MinTime(0.5);

@@ -1,6 +1,7 @@
 // A pass's life without gRPC: message order, head ranges, and padding cropped
 // before the math. (The header's checks are pass_plan_test.cc's.)
 #include "server/session/pass_session.h"
+#include "server/runtime/worker_pool.h"
 #include "server/session/pass_buffers.h"
 
 #include <cstring>
@@ -276,6 +277,53 @@ TEST(PassSessionTest, PassesOfOneShapeReusePooledBuffers) {
   EXPECT_GE(after_second.reused - after_first.reused, L - 1);
   EXPECT_EQ(first, second);
   UsePooledPassBuffers(0);
+}
+
+// A large message shared with an idle worker gives the serial maps bit for
+// bit, and the same first error (the first bad strip in order).
+TEST(PassSessionTest, HelpersGiveTheSerialMapsAndErrors) {
+  std::mt19937 rng(8);
+  const int L = 2, H = 5, n = 480;  // 4.6 MB messages: shared with helpers
+  auto a = testing::MakeAttention(1, L, H, n, [&](int64_t, int64_t, int64_t) {
+    return testing::RandomStochastic(n, rng);
+  });
+  std::vector<std::vector<v1::LayerChunk>> layers;
+  for (int l = 0; l < L; ++l) layers.push_back(testing::ChunksOf(a, l));
+  v1::PassHeader h = testing::RolloutHeader(a);
+  h.mutable_analyses(0)->mutable_rollout()->mutable_readout()->add_rows(7);
+  h.add_analyses()->mutable_rollout()->set_per_layer(true);
+  runtime::WorkerPool pool(2, 1, 16);
+  auto run = [&](bool helpers, const std::vector<std::vector<v1::LayerChunk>>& in) {
+    auto session = Open(h);
+    if (helpers) session->UseHelpers(&pool, 1);
+    absl::Status status;
+    for (const auto& chunks : in) {
+      for (const v1::LayerChunk& c : chunks) {
+        if (status.ok()) status = session->AddChunk(c);
+      }
+    }
+    std::vector<float> all;
+    if (!status.ok()) return std::make_pair(std::string(status.message()), all);
+    absl::StatusOr<v1::ExplainResponse> r = session->Finish();
+    EXPECT_TRUE(r.ok()) << r.status();
+    for (const v1::AnalysisResult& res : r->results()) {
+      const std::vector<float> v = testing::MapValues(res.maps(0));
+      all.insert(all.end(), v.begin(), v.end());
+    }
+    return std::make_pair(std::string(), all);
+  };
+  const auto serial = run(false, layers);
+  const auto shared = run(true, layers);
+  ASSERT_FALSE(serial.second.empty());
+  EXPECT_EQ(serial.second, shared.second);
+  // Two bad rows in late strips of layer 1: the earlier one is reported.
+  auto bad = layers;
+  float* v = reinterpret_cast<float*>(bad[1][0].mutable_attention()->mutable_data()->data());
+  v[(2 * n + 400) * n + 3] = -0.5f;  // head 2, row 400
+  v[(3 * n + 100) * n + 9] = 7.0f;   // head 3, row 100
+  const auto want = run(false, bad);
+  EXPECT_THAT(want.first, HasSubstr("attention (layer 1, head 3, sequence 0, row 100)"));
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(run(true, bad).first, want.first);
 }
 
 }  // namespace
