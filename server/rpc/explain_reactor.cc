@@ -131,9 +131,11 @@ void ExplainReactor::End(const absl::Status& status) {
     absl::MutexLock lock(&mu_);
     ended_ = true;
   }
-  // Free the pass's memory before the response goes out.
-  ClosePass(*ctx_, pass_, state_.rpc(), status);
+  // The call's end is counted first, then the pass's memory is freed, before
+  // the response goes out: whoever sees the memory back (or the status)
+  // finds the call counted.
   state_.Ended(status);
+  ClosePass(*ctx_, pass_, state_.rpc(), status);
   Finish(ToGrpcStatus(status));
 }
 

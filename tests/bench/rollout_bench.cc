@@ -5,16 +5,20 @@
 // row-stochastic (softmax of seeded random logits), encoded beforehand as
 // v1::LayerChunk protos with the client's encoder; building it is not timed.
 //
-// Cases (names match tests/bench/numpy_rollout.py where there is a baseline):
-//   pass/vit_b16_cls/{fp32,fp16}     L=12 H=12 n=197,  CLS row
-//   pass/bert_base_cls/fp32          L=12 H=12 n=512,  CLS row
-//   pass/causal_2048_last/fp16       L=32 H=32 n=2048, causal, last row; ONE
+// Cases (shapes and rows as tests/bench/peers.py times its peers):
+//   pass/{vit_b16,bert_base,vit_l16}_cls/{fp32,fp16,bf16}   CLS row (row path)
+//       ViT-B/16 12x12x197, BERT-base 12x12x512, ViT-L/16 24x16x577
+//   pass/causal_2048_last/{fp32,fp16}  L=32 H=32 n=2048, causal, last row; ONE
 //                                    layer chunk re-sent as every layer
-//   pass/vit_b16_per_layer/fp32      per-layer read-outs (chain path)
-//   pass/bert_base_mean_per_layer/fp32  mean of rows + per layer (chain path)
+//   pass/.../2_threads               one pass on this thread + an idle pool worker
+//   pass/*_per_layer/...             per-layer read-outs (chain path)
 //   math/...                         SequenceRollout alone on decoded fp32
 //   decode/..., validate/...         one head of the session's decode / checks
-// Counters: GB/s = attention bytes as sent (wire dtype) / wall time.
+//   probe/read_bandwidth, probe/memcpy, probe/sgemm_{openblas,eigen}/N
+//                                    this machine's bounds, in the same run
+// Counters: GB/s = attention bytes as sent (wire dtype) / wall time;
+// faults_per_pass = minor page faults per pass (large buffers pooled as the
+// server pools them).
 // The label of a pass case is the path the server chose (row or chain).
 #include <cmath>
 #include <cstring>
@@ -98,7 +102,7 @@ v1::PassHeader MakeHeader(const Shape& s, const Request& r) {
 // ---- data -------------------------------------------------------------------
 
 // One head: rows are softmax(scale * z), z ~ N(0, 1), scale ~ U(1, 6) per head
-// (as numpy_rollout.py); causal rows only over columns 0..i.
+// (as peers.py); causal rows only over columns 0..i.
 void FillHead(std::mt19937_64& rng, int n, bool causal, std::vector<float>& a) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const float scale = std::uniform_real_distribution<float>(1.0f, 6.0f)(rng);

@@ -62,7 +62,7 @@ record() { echo "$1|$2|$(loadavg)" >> "$tmp/load.txt"; }
 bench_args=(--benchmark_repetitions="$repetitions" --benchmark_display_aggregates_only=true
             --benchmark_out="$tmp/rollout.json" --benchmark_out_format=json)
 if [ "$quick" -eq 1 ]; then
-  bench_args=(--benchmark_filter='^(pass/vit_b16_cls/fp(32|16)|pass/vit_b16_per_layer/fp32|probe/sgemm_openblas/512)$'
+  bench_args=(--benchmark_filter='^(pass/vit_b16_cls/fp(32|16)|pass/vit_b16_per_layer/fp32|probe/(sgemm_openblas/512|memcpy|read_bandwidth))$'
               --benchmark_min_time=0.01 --benchmark_out="$tmp/rollout.json" --benchmark_out_format=json)
 else
   # Google Benchmark's regex has no look-ahead: list the cases instead.
@@ -104,7 +104,7 @@ if [ -z "$addr" ]; then
   exit 1
 fi
 d="$duration"; w=1
-[ "$quick" -eq 1 ] && { d=1; w=0; }
+[ "$quick" -eq 1 ] && { d=0.3; w=0; }
 run_bench() {  # name, then attnroll bench arguments
   local name="$1"; shift
   local before

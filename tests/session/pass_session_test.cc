@@ -187,11 +187,15 @@ v1::LayerChunk Encoded(const v1::LayerChunk& fp32, v1::DType dtype, std::vector<
 std::vector<float> RunPass(const v1::PassHeader& h, const std::vector<std::vector<v1::LayerChunk>>& layers) {
   auto session = Open(h);
   for (const auto& chunks : layers) {
-    for (const v1::LayerChunk& c : chunks) EXPECT_TRUE(session->AddChunk(c).ok());
+    for (const v1::LayerChunk& c : chunks) {
+      const absl::Status s = session->AddChunk(c);
+      EXPECT_TRUE(s.ok()) << s;
+    }
   }
   absl::StatusOr<v1::ExplainResponse> r = session->Finish();
   EXPECT_TRUE(r.ok()) << r.status();
   std::vector<float> all;
+  if (!r.ok()) return all;
   for (const v1::AnalysisResult& res : r->results()) {
     for (const v1::Tensor& t : res.maps()) {
       const std::vector<float> v = testing::MapValues(t);
@@ -205,12 +209,15 @@ TEST(PassSessionTest, WirePathSameMapsForEveryKernelBuildAndDtype) {
   std::mt19937 rng(17);
   const int L = 3, H = 5, n = 41;
   for (bool causal : {false, true}) {
-    auto a = testing::MakeAttention(2, L, H, n, [&](int64_t, int64_t, int64_t) {
+    // Sequence 1 is padded: its valid n - 6 tokens are a block of their own.
+    auto a = testing::MakeAttention(2, L, H, n, [&](int64_t b, int64_t, int64_t) {
+      const int v = b == 0 ? n : n - 6;
       analysis::MatrixF m = testing::RandomStochastic(n, rng);
+      m.topLeftCorner(v, v) = testing::RandomStochastic(v, rng);
       if (causal) {
-        for (int i = 0; i < n; ++i) {
-          m.row(i).tail(n - i - 1).setZero();
-          m.row(i) /= m.row(i).sum();
+        for (int i = 0; i < v; ++i) {
+          m.row(i).segment(i + 1, v - i - 1).setZero();
+          m.row(i).head(v) /= m.row(i).head(v).sum();
         }
       }
       return m;
@@ -306,6 +313,7 @@ TEST(PassSessionTest, HelpersGiveTheSerialMapsAndErrors) {
     if (!status.ok()) return std::make_pair(std::string(status.message()), all);
     absl::StatusOr<v1::ExplainResponse> r = session->Finish();
     EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return std::make_pair(std::string(r.status().message()), all);
     for (const v1::AnalysisResult& res : r->results()) {
       const std::vector<float> v = testing::MapValues(res.maps(0));
       all.insert(all.end(), v.begin(), v.end());
