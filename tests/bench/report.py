@@ -180,6 +180,12 @@ def main():
                                         "%.1f" % (lat["p50"] / cost) if cost and lat.get("p50") else "-",
                                         s["bytes_per_pass"] / 1e6, fmt(cost)))
 
+    cli = load(os.path.join(d, "cli.json"))
+    if cli:
+        p("| `attnroll explain` end to end, %.1f MB fp32 .npy (process start to exit) | | | %s | | "
+          "%.2f x its own RPC time (%s ms) |" % (cli["bytes"] / 1e6, fmt(cli["wall_ms"]),
+                                                cli["wall_ms"] / cli["rpc_ms"], fmt(cli["rpc_ms"])))
+
     p("\n### Load average (1, 5, 15 min) before and after each step\n")
     p("| step | before | after |")
     p("|---|---|---|")

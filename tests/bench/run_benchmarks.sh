@@ -62,7 +62,7 @@ record() { echo "$1|$2|$(loadavg)" >> "$tmp/load.txt"; }
 bench_args=(--benchmark_repetitions="$repetitions" --benchmark_display_aggregates_only=true
             --benchmark_out="$tmp/rollout.json" --benchmark_out_format=json)
 if [ "$quick" -eq 1 ]; then
-  bench_args=(--benchmark_filter='^(pass/vit_b16_cls/fp(32|16)|pass/vit_b16_per_layer/fp32|probe/(sgemm_openblas/512|memcpy|read_bandwidth))$'
+  bench_args=(--benchmark_filter='^(pass/vit_b16_cls/fp32|pass/vit_b16_per_layer/fp32|probe/(sgemm_openblas/512|read_bandwidth))(/|$)'
               --benchmark_min_time=0.01 --benchmark_out="$tmp/rollout.json" --benchmark_out_format=json)
 else
   # Google Benchmark's regex has no look-ahead: list the cases instead.
@@ -120,6 +120,32 @@ for c in 2 8; do
 done
 # One fp32 pass at a time through the C++ client (arrays in memory).
 run_bench single_fp32 --shape 12,12,197 --wire fp32 --concurrency 1 --duration "$d" --warmup "$w"
+# The CLI end to end (a process per pass: map the .npy, send, write the map)
+# against the RPC time it reports itself.
+step "attnroll explain end to end"
+before="$(loadavg)"
+"$PYTHON" - "$BUILD_DIR/attnroll" "$addr" "$tmp" "$quick" > "$tmp/cli.json" <<'EOF_PY'
+import json, statistics, subprocess, sys, time
+import numpy as np
+cli, addr, tmp, quick = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+rng = np.random.default_rng(0)
+x = rng.standard_normal((12, 12, 197, 197), dtype=np.float32)
+x = np.exp(x - x.max(-1, keepdims=True))
+np.save(tmp + "/att.npy", (x / x.sum(-1, keepdims=True)).astype(np.float32))
+walls, rpcs = [], []
+for i in range(2 if quick else 11):
+    t = time.perf_counter()
+    out = subprocess.run([cli, "--server", addr, "explain", "--attention", tmp + "/att.npy",
+                          "--out", tmp + "/map.npy", "--json"], check=True, capture_output=True, text=True).stdout
+    wall = time.perf_counter() - t
+    if i == 0:
+        continue  # the first run warms the page cache and the server
+    walls.append(wall * 1e3)
+    rpcs.append(json.loads(out)["timing"]["client_seconds"] * 1e3)
+print(json.dumps({"wall_ms": statistics.median(walls), "rpc_ms": statistics.median(rpcs),
+                  "bytes": 12 * 12 * 197 * 197 * 4}))
+EOF_PY
+record cli "$before"
 kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
 
 # 4. The report.
