@@ -187,67 +187,59 @@ bool PassSession::WirePath() const {
   return true;
 }
 
+// Every strip of every sequence of the message, in order. A large message
+// may be shared with idle workers: a sequence's strips are independent (each
+// touches its own rows) once its first strip, which allocates the layer's
+// matrices, is in. The error reported is the first one in order, as without
+// helpers.
+absl::Status PassSession::AddWireChunk(const v1::LayerChunk& chunk, bool ends_layer) {
+  const size_t stats_size = static_cast<size_t>(analysis::kMaxFuseGroup) * kMaxWireStripRows;
+  if (stats_.size() < stats_size) stats_.resize(stats_size);
+  const bool parallel =
+      pool_ != nullptr && helpers_ > 0 && chunk.attention().data().size() >= kParallelBytes;
+  for (int b = 0; b < batch_; ++b) {
+    const int m = valid_[b], strip = WireStripRows(m);
+    const int64_t strips = (m + strip - 1) / strip;
+    auto run = [&](int64_t i, analysis::RowStats* stats) {
+      const int r0 = static_cast<int>(i) * strip;
+      return AddWireStrip(chunk, b, r0, std::min(strip, m - r0), ends_layer, stats);
+    };
+    if (absl::Status s = run(0, stats_.data()); !s.ok()) return s;
+    if (!parallel || strips < 3) {
+      for (int64_t i = 1; i < strips; ++i) {
+        if (absl::Status s = run(i, stats_.data()); !s.ok()) return s;
+      }
+      continue;
+    }
+    std::vector<absl::Status> status(strips);
+    // Strips after a failed one are skipped; those before it still run, so
+    // the first failure in order is the one reported.
+    std::atomic<int64_t> first_failed{strips};
+    runtime::ParallelFor(pool_, helpers_, strips - 1, {}, [&](const runtime::ClaimFn& claim) {
+      std::vector<analysis::RowStats> stats(stats_size);
+      int64_t k;
+      while (claim(&k)) {
+        const int64_t i = k + 1;
+        if (i > first_failed.load()) continue;
+        status[i] = run(i, stats.data());
+        if (status[i].ok()) continue;
+        int64_t seen = first_failed.load();
+        while (i < seen && !first_failed.compare_exchange_weak(seen, i)) {
+        }
+      }
+    });
+    for (const absl::Status& s : status) {
+      if (!s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Rows [r0, r0 + rows) of every head of the chunk, sequence b, straight
 // from the received bytes: a group of heads at a time is measured (the
 // first analysis that fuses it measures it as it reads) and added to every
 // analysis, then validated; once the layer's last head is in, the rows are
 // finished (residual, renormalisation) while they are in cache.
-// Every strip of every sequence of the message. A large message may be
-// shared with idle workers (strips are independent: each touches its own
-// rows); the first strip of each sequence goes first, alone, since it
-// allocates the layer's matrices. The error reported is the first strip's
-// in order, as without helpers.
-absl::Status PassSession::AddWireChunk(const v1::LayerChunk& chunk, bool ends_layer) {
-  const size_t stats_size = static_cast<size_t>(analysis::kMaxFuseGroup) * kMaxWireStripRows;
-  if (stats_.size() < stats_size) stats_.resize(stats_size);
-  std::vector<std::pair<int, int>> strips;  // (sequence, first row)
-  for (int b = 0; b < batch_; ++b) {
-    for (int r0 = 0; r0 < valid_[b]; r0 += WireStripRows(valid_[b])) strips.emplace_back(b, r0);
-  }
-  auto run = [&](size_t i, analysis::RowStats* stats) {
-    const auto [b, r0] = strips[i];
-    const int m = valid_[b];
-    return AddWireStrip(chunk, b, r0, std::min(WireStripRows(m), m - r0), ends_layer, stats);
-  };
-  const bool parallel = pool_ != nullptr && helpers_ > 0 && strips.size() > 2 * static_cast<size_t>(batch_) &&
-                        chunk.attention().data().size() >= kParallelBytes;
-  if (!parallel) {
-    for (size_t i = 0; i < strips.size(); ++i) {
-      if (absl::Status s = run(i, stats_.data()); !s.ok()) return s;
-    }
-    return absl::OkStatus();
-  }
-  std::vector<size_t> rest;
-  for (size_t i = 0; i < strips.size(); ++i) {
-    if (strips[i].second == 0) {
-      if (absl::Status s = run(i, stats_.data()); !s.ok()) return s;
-    } else {
-      rest.push_back(i);
-    }
-  }
-  std::vector<absl::Status> status(rest.size());
-  // Strips after a failed one are skipped; those before it still run, so the
-  // first failure in order is the one reported.
-  std::atomic<int64_t> first_failed{static_cast<int64_t>(rest.size())};
-  runtime::ParallelFor(pool_, helpers_, static_cast<int64_t>(rest.size()), {},
-                       [&](const runtime::ClaimFn& claim) {
-                         std::vector<analysis::RowStats> stats(stats_size);
-                         int64_t k;
-                         while (claim(&k)) {
-                           if (k > first_failed.load()) continue;
-                           status[k] = run(rest[k], stats.data());
-                           if (status[k].ok()) continue;
-                           int64_t seen = first_failed.load();
-                           while (k < seen && !first_failed.compare_exchange_weak(seen, k)) {
-                           }
-                         }
-                       });
-  for (const absl::Status& s : status) {
-    if (!s.ok()) return s;
-  }
-  return absl::OkStatus();
-}
-
 absl::Status PassSession::AddWireStrip(const v1::LayerChunk& chunk, int b, int r0, int rows,
                                        bool ends_layer, analysis::RowStats* stats_buffer) {
   const v1::Tensor& t = chunk.attention();
