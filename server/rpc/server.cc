@@ -37,6 +37,11 @@ void ApplyConnectionLimits(const runtime::ServerConfig& c, grpc::ServerBuilder& 
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
                                Millis(c.max_connection_age_grace_seconds));
   }
+  // Large messages (a layer of attention is megabytes) in few, large HTTP/2
+  // frames and with a receive window that lets a sender keep the connection
+  // busy; what gRPC buffers stays within the resource quota below.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 1 << 20);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8 << 20);
   // gRPC's own memory (receive buffers, parsing) is capped by a resource quota.
   grpc::ResourceQuota quota("attnroll");
   quota.Resize(static_cast<size_t>(c.grpc_memory_bytes));
