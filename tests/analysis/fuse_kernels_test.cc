@@ -2,7 +2,10 @@
 // portable build against the AVX2 build (the same fused values bit for bit):
 // every wire dtype, every way of combining heads, groups of 1 to 4 heads,
 // causal statistics, lower-triangle-only fusion, rows whose length is not a
-// multiple of the vector width, and every fp16 / bf16 bit pattern decoded.
+// multiple of the vector width (each of the AVX2 loop's paths: the unrolled
+// blocks, a single block, the masked tail, and their mixes), rows read and
+// written with strides longer than the row (padding left untouched), and
+// every fp16 / bf16 bit pattern decoded.
 #include "server/analysis/fuse_kernels.h"
 
 #include <cmath>
@@ -55,6 +58,23 @@ TEST(FuseKernelsTest, DecodeIsExactForEveryBitPattern) {
         ASSERT_TRUE(SameBits(out[i], want)) << KernelIsaName(isa) << " bits " << i << ": " << out[i];
         if (i < 65531) ASSERT_TRUE(SameBits(ragged[i], want)) << i;
       }
+      // 256 rows of 251 of the 256 sent, into rows of 260: the rest untouched.
+      std::vector<float> strided(256 * 260, -7.0f);
+      DecodeRowsWith(isa, type, bits.data(), 256, 256, 251, strided.data(), 260);
+      for (int r = 0; r < 256; ++r) {
+        for (int j = 0; j < 260; ++j) {
+          const float got = strided[r * 260 + j];
+          if (j >= 251) {
+            ASSERT_EQ(got, -7.0f) << KernelIsaName(isa) << " row " << r << " col " << j;
+            continue;
+          }
+          if (std::isnan(out[r * 256 + j])) {
+            ASSERT_TRUE(std::isnan(got));
+          } else {
+            ASSERT_TRUE(SameBits(got, out[r * 256 + j])) << KernelIsaName(isa) << " row " << r << " col " << j;
+          }
+        }
+      }
     }
   }
 }
@@ -67,18 +87,21 @@ struct Heads {
 };
 
 // Random row-stochastic-ish rows with a few planted negatives, large values
-// above the diagonal and zeros, in the wire dtype.
-Heads MakeHeads(WireType type, int heads, int rows, int cols, std::mt19937& rng) {
+// above the diagonal and zeros, in the wire dtype. Rows of `stride` values of
+// which the kernels read the first cols: the padding holds NaN, which would
+// poison any sum, min or max that read it.
+Heads MakeHeads(WireType type, int heads, int rows, int cols, int stride, std::mt19937& rng) {
   Heads h{type, heads, rows, cols, {}, {}};
   std::uniform_real_distribution<float> u(0.0f, 2.0f / cols);
   for (int g = 0; g < heads; ++g) {
     std::string& b = h.bytes.emplace_back();
     std::vector<float>& v = h.values.emplace_back();
-    for (int k = 0; k < rows * cols; ++k) {
+    for (int k = 0; k < rows * stride; ++k) {
       float x = u(rng);
       if (rng() % 97 == 0) x = -x;
       if (rng() % 89 == 0) x = 0.5f;
       if (rng() % 83 == 0) x = 0.0f;
+      if (k % stride >= cols) x = NAN;
       if (type == WireType::kF32) {
         b.append(reinterpret_cast<const char*>(&x), 4);
         v.push_back(x);
@@ -112,37 +135,40 @@ TEST(FuseKernelsTest, BothBuildsMatchTheScalarReferenceBitForBit) {
   const std::vector<FuseOp> ops = {FuseOp::kSum, FuseOp::kWeightedSum, FuseOp::kMax, FuseOp::kMin,
                                    FuseOp::kStatsOnly};
   for (WireType type : {WireType::kF32, WireType::kF16, WireType::kBF16}) {
-    for (int cols : {1, 7, 8, 37, 197}) {
+    // 8-column vectors; groups of 1-2 heads take 16 columns per iteration.
+    for (int cols : {1, 7, 8, 9, 15, 16, 17, 24, 29, 37, 197}) {
       for (int heads = 1; heads <= kMaxFuseGroup; ++heads) {
         const int rows = 9, row0 = cols > 9 ? 3 : 0;
-        const Heads h = MakeHeads(type, heads, rows, cols, rng);
+        // Odd sizes: input rows padded by 3 values, acc rows by 5.
+        const int in_stride = cols % 2 ? cols + 3 : cols, acc_stride = cols % 2 ? cols + 5 : cols;
+        const Heads h = MakeHeads(type, heads, rows, cols, in_stride, rng);
         std::vector<WireRows> in(heads);
-        for (int g = 0; g < heads; ++g) in[g] = {h.bytes[g].data(), cols};
+        for (int g = 0; g < heads; ++g) in[g] = {h.bytes[g].data(), in_stride};
         const std::vector<float> weights = {0.5f, 2.0f, 0.25f, 3.0f};
         for (FuseOp op : ops) {
           for (int mode = 0; mode < 3; ++mode) {  // plain, causal, causal lower-only
             for (bool init : {true, false}) {
               const bool causal = mode > 0, lower_only = mode == 2;
               // The reference, from an initial acc of 0.125 (used when !init).
-              std::vector<float> want(rows * cols, 0.125f);
+              std::vector<float> want(rows * acc_stride, 0.125f);
               std::vector<RowStats> want_stats(heads * rows);
               for (int r = 0; r < rows; ++r) {
                 const int i = row0 + r;
                 const int split = causal ? std::min(i + 1, cols) : cols;
                 for (int j = 0; j < cols; ++j) {
-                  float x = want[r * cols + j];
+                  float x = want[r * acc_stride + j];
                   for (int g = 0; g < heads; ++g) {
-                    const float v = h.values[g][r * cols + j];
+                    const float v = h.values[g][r * in_stride + j];
                     const float t = op == FuseOp::kWeightedSum ? weights[g] * v : v;
                     x = init && g == 0 ? t : Combine(op, x, t);
                   }
-                  if (op != FuseOp::kStatsOnly && !(lower_only && j >= split)) want[r * cols + j] = x;
+                  if (op != FuseOp::kStatsOnly && !(lower_only && j >= split)) want[r * acc_stride + j] = x;
                 }
                 for (int g = 0; g < heads; ++g) {
                   double sum = 0;
                   float mn = INFINITY, up = 0;
                   for (int j = 0; j < cols; ++j) {
-                    const float v = h.values[g][r * cols + j];
+                    const float v = h.values[g][r * in_stride + j];
                     sum += v;
                     mn = std::min(mn, v);
                     if (j >= split) up = std::max(up, v);
@@ -151,7 +177,7 @@ TEST(FuseKernelsTest, BothBuildsMatchTheScalarReferenceBitForBit) {
                 }
               }
               for (KernelIsa isa : Isas()) {
-                std::vector<float> acc(rows * cols, 0.125f);
+                std::vector<float> acc(rows * acc_stride, 0.125f);
                 std::vector<RowStats> stats(heads * rows);
                 FuseTask t;
                 t.type = type;
@@ -166,7 +192,7 @@ TEST(FuseKernelsTest, BothBuildsMatchTheScalarReferenceBitForBit) {
                 t.causal = causal;
                 t.lower_only = lower_only;
                 t.acc = acc.data();
-                t.acc_stride = cols;
+                t.acc_stride = acc_stride;
                 t.stats = stats.data();
                 t.stats_stride = rows;
                 FuseRowsWith(isa, t);
@@ -175,7 +201,7 @@ TEST(FuseKernelsTest, BothBuildsMatchTheScalarReferenceBitForBit) {
                                          std::to_string(cols) + " heads " + std::to_string(heads) +
                                          " op " + std::to_string(static_cast<int>(op)) + " mode " +
                                          std::to_string(mode) + " init " + std::to_string(init);
-                for (int k = 0; k < rows * cols; ++k) {
+                for (int k = 0; k < rows * acc_stride; ++k) {
                   ASSERT_TRUE(SameBits(acc[k], want[k])) << what << " at " << k << ": " << acc[k]
                                                          << " vs " << want[k];
                 }

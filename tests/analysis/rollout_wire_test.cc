@@ -3,7 +3,8 @@
 // kept) against the whole-matrix path (AddHead), and its row read-out
 // (the wanted rows of the last layer pushed back through the kept layers)
 // against the full chain, for every fusion, causal layouts (only the lower
-// triangle computed), residual weights and every read-out.
+// triangle computed), residual weights and every read-out, with both builds
+// of the kernels.
 #include <random>
 #include <string>
 #include <vector>
@@ -12,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "server/analysis/buffers.h"
+#include "server/analysis/fuse_kernels.h"
 #include "server/analysis/rollout.h"
 #include "tests/testutil/attention_testutil.h"
 
@@ -130,15 +132,23 @@ TEST(RolloutWireTest, WirePathMatchesWholeMatricesAndRowMatchesChain) {
           const Maps chain = Whole(spec, c, RolloutPath::kChain);
           const Maps row = Whole(spec, c, RolloutPath::kRow);
           EXPECT_THAT(row.values, Pointwise(FloatNear(2e-6), chain.values)) << what;
-          for (RolloutPath path : {RolloutPath::kRow, RolloutPath::kChain}) {
-            for (int strip : {1, 5, 37}) {
-              const Maps wire = Wire(spec, c, path, strip, strip == 5);
-              EXPECT_EQ(wire.shape, chain.shape) << what;
-              EXPECT_THAT(wire.values, Pointwise(FloatNear(2e-6), chain.values))
-                  << what << " path " << RolloutPathName(path) << " strip " << strip;
-              ++cases;
+          // Both builds of the kernels (portable, and AVX2 where the CPU has it).
+          const KernelIsa active = ActiveKernelIsa();
+          for (KernelIsa isa : {KernelIsa::kPortable, KernelIsa::kAvx2}) {
+            if (!KernelIsaAvailable(isa)) continue;
+            SetActiveKernelIsa(isa);
+            for (RolloutPath path : {RolloutPath::kRow, RolloutPath::kChain}) {
+              for (int strip : {1, 5, 37}) {
+                const Maps wire = Wire(spec, c, path, strip, strip == 5);
+                EXPECT_EQ(wire.shape, chain.shape) << what;
+                EXPECT_THAT(wire.values, Pointwise(FloatNear(2e-6), chain.values))
+                    << what << " path " << RolloutPathName(path) << " strip " << strip << " "
+                    << KernelIsaName(isa);
+                ++cases;
+              }
             }
           }
+          SetActiveKernelIsa(active);
           // Per-layer read-outs (chain) on the wire path.
           RolloutSpec per_layer = spec;
           per_layer.per_layer = true;
@@ -149,7 +159,8 @@ TEST(RolloutWireTest, WirePathMatchesWholeMatricesAndRowMatchesChain) {
       }
     }
   }
-  EXPECT_EQ(cases, 2 * 2 * 5 * 3 * 2 * 3);
+  const int isas = KernelIsaAvailable(KernelIsa::kAvx2) ? 2 : 1;
+  EXPECT_EQ(cases, 2 * 2 * 5 * 3 * 2 * 3 * isas);
 }
 
 // Buffers come from the current source, are given back to it, and a second

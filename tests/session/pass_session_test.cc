@@ -257,10 +257,12 @@ TEST(PassSessionTest, WirePathSameMapsForEveryKernelBuildAndDtype) {
     analysis::SetActiveKernelIsa(analysis::KernelIsa::kPortable);
     const std::vector<float> portable = RunPass(h, fp32);
     const std::vector<float> portable16 = RunPass(h, fp16);
+    const std::vector<float> portable_bf16 = RunPass(h, bf16);
     analysis::SetActiveKernelIsa(active);
     const std::vector<float> best = RunPass(h, fp32);
     EXPECT_EQ(portable, best) << "causal " << causal << ": " << analysis::KernelIsaName(active);
     EXPECT_EQ(portable16, RunPass(h, fp16));
+    EXPECT_EQ(portable_bf16, RunPass(h, bf16));
     EXPECT_EQ(RunPass(h, fp16), RunPass(h, fp16_values));
     EXPECT_EQ(RunPass(h, bf16), RunPass(h, bf16_values));
     EXPECT_FALSE(best.empty());
