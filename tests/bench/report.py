@@ -4,7 +4,8 @@
     /usr/bin/python3 tests/bench/report.py DIR QUICK
 
 DIR holds rollout.json (Google Benchmark), peers.json (tests/bench/peers.py),
-bench_*.json (`attnroll bench --json`) and load.txt (name|load before|after).
+bench_*.json (`attnroll bench --json`), load.txt (name|load before|after)
+and, when PREVIOUS_BENCH was given, previous.json (an earlier rollout_bench).
 """
 
 import json
@@ -66,6 +67,15 @@ def main():
     runs = medians(load(os.path.join(d, "rollout.json"), {}))
     ctx = load(os.path.join(d, "rollout.json"), {}).get("context", {})
     peers = load(os.path.join(d, "peers.json"), {})
+    previous = medians(load(os.path.join(d, "previous.json"), {}))
+
+    def prev_ms(name):
+        r = previous.get(name)
+        return None if r is None or "error" in r else ms_of(r)
+
+    def prev_cols(name, ms):
+        pm = prev_ms(name)
+        return (fmt(pm), "%.2fx" % (pm / ms) if pm and ms else "-")
     loads = {}
     if os.path.exists(os.path.join(d, "load.txt")):
         for line in open(os.path.join(d, "load.txt")):
@@ -108,11 +118,15 @@ def main():
         p("\nOpenBLAS: %s." % label)
 
     p("\n### Row read-outs (CLS / last row), one thread, from wire bytes\n")
+    prev_note = ""
+    if previous:
+        prev_note = (" previous = the same case of the earlier build given as PREVIOUS_BENCH (%s), "
+                     "run right after in the same session." % os.environ.get("PREVIOUS_LABEL", "unnamed"))
     p("bound = the pass's attention bytes at fp32 width / read bandwidth; % = bound / time. "
-      "Peers start from fp32 arrays in memory and validate nothing.\n")
+      "Peers start from fp32 arrays in memory and validate nothing." + prev_note + "\n")
     p("| shape | wire | bound (fp32) ms | attnroll ms | % of fp32 bound | faults/pass | "
-      "numpy row | torch row | best peer / attnroll | path |")
-    p("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+      "numpy row | torch row | best peer / attnroll | previous ms | previous / attnroll | path |")
+    p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     speedups = []
     for shape, (L, H, n, causal) in SHAPES.items():
         case = "causal_2048_last" if causal else shape + "_cls"
@@ -123,12 +137,13 @@ def main():
             bound = L * H * n * n * 4 / (bw * 1e9) * 1e3 if bw else None
             nr, tr = peers.get("numpy_row/" + shape), peers.get("torch_row/" + shape)
             best = min([x for x in (nr, tr) if x is not None], default=None)
-            p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % ((
                 LABELS[shape], wire.replace("/2_threads", ", 2 threads"), fmt(bound), fmt(ms),
                 "%.0f%%" % (100 * bound / ms) if bound else "-",
                 "%.0f" % counter("pass/%s/%s" % (case, wire), "faults_per_pass"),
-                fmt(nr), fmt(tr), "%.2fx" % (best / ms) if best else "-",
-                runs["pass/%s/%s" % (case, wire)].get("label", "")))
+                fmt(nr), fmt(tr), "%.2fx" % (best / ms) if best else "-")
+                + prev_cols("pass/%s/%s" % (case, wire), ms)
+                + (runs["pass/%s/%s" % (case, wire)].get("label", ""),)))
         f32, f16 = run_ms("pass/%s/fp32" % case), run_ms("pass/%s/fp16" % case)
         if f32 and f16:
             speedups.append("%s %.2fx" % (LABELS[shape], f32 / f16))
@@ -138,8 +153,9 @@ def main():
     p("\n### Full matrices (per-layer read-outs: the chain path), one thread\n")
     p("flops = (L - 1) 2 n^3 of the products; % = achieved / OpenBLAS sgemm at the nearest "
       "probed size.\n")
-    p("| case | attnroll ms | GFLOP/s | % of sgemm peak | numpy full | torch full |")
-    p("|---|---:|---:|---:|---:|---:|")
+    p("| case | attnroll ms | GFLOP/s | % of sgemm peak | numpy full | torch full | previous ms | "
+      "previous / attnroll |")
+    p("|---|---:|---:|---:|---:|---:|---:|---:|")
     for shape in ("vit_b16", "bert_base", "vit_l16"):
         L, H, n, _ = SHAPES[shape]
         for case in ("%s_per_layer/fp32" % shape, "%s_per_layer/fp16" % shape,
@@ -151,9 +167,10 @@ def main():
             gf = flops / (ms * 1e-3) / 1e9
             m = min((512, 577, 1024), key=lambda s: abs(s - n))
             pk = peak.get(("openblas", m))
-            p("| %s | %s | %.1f | %s | %s | %s |" % (
+            p("| %s | %s | %.1f | %s | %s | %s | %s | %s |" % ((
                 case, fmt(ms), gf, "%.0f%%" % (100 * gf / pk) if pk else "-",
-                fmt(peers.get("numpy_full/" + shape)), fmt(peers.get("torch_full/" + shape))))
+                fmt(peers.get("numpy_full/" + shape)), fmt(peers.get("torch_full/" + shape)))
+                + prev_cols("pass/" + case, ms)))
 
     p("\n### Through the service (`attnroll bench`, ViT-B/16 12x12x197, 127.0.0.1)\n")
     p("| run | passes/s | MB/s | p50 ms | p99 ms | rollout / null |")

@@ -14,6 +14,10 @@
 # Usage: tests/bench/run_benchmarks.sh [--quick] [--with-causal] [--repetitions N]
 #                                      [--duration S] [--out FILE]
 #   BUILD_DIR       build directory (default: build)
+#   PREVIOUS_BENCH  optional: a rollout_bench built from an earlier commit (named
+#                   in the report by PREVIOUS_LABEL); its
+#                   pass cases that this one also has run right after, and the
+#                   report adds their medians and the speed-up over them
 #   --quick         a smoke run of a few seconds (tiny cases, 1 repetition, 1 s of
 #                   load): checks that every step works; its numbers mean nothing
 #   --with-causal   also the causal 32x32x2048 shape (attnroll ~1 min, peers ~2 min)
@@ -34,7 +38,7 @@ while [ $# -gt 0 ]; do
     --repetitions) repetitions="$2"; shift ;;
     --duration) duration="$2"; shift ;;
     --out) out="$2"; shift ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run_benchmarks.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -75,6 +79,26 @@ step "rollout_bench"
 before="$(loadavg)"
 "$BUILD_DIR/tests/bench/rollout_bench" "${bench_args[@]}" >&2
 record rollout_bench "$before"
+if [ -n "${PREVIOUS_BENCH:-}" ]; then
+  step "previous rollout_bench ($PREVIOUS_BENCH)"
+  ours="$("$BUILD_DIR/tests/bench/rollout_bench" --benchmark_list_tests | grep -E '^pass/' | sed 's:/\(min_time\|iterations\|repeats\|real_time\).*::')"
+  theirs="$("$PREVIOUS_BENCH" --benchmark_list_tests | grep -E '^pass/' | sed 's:/\(min_time\|iterations\|repeats\|real_time\).*::')"
+  common="$(comm -12 <(echo "$ours" | sort -u) <(echo "$theirs" | sort -u))"
+  [ "$with_causal" -eq 0 ] && common="$(echo "$common" | grep -v causal || true)"
+  [ "$quick" -eq 1 ] && common="$(echo "$common" | grep -E '^pass/vit_b16_cls/fp32$' || true)"
+  if [ -n "$common" ]; then
+    prev_args=(--benchmark_out="$tmp/previous.json" --benchmark_out_format=json
+               --benchmark_filter="^($(echo "$common" | sed 's/[.]/\\./g' | paste -sd'|'))(/|\$)")
+    if [ "$quick" -eq 1 ]; then
+      prev_args+=(--benchmark_min_time=0.01)
+    else
+      prev_args+=(--benchmark_repetitions="$repetitions" --benchmark_display_aggregates_only=true)
+    fi
+    before="$(loadavg)"
+    "$PREVIOUS_BENCH" "${prev_args[@]}" >&2
+    record previous_rollout_bench "$before"
+  fi
+fi
 
 # 2. The in-process peers.
 step "peers (numpy, torch; 1 thread)"
@@ -149,7 +173,12 @@ record cli "$before"
 kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
 
 # 4. The report.
-"$PYTHON" tests/bench/report.py "$tmp" "$quick" > "$tmp/report.md"
+if ! "$PYTHON" tests/bench/report.py "$tmp" "$quick" > "$tmp/report.md"; then
+  kept="$(mktemp -d)"
+  cp -r "$tmp"/. "$kept"
+  echo "run_benchmarks.sh: report.py failed; the raw results are kept in $kept" >&2
+  exit 1
+fi
 cat "$tmp/report.md"
 [ -n "$out" ] && cp "$tmp/report.md" "$out"
 exit 0
