@@ -10,9 +10,9 @@ PACKAGES=(
   libeigen3-dev libabsl-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-numpy python3-grpcio python3-protobuf
-  # For the numpy baseline of tests/bench/run_benchmarks.sh only: numpy then uses
-  # OpenBLAS through the libblas.so.3 alternative instead of the slow reference BLAS.
-  libopenblas0-pthread
+  # OpenBLAS: the rollout's matrix products (server/analysis/blas.cc, the pthread
+  # build: safe to call from several threads); numpy's BLAS in the benchmarks too.
+  libopenblas0-pthread libopenblas-pthread-dev
   # LEMON: NetworkSimplex for the exact earth mover's distance (built into the
   # server), and Preflow as the independent exact check of attention flow in the
   # tests; networkx: the flow reference implementation's library (tests, bench).
