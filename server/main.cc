@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 
 #include <string>
 #include <vector>
@@ -102,7 +103,8 @@ int main(int argc, char** argv) {
   (*server)->Shutdown(absl::Seconds(grace));
   LogLifecycle(LogLevel::kInfo, "grpc server stopped",
                {{"seconds", absl::ToDoubleSeconds(absl::Now() - start)}});
-  server->reset();
+  (*server)->StopForExit();
   LogLifecycle(LogLevel::kInfo, "stopped");
-  return 0;
+  std::fflush(nullptr);
+  std::_Exit(0);
 }

@@ -207,6 +207,16 @@ void Server::StopMetricsEndpoint() {
   stopper.join();
 }
 
+void Server::StopForExit() {
+  metrics_.SetLiveSource(nullptr);
+  metrics_.SetMonitorSource(nullptr);
+  if (server_ != nullptr) Shutdown(absl::ZeroDuration());
+  server_.reset();
+  pool_.reset();
+  // Never stopped: see the header.
+  (void)exposer_.release();
+}
+
 Server::~Server() {
   if (server_ != nullptr) Shutdown(absl::ZeroDuration());
   StopMetricsEndpoint();

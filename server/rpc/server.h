@@ -42,6 +42,13 @@ class Server {
   // cancelled).
   void Shutdown(absl::Duration grace);
 
+  // The end of the process, after Shutdown: the gRPC server, the pool (what
+  // is queued runs, then it joins) stop; /metrics gets no
+  // more live figures but keeps its threads, which the process's exit ends.
+  // civetweb can crash when stopped while it accepts a connection (a scrape
+  // racing the exit), so the process must end with std::_Exit next.
+  void StopForExit();
+
  private:
   Server() = default;
   // Stops /metrics (its live gauges first, then the HTTP server), before
