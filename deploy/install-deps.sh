@@ -24,6 +24,11 @@ PACKAGES=(
   libzip-dev
   # Real-model reproduction test (tests/e2e/vit_reproduction_test.py): torchvision's ViT-B/16.
   python3-torch python3-torchvision
+  # TLS: OpenSSL's headers and libraries (certificate and key checks, the metrics port's TLS,
+  # token digests). libssl-dev also at run time: Debian's civetweb (the metrics endpoint)
+  # loads OpenSSL as "libssl.so"/"libcrypto.so", names only libssl-dev provides. civetweb's
+  # headers for its callbacks; the openssl command makes the tests' certificates.
+  libssl-dev libcivetweb-dev openssl
 )
 
 missing=()

@@ -17,6 +17,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "attnroll/v1/attnroll.grpc.pb.h"
+#include "client/cpp/channel.h"
 
 namespace attnroll::client {
 
@@ -152,6 +153,13 @@ class Client {
   explicit Client(std::shared_ptr<grpc::Channel> channel);
   // An insecure channel to HOST:PORT that accepts responses of any size.
   static std::unique_ptr<Client> Connect(const std::string& target);
+  // A channel with TLS, a client certificate and a token as `options` say
+  // (client/cpp/channel.h); errors of the options (an unreadable file) are
+  // INVALID_ARGUMENT. A server that refuses the TLS handshake shows as
+  // UNAVAILABLE on the first call, a missing or wrong token as
+  // UNAUTHENTICATED.
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(const std::string& target,
+                                                         const ConnectOptions& options);
 
   absl::StatusOr<v1::ServerInfo> GetServerInfo(absl::Duration timeout = absl::Seconds(10));
 

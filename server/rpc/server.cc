@@ -4,13 +4,19 @@
 #include <limits>
 #include <string>
 
+#include <sys/stat.h>
+
 #include <grpc/grpc.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "grpc/health/v1/health.pb.h"
+#include "server/rpc/credentials.h"
+#include "server/runtime/logging.h"
 
 namespace attnroll::rpc {
 namespace {
@@ -43,6 +49,50 @@ void ApplyConnectionLimits(const runtime::ServerConfig& c, grpc::ServerBuilder& 
   const int64_t cap = c.limits.max_message_bytes;
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(cap, std::numeric_limits<int>::max())));
   builder.SetMaxSendMessageSize(std::numeric_limits<int>::max());
+}
+
+// What the operator should know about the server's exposure, once at start.
+void LogSecurity(const runtime::ServerConfig& c, const WatchedTlsFiles* tls,
+                 const runtime::TokenStore* tokens, const MetricsEndpoint* metrics) {
+  using runtime::Log;
+  using runtime::LogLevel;
+  const runtime::SecurityConfig& t = c.security;
+  if (tls != nullptr) {
+    const auto m = tls->current();
+    Log(LogLevel::kInfo, "tls: gRPC port",
+        {{"certificate", m->Describe()},
+         {"client_certificates", t.tls_client_ca.empty() ? "not requested" : "required"},
+         {"reload_seconds", t.tls_reload_seconds}});
+    if (m->ExpiredOrNotYetValid()) {
+      Log(LogLevel::kWarning, "tls: the gRPC port's certificate is not valid now",
+          {{"certificate", m->Describe()}});
+    }
+  }
+  if (tokens != nullptr) {
+    const auto table = tokens->table();
+    Log(LogLevel::kInfo, "tokens loaded",
+        {{"file", tokens->path()}, {"tokens", table->size()}, {"names", absl::StrJoin(table->names(), ",")},
+         {"info_requires_auth", t.info_requires_auth}});
+    struct stat st;
+    if (stat(tokens->path().c_str(), &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH)) != 0) {
+      Log(LogLevel::kWarning, "tokens: the token file is readable by other users",
+          {{"file", tokens->path()}, {"mode", absl::StrFormat("%04o", st.st_mode & 0777)}});
+    }
+  }
+  if (metrics != nullptr && metrics->tls()) {
+    Log(LogLevel::kInfo, "tls: metrics port",
+        {{"client_certificates", t.metrics_tls_client_ca.empty() ? "not requested" : "required"}});
+  }
+  // Anyone who can reach a non-loopback address can use an open server.
+  for (const std::string& a : runtime::OpenToTheNetwork(c)) {
+    Log(LogLevel::kWarning, "open to the network",
+        {{"listen", a},
+         {"tls", t.tls() ? "on" : "off"},
+         {"message", t.tls() ? "no --token-file or --tls-client-ca: anyone who can reach this "
+                               "address can call every RPC"
+                             : "no TLS and no --token-file: anyone who can reach this address can "
+                               "call every RPC and read the attention it carries"}});
+  }
 }
 
 }  // namespace
@@ -80,21 +130,31 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const runtime::ServerConfi
     return f;
   });
 
-  if (!config.metrics_listen.empty()) {
-    try {
-      // Enough threads that idle or slow connections cannot hold every one,
-      // and a request timeout that frees the ones they hold.
-      s->exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
-          "listening_ports", config.metrics_listen, "num_threads", "8", "request_timeout_ms", "5000",
-          "enable_keep_alive", "no"});
-    } catch (const std::exception& e) {
-      return absl::UnavailableError(
-          absl::StrCat("metrics: cannot listen on ", config.metrics_listen, ": ", e.what()));
+  const runtime::SecurityConfig& t = config.security;
+  if (t.tls()) {
+    absl::StatusOr<std::unique_ptr<WatchedTlsFiles>> files = WatchedTlsFiles::Open(
+        {t.tls_cert, t.tls_key, t.tls_client_ca, "--tls-cert", "--tls-key", "--tls-client-ca"});
+    if (!files.ok()) return files.status();
+    s->grpc_tls_ = *std::move(files);
+    absl::StatusOr<std::unique_ptr<GrpcTlsFiles>> published = GrpcTlsFiles::Create(*s->grpc_tls_->current());
+    if (!published.ok()) return published.status();
+    s->grpc_tls_published_ = *std::move(published);
+  }
+  if (t.tokens()) {
+    absl::StatusOr<std::unique_ptr<runtime::TokenStore>> tokens = runtime::TokenStore::Open(t.token_file);
+    if (!tokens.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--token-file ", tokens.status().message()));
     }
-    s->exposer_->RegisterCollectable(s->metrics_.registry());
-    s->exposer_->RegisterCollectable(s->metrics_.live());
-    const std::vector<int> ports = s->exposer_->GetListeningPorts();
-    s->metrics_port_ = ports.empty() ? 0 : ports.front();
+    s->tokens_ = *std::move(tokens);
+  }
+  s->auth_ = std::make_unique<Authenticator>(t, s->tokens_.get());
+  s->ctx_.auth = s->auth_.get();
+
+  if (!config.metrics_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint = MetricsEndpoint::Start(config, &s->metrics_);
+    if (!endpoint.ok()) return endpoint.status();
+    s->metrics_endpoint_ = *std::move(endpoint);
+    s->metrics_port_ = s->metrics_endpoint_->port();
   }
 
   // Links the health service's descriptor into the generated pool, so
@@ -105,8 +165,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const runtime::ServerConfi
   s->service_ = std::make_unique<AttnrollServiceImpl>(&s->ctx_);
   grpc::ServerBuilder builder;
   s->ports_.assign(config.listen.size(), 0);
+  // The processor refuses reflection and unknown methods without a token;
+  // it is needed (and only possible) with TLS or local credentials.
+  const std::shared_ptr<grpc::ServerCredentials> credentials = ListenCredentials(
+      s->grpc_tls_published_.get(), t.tokens() ? MakeAuthProcessor(s->auth_.get(), &s->metrics_) : nullptr);
   for (size_t i = 0; i < config.listen.size(); ++i) {
-    builder.AddListeningPort(config.listen[i], grpc::InsecureServerCredentials(), &s->ports_[i]);
+    builder.AddListeningPort(config.listen[i], credentials, &s->ports_[i]);
   }
   builder.RegisterService(s->service_.get());
   ApplyConnectionLimits(config, builder);
@@ -119,7 +183,55 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const runtime::ServerConfi
   auto* health = s->server_->GetHealthCheckService();
   health->SetServingStatus(true);
   health->SetServingStatus(v1::AttnrollService::service_full_name(), true);
+  LogSecurity(config, s->grpc_tls_.get(), s->tokens_.get(), s->metrics_endpoint_.get());
+  if (t.tls() || t.tokens() || t.metrics_tls()) {
+    s->reloader_ = std::make_unique<runtime::Periodic>(absl::Seconds(t.tls_reload_seconds),
+                                                       [self] { self->Reload(); });
+  }
   return s;
+}
+
+void Server::Reload() {
+  absl::MutexLock lock(&reload_mu_);
+  using runtime::Log;
+  using runtime::LogLevel;
+  std::string error;
+  if (tokens_ != nullptr) {
+    switch (tokens_->ReloadIfChanged(&error)) {
+      case runtime::TokenStore::Reload::kUnchanged: break;
+      case runtime::TokenStore::Reload::kReloaded: {
+        const auto table = tokens_->table();
+        Log(LogLevel::kInfo, "tokens reloaded",
+            {{"file", tokens_->path()}, {"tokens", table->size()},
+             {"names", absl::StrJoin(table->names(), ",")}});
+        break;
+      }
+      case runtime::TokenStore::Reload::kFailed:
+        Log(LogLevel::kError, "tokens not reloaded, the previous tokens stay in use",
+            {{"message", error}});
+        break;
+    }
+  }
+  if (grpc_tls_ != nullptr) {
+    switch (grpc_tls_->ReloadIfChanged(&error)) {
+      case WatchedTlsFiles::Reload::kUnchanged: break;
+      case WatchedTlsFiles::Reload::kReloaded: {
+        // gRPC's watcher takes it for new connections within a second.
+        const auto m = grpc_tls_->current();
+        if (absl::Status s = grpc_tls_published_->Publish(*m); !s.ok()) {
+          Log(LogLevel::kError, "tls: gRPC port certificate not handed to gRPC", {{"message", s.message()}});
+          break;
+        }
+        Log(LogLevel::kInfo, "tls: gRPC port certificate reloaded", {{"certificate", m->Describe()}});
+        break;
+      }
+      case WatchedTlsFiles::Reload::kFailed:
+        Log(LogLevel::kError, "tls: gRPC port files not reloaded, the previous ones stay in use",
+            {{"message", error}});
+        break;
+    }
+  }
+  if (metrics_endpoint_ != nullptr) metrics_endpoint_->ReloadIfChanged();
 }
 
 void Server::Shutdown(absl::Duration grace) {
