@@ -29,6 +29,8 @@ PACKAGES=(
   # loads OpenSSL as "libssl.so"/"libcrypto.so", names only libssl-dev provides. civetweb's
   # headers for its callbacks; the openssl command makes the tests' certificates.
   libssl-dev libcivetweb-dev openssl
+  # promtool (lints the scraped /metrics text in tests/e2e/load_test.py).
+  prometheus
 )
 
 missing=()

@@ -1,8 +1,14 @@
 #include "server/rpc/server.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <exception>
 #include <limits>
 #include <string>
+#include <thread>
 
 #include <sys/stat.h>
 
@@ -54,38 +60,38 @@ void ApplyConnectionLimits(const runtime::ServerConfig& c, grpc::ServerBuilder& 
 // What the operator should know about the server's exposure, once at start.
 void LogSecurity(const runtime::ServerConfig& c, const WatchedTlsFiles* tls,
                  const runtime::TokenStore* tokens, const MetricsEndpoint* metrics) {
-  using runtime::Log;
+  using runtime::LogLifecycle;
   using runtime::LogLevel;
   const runtime::SecurityConfig& t = c.security;
   if (tls != nullptr) {
     const auto m = tls->current();
-    Log(LogLevel::kInfo, "tls: gRPC port",
+    LogLifecycle(LogLevel::kInfo, "tls: gRPC port",
         {{"certificate", m->Describe()},
          {"client_certificates", t.tls_client_ca.empty() ? "not requested" : "required"},
          {"reload_seconds", t.tls_reload_seconds}});
     if (m->ExpiredOrNotYetValid()) {
-      Log(LogLevel::kWarning, "tls: the gRPC port's certificate is not valid now",
+      LogLifecycle(LogLevel::kWarning, "tls: the gRPC port's certificate is not valid now",
           {{"certificate", m->Describe()}});
     }
   }
   if (tokens != nullptr) {
     const auto table = tokens->table();
-    Log(LogLevel::kInfo, "tokens loaded",
+    LogLifecycle(LogLevel::kInfo, "tokens loaded",
         {{"file", tokens->path()}, {"tokens", table->size()}, {"names", absl::StrJoin(table->names(), ",")},
          {"info_requires_auth", t.info_requires_auth}});
     struct stat st;
     if (stat(tokens->path().c_str(), &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH)) != 0) {
-      Log(LogLevel::kWarning, "tokens: the token file is readable by other users",
+      LogLifecycle(LogLevel::kWarning, "tokens: the token file is readable by other users",
           {{"file", tokens->path()}, {"mode", absl::StrFormat("%04o", st.st_mode & 0777)}});
     }
   }
   if (metrics != nullptr && metrics->tls()) {
-    Log(LogLevel::kInfo, "tls: metrics port",
+    LogLifecycle(LogLevel::kInfo, "tls: metrics port",
         {{"client_certificates", t.metrics_tls_client_ca.empty() ? "not requested" : "required"}});
   }
   // Anyone who can reach a non-loopback address can use an open server.
   for (const std::string& a : runtime::OpenToTheNetwork(c)) {
-    Log(LogLevel::kWarning, "open to the network",
+    LogLifecycle(LogLevel::kWarning, "open to the network",
         {{"listen", a},
          {"tls", t.tls() ? "on" : "off"},
          {"message", t.tls() ? "no --token-file or --tls-client-ca: anyone who can reach this "
@@ -93,6 +99,28 @@ void LogSecurity(const runtime::ServerConfig& c, const WatchedTlsFiles* tls,
                              : "no TLS and no --token-file: anyone who can reach this address can "
                                "call every RPC and read the attention it carries"}});
   }
+}
+
+// Opens and at once closes a TCP connection to HOST:PORT of a listen address
+// (a wildcard host as loopback); errors are ignored.
+void Poke(const std::string& listen, int port) {
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
+  if (host == "::") host = "::1";
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return;
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    const int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    const bool connected = connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+    close(fd);
+    if (connected) break;
+  }
+  freeaddrinfo(found);
 }
 
 }  // namespace
@@ -252,8 +280,33 @@ void Server::Shutdown(absl::Duration grace) {
   server_->Wait();
 }
 
+void Server::StopMetricsEndpoint() {
+  // The gauges read the pool and admission, which go next: from here on a
+  // scrape (one in progress finishes first) gets no live figures.
+  metrics_.SetLiveSource(nullptr);
+  // The file checker reloads the endpoint's certificate: it stops first.
+  reloader_.reset();
+  if (metrics_endpoint_ == nullptr) return;
+  // civetweb's listening thread sees the stop only when its poll of the
+  // listening socket returns, which without a connection takes up to 2 s:
+  // connections closed at once (a worker reads their end and drops them)
+  // wake it.
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    metrics_endpoint_.reset();
+    stopped = true;
+  });
+  const absl::Time until = absl::Now() + absl::Seconds(5);
+  while (!stopped.load() && absl::Now() < until) {
+    Poke(ctx_.config.metrics_listen, metrics_port_);
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  stopper.join();
+}
+
 Server::~Server() {
   if (server_ != nullptr) Shutdown(absl::ZeroDuration());
+  StopMetricsEndpoint();
   server_.reset();
   pool_.reset();  // runs queued tasks (they see cancelled calls) and joins
 }
