@@ -99,7 +99,7 @@ int main(int argc, char** argv) {
 
   int sig = 0;
   while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
-    Log(LogLevel::kInfo, "SIGHUP: checking the token and certificate files");
+    LogLifecycle(LogLevel::kInfo, "SIGHUP: checking the token and certificate files");
     (*server)->Reload();
   }
   // Shutdown: health goes NOT_SERVING and new passes are refused, calls in

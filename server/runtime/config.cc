@@ -535,6 +535,12 @@ std::vector<std::string> OpenToTheNetwork(const ServerConfig& c) {
   return out;
 }
 
+std::string OpenToTheNetworkMessage(const SecurityConfig& t) {
+  return t.tls() ? "no --token-file or --tls-client-ca: anyone who can reach this address can call every RPC"
+                 : "no TLS and no --token-file: anyone who can reach this address can call every RPC "
+                   "and read the attention it carries";
+}
+
 bool IsLoopback(const std::string& address) {
   absl::string_view host = absl::string_view(address).substr(0, address.rfind(':'));
   if (host == "localhost" || host == "[::1]") return true;

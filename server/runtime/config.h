@@ -130,6 +130,8 @@ bool IsLoopback(const std::string& address);
 // no caller authentication (neither --token-file nor --tls-client-ca). The
 // server warns about each at start.
 std::vector<std::string> OpenToTheNetwork(const ServerConfig& config);
+// What the warning for such an address says is exposed (with or without TLS).
+std::string OpenToTheNetworkMessage(const SecurityConfig& security);
 
 // One flag as --help shows it.
 struct FlagInfo {

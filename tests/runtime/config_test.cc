@@ -484,10 +484,15 @@ TEST(ConfigTest, LoopbackAddressesAndWhatIsOpenToTheNetwork) {
   ServerConfig c;
   c.listen = {"127.0.0.1:0", "0.0.0.0:50051", "[::]:7"};
   EXPECT_THAT(OpenToTheNetwork(c), ElementsAre("0.0.0.0:50051", "[::]:7"));
+  EXPECT_EQ(OpenToTheNetworkMessage(c.security),
+            "no TLS and no --token-file: anyone who can reach this address can call every RPC and read "
+            "the attention it carries");
   // TLS alone encrypts but lets anyone call: still open.
   c.security.tls_cert = "/c";
   c.security.tls_key = "/k";
   EXPECT_THAT(OpenToTheNetwork(c), ElementsAre("0.0.0.0:50051", "[::]:7"));
+  EXPECT_EQ(OpenToTheNetworkMessage(c.security),
+            "no --token-file or --tls-client-ca: anyone who can reach this address can call every RPC");
   c.security.tls_client_ca = "/ca";  // mutual TLS: callers are authenticated
   EXPECT_THAT(OpenToTheNetwork(c), ElementsAre());
   c.security = {};
