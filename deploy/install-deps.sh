@@ -22,6 +22,9 @@ PACKAGES=(
   python3-scipy
   # .npz reading in client/npy (np.savez, np.savez_compressed): zip archives via libzip.
   libzip-dev
+  # The pictures of `attnroll monitor --png` (client/cli/map_png.cc), and PIL to decode them in
+  # tests/e2e/monitor_test.py.
+  libpng-dev python3-pil
   # Real-model reproduction test (tests/e2e/vit_reproduction_test.py): torchvision's ViT-B/16.
   python3-torch python3-torchvision
   # TLS: OpenSSL's headers and libraries (certificate and key checks, the metrics port's TLS,
@@ -29,7 +32,8 @@ PACKAGES=(
   # loads OpenSSL as "libssl.so"/"libcrypto.so", names only libssl-dev provides. civetweb's
   # headers for its callbacks; the openssl command makes the tests' certificates.
   libssl-dev libcivetweb-dev openssl
-  # promtool (lints the scraped /metrics text in tests/e2e/load_test.py).
+  # promtool: lints the scraped /metrics text in tests/e2e/load_test.py, checks the alert rules
+  # of live monitoring and runs their unit tests (deploy/prometheus/drift-rules*.yaml).
   prometheus
 )
 

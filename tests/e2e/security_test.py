@@ -185,6 +185,12 @@ class SecureServerTest(e2e_harness.ServerTestCase):
         return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True,
                               timeout=self.cli_timeout_s, env=env, stdin=subprocess.DEVNULL)
 
+    def _server_log(self):
+        # All of it (the harness's _server_stderr is the tail, for messages).
+        self.server_log.flush()
+        with open(self.server_log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
     def ok(self, *args, **kw):
         res = self.secure(*args, **kw)
         self.assertEqual(res.returncode, 0, "%s\nstdout:\n%s\nstderr:\n%s" % (args, res.stdout, res.stderr))
@@ -268,6 +274,14 @@ class SecureServerTest(e2e_harness.ServerTestCase):
         self.assertNotIn(guess, res.stderr)
         res = self.secure("info", token_file="")
         self.assertEqual(res.stderr.strip(), "attnroll: " + MISSING)
+        # The monitoring commands connect the same way: over mutual TLS they
+        # reach the server, refused without a token and past the check with one.
+        for cmd in (["monitor", "--once", "--json"], ["baseline", "list", "--json"]):
+            res = self.secure(*cmd, token_file="")
+            self.assertEqual((res.returncode, res.stderr.strip()), (1, "attnroll: " + MISSING), cmd)
+            res = self.secure(*cmd)
+            self.assertNotIn("UNAUTHENTICATED", res.stderr, cmd)
+            self.assertNotIn("UNAVAILABLE", res.stderr, cmd)
         # No client certificate; a certificate of another CA; no CA; plaintext.
         for tls in (("--tls-ca", cert("ca.pem")),
                     ("--tls-ca", cert("ca.pem"), "--tls-cert", cert("mallory.pem"),
@@ -351,7 +365,7 @@ class SecureServerTest(e2e_harness.ServerTestCase):
         self.assertIn("attnroll_client_rpcs_total", body)
         with self.assertRaises((ssl.SSLError, urllib.error.URLError)):
             self.scrape(ca="ca.pem")
-        log = self._server_stderr()
+        log = self._server_log()
         self.assertIn("INFO SIGHUP: checking the token and certificate files", log)
         self.assertRegex(log, r"INFO tokens reloaded: file=\S+ tokens=2 names=bob,carol")
         self.assertIn("INFO tls: metrics port certificate reloaded", log)
@@ -359,7 +373,7 @@ class SecureServerTest(e2e_harness.ServerTestCase):
             self.assertNotIn(token, log)
 
     def test_zz_the_start_was_logged(self):
-        log = self._server_stderr()
+        log = self._server_log()
         self.assertRegex(log, r"INFO tls: gRPC port: certificate=\"CN=localhost, issuer CN=attnroll test CA, not after \S+Z\" "
                               r"client_certificates=required reload_seconds=10")
         self.assertIn("tokens=2 names=alice,bob info_requires_auth=true", log)

@@ -141,6 +141,19 @@ const std::vector<Case>& Cases() {
        "/etc/attnroll/tokens", {"a\x1b", "-"}},
       {"info-requires-auth", Kind::kBool, FIELD(security.info_requires_auth), "true", "true",
        {"", "yes", "1", "TRUE", "false "}, {{"token-file", "/t"}}},
+      {"data-dir", Kind::kOther, FIELD(data_dir), "/var/lib/attnroll", "/var/lib/attnroll", {""}},
+      {"monitor-models", Kind::kOther, FIELD(monitor_models), "vit,bert-base,m.v2_x", "vit,bert-base,m.v2_x",
+       {"", ",", "a,,b", "a,a", "a b", "x/y", std::string(65, 'm'),
+        "a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q,r,s,t,u,v,w,x,y,z,a1,b1,c1,d1,e1,f1,g1"}},
+      {"monitor-window-samples", Kind::kInt, FIELD(monitor_window_samples), "5000", "5000",
+       {"1", "0", "1099511627777"}},
+      {"monitor-window-seconds", Kind::kNumber, FIELD(monitor_window_seconds), "600", "600",
+       {"-1", "2592001"}},
+      {"monitor-buckets", Kind::kInt, FIELD(monitor_buckets), "20", "20", {"1", "1001"}},
+      {"monitor-max-groups", Kind::kInt, FIELD(monitor_max_groups), "0", "0", {"-1", "1025"}},
+      {"monitor-max-map-length", Kind::kInt, FIELD(monitor_max_map_length), "196", "196",
+       {"0", "1048577"}},
+      {"max-baselines", Kind::kInt, FIELD(max_baselines), "10", "10", {"0", "100001"}},
   };
   return *cases;
 }
@@ -182,7 +195,7 @@ TEST(ConfigTest, EveryFlagHasARowAndEveryRowAFlag) {
   }
   for (const Case& k : Cases()) rows.insert(k.flag);
   EXPECT_EQ(flags, rows);
-  EXPECT_EQ(flags.size(), 44u);
+  EXPECT_EQ(flags.size(), 52u);
 }
 
 TEST(ConfigTest, EveryFlagParsesItsDefault) {
@@ -293,6 +306,8 @@ TEST(ConfigTest, RangesInTheHelpAreTheRangesApplied) {
       c.limits.max_message_bytes = 1024;
       c.max_passes_per_stream = 1;
       c.max_passes_per_connection = 1000000;
+      c.monitor_buckets = 2;
+      c.monitor_window_samples = int64_t{1} << 40;
       EXPECT_THAT(Parse({"--" + f.name + "=" + v}, &c), IsOk()) << f.name << "=" << v;
     }
     for (const std::string& v : bad) {
@@ -304,8 +319,9 @@ TEST(ConfigTest, RangesInTheHelpAreTheRangesApplied) {
     }
     ++checked;
   }
-  // Every flag but --listen, --metrics-listen, --log-level, the files and --info-requires-auth.
-  EXPECT_EQ(checked, 33);
+  // Every flag but --listen, --metrics-listen, --log-level, --data-dir, --monitor-models, the
+  // files and --info-requires-auth.
+  EXPECT_EQ(checked, 39);
 }
 
 TEST(ConfigTest, AValueThatWouldWrapIsRefusedNotNarrowed) {
@@ -438,6 +454,7 @@ TEST(ConfigTest, ConstraintsBetweenFields) {
       {{"--listen=[::]:0", "--token-file=/t"},
        "--token-file: tokens would cross the network in clear text on [::]:0; add --tls-cert and "
        "--tls-key, or listen on loopback only"},
+      {{"--monitor-window-samples=5"}, "--monitor-window-samples (5) must be at least --monitor-buckets (10)"},
   };
   for (const Bad& b : bad) {
     ServerConfig c;
