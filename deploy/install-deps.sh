@@ -32,6 +32,11 @@ PACKAGES=(
   # makes the certificate of its TLS test. (grpc_python_plugin is in protobuf-compiler-grpc.)
   python3-matplotlib python3-venv python3-pip python3-setuptools python3-wheel
   openssl
+  # TLS: OpenSSL's headers and libraries (certificate and key checks, the metrics port's TLS,
+  # token digests). libssl-dev also at run time: Debian's civetweb (the metrics endpoint)
+  # loads OpenSSL as "libssl.so"/"libcrypto.so", names only libssl-dev provides. civetweb's
+  # headers for its callbacks; the openssl command makes the tests' certificates.
+  libssl-dev libcivetweb-dev openssl
   # promtool: lints the scraped /metrics text in tests/e2e/load_test.py, checks the alert rules
   # of live monitoring and runs their unit tests (deploy/prometheus/drift-rules*.yaml).
   prometheus

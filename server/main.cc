@@ -1,4 +1,5 @@
-// attnroll-server: flags -> config -> run until SIGTERM/SIGINT.
+// attnroll-server: flags -> config -> run until SIGTERM/SIGINT (SIGHUP: re-read
+// the token and certificate files now).
 #include <malloc.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -55,10 +57,16 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   auto server = attnroll::rpc::Server::Start(config);
   if (!server.ok()) {
+    // A wrong file of the configuration is a usage error, like a bad flag.
+    if (absl::IsInvalidArgument(server.status())) {
+      std::fprintf(stderr, "attnroll-server: %s\n", std::string(server.status().message()).c_str());
+      return 2;
+    }
     LogLifecycle(LogLevel::kError, "start failed", {{"message", server.status().ToString()}});
     return 1;
   }
@@ -91,7 +99,10 @@ int main(int argc, char** argv) {
                 {"log_lines_per_second", c.log_lines_per_second}});
 
   int sig = 0;
-  sigwait(&signals, &sig);
+  while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+    LogLifecycle(LogLevel::kInfo, "SIGHUP: checking the token and certificate files");
+    (*server)->Reload();
+  }
   // Shutdown: health goes NOT_SERVING and new passes are refused, calls in
   // flight get the grace period, then the worker pool runs what is queued and
   // joins.

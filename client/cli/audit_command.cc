@@ -154,7 +154,9 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
     (t->*setter)(v);
   }
 
-  auto client = client::Client::Connect(global.server);
+  absl::StatusOr<std::unique_ptr<client::Client>> connected = ConnectClient(global);
+  if (!connected.ok()) return Fail(connected.status());
+  const std::unique_ptr<client::Client> client = *std::move(connected);
   // The map length from the first baseline file: a map's size, or for
   // attention the read-out row without its prefix (the grid's cells).
   {

@@ -515,7 +515,7 @@ std::vector<ThreadTally> RunPhase(std::vector<std::unique_ptr<Sender>>& senders,
 // A channel of its own: its own TCP connection (gRPC shares a connection
 // between channels of the same target and arguments unless the subchannel
 // pool is local), any message size.
-std::unique_ptr<client::Client> ConnectChannel(const std::string& target, int index) {
+absl::StatusOr<std::unique_ptr<client::Client>> ConnectChannel(const GlobalOptions& global, int index) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
   // Layers of attention are megabytes: large HTTP/2 frames and write buffers.
@@ -525,8 +525,7 @@ std::unique_ptr<client::Client> ConnectChannel(const std::string& target, int in
   args.SetMaxSendMessageSize(-1);
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   args.SetInt("attnroll.bench_channel", index);
-  return std::make_unique<client::Client>(
-      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+  return ConnectClient(global, args);
 }
 
 // Nearest rank: the smallest value with at least q of the values <= it.
@@ -557,7 +556,11 @@ int RunBench(const GlobalOptions& global, const std::vector<std::string>& args) 
 
   // Reachable at all? (Also the server's version for the report.)
   std::vector<std::unique_ptr<client::Client>> channels;
-  for (int k = 0; k < c.channels; ++k) channels.push_back(ConnectChannel(global.server, k));
+  for (int k = 0; k < c.channels; ++k) {
+    absl::StatusOr<std::unique_ptr<client::Client>> channel = ConnectChannel(global, k);
+    if (!channel.ok()) return Fail(channel.status());
+    channels.push_back(*std::move(channel));
+  }
   // Its own deadline: --timeout is the passes' (and may be set very short).
   absl::StatusOr<v1::ServerInfo> info = channels[0]->GetServerInfo(absl::Seconds(kInfoTimeoutSeconds));
   if (!info.ok()) {

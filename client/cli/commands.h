@@ -16,7 +16,21 @@ namespace attnroll::cli {
 struct GlobalOptions {
   std::string server = "127.0.0.1:50051";
   double timeout_seconds = 600;
+  // --tls-ca, --tls-cert, --tls-key, --tls-server-name; the token from
+  // --token-file or $ATTNROLL_TOKEN.
+  client::ConnectOptions connect;
 };
+
+// Completes the connection options after the global flags: reads the token
+// of `token_file` (else $ATTNROLL_TOKEN), checks the TLS files can be read
+// and come in pairs. "" or the usage message.
+std::string FinishConnectOptions(const std::string& token_file, GlobalOptions* global);
+// A client of the server the global options name, over TLS and with a token
+// as they say.
+absl::StatusOr<std::unique_ptr<client::Client>> ConnectClient(const GlobalOptions& global);
+// The same for a channel with extra arguments (bench: one connection each).
+absl::StatusOr<std::unique_ptr<client::Client>> ConnectClient(const GlobalOptions& global,
+                                                              const grpc::ChannelArguments& args);
 
 // Each returns the process exit code: 0 ok, 1 the call failed, 2 bad usage.
 int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args);

@@ -127,7 +127,9 @@ int RunCompare(const GlobalOptions& global, const std::vector<std::string>& args
     ToTensor(*mask, o->mutable_region());
   }
 
-  auto client = client::Client::Connect(global.server);
+  absl::StatusOr<std::unique_ptr<client::Client>> connected = ConnectClient(global);
+  if (!connected.ok()) return Fail(connected.status());
+  const std::unique_ptr<client::Client> client = *std::move(connected);
   absl::StatusOr<v1::CompareResponse> response =
       client->Compare(request, absl::Seconds(global.timeout_seconds));
   if (!response.ok()) return Fail(response.status());

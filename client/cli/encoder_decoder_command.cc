@@ -176,7 +176,9 @@ int RunEncoderDecoderExplain(const GlobalOptions& global, std::map<std::string, 
       !bad.empty()) {
     return Usage(bad);
   }
-  auto client = client::Client::Connect(global.server);
+  absl::StatusOr<std::unique_ptr<client::Client>> connected = ConnectClient(global);
+  if (!connected.ok()) return Fail(connected.status());
+  const std::unique_ptr<client::Client> client = *std::move(connected);
   client::CallStats stats;
   absl::StatusOr<v1::ExplainResponse> response =
       client->ExplainEncoderDecoder(header, view, options, &stats);

@@ -432,7 +432,9 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
     view.value_norms = value_norms->values.data();
   }
 
-  auto client = client::Client::Connect(global.server);
+  absl::StatusOr<std::unique_ptr<client::Client>> connected = ConnectClient(global);
+  if (!connected.ok()) return Fail(connected.status());
+  const std::unique_ptr<client::Client> client = *std::move(connected);
   client::CallStats stats;
   absl::StatusOr<v1::ExplainResponse> response;
   if (flow) {
@@ -518,7 +520,9 @@ int RunInfo(const GlobalOptions& global, const std::vector<std::string>& args) {
     }
     return Usage("info takes no arguments, got '" + a + "'");
   }
-  auto client = client::Client::Connect(global.server);
+  absl::StatusOr<std::unique_ptr<client::Client>> connected = ConnectClient(global);
+  if (!connected.ok()) return Fail(connected.status());
+  const std::unique_ptr<client::Client> client = *std::move(connected);
   absl::StatusOr<v1::ServerInfo> info = client->GetServerInfo(absl::Seconds(global.timeout_seconds));
   if (!info.ok()) return Fail(info.status());
   const v1::Limits& l = info->limits();

@@ -76,7 +76,9 @@ int RunExplainPair(const GlobalOptions& global, const std::vector<std::string>& 
   client::AttentionView va{a->array.values.data(), a->batch, a->layers, a->heads, a->cols};
   client::AttentionView vb = va;
   vb.data = b->array.values.data();
-  auto client = client::Client::Connect(global.server);
+  absl::StatusOr<std::unique_ptr<client::Client>> connected = ConnectClient(global);
+  if (!connected.ok()) return Fail(connected.status());
+  const std::unique_ptr<client::Client> client = *std::move(connected);
   absl::StatusOr<v1::PairResponse> r = client->ExplainPair(header, compare, va, vb, options);
   if (!r.ok()) return Fail(r.status());
   for (const auto& [flag, response] : {std::pair<const char*, const v1::ExplainResponse*>{

@@ -11,7 +11,8 @@ namespace {
 void PrintUsage() {
   std::printf(
       "attnroll: explain transformers with attention rollout, served by attnroll-server.\n\n"
-      "Usage: attnroll [--server HOST:PORT] [--timeout SECONDS] COMMAND [options]\n\n"
+      "Usage: attnroll [--server HOST:PORT] [--timeout SECONDS] [TLS and token options] COMMAND\n"
+      "                [options]\n\n"
       "Commands:\n"
       "  explain   send attention from a .npy file, write the saliency maps to a .npy file\n"
       "  info      print the server's version, limits and analyses\n"
@@ -25,6 +26,13 @@ void PrintUsage() {
       "Global options:\n"
       "  --server HOST:PORT   server address (default 127.0.0.1:50051)\n"
       "  --timeout SECONDS    deadline of each call (default 600)\n"
+      "  --tls-ca FILE        TLS: PEM CAs the server's certificate must chain to\n"
+      "  --tls-cert FILE      mutual TLS: this PEM client certificate (chain), with --tls-key\n"
+      "  --tls-key FILE       mutual TLS: the client certificate's PEM private key\n"
+      "  --tls-server-name N  the name the server's certificate must carry (default: the host\n"
+      "                       of --server)\n"
+      "  --token-file FILE    send the token in FILE as \"authorization: Bearer <token>\" on\n"
+      "                       every call (default: $ATTNROLL_TOKEN, if set)\n"
       "  --help               this help; `attnroll COMMAND --help` for a command's options\n");
 }
 
@@ -32,6 +40,7 @@ void PrintUsage() {
 
 int main(int argc, char** argv) {
   attnroll::cli::GlobalOptions global;
+  std::string token_file;
   int i = 1;
   for (; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -52,10 +61,24 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "attnroll: bad --timeout '%s'\n", value.c_str());
         return 2;
       }
+    } else if (arg == "--tls-ca") {
+      global.connect.ca_file = value;
+    } else if (arg == "--tls-cert") {
+      global.connect.cert_file = value;
+    } else if (arg == "--tls-key") {
+      global.connect.key_file = value;
+    } else if (arg == "--tls-server-name") {
+      global.connect.server_name = value;
+    } else if (arg == "--token-file") {
+      token_file = value;
     } else {
       std::fprintf(stderr, "attnroll: unknown option %s (see --help)\n", arg.c_str());
       return 2;
     }
+  }
+  if (const std::string bad = attnroll::cli::FinishConnectOptions(token_file, &global); !bad.empty()) {
+    std::fprintf(stderr, "attnroll: %s\n", bad.c_str());
+    return 2;
   }
   if (i >= argc) {
     PrintUsage();

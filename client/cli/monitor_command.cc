@@ -209,7 +209,9 @@ int RunMonitor(const GlobalOptions& global, const std::vector<std::string>& args
   if (opt.count("model")) request.set_model(opt["model"]);
   const bool json = opt.count("json") > 0;
   request.set_include_maps(!json || opt.count("maps") > 0);
-  auto client = client::Client::Connect(global.server);
+  absl::StatusOr<std::unique_ptr<client::Client>> connected = ConnectClient(global);
+  if (!connected.ok()) return Fail(connected.status());
+  const std::unique_ptr<client::Client> client = *std::move(connected);
   const bool tty = isatty(fileno(stdout));
   for (int64_t i = 0; count < 0 || i < count; ++i) {
     if (i > 0) absl::SleepFor(absl::Seconds(interval));
@@ -235,7 +237,9 @@ int RunBaseline(const GlobalOptions& global, const std::vector<std::string>& arg
     return args.empty() ? 2 : 0;
   }
   const std::string verb = args[0];
-  auto client = client::Client::Connect(global.server);
+  absl::StatusOr<std::unique_ptr<client::Client>> connected = ConnectClient(global);
+  if (!connected.ok()) return Fail(connected.status());
+  const std::unique_ptr<client::Client> client = *std::move(connected);
   const absl::Duration timeout = absl::Seconds(std::min(global.timeout_seconds, 60.0));
   if (verb == "list") {
     std::map<std::string, std::string> opt;

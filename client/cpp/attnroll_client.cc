@@ -35,6 +35,13 @@ std::unique_ptr<Client> Client::Connect(const std::string& target) {
       grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
 }
 
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& target,
+                                                        const ConnectOptions& options) {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = OpenChannel(target, options);
+  if (!channel.ok()) return channel.status();
+  return std::make_unique<Client>(*std::move(channel));
+}
+
 namespace {
 
 // One unary call: `call(ctx, response)` runs it (a stub method).

@@ -18,6 +18,7 @@
 #include "absl/types/span.h"
 #include "attnroll/v1/attnroll.grpc.pb.h"
 #include "client/cpp/attention_view.h"
+#include "client/cpp/channel.h"
 #include "client/cpp/head_fusion.h"
 
 namespace attnroll::client {
@@ -142,6 +143,13 @@ class Client {
   explicit Client(std::shared_ptr<grpc::Channel> channel);
   // An insecure channel to HOST:PORT that accepts responses of any size.
   static std::unique_ptr<Client> Connect(const std::string& target);
+  // A channel with TLS, a client certificate and a token as `options` say
+  // (client/cpp/channel.h); errors of the options (an unreadable file) are
+  // INVALID_ARGUMENT. A server that refuses the TLS handshake shows as
+  // UNAVAILABLE on the first call, a missing or wrong token as
+  // UNAUTHENTICATED.
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(const std::string& target,
+                                                         const ConnectOptions& options);
 
   absl::StatusOr<v1::ServerInfo> GetServerInfo(absl::Duration timeout = absl::Seconds(10));
 

@@ -2,6 +2,7 @@
 
 #include "proto/cpp/grpc_status.h"
 #include "server/rpc/audit_reactor.h"
+#include "server/rpc/call_state.h"
 #include "server/rpc/compare_reactor.h"
 #include "server/rpc/explain_reactor.h"
 #include "server/rpc/monitor_reactor.h"
@@ -100,15 +101,13 @@ grpc::ServerUnaryReactor* AttnrollServiceImpl::GetServerInfo(grpc::CallbackServe
                                                              const v1::GetServerInfoRequest*,
                                                              v1::ServerInfo* info) {
   grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
-  const absl::Time start = absl::Now();
-  absl::Status status;
-  if (ctx_->shutting_down.load()) {
+  CallState state(ctx_, call, "GetServerInfo", Access::kInfo);
+  absl::Status status = state.authenticated();
+  if (status.ok() && ctx_->shutting_down.load()) {
     status = runtime::Refused(runtime::Refusal::kShutdown, "server: shutting down");
-    ctx_->metrics->Refused(runtime::Refusal::kShutdown);
-  } else {
-    *info = ServerInfoOf(ctx_->config);  // a copy of a few fields: fine on this thread
   }
-  ctx_->metrics->CallFinished("GetServerInfo", status.code(), absl::ToDoubleSeconds(absl::Now() - start));
+  if (status.ok()) *info = ServerInfoOf(ctx_->config);  // a copy of a few fields: fine on this thread
+  state.Ended(status);
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
 }

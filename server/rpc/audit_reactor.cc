@@ -16,6 +16,10 @@ constexpr char kRpc[] = "Audit";
 
 AuditReactor::AuditReactor(grpc::CallbackServerContext* call, ServiceContext* ctx)
     : call_(call), ctx_(ctx), state_(ctx, call, kRpc), max_in_flight_(std::max(1, ctx->config.workers * 2)) {
+  if (!state_.authenticated().ok()) {
+    End(state_.authenticated());
+    return;
+  }
   if (ctx_->shutting_down.load()) {
     End(runtime::Refused(runtime::Refusal::kShutdown, "server: shutting down, not accepting new audits"));
     return;

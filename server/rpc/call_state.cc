@@ -6,22 +6,17 @@
 #include "server/runtime/refusal.h"
 
 namespace attnroll::rpc {
-namespace {
 
-// "ipv4:127.0.0.1:5555" -> "ipv4:127.0.0.1"; "ipv6:[::1]:5555" -> "ipv6:[::1]".
-std::string HostOf(const std::string& peer) {
-  const size_t colon = peer.rfind(':');
-  const size_t first = peer.find(':');
-  if (colon == std::string::npos || colon == first) return peer;  // no port (e.g. unix:)
-  return peer.substr(0, colon);
-}
-
-}  // namespace
-
-CallState::CallState(ServiceContext* ctx, grpc::CallbackServerContext* call, const char* rpc)
+CallState::CallState(ServiceContext* ctx, grpc::CallbackServerContext* call, const char* rpc,
+                     Access access)
     : ctx_(ctx), call_(call), rpc_(rpc), started_(absl::Now()) {
   connection_ = call->peer();
-  client_ = HostOf(connection_);
+  const std::shared_ptr<const grpc::AuthContext> auth =
+      ctx->auth->reads_certificates() ? call->auth_context() : nullptr;
+  Authentication a = ctx->auth->Check(access, call->client_metadata(), auth.get(), connection_);
+  authenticated_ = std::move(a.status);
+  client_ = std::move(a.identity.name);
+  label_ = std::move(a.identity.label);
 }
 
 CallState::~CallState() { DisarmIdle(); }
@@ -77,6 +72,7 @@ absl::Status CallState::CancelledStatus(absl::string_view what) const {
 void CallState::Ended(const absl::Status& status) {
   if (ended_.exchange(true)) return;
   ctx_->metrics->CallFinished(rpc_, status.code(), absl::ToDoubleSeconds(absl::Now() - started_));
+  ctx_->metrics->ClientCallFinished(label_, status.code());
   if (const std::optional<runtime::Refusal> why = runtime::RefusalOf(status)) {
     ctx_->metrics->Refused(*why);
   }

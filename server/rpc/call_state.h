@@ -1,7 +1,8 @@
 // What every reactor does for its call in the same way: who the call is for
-// (its client identity and connection), how long it may stay idle, and how
-// it ends: the one place where a call's status is recorded (rpcs_total,
-// duration, the refusal reason) before it goes out.
+// (its client identity, checked by rpc::Authenticator, and connection), how
+// long it may stay idle, and how it ends: the one place where a call's status
+// is recorded (rpcs_total, duration, the refusal reason, the caller's label)
+// before it goes out.
 #ifndef ATTNROLL_SERVER_RPC_CALL_STATE_H_
 #define ATTNROLL_SERVER_RPC_CALL_STATE_H_
 
@@ -14,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/rpc/auth.h"
 #include "server/rpc/service_context.h"
 #include "server/runtime/admission.h"
 #include "server/runtime/timers.h"
@@ -22,14 +24,20 @@ namespace attnroll::rpc {
 
 class CallState {
  public:
-  CallState(ServiceContext* ctx, grpc::CallbackServerContext* call, const char* rpc);
+  // Checks the caller (see rpc/auth.h) for a method of `access`.
+  CallState(ServiceContext* ctx, grpc::CallbackServerContext* call, const char* rpc,
+            Access access = Access::kWork);
   ~CallState();  // disarms the idle timer (waits for it if it is running)
   CallState(const CallState&) = delete;
   CallState& operator=(const CallState&) = delete;
 
   const std::string& rpc() const { return rpc_; }
-  // For admission and logs: the peer's address without its port (one host),
-  // and with it (one connection).
+  // OK, or the UNAUTHENTICATED refusal to end the call with before reading
+  // anything.
+  const absl::Status& authenticated() const { return authenticated_; }
+  // For admission and logs: the caller's identity (a token's name, "cn:" +
+  // a client certificate's CN, or the peer's address without its port), and
+  // the peer with its port (one connection).
   const std::string& client() const { return client_; }
   const std::string& connection() const { return connection_; }
   // An admission request of `units` passes for this call.
@@ -64,6 +72,8 @@ class CallState {
   grpc::CallbackServerContext* call_;
   const std::string rpc_;
   std::string client_, connection_;
+  std::string label_;  // the caller's bounded metrics label
+  absl::Status authenticated_;
   std::string request_id_;
   const absl::Time started_;
   std::atomic<bool> idle_fired_{false};

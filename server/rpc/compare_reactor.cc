@@ -14,6 +14,10 @@ constexpr int64_t kLongCompareBytes = int64_t{1} << 20;
 CompareReactor::CompareReactor(grpc::CallbackServerContext* call, grpc::ByteBuffer* request,
                                grpc::ByteBuffer* response, ServiceContext* ctx)
     : call_(call), request_bytes_(request), response_(response), ctx_(ctx), state_(ctx, call, "Compare") {
+  if (!state_.authenticated().ok()) {
+    End(state_.authenticated());
+    return;
+  }
   if (ctx_->shutting_down.load()) {
     End(runtime::Refused(runtime::Refusal::kShutdown, "server: shutting down, not accepting new calls"));
     return;

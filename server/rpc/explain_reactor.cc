@@ -9,6 +9,10 @@ namespace attnroll::rpc {
 ExplainReactor::ExplainReactor(grpc::CallbackServerContext* call, grpc::ByteBuffer* response,
                                ServiceContext* ctx)
     : call_(call), response_(response), ctx_(ctx), state_(ctx, call, "Explain") {
+  if (!state_.authenticated().ok()) {
+    End(state_.authenticated());
+    return;
+  }
   if (ctx_->shutting_down.load()) {
     End(runtime::Refused(runtime::Refusal::kShutdown, "server: shutting down, not accepting new passes"));
     return;

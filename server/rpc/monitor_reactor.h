@@ -34,6 +34,10 @@ class MonitorReactor : public grpc::ServerUnaryReactor {
         state_(ctx, call, rpc),
         what_(what),
         handler_(std::move(handler)) {
+    if (!state_.authenticated().ok()) {
+      End(state_.authenticated());
+      return;
+    }
     if (ctx_->shutting_down.load()) {
       End(runtime::Refused(runtime::Refusal::kShutdown, "server: shutting down, not accepting new calls"));
       return;

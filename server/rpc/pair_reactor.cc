@@ -41,6 +41,10 @@ absl::Status CheckComparable(const v1::PassHeader& header) {
 PairReactor::PairReactor(grpc::CallbackServerContext* call, grpc::ByteBuffer* response,
                          ServiceContext* ctx)
     : call_(call), response_(response), ctx_(ctx), state_(ctx, call, kRpc) {
+  if (!state_.authenticated().ok()) {
+    End(state_.authenticated());
+    return;
+  }
   if (ctx_->shutting_down.load()) {
     End(runtime::Refused(runtime::Refusal::kShutdown, "server: shutting down, not accepting new passes"));
     return;

@@ -16,8 +16,12 @@
 #include <grpcpp/resource_quota.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "grpc/health/v1/health.pb.h"
 #include "server/session/pass_buffers.h"
+#include "server/rpc/credentials.h"
+#include "server/rpc/security_log.h"
+#include "server/runtime/logging.h"
 
 namespace attnroll::rpc {
 namespace {
@@ -125,21 +129,31 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const runtime::ServerConfi
     return f;
   });
 
-  if (!config.metrics_listen.empty()) {
-    try {
-      // Enough threads that idle or slow connections cannot hold every one,
-      // and a request timeout that frees the ones they hold.
-      s->exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
-          "listening_ports", config.metrics_listen, "num_threads", "8", "request_timeout_ms", "5000",
-          "enable_keep_alive", "no"});
-    } catch (const std::exception& e) {
-      return absl::UnavailableError(
-          absl::StrCat("metrics: cannot listen on ", config.metrics_listen, ": ", e.what()));
+  const runtime::SecurityConfig& t = config.security;
+  if (t.tls()) {
+    absl::StatusOr<std::unique_ptr<WatchedTlsFiles>> files = WatchedTlsFiles::Open(
+        {t.tls_cert, t.tls_key, t.tls_client_ca, "--tls-cert", "--tls-key", "--tls-client-ca"});
+    if (!files.ok()) return files.status();
+    s->grpc_tls_ = *std::move(files);
+    absl::StatusOr<std::unique_ptr<GrpcTlsFiles>> published = GrpcTlsFiles::Create(*s->grpc_tls_->current());
+    if (!published.ok()) return published.status();
+    s->grpc_tls_published_ = *std::move(published);
+  }
+  if (t.tokens()) {
+    absl::StatusOr<std::unique_ptr<runtime::TokenStore>> tokens = runtime::TokenStore::Open(t.token_file);
+    if (!tokens.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--token-file ", tokens.status().message()));
     }
-    s->exposer_->RegisterCollectable(s->metrics_.registry());
-    s->exposer_->RegisterCollectable(s->metrics_.live());
-    const std::vector<int> ports = s->exposer_->GetListeningPorts();
-    s->metrics_port_ = ports.empty() ? 0 : ports.front();
+    s->tokens_ = *std::move(tokens);
+  }
+  s->auth_ = std::make_unique<Authenticator>(t, s->tokens_.get());
+  s->ctx_.auth = s->auth_.get();
+
+  if (!config.metrics_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint = MetricsEndpoint::Start(config, &s->metrics_);
+    if (!endpoint.ok()) return endpoint.status();
+    s->metrics_endpoint_ = *std::move(endpoint);
+    s->metrics_port_ = s->metrics_endpoint_->port();
   }
 
   // Links the health service's descriptor into the generated pool, so
@@ -150,8 +164,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const runtime::ServerConfi
   s->service_ = std::make_unique<AttnrollServiceImpl>(&s->ctx_);
   grpc::ServerBuilder builder;
   s->ports_.assign(config.listen.size(), 0);
+  // The processor refuses reflection and unknown methods without a token;
+  // it is needed (and only possible) with TLS or local credentials.
+  const std::shared_ptr<grpc::ServerCredentials> credentials = ListenCredentials(
+      s->grpc_tls_published_.get(), t.tokens() ? MakeAuthProcessor(s->auth_.get(), &s->metrics_) : nullptr);
   for (size_t i = 0; i < config.listen.size(); ++i) {
-    builder.AddListeningPort(config.listen[i], grpc::InsecureServerCredentials(), &s->ports_[i]);
+    builder.AddListeningPort(config.listen[i], credentials, &s->ports_[i]);
   }
   builder.RegisterService(s->service_.get());
   ApplyConnectionLimits(config, builder);
@@ -164,7 +182,55 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const runtime::ServerConfi
   auto* health = s->server_->GetHealthCheckService();
   health->SetServingStatus(true);
   health->SetServingStatus(v1::AttnrollService::service_full_name(), true);
+  LogSecurity(config, s->grpc_tls_.get(), s->tokens_.get(), s->metrics_endpoint_.get());
+  if (t.tls() || t.tokens() || t.metrics_tls()) {
+    s->reloader_ = std::make_unique<runtime::Periodic>(absl::Seconds(t.tls_reload_seconds),
+                                                       [self] { self->Reload(); });
+  }
   return s;
+}
+
+void Server::Reload() {
+  absl::MutexLock lock(&reload_mu_);
+  using runtime::Log;
+  using runtime::LogLevel;
+  std::string error;
+  if (tokens_ != nullptr) {
+    switch (tokens_->ReloadIfChanged(&error)) {
+      case runtime::TokenStore::Reload::kUnchanged: break;
+      case runtime::TokenStore::Reload::kReloaded: {
+        const auto table = tokens_->table();
+        Log(LogLevel::kInfo, "tokens reloaded",
+            {{"file", tokens_->path()}, {"tokens", table->size()},
+             {"names", absl::StrJoin(table->names(), ",")}});
+        break;
+      }
+      case runtime::TokenStore::Reload::kFailed:
+        Log(LogLevel::kError, "tokens not reloaded, the previous tokens stay in use",
+            {{"message", error}});
+        break;
+    }
+  }
+  if (grpc_tls_ != nullptr) {
+    switch (grpc_tls_->ReloadIfChanged(&error)) {
+      case WatchedTlsFiles::Reload::kUnchanged: break;
+      case WatchedTlsFiles::Reload::kReloaded: {
+        // gRPC's watcher takes it for new connections within a second.
+        const auto m = grpc_tls_->current();
+        if (absl::Status s = grpc_tls_published_->Publish(*m); !s.ok()) {
+          Log(LogLevel::kError, "tls: gRPC port certificate not handed to gRPC", {{"message", s.message()}});
+          break;
+        }
+        Log(LogLevel::kInfo, "tls: gRPC port certificate reloaded", {{"certificate", m->Describe()}});
+        break;
+      }
+      case WatchedTlsFiles::Reload::kFailed:
+        Log(LogLevel::kError, "tls: gRPC port files not reloaded, the previous ones stay in use",
+            {{"message", error}});
+        break;
+    }
+  }
+  if (metrics_endpoint_ != nullptr) metrics_endpoint_->ReloadIfChanged();
 }
 
 void Server::Shutdown(absl::Duration grace) {
@@ -189,14 +255,16 @@ void Server::StopMetricsEndpoint() {
   // The gauges read the pool and admission, which go next: from here on a
   // scrape (one in progress finishes first) gets no live figures.
   metrics_.SetLiveSource(nullptr);
-  if (exposer_ == nullptr) return;
+  // The file checker reloads the endpoint's certificate: it stops first.
+  reloader_.reset();
+  if (metrics_endpoint_ == nullptr) return;
   // civetweb's listening thread sees the stop only when its poll of the
   // listening socket returns, which without a connection takes up to 2 s:
   // connections closed at once (a worker reads their end and drops them)
   // wake it.
   std::atomic<bool> stopped{false};
   std::thread stopper([&] {
-    exposer_.reset();
+    metrics_endpoint_.reset();
     stopped = true;
   });
   const absl::Time until = absl::Now() + absl::Seconds(5);
@@ -210,11 +278,12 @@ void Server::StopMetricsEndpoint() {
 void Server::StopForExit() {
   metrics_.SetLiveSource(nullptr);
   metrics_.SetMonitorSource(nullptr);
+  reloader_.reset();
   if (server_ != nullptr) Shutdown(absl::ZeroDuration());
   server_.reset();
   pool_.reset();
   // Never stopped: see the header.
-  (void)exposer_.release();
+  (void)metrics_endpoint_.release();
 }
 
 Server::~Server() {

@@ -28,8 +28,11 @@
 
 namespace attnroll::rpc {
 
+class Authenticator;
+
 struct ServiceContext {
   runtime::ServerConfig config;
+  const Authenticator* auth;
   runtime::WorkerPool* pool;
   runtime::Admission* admission;
   runtime::Timers* timers;

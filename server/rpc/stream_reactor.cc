@@ -22,9 +22,11 @@ constexpr char kRpc[] = "ExplainStream";
 
 StreamReactor::StreamReactor(grpc::CallbackServerContext* call, ServiceContext* ctx)
     : call_(call), ctx_(ctx), state_(ctx, call, kRpc) {
-  if (ctx_->shutting_down.load()) {
+  if (!state_.authenticated().ok() || ctx_->shutting_down.load()) {
     const absl::Status s =
-        runtime::Refused(runtime::Refusal::kShutdown, "server: shutting down, not accepting new passes");
+        !state_.authenticated().ok()
+            ? state_.authenticated()
+            : runtime::Refused(runtime::Refusal::kShutdown, "server: shutting down, not accepting new passes");
     state_.Ended(s);
     {
       absl::MutexLock lock(&mu_);

@@ -77,6 +77,7 @@ struct Flag {
   // the flag, `expected` and the value seen, plus `*detail` if set).
   std::function<bool(absl::string_view, std::string* detail)> set;
   std::string expected;  // "an integer in [1, 65536]"
+  bool boolean = false;  // --name alone means --name=true
 };
 
 // An integer field of type T, in [min, max]. The text is parsed as int64 with
@@ -137,6 +138,37 @@ Flag DoubleFlag(const char* group, const char* name, const char* metavar, const 
   return f;
 }
 
+// A file path; empty (the default) means none. Control characters are refused
+// (a path is shown in logs and errors).
+Flag PathFlag(const char* group, const char* name, const char* help, std::string* value) {
+  Flag f{group, name, "FILE", help, "a file path (empty: none)", nullptr, nullptr,
+         "a file path (no control characters, no leading '-')"};
+  f.current = [value] { return *value; };
+  f.set = [value](absl::string_view s, std::string*) {
+    if (!s.empty() && s.front() == '-') return false;  // a forgotten value: the next flag
+    for (char ch : s) {
+      const auto u = static_cast<unsigned char>(ch);
+      if (u < 0x20 || u == 0x7f) return false;
+    }
+    *value = std::string(s);
+    return true;
+  };
+  return f;
+}
+
+// true or false; the flag alone means true.
+Flag BoolFlag(const char* group, const char* name, const char* help, bool* value) {
+  Flag f{group, name, "", help, "true|false", nullptr, nullptr, "true or false"};
+  f.current = [value] { return std::string(*value ? "true" : "false"); };
+  f.set = [value](absl::string_view s, std::string*) {
+    if (s != "true" && s != "false") return false;
+    *value = s == "true";
+    return true;
+  };
+  f.boolean = true;
+  return f;
+}
+
 constexpr const char* kAddressForm =
     "HOST:PORT (a non-empty host, a port in [0, 65535], IPv6 as [::1]:PORT)";
 
@@ -189,6 +221,7 @@ constexpr const char* kLimits = "Per-pass limits";
 constexpr const char* kMonitoring = "Monitoring";
 constexpr const char* kLogging = "Logging";
 constexpr const char* kShutdown = "Shutdown";
+constexpr const char* kSecurity = "Security (TLS, mutual TLS, tokens)";
 
 std::vector<Flag> Flags(ServerConfig* c) {
   PassLimits* l = &c->limits;
@@ -387,7 +420,84 @@ std::vector<Flag> Flags(ServerConfig* c) {
   flags.push_back(DoubleFlag(kShutdown, "shutdown-grace-seconds", "SECONDS",
                              "time given to passes in flight on SIGTERM/SIGINT",
                              &c->shutdown_grace_seconds, 0, kDay));
+  SecurityConfig* t = &c->security;
+  flags.push_back(PathFlag(kSecurity, "tls-cert",
+                           "gRPC port: TLS with this PEM certificate (chain); needs --tls-key",
+                           &t->tls_cert));
+  flags.push_back(PathFlag(kSecurity, "tls-key", "gRPC port: the certificate's PEM private key",
+                           &t->tls_key));
+  flags.push_back(PathFlag(kSecurity, "tls-client-ca",
+                           "gRPC port: mutual TLS: clients must present a certificate signed by a "
+                           "CA of this PEM bundle",
+                           &t->tls_client_ca));
+  flags.push_back(IntFlag(kSecurity, "tls-reload-seconds",
+                          "seconds between checks of the certificate files and the token file "
+                          "for change (rotation without restart; SIGHUP: at once)",
+                          &t->tls_reload_seconds, 1, 86400));
+  flags.push_back(PathFlag(kSecurity, "metrics-tls-cert",
+                           "metrics port: HTTPS with this PEM certificate (chain); needs "
+                           "--metrics-tls-key",
+                           &t->metrics_tls_cert));
+  flags.push_back(PathFlag(kSecurity, "metrics-tls-key", "metrics port: the certificate's PEM key",
+                           &t->metrics_tls_key));
+  flags.push_back(PathFlag(kSecurity, "metrics-tls-client-ca",
+                           "metrics port: scrapers must present a certificate signed by a CA of "
+                           "this PEM bundle",
+                           &t->metrics_tls_client_ca));
+  flags.push_back(PathFlag(kSecurity, "token-file",
+                           "bearer tokens, one \"NAME TOKEN\" a line: every RPC but health, "
+                           "GetServerInfo and reflection needs \"authorization: Bearer TOKEN\"; NAME "
+                           "is the caller's identity",
+                           &t->token_file));
+  flags.push_back(BoolFlag(kSecurity, "info-requires-auth",
+                           "GetServerInfo and reflection need an authenticated caller too "
+                           "(health stays open)",
+                           &t->info_requires_auth));
   return flags;
+}
+
+// The TLS, token and disclosure flags against each other and the addresses.
+absl::Status ValidateSecurity(const ServerConfig& c) {
+  const SecurityConfig& t = c.security;
+  auto bad = [](auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
+  // A certificate with its key, a client CA only with both: for each port.
+  struct Port {
+    const char* prefix;
+    const std::string &cert, &key, &ca;
+  };
+  for (const Port& p : {Port{"tls", t.tls_cert, t.tls_key, t.tls_client_ca},
+                        Port{"metrics-tls", t.metrics_tls_cert, t.metrics_tls_key,
+                             t.metrics_tls_client_ca}}) {
+    if (!p.cert.empty() && p.key.empty()) {
+      return bad("--", p.prefix, "-cert needs --", p.prefix, "-key (the certificate's private key)");
+    }
+    if (p.cert.empty() && !p.key.empty()) {
+      return bad("--", p.prefix, "-key needs --", p.prefix, "-cert (the key's certificate)");
+    }
+    if (!p.ca.empty() && p.cert.empty()) {
+      return bad("--", p.prefix, "-client-ca needs --", p.prefix, "-cert and --", p.prefix,
+                 "-key (client certificates are checked in the TLS handshake)");
+    }
+  }
+  const bool metrics_off = c.metrics_listen.empty() || c.metrics_listen == "none";
+  if (t.metrics_tls() && metrics_off) {
+    return bad("--metrics-tls-cert: the metrics endpoint is off (--metrics-listen none)");
+  }
+  if (t.info_requires_auth && !t.tokens() && t.tls_client_ca.empty()) {
+    return bad("--info-requires-auth needs --token-file or --tls-client-ca (else no caller could "
+               "authenticate)");
+  }
+  // Bearer tokens in clear text on a network are no protection: gRPC's own
+  // clients refuse to send call credentials without TLS for the same reason.
+  if (t.tokens() && !t.tls()) {
+    for (const std::string& a : c.listen) {
+      if (!IsLoopback(a)) {
+        return bad("--token-file: tokens would cross the network in clear text on ", a,
+                   "; add --tls-cert and --tls-key, or listen on loopback only");
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -424,7 +534,9 @@ absl::StatusOr<FlagsAction> ParseServerArgs(const std::vector<std::string>& args
     if (flag == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
     }
-    if (!have_value) {
+    if (!have_value && flag->boolean) {
+      value = "true";
+    } else if (!have_value) {
       if (i + 1 >= args.size()) {
         return absl::InvalidArgumentError(
             absl::StrCat("--", name, ": needs a value: ", flag->expected));
@@ -487,7 +599,37 @@ absl::Status ValidateConfig(const ServerConfig& c) {
       fixed.count(c.metrics_listen) > 0) {
     return bad("--metrics-listen: ", c.metrics_listen, " is also a --listen address");
   }
-  return absl::OkStatus();
+  return ValidateSecurity(c);
+}
+
+std::vector<std::string> OpenToTheNetwork(const ServerConfig& c) {
+  std::vector<std::string> out;
+  if (c.security.tokens() || !c.security.tls_client_ca.empty()) return out;
+  for (const std::string& a : c.listen) {
+    if (!IsLoopback(a)) out.push_back(a);
+  }
+  return out;
+}
+
+std::string OpenToTheNetworkMessage(const SecurityConfig& t) {
+  return t.tls() ? "no --token-file or --tls-client-ca: anyone who can reach this address can call every RPC"
+                 : "no TLS and no --token-file: anyone who can reach this address can call every RPC "
+                   "and read the attention it carries";
+}
+
+bool IsLoopback(const std::string& address) {
+  absl::string_view host = absl::string_view(address).substr(0, address.rfind(':'));
+  if (host == "localhost" || host == "[::1]") return true;
+  std::vector<absl::string_view> octets = absl::StrSplit(host, '.');
+  if (octets.size() != 4) return false;
+  for (absl::string_view o : octets) {
+    int v;
+    if (o.empty() || o.size() > 3 || !std::all_of(o.begin(), o.end(), absl::ascii_isdigit) ||
+        !absl::SimpleAtoi(o, &v) || v > 255) {
+      return false;
+    }
+  }
+  return octets[0] == "127";
 }
 
 std::vector<FlagInfo> ServerFlags() {
@@ -517,7 +659,7 @@ std::string ServerUsage() {
       absl::StrAppend(&out, "\n", group, ":\n");
     }
     // "  --name METAVAR   help words wrapped at kWidth", then "range; default".
-    std::string line = absl::StrCat("  --", f.name, " ", f.metavar);
+    std::string line = absl::StrCat("  --", f.name, f.metavar[0] != '\0' ? " " : "", f.metavar);
     if (line.size() + 1 >= kColumn) {
       absl::StrAppend(&out, line, "\n");
       line.clear();
@@ -534,7 +676,8 @@ std::string ServerUsage() {
     }
     absl::StrAppend(&out, line, "\n");
     line = absl::StrCat(std::string(kColumn, ' '), f.range, ";");
-    const std::string default_text = absl::StrCat("default ", f.current());
+    const std::string current = f.current();
+    const std::string default_text = absl::StrCat("default ", current.empty() ? "\"\"" : current);
     if (line.size() + 1 + default_text.size() > kWidth) {
       absl::StrAppend(&out, line, "\n");
       line.assign(kColumn, ' ');

@@ -33,6 +33,29 @@ struct PassLimits {
   double max_compare_cost = 1e10;
 };
 
+// TLS, mutual TLS and bearer tokens (README "Security"). Empty paths: off.
+// Certificate and key files are PEM; each file is re-read when it changes.
+struct SecurityConfig {
+  // The gRPC port: TLS with this certificate (chain) and key; with a client
+  // CA, every client must present a certificate it signed (mutual TLS).
+  std::string tls_cert, tls_key, tls_client_ca;
+  // How often certificate files and the token file are checked for change
+  // (SIGHUP: the token file and the metrics port's files at once).
+  int tls_reload_seconds = 10;
+  // The metrics port, separately.
+  std::string metrics_tls_cert, metrics_tls_key, metrics_tls_client_ca;
+  // "NAME TOKEN" lines (runtime/token_table.h): every RPC but health,
+  // GetServerInfo and reflection needs "authorization: Bearer TOKEN"; the
+  // name is the caller's identity.
+  std::string token_file;
+  // GetServerInfo and reflection need an authenticated caller too.
+  bool info_requires_auth = false;
+
+  bool tls() const { return !tls_cert.empty(); }
+  bool metrics_tls() const { return !metrics_tls_cert.empty(); }
+  bool tokens() const { return !token_file.empty(); }
+};
+
 // Log lines at or above this level are written (stderr).
 enum class LogLevel { kDebug, kInfo, kWarning, kError };
 
@@ -84,6 +107,7 @@ struct ServerConfig {
   LogLevel log_level = LogLevel::kInfo;
   double log_lines_per_second = 20;                 // rate limit (bursts of 4x)
   PassLimits limits;
+  SecurityConfig security;
 };
 
 // Parses argv into `config`. Returns false with `*exit_code` set when the
@@ -105,8 +129,23 @@ absl::StatusOr<FlagsAction> ParseServerArgs(const std::vector<std::string>& args
 // flag is parsed): long work workers <= workers when both are set, keepalive
 // timeout < keepalive time, max message bytes <= max pass bytes and <= gRPC's
 // memory, passes per stream <= passes per connection, no address listened on
-// twice. INVALID_ARGUMENT naming the flags.
+// twice; TLS files in pairs (a certificate with its key, a client CA only
+// with both), metrics TLS only with a metrics address, --info-requires-auth
+// only with a way to authenticate, tokens off loopback only over TLS.
+// INVALID_ARGUMENT naming the flags.
 absl::Status ValidateConfig(const ServerConfig& config);
+
+// True for a HOST:PORT whose host is a loopback address: "localhost",
+// 127.0.0.0/8 written as an IPv4 address, "[::1]". Anything else (0.0.0.0,
+// [::], a name) may be reachable from elsewhere.
+bool IsLoopback(const std::string& address);
+
+// The listen addresses anyone who can reach them may call: not loopback, and
+// no caller authentication (neither --token-file nor --tls-client-ca). The
+// server warns about each at start.
+std::vector<std::string> OpenToTheNetwork(const ServerConfig& config);
+// What the warning for such an address says is exposed (with or without TLS).
+std::string OpenToTheNetworkMessage(const SecurityConfig& security);
 
 // A name of --monitor-models: 1 to 64 characters of [A-Za-z0-9_.-].
 bool ValidModelName(absl::string_view name);

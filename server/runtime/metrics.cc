@@ -183,6 +183,11 @@ Metrics::Metrics()
                    .Help("Passes and calls refused, by reason")
                    .Register(*registry_);
   for (Refusal r : kAllRefusals) refusals_->Add({{"reason", RefusalName(r)}});
+  client_calls_ = &prometheus::BuildCounter()
+                       .Name("attnroll_client_rpcs_total")
+                       .Help("Calls finished, by caller (a token's name, certificate or anonymous) "
+                             "and gRPC status code")
+                       .Register(*registry_);
   compute_ = &prometheus::BuildHistogram()
                   .Name("attnroll_compute_seconds")
                   .Help("Worker time of one pass or comparison, by analysis kind")
@@ -218,6 +223,10 @@ void Metrics::PassFinished(const std::string& rpc, absl::StatusCode code, double
 }
 
 void Metrics::Refused(Refusal reason) { refusals_->Add({{"reason", RefusalName(reason)}}).Increment(); }
+
+void Metrics::ClientCallFinished(const std::string& client, absl::StatusCode code) {
+  client_calls_->Add({{"client", client}, {"code", absl::StatusCodeToString(code)}}).Increment();
+}
 
 void Metrics::Compute(const std::string& analysis, double seconds) {
   compute_->Add({{"analysis", analysis}}, LatencyBuckets()).Observe(seconds);

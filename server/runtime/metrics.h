@@ -1,6 +1,7 @@
 // Prometheus metrics of the service (prefix attnroll_, base units, bounded
 // labels only: rpc and analysis names, status codes, refusal reasons, queue
-// lanes, models from --monitor-models). Counters and histograms are updated as things happen; the gauges
+// lanes, client labels: token names, "certificate", "anonymous"; models from
+// --monitor-models). Counters and histograms are updated as things happen; the gauges
 // (passes in flight, reserved bytes, queue depths, RSS) are read from their
 // sources at every scrape, so they are true whenever they are read.
 #ifndef ATTNROLL_SERVER_RUNTIME_METRICS_H_
@@ -66,6 +67,9 @@ class Metrics {
   // Every pass (a header received), when it ends, opened or not.
   void PassFinished(const std::string& rpc, absl::StatusCode code, double seconds);
   void Refused(Refusal reason);
+  // Every call by its caller's label (rpc::Identity::label: a token file's
+  // name, "certificate" or "anonymous"; never an address) and status code.
+  void ClientCallFinished(const std::string& client, absl::StatusCode code);
   // Worker time of one pass or comparison, by kind (rollout, flow, compare, ...).
   void Compute(const std::string& analysis, double seconds);
   void AttentionBytes(int64_t bytes) { bytes_->Increment(static_cast<double>(bytes)); }
@@ -79,6 +83,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* passes_;
   prometheus::Family<prometheus::Histogram>* pass_duration_;
   prometheus::Family<prometheus::Counter>* refusals_;
+  prometheus::Family<prometheus::Counter>* client_calls_;
   prometheus::Family<prometheus::Histogram>* compute_;
   prometheus::Counter* bytes_;
   prometheus::Counter* rejected_;

@@ -36,14 +36,17 @@ std::string Text(double v) { return absl::StrFormat("%.17g", v); }
 std::string Text(const std::string& v) { return v; }
 std::string Text(const std::vector<std::string>& v) { return absl::StrJoin(v, ","); }
 std::string Text(LogLevel v) { return absl::StrCat(static_cast<int>(v)); }
+std::string Text(bool v) { return v ? "true" : "false"; }
 
 using Reader = std::function<std::string(const ServerConfig&)>;
 #define FIELD(member) [](const ServerConfig& c) { return Text(c.member); }
 
-enum class Kind { kInt, kNumber, kOther };
+enum class Kind { kInt, kNumber, kBool, kOther };
 
 // One row per flag: the field it sets, a good value other than the default
-// (with the field's text after it), and values it must refuse.
+// (with the field's text after it), and values it must refuse; `with`: the
+// flags (NAME, VALUE) a good value needs beside it (a certificate needs its
+// key), which set their own fields to VALUE.
 struct Case {
   std::string flag;
   Kind kind;
@@ -51,6 +54,7 @@ struct Case {
   std::string good;
   std::string good_field;
   std::vector<std::string> bad;
+  std::vector<std::pair<std::string, std::string>> with = {};
 };
 
 const std::vector<Case>& Cases() {
@@ -120,6 +124,25 @@ const std::vector<Case>& Cases() {
        {"0", "0.09", "-1", "1000001"}},
       {"shutdown-grace-seconds", Kind::kNumber, FIELD(shutdown_grace_seconds), "0", "0",
        {"-1", "86401"}},
+      {"tls-cert", Kind::kOther, FIELD(security.tls_cert), "/etc/attnroll/cert.pem",
+       "/etc/attnroll/cert.pem", {"a\nb", "a\tb", "-", "--tls-key"}, {{"tls-key", "/k.pem"}}},
+      {"tls-key", Kind::kOther, FIELD(security.tls_key), "/etc/attnroll/key.pem",
+       "/etc/attnroll/key.pem", {"\x01", "-k"}, {{"tls-cert", "/c.pem"}}},
+      {"tls-client-ca", Kind::kOther, FIELD(security.tls_client_ca), "/etc/attnroll/ca.pem",
+       "/etc/attnroll/ca.pem", {"\x7f", "--token-file"},
+       {{"tls-cert", "/c.pem"}, {"tls-key", "/k.pem"}}},
+      {"tls-reload-seconds", Kind::kInt, FIELD(security.tls_reload_seconds), "60", "60",
+       {"0", "86401", "-1"}},
+      {"metrics-tls-cert", Kind::kOther, FIELD(security.metrics_tls_cert), "/m/cert.pem",
+       "/m/cert.pem", {"\r"}, {{"metrics-tls-key", "/m/k.pem"}}},
+      {"metrics-tls-key", Kind::kOther, FIELD(security.metrics_tls_key), "/m/key.pem",
+       "/m/key.pem", {"\n"}, {{"metrics-tls-cert", "/m/c.pem"}}},
+      {"metrics-tls-client-ca", Kind::kOther, FIELD(security.metrics_tls_client_ca), "/m/ca.pem",
+       "/m/ca.pem", {"-ca"}, {{"metrics-tls-cert", "/m/c.pem"}, {"metrics-tls-key", "/m/k.pem"}}},
+      {"token-file", Kind::kOther, FIELD(security.token_file), "/etc/attnroll/tokens",
+       "/etc/attnroll/tokens", {"a\x1b", "-"}},
+      {"info-requires-auth", Kind::kBool, FIELD(security.info_requires_auth), "true", "true",
+       {"", "yes", "1", "TRUE", "false "}, {{"token-file", "/t"}}},
       {"data-dir", Kind::kOther, FIELD(data_dir), "/var/lib/attnroll", "/var/lib/attnroll", {""}},
       {"monitor-models", Kind::kOther, FIELD(monitor_models), "vit,bert-base,m.v2_x", "vit,bert-base,m.v2_x",
        {"", ",", "a,,b", "a,a", "a b", "x/y", std::string(65, 'm'),
@@ -144,6 +167,7 @@ std::vector<std::string> Malformed(Kind kind) {
       return {"", "abc", " 1", "1 ", "1x", "1.5", "0x10", "1e3", "--", "1,2", "+", "-", "inf"};
     case Kind::kNumber:
       return {"", "abc", " 1", "1 ", "1x", "1s", "inf", "-inf", "nan", "1e400", "--", "1,2"};
+    case Kind::kBool:
     case Kind::kOther:
       return {};
   }
@@ -173,7 +197,7 @@ TEST(ConfigTest, EveryFlagHasARowAndEveryRowAFlag) {
   }
   for (const Case& k : Cases()) rows.insert(k.flag);
   EXPECT_EQ(flags, rows);
-  EXPECT_EQ(flags.size(), 44u);
+  EXPECT_EQ(flags.size(), 53u);
 }
 
 TEST(ConfigTest, EveryFlagParsesItsDefault) {
@@ -188,12 +212,18 @@ TEST(ConfigTest, EveryFlagParsesItsDefault) {
 TEST(ConfigTest, EveryFlagParsesAGoodValueInBothForms) {
   const std::map<std::string, std::string> defaults = Fields(ServerConfig{});
   for (const Case& k : Cases()) {
-    for (const std::vector<std::string>& args :
+    // A true/false flag's second form is the flag alone.
+    for (std::vector<std::string> args :
          {std::vector<std::string>{"--" + k.flag + "=" + k.good},
-          std::vector<std::string>{"--" + k.flag, k.good}}) {
+          k.kind == Kind::kBool ? std::vector<std::string>{"--" + k.flag}
+                                : std::vector<std::string>{"--" + k.flag, k.good}}) {
+      std::map<std::string, std::string> want = defaults;
+      for (const auto& [flag, value] : k.with) {
+        args.push_back("--" + flag + "=" + value);
+        want[flag] = value;
+      }
       ServerConfig c;
       ASSERT_THAT(Parse(args, &c), IsOk()) << absl::StrJoin(args, " ");
-      std::map<std::string, std::string> want = defaults;
       want[k.flag] = k.good_field;
       EXPECT_NE(k.good_field, defaults.at(k.flag)) << k.flag << ": pick a value other than the default";
       EXPECT_EQ(Fields(c), want) << absl::StrJoin(args, " ");
@@ -215,9 +245,9 @@ TEST(ConfigTest, EveryFlagRefusesOutOfRangeAndMalformedValues) {
     for (const std::string& m : Malformed(k.kind)) bad.push_back(m);
     ASSERT_FALSE(bad.empty()) << k.flag;
     for (const std::string& value : bad) {
-      for (const std::vector<std::string>& args :
-           {std::vector<std::string>{"--" + k.flag + "=" + value},
-            std::vector<std::string>{"--" + k.flag, value}}) {
+      std::vector<std::vector<std::string>> forms = {{"--" + k.flag + "=" + value}};
+      if (k.kind != Kind::kBool) forms.push_back({"--" + k.flag, value});
+      for (const std::vector<std::string>& args : forms) {
         ServerConfig c;
         const std::string before = k.field(c);
         EXPECT_THAT(Parse(args, &c),
@@ -291,7 +321,8 @@ TEST(ConfigTest, RangesInTheHelpAreTheRangesApplied) {
     }
     ++checked;
   }
-  // Every flag but --listen, --metrics-listen, --log-level, --data-dir, --monitor-models.
+  // Every flag but --listen, --metrics-listen, --log-level, --data-dir, --monitor-models, the
+  // files and --info-requires-auth.
   EXPECT_EQ(checked, 39);
 }
 
@@ -399,6 +430,32 @@ TEST(ConfigTest, ConstraintsBetweenFields) {
        "--max-passes-per-stream (64) must be at most --max-passes-per-connection (32)"},
       {{"--listen=127.0.0.1:5000,[::1]:0,127.0.0.1:5000"}, "--listen: 127.0.0.1:5000 is listed twice"},
       {{"--listen=127.0.0.1:9464"}, "--metrics-listen: 127.0.0.1:9464 is also a --listen address"},
+      {{"--tls-cert=/c.pem"}, "--tls-cert needs --tls-key (the certificate's private key)"},
+      {{"--tls-key=/k.pem"}, "--tls-key needs --tls-cert (the key's certificate)"},
+      {{"--tls-client-ca=/ca.pem"},
+       "--tls-client-ca needs --tls-cert and --tls-key (client certificates are checked in the "
+       "TLS handshake)"},
+      {{"--metrics-tls-cert=/c.pem"},
+       "--metrics-tls-cert needs --metrics-tls-key (the certificate's private key)"},
+      {{"--metrics-tls-key=/k.pem", "--tls-cert=/c.pem", "--tls-key=/k.pem"},
+       "--metrics-tls-key needs --metrics-tls-cert (the key's certificate)"},
+      {{"--metrics-tls-client-ca=/ca.pem"},
+       "--metrics-tls-client-ca needs --metrics-tls-cert and --metrics-tls-key (client "
+       "certificates are checked in the TLS handshake)"},
+      {{"--metrics-listen=none", "--metrics-tls-cert=/c.pem", "--metrics-tls-key=/k.pem"},
+       "--metrics-tls-cert: the metrics endpoint is off (--metrics-listen none)"},
+      {{"--info-requires-auth"},
+       "--info-requires-auth needs --token-file or --tls-client-ca (else no caller could "
+       "authenticate)"},
+      {{"--info-requires-auth", "--tls-cert=/c.pem", "--tls-key=/k.pem"},
+       "--info-requires-auth needs --token-file or --tls-client-ca (else no caller could "
+       "authenticate)"},
+      {{"--listen=127.0.0.1:0,0.0.0.0:50051", "--token-file=/t"},
+       "--token-file: tokens would cross the network in clear text on 0.0.0.0:50051; add "
+       "--tls-cert and --tls-key, or listen on loopback only"},
+      {{"--listen=[::]:0", "--token-file=/t"},
+       "--token-file: tokens would cross the network in clear text on [::]:0; add --tls-cert and "
+       "--tls-key, or listen on loopback only"},
       {{"--monitor-window-samples=5"}, "--monitor-window-samples (5) must be at least --monitor-buckets (10)"},
   };
   for (const Bad& b : bad) {
@@ -422,10 +479,46 @@ TEST(ConfigTest, ConstraintsBetweenFields) {
            {"--workers=4", "--long-work-workers=4"},
            {"--max-message-bytes=1048576", "--max-pass-bytes=1048576", "--grpc-memory-bytes=1048576"},
            {"--max-passes-per-stream=7", "--max-passes-per-connection=7"},
-           {"--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0"}}) {
+           {"--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0"},
+           // Tokens in clear text on loopback only; anywhere over TLS.
+           {"--listen=127.0.0.1:0,[::1]:0,localhost:1,127.8.9.10:2", "--token-file=/t"},
+           {"--listen=0.0.0.0:1", "--token-file=/t", "--tls-cert=/c", "--tls-key=/k"},
+           {"--tls-cert=/c", "--tls-key=/k", "--tls-client-ca=/ca", "--info-requires-auth"},
+           {"--token-file=/t", "--info-requires-auth=true"},
+           {"--metrics-tls-cert=/c", "--metrics-tls-key=/k", "--metrics-tls-client-ca=/ca"}}) {
     ServerConfig ok;
     EXPECT_THAT(Parse(args, &ok), IsOk()) << absl::StrJoin(args, " ");
   }
+}
+
+TEST(ConfigTest, LoopbackAddressesAndWhatIsOpenToTheNetwork) {
+  for (const char* a : {"127.0.0.1:0", "127.255.0.1:50051", "localhost:1", "[::1]:0"}) {
+    EXPECT_TRUE(IsLoopback(a)) << a;
+  }
+  for (const char* a : {"0.0.0.0:50051", "[::]:0", "10.0.0.1:1", "128.0.0.1:1", "127.0.0.1.evil:1",
+                        "127.0.0:1", "127.0.0.256:1", "[::ffff:127.0.0.1]:1", "my-host:1",
+                        "localhost.example:1"}) {
+    EXPECT_FALSE(IsLoopback(a)) << a;
+  }
+  ServerConfig c;
+  c.listen = {"127.0.0.1:0", "0.0.0.0:50051", "[::]:7"};
+  EXPECT_THAT(OpenToTheNetwork(c), ElementsAre("0.0.0.0:50051", "[::]:7"));
+  EXPECT_EQ(OpenToTheNetworkMessage(c.security),
+            "no TLS and no --token-file: anyone who can reach this address can call every RPC and read "
+            "the attention it carries");
+  // TLS alone encrypts but lets anyone call: still open.
+  c.security.tls_cert = "/c";
+  c.security.tls_key = "/k";
+  EXPECT_THAT(OpenToTheNetwork(c), ElementsAre("0.0.0.0:50051", "[::]:7"));
+  EXPECT_EQ(OpenToTheNetworkMessage(c.security),
+            "no --token-file or --tls-client-ca: anyone who can reach this address can call every RPC");
+  c.security.tls_client_ca = "/ca";  // mutual TLS: callers are authenticated
+  EXPECT_THAT(OpenToTheNetwork(c), ElementsAre());
+  c.security = {};
+  c.security.token_file = "/t";
+  EXPECT_THAT(OpenToTheNetwork(c), ElementsAre());
+  c = ServerConfig{};
+  EXPECT_THAT(OpenToTheNetwork(c), ElementsAre());  // the default: loopback
 }
 
 TEST(ConfigTest, TheLastOfTwiceGivenFlagsWins) {
@@ -446,7 +539,8 @@ TEST(ConfigTest, HelpAndVersion) {
   EXPECT_THAT(usage, HasSubstr("Usage: attnroll-server"));
   EXPECT_THAT(usage, HasSubstr("the last one wins"));
   for (const char* group : {"Network:", "Workers:", "Admission and memory:", "Calls and streams:",
-                            "Connections (HTTP/2):", "Per-pass limits:", "Logging:", "Shutdown:"}) {
+                            "Connections (HTTP/2):", "Per-pass limits:", "Logging:", "Shutdown:",
+                            "Security (TLS, mutual TLS, tokens):"}) {
     EXPECT_THAT(usage, HasSubstr(group));
   }
   for (const FlagInfo& f : ServerFlags()) {

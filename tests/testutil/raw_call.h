@@ -20,11 +20,12 @@ inline grpc::ByteBuffer Bytes(const std::string& s) {
   return grpc::ByteBuffer(&slice, 1);
 }
 
-// `method`: "/attnroll.v1.AttnrollService/Explain". Reads (and drops) every
-// response until the end.
+// `method`: "/attnroll.v1.AttnrollService/Explain". Reads every response
+// until the end (into `responses`, as bytes, when given).
 inline grpc::Status RawCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
                             const std::vector<std::string>& messages,
-                            absl::Duration timeout = absl::Seconds(20)) {
+                            absl::Duration timeout = absl::Seconds(20),
+                            std::vector<std::string>* responses = nullptr) {
   grpc::GenericStub stub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
@@ -48,6 +49,13 @@ inline grpc::Status RawCall(const std::shared_ptr<grpc::Channel>& channel, const
   for (;;) {
     call->Read(&response, reinterpret_cast<void*>(4));
     if (!wait()) break;
+    if (responses != nullptr) {
+      std::vector<grpc::Slice> slices;
+      (void)response.Dump(&slices);
+      std::string bytes;
+      for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+      responses->push_back(std::move(bytes));
+    }
   }
   grpc::Status status;
   call->Finish(&status, reinterpret_cast<void*>(5));
