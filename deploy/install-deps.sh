@@ -24,6 +24,8 @@ PACKAGES=(
   libzip-dev
   # Real-model reproduction test (tests/e2e/vit_reproduction_test.py): torchvision's ViT-B/16.
   python3-torch python3-torchvision
+  # promtool (lints the scraped /metrics text in tests/e2e/load_test.py).
+  prometheus
   # Sanitizer trees and libFuzzer targets (deploy/test-sanitizers.sh, tests/fuzz/):
   # clang 14 and its runtimes (ASan, UBSan, TSan, libFuzzer).
   clang-14 libclang-rt-14-dev
