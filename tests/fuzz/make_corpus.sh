@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 build="${1:-build-asan}"
 corpus=tests/fuzz/corpus
+cmake --build "$build" --target make_corpus
 rm -f "$corpus"/*/seed-*
 "$build/tests/fuzz/make_corpus" "$corpus"
 /usr/bin/python3 tests/fuzz/make_npy_corpus.py "$corpus"
