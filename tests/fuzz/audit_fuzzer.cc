@@ -39,8 +39,12 @@ int Run(const uint8_t* data, size_t size) {
     if (!request.ParseFromString(bytes)) return 0;
     if (request.has_end()) {
       if (audit == nullptr || current != nullptr) return 0;
-      v1::AuditReport report = audit->Report();
-      Require(report.overall().items() >= 0, "a report counts its items");
+      absl::StatusOr<v1::AuditReport> report = audit->Report();
+      if (!report.ok()) {
+        Require(!report.status().message().empty(), "a refused report says why");
+        return 0;
+      }
+      Require(report->overall().items() >= 0, "a report counts its items");
       return 0;
     }
     if (request.has_header()) {
