@@ -40,6 +40,9 @@ PACKAGES=(
   # promtool: lints the scraped /metrics text in tests/e2e/load_test.py, checks the alert rules
   # of live monitoring and runs their unit tests (deploy/prometheus/drift-rules*.yaml).
   prometheus
+  # Sanitizer trees and libFuzzer targets (deploy/test-sanitizers.sh, tests/fuzz/):
+  # clang 14 and its runtimes (ASan, UBSan, TSan, libFuzzer).
+  clang-14 libclang-rt-14-dev
 )
 
 missing=()

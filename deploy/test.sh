@@ -1,7 +1,21 @@
 #!/usr/bin/env bash
 # Installs, builds and runs every test (unit, in-process server, end to end with
-# a real attnroll-server process). Exits non-zero on any failure.
+# a real attnroll-server process) in the Release tree, then the sanitizer
+# stages (deploy/test-sanitizers.sh: the suite again under ASan+UBSan, the
+# fuzz targets, the in-process server tests under TSan). Each stage prints a
+# banner and its wall time. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-deploy/build.sh
-ctest --test-dir build --output-on-failure -j"$(nproc)" --timeout 600
+total_start=$(date +%s)
+stage() {  # stage NAME COMMAND...: a banner, the command, its wall time
+  local name="$1" start
+  shift
+  echo "==== ${name} ===="
+  start=$(date +%s)
+  "$@"
+  echo "==== ${name}: $(( $(date +%s) - start )) s ===="
+}
+stage "release: install and build" deploy/build.sh
+stage "release: ctest" ctest --test-dir build --output-on-failure -j"$(nproc)" --timeout 600
+deploy/test-sanitizers.sh
+echo "==== deploy/test.sh: $(( $(date +%s) - total_start )) s in all ===="

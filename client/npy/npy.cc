@@ -119,9 +119,14 @@ std::string ZipErrorString(int code) {
   return message;
 }
 
+// Deflate's largest expansion: 1032 bytes out per byte in.
+constexpr uint64_t kMaxDeflateRatio = 1032;
+
 // The bytes of member `index`, read to its end so libzip checks its CRC.
+// `archive_bytes` (the whole archive's size) bounds what is allocated before
+// anything is read: a damaged archive's size fields claim what they like.
 absl::StatusOr<std::string> ReadMember(zip_t* archive, zip_uint64_t index, const zip_stat_t& st,
-                                       const std::string& label) {
+                                       uint64_t archive_bytes, const std::string& label) {
   if ((st.valid & ZIP_STAT_SIZE) == 0) {
     return absl::InvalidArgumentError(absl::StrCat(label, ": the archive gives no size"));
   }
@@ -135,10 +140,17 @@ absl::StatusOr<std::string> ReadMember(zip_t* archive, zip_uint64_t index, const
     return absl::InvalidArgumentError(
         absl::StrCat(label, ": cannot open: ", zip_strerror(archive)));
   }
-  std::string bytes(static_cast<size_t>(st.size), '\0');
+  // A stored or deflated member of a real archive fits in this at once; past
+  // it the buffer doubles as bytes actually arrive.
+  uint64_t room = archive_bytes;
+  if (__builtin_mul_overflow(archive_bytes, kMaxDeflateRatio, &room)) room = st.size;
+  std::string bytes(static_cast<size_t>(std::min<uint64_t>(st.size, room)), '\0');
   zip_uint64_t got = 0;
   while (got < st.size) {
-    const zip_int64_t n = zip_fread(file.get(), bytes.data() + got, st.size - got);
+    if (got == bytes.size()) {
+      bytes.resize(static_cast<size_t>(std::min<uint64_t>(st.size, std::max<uint64_t>(2 * got, 1 << 16))));
+    }
+    const zip_int64_t n = zip_fread(file.get(), bytes.data() + got, bytes.size() - got);
     if (n < 0) {
       return absl::InvalidArgumentError(
           absl::StrCat(label, ": cannot read: ", zip_file_strerror(file.get())));
@@ -243,6 +255,7 @@ absl::StatusOr<Array> ParseNpy(absl::string_view bytes, const std::string& name)
         elem * 8, "-bit floats, got ", data.size(), ")"));
   }
   array.values.resize(count);
+  if (count == 0) return array;  // values.data() may be null: no memcpy from or to it
   if (elem == 4) {
     std::memcpy(array.values.data(), data.data(), need);
   } else if (elem == 2) {
@@ -291,19 +304,13 @@ absl::Status WriteNpy(const std::string& path, const Array& array) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<NamedArray>> ReadNpz(const std::string& path) {
-  int error = 0;
-  std::unique_ptr<zip_t, void (*)(zip_t*)> archive(zip_open(path.c_str(), ZIP_RDONLY, &error),
-                                                    &zip_discard);
-  if (archive == nullptr) {
-    const std::string why = ZipErrorString(error);
-    if (error == ZIP_ER_NOENT || error == ZIP_ER_OPEN) {
-      return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", why));
-    }
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": expected a .npz (zip) archive: ", why));
-  }
-  const zip_int64_t entries = zip_get_num_entries(archive.get(), 0);
+namespace {
+
+// Every member of an open archive of `archive_bytes` bytes, in ReadNpz's
+// order; `path` labels errors.
+absl::StatusOr<std::vector<NamedArray>> ReadArchive(zip_t* archive, uint64_t archive_bytes,
+                                                    const std::string& path) {
+  const zip_int64_t entries = zip_get_num_entries(archive, 0);
   struct Member {
     int64_t positional;  // arr_N's N, or -1
     size_t position;     // in the archive
@@ -313,10 +320,10 @@ absl::StatusOr<std::vector<NamedArray>> ReadNpz(const std::string& path) {
   for (zip_int64_t i = 0; i < entries; ++i) {
     zip_stat_t st;
     zip_stat_init(&st);
-    if (zip_stat_index(archive.get(), static_cast<zip_uint64_t>(i), 0, &st) != 0 ||
+    if (zip_stat_index(archive, static_cast<zip_uint64_t>(i), 0, &st) != 0 ||
         (st.valid & ZIP_STAT_NAME) == 0) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": member ", i, ": cannot read: ",
-                                                     zip_strerror(archive.get())));
+                                                     zip_strerror(archive)));
     }
     const std::string member = st.name;
     const std::string label = absl::StrCat(path, " (member ", member, ")");
@@ -325,7 +332,7 @@ absl::StatusOr<std::vector<NamedArray>> ReadNpz(const std::string& path) {
           absl::StrCat(label, ": expected NAME.npy members, as np.savez writes"));
     }
     absl::StatusOr<std::string> bytes =
-        ReadMember(archive.get(), static_cast<zip_uint64_t>(i), st, label);
+        ReadMember(archive, static_cast<zip_uint64_t>(i), st, archive_bytes, label);
     if (!bytes.ok()) return bytes.status();
     absl::StatusOr<Array> array = ParseNpy(*bytes, label);
     if (!array.ok()) return array.status();
@@ -342,6 +349,49 @@ absl::StatusOr<std::vector<NamedArray>> ReadNpz(const std::string& path) {
   out.reserve(members.size());
   for (Member& m : members) out.push_back(std::move(m.array));
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<NamedArray>> ReadNpz(const std::string& path) {
+  int error = 0;
+  std::unique_ptr<zip_t, void (*)(zip_t*)> archive(zip_open(path.c_str(), ZIP_RDONLY, &error),
+                                                    &zip_discard);
+  if (archive == nullptr) {
+    const std::string why = ZipErrorString(error);
+    if (error == ZIP_ER_NOENT || error == ZIP_ER_OPEN) {
+      return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", why));
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": expected a .npz (zip) archive: ", why));
+  }
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
+  }
+  return ReadArchive(archive.get(), static_cast<uint64_t>(st.st_size), path);
+}
+
+absl::StatusOr<std::vector<NamedArray>> ParseNpz(absl::string_view bytes, const std::string& name) {
+  zip_error_t error;
+  zip_error_init(&error);
+  // The source reads `bytes` in place (freep 0: it does not own them).
+  zip_source_t* source = zip_source_buffer_create(bytes.data(), bytes.size(), 0, &error);
+  if (source == nullptr) {
+    const std::string why = zip_error_strerror(&error);
+    zip_error_fini(&error);
+    return absl::InternalError(absl::StrCat(name, ": cannot read the bytes: ", why));
+  }
+  zip_t* opened = zip_open_from_source(source, ZIP_RDONLY, &error);
+  if (opened == nullptr) {
+    const std::string why = zip_error_strerror(&error);
+    zip_error_fini(&error);
+    zip_source_free(source);
+    return absl::InvalidArgumentError(absl::StrCat(name, ": expected a .npz (zip) archive: ", why));
+  }
+  zip_error_fini(&error);
+  std::unique_ptr<zip_t, void (*)(zip_t*)> archive(opened, &zip_discard);  // frees the source
+  return ReadArchive(archive.get(), bytes.size(), name);
 }
 
 bool NaturalLess(absl::string_view a, absl::string_view b) {

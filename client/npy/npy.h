@@ -44,6 +44,9 @@ absl::Status WriteNpy(const std::string& path, const Array& array);
 // the zip's directory. Every member must be a .npy file.
 absl::StatusOr<std::vector<NamedArray>> ReadNpz(const std::string& path);
 
+// The same for the bytes of a .npz archive in memory; `name` labels errors.
+absl::StatusOr<std::vector<NamedArray>> ParseNpz(absl::string_view bytes, const std::string& name);
+
 // The .npy files of a directory (names only), in natural order: runs of
 // digits compare as numbers, so layer_2.npy comes before layer_10.npy.
 absl::StatusOr<std::vector<std::string>> ListNpyFiles(const std::string& dir);

@@ -53,7 +53,8 @@ void ParallelFor(WorkerPool* pool, int helpers, int64_t num_items, const std::fu
   worker(claim);
   absl::MutexLock lock(&shared->mu);
   shared->closed = true;
-  auto idle = [s = shared.get()]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->active == 0; };
+  Shared* s = shared.get();
+  auto idle = [s]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->active == 0; };
   shared->mu.Await(absl::Condition(&idle));
 }
 

@@ -17,16 +17,23 @@ namespace attnroll::session {
 absl::StatusOr<std::unique_ptr<AuditSession>> AuditSession::Create(const v1::AuditHeader& header,
                                                                    const runtime::PassLimits& limits) {
   const v1::CompareOptions& o = header.compare();
-  int64_t length = header.map_length();
-  if (length == 0) length = int64_t{o.grid_height()} * o.grid_width();
-  if (length <= 0) {
+  const uint64_t max_length = uint64_t{static_cast<uint32_t>(limits.max_tokens)} * limits.max_tokens;
+  // Both sides of a grid are below 2^32: their product fits in 64 unsigned bits.
+  const uint64_t cells = uint64_t{o.grid_height()} * o.grid_width();
+  if (header.map_length() == 0 && cells == 0) {
     return absl::InvalidArgumentError(
         "header.map_length: expected the map length, or a grid in header.compare, got neither");
   }
-  if (length > int64_t{limits.max_tokens} * limits.max_tokens) {
+  if (header.map_length() > max_length) {
     return runtime::Refused(runtime::Refusal::kLimits, absl::StrCat(
-        "header.map_length: ", length, " exceeds the server limit of max_tokens^2"));
+        "header.map_length: ", header.map_length(), " exceeds the server limit of max_tokens^2"));
   }
+  if (header.map_length() == 0 && cells > max_length) {
+    return runtime::Refused(runtime::Refusal::kLimits, absl::StrCat(
+        "header.compare.grid: ", o.grid_height(), "x", o.grid_width(), " = ", cells,
+        " cells exceed the server limit of max_tokens^2 = ", max_length));
+  }
+  const int64_t length = header.map_length() != 0 ? int64_t{header.map_length()} : static_cast<int64_t>(cells);
   absl::StatusOr<analysis::CompareSpec> spec = ToCompareSpec(o, length);
   if (!spec.ok()) return InField("header.compare", spec.status());
   if (absl::Status s = CheckCompareCost(1, length, *spec, limits); !s.ok()) return At("header", s);

@@ -57,7 +57,10 @@ absl::StatusOr<Layout> Resolve(const v1::CompareRequest& r, const runtime::PassL
     w = sa[2];
   }
   if (h > 0) {
-    if (count % (h * w) != 0) {
+    // Each side of an options grid is below 2^32: the cell count fits in 64
+    // unsigned bits, not always in 64 signed ones.
+    const uint64_t cells = static_cast<uint64_t>(h) * static_cast<uint64_t>(w);
+    if (cells > static_cast<uint64_t>(count) || count % static_cast<int64_t>(cells) != 0) {
       return absl::InvalidArgumentError(absl::StrCat(
           "options.grid: ", h, "x", w, " does not divide the ", count, " values of a [",
           absl::StrJoin(sa, ", "), "]"));
@@ -136,7 +139,7 @@ absl::StatusOr<v1::CompareResponse> RunCompare(const v1::CompareRequest& request
 
 absl::StatusOr<analysis::CompareSpec> ToCompareSpec(const v1::CompareOptions& o, int64_t length) {
   analysis::CompareSpec spec;
-  if (o.grid_height() != 0 && int64_t{o.grid_height()} * o.grid_width() == length) {
+  if (o.grid_height() != 0 && uint64_t{o.grid_height()} * o.grid_width() == static_cast<uint64_t>(length)) {
     spec.grid_h = static_cast<int>(o.grid_height());
     spec.grid_w = static_cast<int>(o.grid_width());
   } else if (o.grid_height() != 0 || o.grid_width() != 0) {

@@ -8,11 +8,13 @@
 #include "client/npy/npy.h"
 
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -88,6 +90,20 @@ open(p("bad_crc.npz"), "wb").write(bytes(bad))
 with zipfile.ZipFile(p("not_npy.npz"), "w") as z:
     z.writestr("notes.txt", "hello")
 open(p("text.txt"), "w").write("hello\n")
+# A deflated member whose size fields (local header and central directory)
+# claim 0xF0000000 bytes (3.75 GiB); its data inflates to 176 bytes.
+with zipfile.ZipFile(p("huge_claim.npz"), "w", zipfile.ZIP_DEFLATED) as z:
+    buf = __import__("io").BytesIO()
+    np.save(buf, np.arange(12, dtype=np.float32).reshape(3, 4))
+    assert len(buf.getvalue()) == 176
+    z.writestr("arr_0.npy", buf.getvalue())
+claim = bytearray(open(p("huge_claim.npz"), "rb").read())
+assert claim[22:26] == (176).to_bytes(4, "little")
+claim[22:26] = (0xF0000000).to_bytes(4, "little")
+cd = claim.index(b"PK\x01\x02")
+assert claim[cd + 24:cd + 28] == (176).to_bytes(4, "little")
+claim[cd + 24:cd + 28] = (0xF0000000).to_bytes(4, "little")
+open(p("huge_claim.npz"), "wb").write(bytes(claim))
 )PY";
 
 class NpyTest : public ::testing::Test {
@@ -270,6 +286,57 @@ TEST_F(NpyTest, RefusesBrokenArchivesNamingThem) {
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << missing.status();
   absl::StatusOr<std::vector<NamedArray>> npy = ReadNpz(Path("f32.npy"));
   EXPECT_EQ(npy.status().code(), absl::StatusCode::kInvalidArgument) << npy.status();
+}
+
+// Peak resident memory of this process, in bytes.
+int64_t PeakRss() {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return int64_t{u.ru_maxrss} * 1024;
+}
+
+TEST_F(NpyTest, AMemberClaimingMoreThanItsArchiveHoldsIsNotAllocated) {
+  // The archive's word was taken for the member's size: 3.75 GiB allocated
+  // (and zeroed) before one byte was read. Nothing more than the archive can
+  // hold is allocated before the bytes arrive; the claim is refused by name.
+  const int64_t before = PeakRss();
+  for (const bool in_memory : {false, true}) {
+    absl::StatusOr<std::vector<NamedArray>> r;
+    if (in_memory) {
+      std::ifstream f(Path("huge_claim.npz"), std::ios::binary);
+      const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      ASSERT_GT(bytes.size(), 0u);
+      r = ParseNpz(bytes, "huge_claim.npz");
+    } else {
+      r = ReadNpz(Path("huge_claim.npz"));
+    }
+    const std::string name = in_memory ? std::string("huge_claim.npz") : Path("huge_claim.npz");
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+    EXPECT_EQ(r.status().message(), name + " (member arr_0.npy): expected 4026531840 bytes as the "
+                                           "archive says, got 176");
+  }
+  EXPECT_LT(PeakRss() - before, int64_t{64} << 20);
+}
+
+TEST_F(NpyTest, ParseNpzReadsAnArchiveInMemoryLikeReadNpz) {
+  std::ifstream f(Path("mixed.npz"), std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  absl::StatusOr<std::vector<NamedArray>> parsed = ParseNpz(bytes, "mixed.npz");
+  absl::StatusOr<std::vector<NamedArray>> read = ReadNpz(Path("mixed.npz"));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_EQ(parsed->size(), 3u);
+  for (size_t i = 0; i < parsed->size(); ++i) {
+    EXPECT_EQ((*parsed)[i].first, (*read)[i].first);
+    EXPECT_EQ((*parsed)[i].second.shape, (*read)[i].second.shape);
+    EXPECT_EQ((*parsed)[i].second.values, (*read)[i].second.values);
+  }
+  EXPECT_EQ((*parsed)[0].first, "arr_0");
+  EXPECT_EQ((*parsed)[2].first, "mask");
+  EXPECT_THAT((*parsed)[2].second.values, ElementsAre(7.0f, 7.0f, 7.0f));
+  absl::StatusOr<std::vector<NamedArray>> garbage = ParseNpz("PK\x03\x04 not a zip", "bytes.npz");
+  EXPECT_EQ(garbage.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(garbage.status().message()), HasSubstr("bytes.npz: expected a .npz (zip) archive"));
 }
 
 TEST_F(NpyTest, WrittenFilesReadBackInNumpy) {

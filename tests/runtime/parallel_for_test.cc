@@ -25,8 +25,10 @@ TEST(ParallelForTest, EveryItemOnceAcrossCallerAndHelpers) {
 }
 
 TEST(ParallelForTest, StopsWhenAskedAndWorksWithAFullPool) {
-  WorkerPool pool(1, 1, 1);
+  // Declared before the pool, so the pool's destructor joins the worker
+  // before the notification it may still be waiting on goes away.
   absl::Notification release;
+  WorkerPool pool(1, 1, 1);
   ASSERT_TRUE(pool.Submit(Lane::kStep, [&] { release.WaitForNotification(); }).ok());  // the worker is busy
   std::atomic<int> done{0};
   // The pool cannot help: the caller does all the work.

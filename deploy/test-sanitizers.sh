@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The sanitizer stages of CI (deploy/test.sh runs them after the Release
+# tests; README "Sanitizers and fuzzing"):
+#   1. build-asan/: clang, AddressSanitizer + UndefinedBehaviorSanitizer (UB
+#      aborts), libFuzzer coverage; the whole ctest suite, end-to-end tests
+#      included (they start this tree's attnroll-server and CLI; not the load
+#      suite, whose RSS bounds ASan's shadow memory breaks), and every
+#      fuzz target's committed corpus replayed;
+#   2. the fuzz targets, each fuzzed for ATTNROLL_FUZZ_SECONDS (default 30);
+#   3. build-tsan/: clang, ThreadSanitizer; runtime_test, whose threads meet
+#      in the project's own code (worker pool, parallel-for, timers,
+#      admission, the log). Not the in-process server tests: Debian's gRPC is
+#      not instrumented, so TSan cannot see its hand-offs between threads and
+#      reports every message buffer gRPC passes on as a race.
+# Each stage prints a banner and its wall time. Benchmarks are not built
+# in these trees. Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+deploy/install-deps.sh
+export CC=clang-14 CXX=clang++-14
+jobs="$(nproc)"
+fuzz_seconds="${ATTNROLL_FUZZ_SECONDS:-30}"
+# Sanitizer reports fail the process that makes them; UBSan's abort
+# (-fno-sanitize-recover=all), with a stack.
+export ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:check_initialization_order=1:detect_stack_use_after_return=1"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:history_size=4"
+
+total_start=$(date +%s)
+quiet() { "$@" >/dev/null; }  # a command whose stdout is not wanted
+stage() {  # stage NAME COMMAND...: a banner, the command, its wall time
+  local name="$1" start
+  shift
+  echo "==== ${name} ===="
+  start=$(date +%s)
+  "$@"
+  echo "==== ${name}: $(( $(date +%s) - start )) s ===="
+}
+
+stage "asan+ubsan: configure" quiet cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Release \
+  -DATTNROLL_SANITIZE=address,undefined -DATTNROLL_BUILD_FUZZERS=ON -DATTNROLL_BUILD_BENCHMARKS=OFF \
+  -DATTNROLL_TEST_DIRS=""
+stage "asan+ubsan: build" cmake --build build-asan -j"$jobs"
+# e2e_load is left out: it bounds the server's RSS, which ASan's shadow memory
+# and quarantine of freed blocks inflate by design.
+stage "asan+ubsan: ctest (unit, in-process server, end to end, fuzz corpora)" \
+  ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 900 -E '^e2e_load$'
+stage "fuzz: every target for ${fuzz_seconds} s" tests/fuzz/run_fuzzers.sh "$fuzz_seconds" build-asan
+
+tsan_tests=(runtime_test)
+stage "tsan: configure" quiet cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Release -DATTNROLL_SANITIZE=thread \
+  -DATTNROLL_BUILD_BENCHMARKS=OFF -DATTNROLL_TEST_DIRS=runtime
+stage "tsan: build (${tsan_tests[*]})" cmake --build build-tsan -j"$jobs" --target "${tsan_tests[@]}"
+stage "tsan: ctest (runtime)" \
+  ctest --test-dir build-tsan --output-on-failure -j"$jobs" --timeout 900
+echo "==== sanitizers: $(( $(date +%s) - total_start )) s in all ===="
