@@ -18,7 +18,8 @@ void PrintUsage() {
       "  compare   compare two saliency maps with every audit metric\n"
       "  explain-pair  one input under two models: both maps and their comparison\n"
       "  audit     audit a dataset: baseline vs candidate maps, per item and aggregated\n"
-      "  bench     closed-loop load test: passes/s, MB/s, latency percentiles, status counts\n\n"
+      "  bench     closed-loop load test: passes/s, MB/s, latency percentiles, status counts\n"
+      "  health    the standard gRPC health check (exit 0 when SERVING): a container probe\n\n"
       "Global options:\n"
       "  --server HOST:PORT   server address (default 127.0.0.1:50051)\n"
       "  --timeout SECONDS    deadline of each call (default 600)\n"
@@ -66,6 +67,7 @@ int main(int argc, char** argv) {
   if (command == "audit") return attnroll::cli::RunAudit(global, rest);
   if (command == "explain-pair") return attnroll::cli::RunExplainPair(global, rest);
   if (command == "bench") return attnroll::cli::RunBench(global, rest);
+  if (command == "health") return attnroll::cli::RunHealth(global, rest);
   std::fprintf(stderr, "attnroll: unknown command '%s' (see --help)\n", command.c_str());
   return 2;
 }
