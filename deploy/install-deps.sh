@@ -24,12 +24,20 @@ PACKAGES=(
   libzip-dev
   # Real-model reproduction test (tests/e2e/vit_reproduction_test.py): torchvision's ViT-B/16.
   python3-torch python3-torchvision
+  # deploy/: the image built and run without a registry (deploy/image_test.sh: debootstrap
+  # base images, podman build/create/export); manifests, rules and dashboards checked
+  # (tests/deploy/: PyYAML, yamllint, promtool, the exposition parser of prometheus_client).
+  debootstrap podman
+  python3-yaml yamllint prometheus python3-prometheus-client
 )
 
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js and npm run the schema and PromQL checks of tests/deploy/ (their npm packages are
+# installed by the tests into the build tree). A machine with Node.js from elsewhere keeps it.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "install-deps: installing ${missing[*]}" >&2
