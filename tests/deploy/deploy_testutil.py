@@ -19,13 +19,21 @@ SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 DEPLOY = os.path.join(SRC, "deploy")
 NODE_SRC = os.path.join(SRC, "tests", "deploy", "node")
 
-# Flags the security work adds to the server (TLS, mutual TLS, tokens, TLS on
-# the metrics port) and to the CLI (the CA a client trusts). The manifests pass
-# them already; until the server's --help lists them, the flag checks accept
-# them by these names and say so.
+# Flags of the security work on the server (TLS, mutual TLS, tokens, TLS on
+# the metrics port) and the CLI (the CA a client trusts). The manifests pass
+# them already. While a binary has no TLS or token flag at all, the flag checks
+# accept these names (and say so); once it has any, only the flags its --help
+# lists are accepted, so a name that differs fails.
 PENDING_SERVER_FLAGS = {"tls-cert", "tls-key", "tls-client-ca", "token-file",
                         "metrics-tls-cert", "metrics-tls-key", "metrics-tls-client-ca"}
 PENDING_CLI_FLAGS = {"tls-ca"}
+
+
+def accepted_flags(listed, pending):
+    """The flags a check accepts: those --help lists, plus `pending` while
+    --help lists no TLS or token flag."""
+    has_security = any(f.startswith(("tls-", "token-", "metrics-tls-")) for f in listed)
+    return set(listed) if has_security else set(listed) | set(pending)
 
 
 def deploy_files(*suffixes):
