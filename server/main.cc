@@ -1,6 +1,7 @@
 // attnroll-server: flags -> config -> run until SIGTERM/SIGINT.
 #include <malloc.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 
@@ -32,19 +33,25 @@ int main(int argc, char** argv) {
   if (!attnroll::runtime::ParseServerFlags(argc, argv, &config, &exit_code, &warnings)) {
     return exit_code;
   }
-  using attnroll::runtime::Log;
+  using attnroll::runtime::LogLifecycle;
   using attnroll::runtime::LogLevel;
   // From here on every line on stderr goes through the logger. It lives until
   // the process exits (threads of gRPC may log while statics are destroyed).
   attnroll::runtime::SetLogger(
       new attnroll::runtime::Logger(config.log_level, config.log_lines_per_second));
-  for (const std::string& w : warnings) Log(LogLevel::kWarning, w);
+  for (const std::string& w : warnings) LogLifecycle(LogLevel::kWarning, w);
 
   // Large buffers (a layer's matrices, whole passes) come straight from the
   // OS and go back to it when freed: glibc's adaptive threshold would keep
   // them in the heap after the first large free, and the process's memory
   // would stay at its peak after a burst.
   mallopt(M_MMAP_THRESHOLD, 4 << 20);
+  // One malloc arena per worker (at least 2) instead of glibc's 8 per core.
+  // Layer messages (about 1 MB each) pass between gRPC's threads and the
+  // workers; spread over many arenas, each keeping its own free chunks, they
+  // held the RSS of a steady load about a third higher and made it wander by
+  // tens of MiB (the soak of tests/e2e/load_test.py), at no gain in passes/s.
+  mallopt(M_ARENA_MAX, std::max(2, attnroll::runtime::Resolved(config).workers));
 
   // Block the signals before any thread starts, so only sigwait below sees them.
   sigset_t signals;
@@ -55,7 +62,7 @@ int main(int argc, char** argv) {
 
   auto server = attnroll::rpc::Server::Start(config);
   if (!server.ok()) {
-    Log(LogLevel::kError, "start failed", {{"message", server.status().ToString()}});
+    LogLifecycle(LogLevel::kError, "start failed", {{"message", server.status().ToString()}});
     return 1;
   }
   const auto& c = (*server)->config();
@@ -74,17 +81,17 @@ int main(int argc, char** argv) {
   std::printf("attnroll-server listening grpc=%s metrics=%s\n", absl::StrJoin(grpc, ",").c_str(),
               metrics.c_str());
   std::fflush(stdout);
-  Log(LogLevel::kInfo, "attnroll-server started",
-      {{"version", ATTNROLL_VERSION},
-       {"listen", absl::StrJoin(grpc, ",")},
-       {"metrics", metrics},
-       {"workers", c.workers},
-       {"long_work_workers", c.long_work_workers},
-       {"queue_size", c.queue_size},
-       {"memory_budget_bytes", c.max_memory_bytes},
-       {"max_passes_in_flight", c.max_passes_in_flight},
-       {"log_level", attnroll::runtime::LogLevelName(c.log_level)},
-       {"log_lines_per_second", c.log_lines_per_second}});
+  LogLifecycle(LogLevel::kInfo, "attnroll-server started",
+               {{"version", ATTNROLL_VERSION},
+                {"listen", absl::StrJoin(grpc, ",")},
+                {"metrics", metrics},
+                {"workers", c.workers},
+                {"long_work_workers", c.long_work_workers},
+                {"queue_size", c.queue_size},
+                {"memory_budget_bytes", c.max_memory_bytes},
+                {"max_passes_in_flight", c.max_passes_in_flight},
+                {"log_level", attnroll::runtime::LogLevelName(c.log_level)},
+                {"log_lines_per_second", c.log_lines_per_second}});
 
   int sig = 0;
   sigwait(&signals, &sig);
@@ -92,14 +99,14 @@ int main(int argc, char** argv) {
   // flight get the grace period, then the worker pool runs what is queued and
   // joins.
   const double grace = c.shutdown_grace_seconds;
-  Log(LogLevel::kInfo, "shutting down",
-      {{"signal", sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "other"},
-       {"grace_seconds", grace}});
+  LogLifecycle(LogLevel::kInfo, "shutting down",
+               {{"signal", sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "other"},
+                {"grace_seconds", grace}});
   const absl::Time start = absl::Now();
   (*server)->Shutdown(absl::Seconds(grace));
-  Log(LogLevel::kInfo, "grpc server stopped",
-      {{"seconds", absl::ToDoubleSeconds(absl::Now() - start)}});
+  LogLifecycle(LogLevel::kInfo, "grpc server stopped",
+               {{"seconds", absl::ToDoubleSeconds(absl::Now() - start)}});
   server->reset();
-  Log(LogLevel::kInfo, "stopped");
+  LogLifecycle(LogLevel::kInfo, "stopped");
   return 0;
 }

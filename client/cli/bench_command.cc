@@ -32,6 +32,7 @@
 #include "client/cli/commands.h"
 #include "client/cpp/attnroll_client.h"
 #include "client/cpp/tensor_encode.h"
+#include "proto/cpp/client_fusion.h"
 
 namespace attnroll::cli {
 namespace {
@@ -79,6 +80,9 @@ void PrintBenchUsage() {
       "  --warmup S               seconds of passes before measuring, [0, %.0f] (default 1)\n"
       "  --seed N                 seed of the synthetic attention (default 1)\n"
       "  --max-message-bytes N    split layers by heads above this size (default 4 MiB)\n"
+      "  --client-fusion off|auto|on  fuse each layer's heads on the client and send one\n"
+      "                           (mean fusion; not with grad-rollout): default off, every\n"
+      "                           head is sent\n"
       "  --json                   print one JSON object instead of the text report\n\n"
       "Each pass has a deadline of min(--timeout, duration + %.0f s) (--requests: --timeout).\n"
       "A pass whose attention and one fp32 layer exceed 4 GiB of client memory is refused.\n\n"
@@ -87,10 +91,11 @@ void PrintBenchUsage() {
       "that succeeded (first write to response; nearest rank), and the count of every status\n"
       "code. JSON keys: server, server_version, shape [B, L, H, n], wire, method, rows, rpc,\n"
       "concurrency, channels, warmup_seconds, duration_seconds (null with --requests),\n"
-      "requests (null with --duration), seed, pass_timeout_seconds, bytes_per_pass,\n"
-      "messages_per_pass, warmup_passes, passes (attempted in the measured phase),\n"
-      "ok_passes, elapsed_seconds (start of the measured phase to the last completion),\n"
-      "passes_per_second (passes / elapsed), ok_passes_per_second, bytes_sent,\n"
+      "requests (null with --duration), seed, pass_timeout_seconds, heads_fused_on_client\n"
+      "(one head per layer sent), bytes_per_pass, messages_per_pass, warmup_passes,\n"
+      "passes (attempted in the measured phase), ok_passes, elapsed_seconds (start of the\n"
+      "measured phase to the last completion), passes_per_second (passes / elapsed),\n"
+      "ok_passes_per_second, bytes_sent,\n"
       "mb_per_second (bytes_sent / elapsed / 10^6), latency_ms {p50, p90, p99, max, mean}\n"
       "(null without a successful pass), status {CODE: count} (sums to passes), stopped\n"
       "(\"duration\", \"requests\" or \"time_cap\").\n\n"
@@ -115,6 +120,8 @@ struct BenchConfig {
   double warmup = 1;
   uint64_t seed = 1;
   int64_t max_message_bytes = int64_t{4} << 20;
+  // Off by default: a load test sends every head unless told otherwise.
+  client::ClientFusion client_fusion = client::ClientFusion::kOff;
   bool json = false;
 };
 
@@ -150,6 +157,7 @@ std::string ParseBenchConfig(std::map<std::string, std::string>& opt, BenchConfi
     c->wire = it->second;
     c->wire_name = it->first;
   }
+  if (std::string bad = ParseClientFusion(opt, &c->client_fusion); !bad.empty()) return bad;
   if (opt.count("method")) {
     c->method = opt["method"];
     if (c->method != "rollout" && c->method != "grad-rollout" && c->method != "flow" &&
@@ -170,6 +178,9 @@ std::string ParseBenchConfig(std::map<std::string, std::string>& opt, BenchConfi
     }
   }
   if (c->method == "null") c->rows.clear();
+  if (c->client_fusion == client::ClientFusion::kOn && c->method == "grad-rollout") {
+    return "--client-fusion on: grad-rollout needs every head (its rule weights each one)";
+  }
   if (opt.count("rpc")) {
     c->rpc = opt["rpc"];
     if (c->rpc != "explain" && c->rpc != "stream") {
@@ -279,6 +290,15 @@ client::PreparedPass MakePass(const BenchConfig& c) {
     for (uint32_t r : c.rows) ro->mutable_readout()->add_rows(r);
     if (c.method == "grad-rollout") ro->mutable_gradient();
   }
+  // Heads fused on the client: the weights (all 1: mean) when the pass allows it.
+  std::vector<float> fusion_weights;
+  if (c.client_fusion != client::ClientFusion::kOff &&
+      (c.heads > 1 || c.client_fusion == client::ClientFusion::kOn)) {
+    if (absl::StatusOr<std::vector<float>> w = v1::ClientFusionWeights(header); w.ok()) {
+      fusion_weights = *std::move(w);
+      layout->set_heads_fused_by_client(true);
+    }
+  }
 
   const bool grad = c.method == "grad-rollout";
   const int64_t n = c.tokens, rows = c.batch * c.heads * n;
@@ -305,7 +325,10 @@ client::PreparedPass MakePass(const BenchConfig& c) {
     view.layers = 1;
     view.heads = c.heads;
     view.tokens = n;
-    for (v1::LayerChunk& chunk : client::LayerChunks(view, 0, c.wire, c.max_message_bytes)) {
+    client::FusedAttention fused;
+    if (!fusion_weights.empty()) fused = *client::FuseHeads(view, fusion_weights);
+    for (v1::LayerChunk& chunk : client::LayerChunks(fusion_weights.empty() ? view : fused.view, 0,
+                                                     c.wire, c.max_message_bytes)) {
       chunk.set_layer(static_cast<uint32_t>(l));
       chunks.push_back(std::move(chunk));
     }
@@ -494,7 +517,7 @@ std::string JsonNumber(double v) { return absl::StrFormat("%.9g", v); }
 
 int RunBench(const GlobalOptions& global, const std::vector<std::string>& args) {
   static const std::set<std::string> kValued = {
-      "shape",  "batch",    "wire",   "concurrency", "channels", "duration",         "requests",
+      "client-fusion", "shape",  "batch",    "wire",   "concurrency", "channels", "duration",         "requests",
       "method", "rows",     "rpc",    "warmup",      "seed",     "max-message-bytes"};
   static const std::set<std::string> kFlags = {"json"};
   std::map<std::string, std::string> opt;
@@ -586,7 +609,8 @@ int RunBench(const GlobalOptions& global, const std::vector<std::string>& args) 
                                ", \"mean\": ", JsonNumber(mean), "}");
     absl::PrintF(
         "{\"server\": %s, \"server_version\": %s, \"shape\": [%lld, %lld, %lld, %lld], "
-        "\"wire\": \"%s\", \"method\": \"%s\", \"rows\": [%s], \"rpc\": \"%s\", "
+        "\"wire\": \"%s\", \"heads_fused_on_client\": %s, \"method\": \"%s\", \"rows\": [%s], "
+        "\"rpc\": \"%s\", "
         "\"concurrency\": %d, \"channels\": %d, \"warmup_seconds\": %s, "
         "\"duration_seconds\": %s, \"requests\": %s, \"seed\": %llu, "
         "\"pass_timeout_seconds\": %s, \"bytes_per_pass\": %lld, \"messages_per_pass\": %d, "
@@ -596,7 +620,9 @@ int RunBench(const GlobalOptions& global, const std::vector<std::string>& args) 
         "\"stopped\": \"%s\"}\n",
         JsonString(global.server), JsonString(info->version()), static_cast<long long>(c.batch),
         static_cast<long long>(c.layers), static_cast<long long>(c.heads),
-        static_cast<long long>(c.tokens), c.wire_name, c.method, absl::StrJoin(c.rows, ", "),
+        static_cast<long long>(c.tokens), c.wire_name,
+        pass.header().layout().heads_fused_by_client() ? "true" : "false", c.method,
+        absl::StrJoin(c.rows, ", "),
         c.rpc, c.concurrency, c.channels, JsonNumber(c.warmup),
         by_count ? "null" : JsonNumber(c.duration),
         by_count ? std::to_string(c.requests) : "null", static_cast<unsigned long long>(c.seed),

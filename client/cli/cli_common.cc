@@ -81,6 +81,19 @@ bool ParseFusion(const std::string& name, bool allow_none, v1::HeadFusion* out) 
   return true;
 }
 
+std::string ParseClientFusion(const std::map<std::string, std::string>& opt,
+                              client::ClientFusion* out) {
+  static const std::map<std::string, client::ClientFusion> kModes = {
+      {"auto", client::ClientFusion::kAuto}, {"off", client::ClientFusion::kOff},
+      {"on", client::ClientFusion::kOn}};
+  auto it = opt.find("client-fusion");
+  if (it == opt.end()) return "";
+  auto mode = kModes.find(it->second);
+  if (mode == kModes.end()) return "--client-fusion: expected auto|off|on, got '" + it->second + "'";
+  *out = mode->second;
+  return "";
+}
+
 std::string ApplySharedExplainOptions(const std::map<std::string, std::string>& opt,
                                       v1::ReadOut* readout, v1::Layout* layout, v1::DType* wire) {
   static const std::map<std::string, v1::Scaling> kScale = {

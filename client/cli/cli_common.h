@@ -14,6 +14,7 @@
 #include "attnroll/v1/analysis.pb.h"
 #include "attnroll/v1/pass.pb.h"
 #include "attnroll/v1/tensor.pb.h"
+#include "client/cpp/head_fusion.h"
 #include "client/npy/npy.h"
 
 namespace attnroll::cli {
@@ -37,6 +38,11 @@ std::string JsonString(const std::string& s);
 bool ParseGrid(const std::string& s, uint32_t* h, uint32_t* w);
 // An FP32 tensor holding `array`.
 void ToTensor(const Array& array, v1::Tensor* tensor);
+
+// --client-fusion auto|off|on into *out (unchanged when absent). Returns ""
+// or the usage message.
+std::string ParseClientFusion(const std::map<std::string, std::string>& opt,
+                              client::ClientFusion* out);
 
 // Options every explaining command shares: --scale, --prefix, --grid and
 // --wire (each optional). Returns "" or the usage message of the bad one.

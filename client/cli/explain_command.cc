@@ -39,7 +39,7 @@ const std::set<std::string> kValued = {
     "decoder", "cross", "composition", "encoder-gradient", "decoder-gradient", "cross-gradient",
     "encoder-out", "decoder-out", "prune-placement", "encoder-valid-lengths",
     "decoder-valid-lengths", "encoder-residual-weights", "decoder-residual-weights", "layout",
-    "encoder-value-norms", "decoder-value-norms", "cross-value-norms"};
+    "encoder-value-norms", "decoder-value-norms", "cross-value-norms", "client-fusion"};
 const std::set<std::string> kFlags = {"no-renorm", "per-layer", "json", "causal", "grad-normalize",
                                       "raw", "renorm-before-residual", "fail-on-degenerate"};
 
@@ -124,6 +124,10 @@ void PrintExplainUsage() {
       "  --grid HxW                   reshape the n-P tokens to an H x W grid\n"
       "  --scale none|max|minmax|sum  map scaling (default none)\n"
       "  --wire fp32|fp16|bf16        dtype on the wire (default fp32)\n"
+      "  --client-fusion auto|off|on  fuse heads here and send one per layer (H times fewer\n"
+      "                               bytes) when the analysis allows it: mean or weighted\n"
+      "                               fusion, no gradient, no value norms (default auto; off\n"
+      "                               sends every head, for per-head validation)\n"
       "  --valid-lengths N1,N2,...    valid length of each sequence (padding is cropped)\n"
       "  --row-sum-tolerance T        allowed |row sum - 1| (default by wire dtype)\n"
       "  --max-message-bytes N        split layers by heads above this size (default 4 MiB)\n"
@@ -328,6 +332,7 @@ std::string BuildExplainRequest(std::map<std::string, std::string>& opt, v1::Pas
       !bad.empty()) {
     return std::string(bad);
   }
+  if (std::string bad = ParseClientFusion(opt, &options.client_fusion); !bad.empty()) return bad;
   if (flow) {
     // Flow runs on the graph rollout builds: move the shared options over
     // (`ro` is gone once the analysis becomes a flow).
@@ -451,14 +456,14 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
     std::printf(
         "{\"out\": %s, \"shape\": [%s], \"dtype\": \"float32\", \"method\": %s, \"input\": %s, "
         "\"path\": %s, \"rows\": [%s], \"request_id\": %s, \"server_version\": %s, "
-        "\"wire\": \"%s\", \"bytes_sent\": %lld, \"messages_sent\": %d, \"warnings\": [%s], "
+        "\"wire\": \"%s\", \"heads_fused_on_client\": %s, \"bytes_sent\": %lld, \"messages_sent\": %d, \"warnings\": [%s], "
         "\"timing\": {\"client_seconds\": %.6f, \"server_total_seconds\": %.6f, "
         "\"server_compute_seconds\": %.6f}}\n",
         JsonString(opt["out"]).c_str(), absl::StrJoin(out->shape, ", ").c_str(),
         JsonString(method).c_str(), JsonString(input->summary).c_str(), JsonString(r.path()).c_str(), absl::StrJoin(r.rows(), ", ").c_str(),
         JsonString(response->request_id()).c_str(), JsonString(response->server_version()).c_str(),
         opt.count("wire") ? opt["wire"].c_str() : "fp32",
-        static_cast<long long>(stats.bytes_sent), stats.messages_sent,
+        stats.heads_fused_on_client ? "true" : "false", static_cast<long long>(stats.bytes_sent), stats.messages_sent,
         absl::StrJoin(r.warnings(), ", ",
                       [](std::string* o, const std::string& w) { o->append(JsonString(w)); })
             .c_str(),

@@ -246,9 +246,16 @@ PreparedPass::PreparedPass(v1::PassHeader header, const AttentionView& attention
                            const ExplainOptions& options)
     : header_(std::move(header)) {
   CompleteLayout(attention, header_.mutable_layout());
-  for (int64_t l = 0; l < attention.layers; ++l) {
+  // A constructor cannot refuse: kOn fuses when it can, as kAuto.
+  absl::StatusOr<std::vector<FusedAttention>> fused = MaybeFuseHeads(
+      &header_, {&attention},
+      options.client_fusion == ClientFusion::kOff ? ClientFusion::kOff : ClientFusion::kAuto,
+      options.wire);
+  heads_fused_on_client_ = fused.ok() && !fused->empty();
+  const AttentionView& view = heads_fused_on_client_ ? (*fused)[0].view : attention;
+  for (int64_t l = 0; l < view.layers; ++l) {
     for (v1::LayerChunk& chunk :
-         LayerChunks(attention, static_cast<int>(l), options.wire, options.max_message_bytes)) {
+         LayerChunks(view, static_cast<int>(l), options.wire, options.max_message_bytes)) {
       chunks_.push_back(std::move(chunk));
     }
   }
@@ -410,6 +417,11 @@ absl::Status AuditStream::AddPasses(const std::string& id, const std::string& gr
     return same;
   }
   CompleteLayout(baseline, pass_header.mutable_layout());
+  absl::StatusOr<std::vector<FusedAttention>> fused =
+      MaybeFuseHeads(&pass_header, {&baseline, &candidate}, options.client_fusion, options.wire);
+  if (!fused.ok()) return fused.status();
+  const AttentionView& base = fused->empty() ? baseline : (*fused)[0].view;
+  const AttentionView& cand = fused->empty() ? candidate : (*fused)[1].view;
   v1::AuditRequest& request = impl_->request;
   v1::AuditPassBegin* begin = request.mutable_pass_begin();
   begin->set_id(id);
@@ -417,7 +429,7 @@ absl::Status AuditStream::AddPasses(const std::string& id, const std::string& gr
   *begin->mutable_pass() = std::move(pass_header);
   internal::BidiCall<v1::AuditRequest, v1::AuditResponse>& call = impl_->call;
   if (!call.Write(request)) return call.Ended();
-  const bool sent = SendLayers({&baseline, &candidate}, baseline.layers, options, nullptr,
+  const bool sent = SendLayers({&base, &cand}, base.layers, options, nullptr,
                                [&](size_t side, v1::LayerChunk& chunk) {
                                  v1::AuditPassLayer* layer = request.mutable_pass_layer();
                                  layer->set_candidate(side == 1);
@@ -479,8 +491,13 @@ absl::Status PassStream::AddPass(const std::string& request_id, v1::PassHeader h
                                  const AttentionView& attention, const ExplainOptions& options,
                                  CallStats* stats) {
   CompleteLayout(attention, header.mutable_layout());
+  absl::StatusOr<std::vector<FusedAttention>> fused =
+      MaybeFuseHeads(&header, {&attention}, options.client_fusion, options.wire);
+  if (!fused.ok()) return fused.status();
+  if (stats != nullptr) stats->heads_fused_on_client = !fused->empty();
+  const AttentionView& view = fused->empty() ? attention : (*fused)[0].view;
   v1::StreamRequest& request = impl_->Request(request_id);
-  if (!WritePass(impl_->call, request, std::move(header), attention, options, stats)) {
+  if (!WritePass(impl_->call, request, std::move(header), view, options, stats)) {
     return impl_->call.Ended();
   }
   return EndPass(request_id);
@@ -587,14 +604,20 @@ absl::StatusOr<v1::ExplainResponse> Client::Explain(v1::PassHeader header,
                                                     const ExplainOptions& options,
                                                     CallStats* stats) {
   CompleteLayout(attention, header.mutable_layout());
-  return ClientStreamingCall<v1::ExplainResponse>(
+  absl::StatusOr<std::vector<FusedAttention>> fused =
+      MaybeFuseHeads(&header, {&attention}, options.client_fusion, options.wire);
+  if (!fused.ok()) return fused.status();
+  const AttentionView& view = fused->empty() ? attention : (*fused)[0].view;
+  absl::StatusOr<v1::ExplainResponse> response = ClientStreamingCall<v1::ExplainResponse>(
       options.timeout,
       [&](grpc::ClientContext* ctx, v1::ExplainResponse* r) { return stub_->Explain(ctx, r); },
       [&](grpc::ClientWriter<v1::ExplainRequest>& writer, CallStats* counts) {
         v1::ExplainRequest request;
-        return WritePass(writer, request, std::move(header), attention, options, counts);
+        return WritePass(writer, request, std::move(header), view, options, counts);
       },
       stats);
+  if (stats != nullptr) stats->heads_fused_on_client = !fused->empty();
+  return response;
 }
 
 absl::StatusOr<v1::ExplainResponse> Client::Explain(const PreparedPass& pass,
@@ -653,6 +676,11 @@ absl::StatusOr<v1::PairResponse> Client::ExplainPair(v1::PassHeader header,
                                                      const ExplainOptions& options) {
   if (absl::Status same = CheckSameShape(baseline, candidate, ""); !same.ok()) return same;
   CompleteLayout(baseline, header.mutable_layout());
+  absl::StatusOr<std::vector<FusedAttention>> fused =
+      MaybeFuseHeads(&header, {&baseline, &candidate}, options.client_fusion, options.wire);
+  if (!fused.ok()) return fused.status();
+  const AttentionView& base = fused->empty() ? baseline : (*fused)[0].view;
+  const AttentionView& cand = fused->empty() ? candidate : (*fused)[1].view;
   return ClientStreamingCall<v1::PairResponse>(
       options.timeout,
       [&](grpc::ClientContext* ctx, v1::PairResponse* r) { return stub_->ExplainPair(ctx, r); },
@@ -661,7 +689,7 @@ absl::StatusOr<v1::PairResponse> Client::ExplainPair(v1::PassHeader header,
         *request.mutable_header()->mutable_pass() = std::move(header);
         *request.mutable_header()->mutable_compare() = compare;
         return writer.Write(request) &&
-               SendLayers({&baseline, &candidate}, baseline.layers, options, counts,
+               SendLayers({&base, &cand}, base.layers, options, counts,
                           [&](size_t side, v1::LayerChunk& chunk) {
                             *(side == 0 ? request.mutable_baseline()
                                         : request.mutable_candidate()) = std::move(chunk);

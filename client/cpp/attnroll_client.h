@@ -17,37 +17,20 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "attnroll/v1/attnroll.grpc.pb.h"
+#include "client/cpp/attention_view.h"
+#include "client/cpp/head_fusion.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace attnroll::client {
 
-// A float32 array [batch, layers, heads, tokens, tokens], row-major, and
-// optionally its gradient (same shape) for gradient-weighted rollout.
-struct AttentionView {
-  const float* data = nullptr;
-  int64_t batch = 1, layers = 0, heads = 0, tokens = 0;
-  const float* gradient = nullptr;
-  // Residual weights: [batch, layers] or, with residual_per_token,
-  // [batch, layers, tokens]. Value norms: [batch, layers, heads, tokens].
-  const float* residual_weights = nullptr;
-  bool residual_per_token = false;
-  const float* value_norms = nullptr;
-  // Rows of each matrix when they differ from `tokens` (cross-attention:
-  // decoder queries x encoder keys); 0 = tokens.
-  int64_t query_tokens = 0;
-  int64_t rows() const { return query_tokens > 0 ? query_tokens : tokens; }
-};
-
-// The three stacks of an encoder-decoder pass ([L, H, n, n] each, or [B, ...]):
-// encoder self-attention [Le, H, n_enc, n_enc], decoder self-attention
-// [Ld, H, n_dec, n_dec], cross-attention [Ld, H, n_dec, n_enc] (query_tokens
-// = n_dec). Gradients in each view's `gradient` for the RULES composition.
-struct EncoderDecoderView {
-  AttentionView encoder, decoder, cross;
-};
-
 struct ExplainOptions {
   v1::DType wire = v1::DTYPE_FP32;
+  // Fuse heads on the client when the pass allows it (see head_fusion.h):
+  // H times fewer attention bytes. Single-stack passes sent whole (Explain,
+  // ExplainWithProgress, PassStream::AddPass, PreparedPass, ExplainPair,
+  // AuditStream::AddPasses); BeginPass/AddLayer and encoder-decoder passes
+  // send what they are given.
+  ClientFusion client_fusion = ClientFusion::kAuto;
   // Layers are split by head range so no message exceeds this many bytes.
   int64_t max_message_bytes = int64_t{4} << 20;
   absl::Duration timeout = absl::Minutes(10);
@@ -55,6 +38,8 @@ struct ExplainOptions {
 
 // Stats of the last call, for summaries.
 struct CallStats {
+  // The heads were fused on the client (one head per layer message).
+  bool heads_fused_on_client = false;
   int64_t bytes_sent = 0;
   int messages_sent = 0;
   double seconds = 0;
@@ -84,7 +69,9 @@ class PreparedPass {
  public:
   // Encodes `attention` as Explain would send it: `header` with its layout
   // filled from the view where left at 0, then every layer, split under
-  // options.max_message_bytes, at options.wire (options.timeout is not used).
+  // options.max_message_bytes, at options.wire, heads fused when
+  // options.client_fusion allows (kOn as kAuto: a constructor cannot refuse;
+  // see heads_fused_on_client()). options.timeout is not used.
   // Holds the whole pass in the wire dtype (Explain holds one layer at a time).
   PreparedPass(v1::PassHeader header, const AttentionView& attention,
                const ExplainOptions& options = {});
@@ -108,9 +95,12 @@ class PreparedPass {
   // Tensor bytes of one send: the attention and gradient data of every layer
   // message, as CallStats::bytes_sent counts them.
   int64_t tensor_bytes() const { return tensor_bytes_; }
+  // The heads were fused on the client (ExplainOptions::client_fusion).
+  bool heads_fused_on_client() const { return heads_fused_on_client_; }
 
  private:
   v1::PassHeader header_;
+  bool heads_fused_on_client_ = false;
   std::vector<v1::LayerChunk> chunks_;
   int64_t tensor_bytes_ = 0;
 };

@@ -1,8 +1,14 @@
 #include "server/rpc/server.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <exception>
 #include <limits>
 #include <string>
+#include <thread>
 
 #include <grpc/grpc.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -43,6 +49,28 @@ void ApplyConnectionLimits(const runtime::ServerConfig& c, grpc::ServerBuilder& 
   const int64_t cap = c.limits.max_message_bytes;
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(cap, std::numeric_limits<int>::max())));
   builder.SetMaxSendMessageSize(std::numeric_limits<int>::max());
+}
+
+// Opens and at once closes a TCP connection to HOST:PORT of a listen address
+// (a wildcard host as loopback); errors are ignored.
+void Poke(const std::string& listen, int port) {
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
+  if (host == "::") host = "::1";
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return;
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    const int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    const bool connected = connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+    close(fd);
+    if (connected) break;
+  }
+  freeaddrinfo(found);
 }
 
 }  // namespace
@@ -142,8 +170,31 @@ void Server::Shutdown(absl::Duration grace) {
   server_->Wait();
 }
 
+void Server::StopMetricsEndpoint() {
+  // The gauges read the pool and admission, which go next: from here on a
+  // scrape (one in progress finishes first) gets no live figures.
+  metrics_.SetLiveSource(nullptr);
+  if (exposer_ == nullptr) return;
+  // civetweb's listening thread sees the stop only when its poll of the
+  // listening socket returns, which without a connection takes up to 2 s:
+  // connections closed at once (a worker reads their end and drops them)
+  // wake it.
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    exposer_.reset();
+    stopped = true;
+  });
+  const absl::Time until = absl::Now() + absl::Seconds(5);
+  while (!stopped.load() && absl::Now() < until) {
+    Poke(ctx_.config.metrics_listen, metrics_port_);
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  stopper.join();
+}
+
 Server::~Server() {
   if (server_ != nullptr) Shutdown(absl::ZeroDuration());
+  StopMetricsEndpoint();
   server_.reset();
   pool_.reset();  // runs queued tasks (they see cancelled calls) and joins
 }

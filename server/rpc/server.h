@@ -43,6 +43,9 @@ class Server {
 
  private:
   Server() = default;
+  // Stops /metrics (its live gauges first, then the HTTP server), before
+  // the pool and admission they read are destroyed.
+  void StopMetricsEndpoint();
 
   // Declaration order is teardown order, reversed: the gRPC server goes
   // first, the timers last.

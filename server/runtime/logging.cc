@@ -118,7 +118,8 @@ Logger::Logger(LogLevel min_level, double lines_per_second, std::FILE* out, Cloc
       tokens_(capacity_),
       last_refill_(clock_()) {}
 
-void Logger::Log(LogLevel level, absl::string_view event, std::initializer_list<LogField> fields) {
+void Logger::Log(LogLevel level, absl::string_view event, std::initializer_list<LogField> fields,
+                 Limit limit) {
   if (!Enabled(level)) return;
   const absl::Time now = clock_();
   int64_t unreported = 0;
@@ -128,12 +129,13 @@ void Logger::Log(LogLevel level, absl::string_view event, std::initializer_list<
       tokens_ = std::min(capacity_, tokens_ + absl::ToDoubleSeconds(now - last_refill_) * rate_);
       last_refill_ = now;
     }
-    if (tokens_ < 1) {
+    if (tokens_ >= 1) {
+      tokens_ -= 1;
+    } else if (limit == Limit::kRateLimited) {
       ++suppressed_;
       ++unreported_;
       return;
     }
-    tokens_ -= 1;
     unreported = unreported_;
     unreported_ = 0;
   }

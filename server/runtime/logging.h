@@ -15,6 +15,10 @@
 // that (at least one line). A line that finds the bucket empty is dropped and
 // counted; the next line written is preceded by
 //   2026-12-01T09:30:01.123Z WARNING 920 lines suppressed (rate limit 20 lines/s, bursts of 80)
+// The process's lifecycle lines (started, shutting down, stopped: a few per
+// run) go through LogLifecycle, which the rate limit never drops, so a flood
+// of refusals during a shutdown cannot hide how the shutdown went. They
+// still take a token when there is one.
 //
 // Use: main sets the process-wide logger from the config (SetLogger); code
 // anywhere in server/ calls
@@ -86,8 +90,11 @@ class Logger {
   bool Enabled(LogLevel level) const { return level >= min_level_; }
 
   // Writes one line "TIME LEVEL event: key=value ..." (no ':' without
-  // fields), unless the level is filtered out or the rate limit drops it.
-  void Log(LogLevel level, absl::string_view event, std::initializer_list<LogField> fields = {});
+  // fields), unless the level is filtered out or the rate limit drops it
+  // (never with kUnlimited: for the few lifecycle lines of a run).
+  enum class Limit { kRateLimited, kUnlimited };
+  void Log(LogLevel level, absl::string_view event, std::initializer_list<LogField> fields = {},
+           Limit limit = Limit::kRateLimited);
 
   // Lines dropped by the rate limit so far.
   int64_t suppressed() const;
@@ -117,6 +124,13 @@ inline bool LogEnabled(LogLevel level) { return GetLogger().Enabled(level); }
 inline void Log(LogLevel level, absl::string_view event, std::initializer_list<LogField> fields = {}) {
   Logger& logger = GetLogger();
   if (logger.Enabled(level)) logger.Log(level, event, fields);
+}
+// A lifecycle line of the process (started, shutting down, stopped): never
+// dropped by the rate limit.
+inline void LogLifecycle(LogLevel level, absl::string_view event,
+                         std::initializer_list<LogField> fields = {}) {
+  Logger& logger = GetLogger();
+  if (logger.Enabled(level)) logger.Log(level, event, fields, Logger::Limit::kUnlimited);
 }
 
 }  // namespace attnroll::runtime

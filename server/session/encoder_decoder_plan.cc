@@ -79,6 +79,10 @@ absl::StatusOr<EncoderDecoderPlan> PlanEncoderDecoderPass(const v1::PassHeader& 
                                                           const runtime::PassLimits& limits) {
   const v1::Layout& layout = header.layout();
   const v1::EncoderDecoder& ed = layout.encoder_decoder();
+  if (layout.heads_fused_by_client()) {
+    return absl::InvalidArgumentError(
+        "layout.heads_fused_by_client: not supported with layout.encoder_decoder (send the heads)");
+  }
   if (layout.num_layers() != 0 || layout.num_tokens() != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "layout: num_layers and num_tokens must be 0 with encoder_decoder (its stacks give them), "

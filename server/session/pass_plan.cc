@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "server/analysis/attention_flow.h"
 #include "server/analysis/row_stats.h"
+#include "proto/cpp/client_fusion.h"
 #include "server/session/analysis_options.h"
 #include "server/session/field_status.h"
 #include "server/session/pass_checks.h"
@@ -130,6 +131,33 @@ absl::Status PlanAnalysis(const v1::Analysis& a, size_t index, const v1::Layout&
   return absl::OkStatus();
 }
 
+// A pass whose heads the client fused: checked against the rule every client
+// follows, then rewritten into the pass the server runs, one head per layer
+// (mean fusion of one head is that head; weighted fusion gets the one weight
+// sum_h w_h, which undoes the client's normalisation).
+absl::Status ToFusedPass(const v1::PassHeader& header, const runtime::PassLimits& limits,
+                         v1::Layout* layout, std::vector<v1::Analysis>* analyses) {
+  if (absl::Status s = CheckCount("layout.num_heads", header.layout().num_heads(), limits.max_heads);
+      !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<std::vector<float>> weights = v1::ClientFusionWeights(header);
+  if (!weights.ok()) return weights.status();
+  double sum = 0;
+  for (float w : *weights) sum += w;
+  layout->set_num_heads(1);
+  for (v1::Analysis& a : *analyses) {
+    auto one_weight = [&](auto* options) {
+      if (options->fusion() != v1::HEAD_FUSION_WEIGHTED) return;
+      options->clear_head_weights();
+      options->add_head_weights(static_cast<float>(sum));
+    };
+    if (a.has_rollout()) one_weight(a.mutable_rollout());
+    if (a.has_flow()) one_weight(a.mutable_flow());
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<PassPlan> PlanPass(const v1::PassHeader& header, const runtime::PassLimits& limits,
@@ -137,24 +165,28 @@ absl::StatusOr<PassPlan> PlanPass(const v1::PassHeader& header, const runtime::P
   if (!header.has_layout()) {
     return absl::InvalidArgumentError("header.layout: expected a layout, got none");
   }
-  const v1::Layout& layout = header.layout();
-  PassPlan plan;
-  plan.request_id = header.request_id();
-  if (absl::Status s = PlanLayout(layout, limits, &plan); !s.ok()) return s;
-  absl::StatusOr<float> tolerance = RowSumTolerance(header);
-  if (!tolerance.ok()) return tolerance.status();
-  plan.tolerance = *tolerance;
-
-  plan.working_bytes = PassSession::ScratchBytes(plan);
   if (header.analyses_size() > limits.max_analyses) {
     return runtime::Refused(runtime::Refusal::kLimits,
                             absl::StrCat("analyses: ", header.analyses_size(),
                                          " analyses in one pass, over the server's max_analyses of ",
                                          limits.max_analyses));
   }
+  v1::Layout layout = header.layout();
   // One default rollout when no analysis is asked for.
   std::vector<v1::Analysis> analyses(header.analyses().begin(), header.analyses().end());
   if (analyses.empty()) analyses.emplace_back().mutable_rollout();
+  PassPlan plan;
+  plan.request_id = header.request_id();
+  plan.heads_fused_by_client = layout.heads_fused_by_client();
+  if (plan.heads_fused_by_client) {
+    if (absl::Status s = ToFusedPass(header, limits, &layout, &analyses); !s.ok()) return s;
+  }
+  if (absl::Status s = PlanLayout(layout, limits, &plan); !s.ok()) return s;
+  absl::StatusOr<float> tolerance = RowSumTolerance(header);
+  if (!tolerance.ok()) return tolerance.status();
+  plan.tolerance = *tolerance;
+
+  plan.working_bytes = PassSession::ScratchBytes(plan);
   for (size_t i = 0; i < analyses.size(); ++i) {
     if (absl::Status s = PlanAnalysis(analyses[i], i, layout, threads, limits.max_rows, &plan); !s.ok()) {
       return s;

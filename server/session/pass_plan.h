@@ -35,7 +35,10 @@ struct AnalysisPlan {
 // A pass of one stack of self-attention layers.
 struct PassPlan {
   std::string request_id;
+  // num_heads: the heads each layer message brings (1 when the client fused them).
   int num_layers = 0, num_heads = 0, num_tokens = 0, batch = 0;
+  // Layout.heads_fused_by_client: the analyses were rewritten for one head.
+  bool heads_fused_by_client = false;
   std::vector<int> valid;  // valid length of each sequence (padding cropped)
   bool causal = false;
   float tolerance = 0;     // allowed |row sum - 1|; 0 => the default of each chunk's dtype

@@ -236,6 +236,11 @@ absl::Status PassSession::TakeResidualWeights(const v1::LayerChunk& chunk) {
 absl::Status PassSession::TakeValueNorms(const v1::LayerChunk& chunk) {
   const std::string field = absl::StrCat("layer[", chunk.layer(), "].value_norms");
   const bool first_message = next_layer_ == 0 && next_head_ == 0;
+  if (plan_.heads_fused_by_client && chunk.has_value_norms()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": not accepted with layout.heads_fused_by_client (value norms scale each head "
+               "before fusion; send the heads)"));
+  }
   if (first_message) value_norms_ = chunk.has_value_norms();
   if (chunk.has_value_norms() != value_norms_) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -308,6 +313,7 @@ absl::StatusOr<v1::ExplainResponse> PassSession::Finish(const FinishContext& ctx
   v1::ExplainResponse response;
   response.set_request_id(plan_.request_id);
   response.set_server_version(ATTNROLL_VERSION);
+  response.set_heads_fused_by_client(plan_.heads_fused_by_client);
   for (Job& job : jobs_) {
     v1::AnalysisResult* result = response.add_results();
     result->set_name(job.plan.name);

@@ -233,7 +233,9 @@ TEST_F(ServerTest, PassStreamMultiplexesPassesAndReportsErrorsInBand) {
   ASSERT_TRUE(stream->AddPass("a", testing::RolloutHeader(a), ViewOf(a), {}, &stats).ok());
   EXPECT_EQ(stats.messages_sent, 1 + 2);  // the header and 2 layers
   ASSERT_TRUE(stream->AddLayer("b", 1, layer_of_b(1)).ok());
-  ASSERT_TRUE(stream->AddPass("x", testing::RolloutHeader(bad), ViewOf(bad)).ok());
+  ExplainOptions every_head;  // so the server, not the client's fusion, finds the bad value
+  every_head.client_fusion = ClientFusion::kOff;
+  ASSERT_TRUE(stream->AddPass("x", testing::RolloutHeader(bad), ViewOf(bad), every_head).ok());
   ASSERT_TRUE(stream->AddLayer("b", 2, layer_of_b(2)).ok());
   EXPECT_EQ(stream->AddLayer("b", 3, ViewOf(b)).code(), absl::StatusCode::kInvalidArgument);
   ASSERT_TRUE(stream->EndPass("b").ok());
@@ -270,6 +272,7 @@ testing::Attention RandomAttention(int64_t batch, int64_t layers, int64_t heads,
 TEST_F(ServerTest, PreparedPassHoldsTheMessagesExplainSendsAndGivesTheSameMaps) {
   const testing::Attention a = RandomAttention(2, 3, 4, 12, 11);
   ExplainOptions options;
+  options.client_fusion = ClientFusion::kOff;  // every head, split by head range
   options.wire = v1::DTYPE_FP16;
   options.max_message_bytes = 1024 + 2 * 2 * 12 * 12 * 2;  // two heads per message
   v1::PassHeader header;  // layout filled from the view
@@ -323,7 +326,10 @@ TEST_F(ServerTest, PreparedPassFromChunksIsSentAsGivenFromManyThreadsAtOnce) {
   const PreparedPass pass(testing::RolloutHeader(a), std::move(chunks));
   EXPECT_EQ(pass.messages(), 1 + 4 * 3);
   EXPECT_EQ(pass.tensor_bytes(), 4 * 3 * 10 * 10 * 4);
-  absl::StatusOr<v1::ExplainResponse> direct = client_->Explain(testing::RolloutHeader(a), ViewOf(a));
+  ExplainOptions every_head;  // as the chunks are: bit-identical maps
+  every_head.client_fusion = ClientFusion::kOff;
+  absl::StatusOr<v1::ExplainResponse> direct =
+      client_->Explain(testing::RolloutHeader(a), ViewOf(a), every_head);
   ASSERT_TRUE(direct.ok()) << direct.status();
   const std::vector<float> expected = testing::MapValues(direct->results(0).maps(0));
 

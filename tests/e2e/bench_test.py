@@ -28,7 +28,7 @@ JSON_KEYS = {
     "channels", "warmup_seconds", "duration_seconds", "requests", "seed",
     "pass_timeout_seconds", "bytes_per_pass", "messages_per_pass", "warmup_passes", "passes",
     "ok_passes", "elapsed_seconds", "passes_per_second", "ok_passes_per_second", "bytes_sent",
-    "mb_per_second", "latency_ms", "status", "stopped",
+    "mb_per_second", "latency_ms", "status", "stopped", "heads_fused_on_client",
 }
 
 
@@ -67,6 +67,8 @@ class BenchCase(e2e_harness.ServerTestCase):
                                delta=1e-6 * max(d["mb_per_second"], 1e-9))
         # The pass's wire bytes: attention (and gradient) of every layer.
         b, l, h, n = d["shape"]
+        if d["heads_fused_on_client"]:
+            h = 1
         per_pass = b * l * h * n * n * WIRE_BYTES[d["wire"]]
         if d["method"] == "grad-rollout":
             per_pass *= 2
@@ -155,6 +157,20 @@ class BenchTest(BenchCase):
         self.assertEqual(d["messages_per_pass"], 1 + 2 * 4)
         self.assertEqual(d["status"], {"OK": 5})
 
+    def test_client_fusion_sends_one_head_per_layer(self):
+        # Off by default: every head. On: one fused head per layer, where the
+        # method allows it (not grad-rollout: its rule weights each head).
+        for method, fusion, heads_sent in (("rollout", "off", 4), ("rollout", "on", 1),
+                                           ("null", "on", 1), ("grad-rollout", "auto", 4)):
+            with self.subTest(method=method, fusion=fusion):
+                d = self.bench("--shape", "2,4,24", "--method", method, "--client-fusion", fusion,
+                               "--requests", 3, "--warmup", 0)
+                self.check_consistent(d)
+                self.assertEqual(d["status"], {"OK": 3})
+                self.assertEqual(d["heads_fused_on_client"], heads_sent == 1)
+                grad = 2 if method == "grad-rollout" else 1
+                self.assertEqual(d["bytes_per_pass"], grad * 2 * heads_sent * 24 * 24 * 4)
+
     def test_null_and_rollout_both_run_on_a_bigger_shape(self):
         # Only that both ran and reported sane numbers: no timing is compared.
         for method in ("rollout", "null"):
@@ -192,6 +208,9 @@ class BenchTest(BenchCase):
             (["--shape", "2,2,16", "--concurrency", "two"], "--concurrency"),
             (["--shape", "2,2,16", "--channels", 3], "--channels"),
             (["--shape", "2,2,16", "--batch", 0], "--batch"),
+            (["--shape", "2,2,16", "--client-fusion", "yes"], "--client-fusion: expected auto|off|on"),
+            (["--shape", "2,2,16", "--method", "grad-rollout", "--client-fusion", "on"],
+             "--client-fusion on: grad-rollout needs every head"),
             (["--shape", "2,2,16", "--duration", 0], "--duration"),
             (["--shape", "2,2,16", "--duration", 3601], "--duration"),
             (["--shape", "2,2,16", "--requests", 0], "--requests"),

@@ -134,6 +134,11 @@ class CliReferenceTest(e2e_harness.ServerTestCase):
             args += ["--layout", "blhnn"]  # a 5-D array is never guessed
         if wire != "fp32":
             args += ["--wire", wire]
+            if "--client-fusion" not in opts:
+                # The reference rounds every head to the wire dtype; fused on
+                # the client, the mean would be rounded instead
+                # (test_client_fusion_sends_one_head_per_layer checks that path).
+                args += ["--client-fusion", "off"]
         args += list(extra)
         res = self.cli_ok(name, args)
         got = self.load_float32(out, name)
@@ -170,6 +175,46 @@ class CliReferenceTest(e2e_harness.ServerTestCase):
         self.assertIn("shape", obj)
         self.assertIn("server_version", obj)
         self.assertEqual(list(obj["shape"]), list(got.shape))
+
+    def test_client_fusion_sends_one_head_per_layer(self):
+        # Mean fusion allows fusing on the client (the default, auto): H times
+        # fewer bytes and the same map; off sends every head; on where the
+        # analysis needs the heads is refused before anything is sent.
+        rng = np.random.default_rng(101)
+        att = nr.make_attention(rng, 4, 6, 12)
+        want = nr.rollout_maps(att, rows=(0, 5))
+        sent = {}
+        for mode in ("auto", "off", "on"):
+            got, res = self.run_case("fusion_" + mode, att,
+                                     ["--rows", "0,5", "--json", "--client-fusion", mode],
+                                     dict(rows=(0, 5)))
+            obj = json.loads(res.stdout)
+            self.assertEqual(obj["heads_fused_on_client"], mode != "off", mode)
+            sent[mode] = obj["bytes_sent"]
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=mode)
+        self.assertEqual(sent["off"], 4 * 6 * 12 * 12 * 4)
+        self.assertEqual(sent["auto"], 4 * 1 * 12 * 12 * 4)
+        self.assertEqual(sent["on"], sent["auto"])
+        # At fp16 and bf16 the fused mean is rounded, once, to the wire dtype.
+        for wire in ("fp16", "bf16"):
+            inp = self._write("fusion_wire_in", att)
+            out = os.path.join(self.tmp, "fusion_wire_out.npy")
+            res = self.cli_ok("fusion_" + wire, ["explain", "--attention", inp, "--out", out,
+                                                 "--rows", "0,5", "--wire", wire, "--json"])
+            self.assertTrue(json.loads(res.stdout)["heads_fused_on_client"])
+            self.assertEqual(json.loads(res.stdout)["bytes_sent"], 4 * 12 * 12 * 2)
+            fused = nr.wire_round(att.astype(np.float32).mean(1, keepdims=True), wire)
+            np.testing.assert_allclose(self.load_float32(out, wire),
+                                       nr.rollout_maps(fused, rows=(0, 5)),
+                                       rtol=1e-3, atol=1e-5, err_msg=wire)
+        _, res = self.run_case("fusion_max_auto", att, ["--fusion", "max", "--json"],
+                               dict(fusion="max"))
+        self.assertFalse(json.loads(res.stdout)["heads_fused_on_client"])
+        inp = self._write("fusion_max_on_in", att)
+        res = self.cli_invalid("fusion_max_on", ["explain", "--attention", inp, "--out",
+                                                 os.path.join(self.tmp, "x.npy"), "--fusion", "max",
+                                                 "--client-fusion", "on"])
+        self.assertIn("cannot fuse heads on the client: analyses[0].rollout.fusion", res.stderr)
 
     def test_input_forms_are_never_guessed(self):
         # One 12-layer batched capture in every form a capture loop produces:
@@ -275,7 +320,10 @@ class CliReferenceTest(e2e_harness.ServerTestCase):
         att[1, 0, 3, 2] = -0.05
         att[1, 0, 3, 4] += np.float32(1.0 - att[1, 0, 3].sum(dtype=np.float64))
         self.assertLess(abs(float(att[1, 0, 3].sum(dtype=np.float64)) - 1.0), 1e-6)
+        # Caught by the client as it fuses the heads (auto), and by the server
+        # when every head is sent.
         self.expect_invalid("bad_negative", att, [])
+        self.expect_invalid("bad_negative_all_heads", att, ["--client-fusion", "off"])
 
     def test_invalid_nan(self):
         att = nr.make_attention(np.random.default_rng(204), 2, 2, 8)
@@ -297,6 +345,10 @@ _CASES = [
      ["--method", "rollout", "--wire", "fp32"], {}),
     ("fusion_mean_explicit", dict(L=4, H=3, n=12), ["--fusion", "mean", "--residual", "0.5"],
      dict(fusion="mean", residual=0.5)),
+    ("fusion_mean_every_head_sent", dict(L=4, H=3, n=12), ["--client-fusion", "off"], {}),
+    ("fusion_weighted_every_head_sent", dict(L=3, H=4, n=10),
+     ["--fusion", "weighted", "--head-weights", "2.5,0.25,1,0.125", "--client-fusion", "off"],
+     dict(fusion="weighted", weights=[2.5, 0.25, 1.0, 0.125])),
     ("fusion_max", dict(L=4, H=3, n=12), ["--fusion", "max"], dict(fusion="max")),
     ("fusion_min", dict(L=4, H=3, n=12), ["--fusion", "min"], dict(fusion="min")),
     ("fusion_weighted", dict(L=4, H=3, n=12),

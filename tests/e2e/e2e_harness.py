@@ -15,10 +15,12 @@ A test file puts its own directory on sys.path and imports this module:
 main() takes --bin-dir BUILD_DIR (or --bin-dir=BUILD_DIR; ATTNROLL_BIN_DIR
 otherwise) off the command line and hands the rest to unittest.
 
-ServerTestCase.setUpClass starts `attnroll-server --listen 127.0.0.1:0
---metrics-listen <metrics_listen> --workers 2 <server_flags...>`, reads the
-ports from its first stdout line ("attnroll-server listening
-grpc=127.0.0.1:PORT metrics=127.0.0.1:PORT|none"), keeps draining stdout and
+ServerTestCase.setUpClass starts `attnroll-server --listen <listen>
+--metrics-listen <metrics_listen> --workers 2 <server_flags...>` (listen:
+127.0.0.1:0 unless the class says otherwise, e.g. "127.0.0.1:0,[::1]:0"),
+reads the ports from its first stdout line ("attnroll-server listening
+grpc=127.0.0.1:PORT[,[::1]:PORT...] metrics=127.0.0.1:PORT|none": `port` is the
+first address's, `addresses` every one as HOST:PORT), keeps draining stdout and
 logs stderr to a file in a per-class temporary directory.  tearDownClass sends
 SIGTERM to a server that is still running and asserts that it exits 0 (a test
 that stops the server itself, e.g. to check SIGTERM, leaves nothing to do), then
@@ -86,8 +88,8 @@ def main():
 # The server and the CLI.
 # --------------------------------------------------------------------------
 
-_LISTENING_RE = re.compile(
-    r"attnroll-server listening grpc=127\.0\.0\.1:(\d+)(?:,\S+)? metrics=(\S+)$")
+_LISTENING_RE = re.compile(r"attnroll-server listening grpc=(\S+) metrics=(\S+)$")
+_ADDRESS_RE = re.compile(r"(127\.0\.0\.1|\[[0-9a-fA-F:]+\]):(\d+)$")
 
 
 class ServerTestCase(unittest.TestCase):
@@ -95,6 +97,7 @@ class ServerTestCase(unittest.TestCase):
 
     # What subclasses may set.
     server_flags = ()                  # appended to the server's command line
+    listen = "127.0.0.1:0"             # --listen; the first address must be 127.0.0.1
     metrics_listen = "127.0.0.1:0"     # or "none"; else metrics_port is required
     tmp_prefix = "attnroll_e2e_"
     cli_timeout_s = CLI_TIMEOUT_S
@@ -103,6 +106,7 @@ class ServerTestCase(unittest.TestCase):
     # What setUpClass sets.
     server = None
     port = None
+    addresses = ()                     # every gRPC address, HOST:PORT, in --listen order
     metrics_port = None
     tmp = None
     server_log = None
@@ -121,7 +125,7 @@ class ServerTestCase(unittest.TestCase):
         cls.server_log_path = os.path.join(cls.tmp, "server.stderr")
         cls.server_log = open(cls.server_log_path, "wb")
         cls.server = subprocess.Popen(
-            [cls.server_bin, "--listen", "127.0.0.1:0",
+            [cls.server_bin, "--listen", cls.listen,
              "--metrics-listen", cls.metrics_listen, "--workers", "2"]
             + [str(f) for f in cls.server_flags],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -144,9 +148,13 @@ class ServerTestCase(unittest.TestCase):
         except queue.Empty:
             first = "<nothing within %.0f s>" % SERVER_START_TIMEOUT_S
         m = _LISTENING_RE.match(first) if first is not None else None
-        ok = m is not None
+        addresses = [_ADDRESS_RE.match(a) for a in m.group(1).split(",")] if m else []
+        ok = (m is not None and all(addresses)
+              and len(addresses) == len(cls.listen.split(","))
+              and addresses[0].group(1) == "127.0.0.1")
         if ok:
-            cls.port = int(m.group(1))
+            cls.addresses = tuple(a.group(0) for a in addresses)
+            cls.port = int(addresses[0].group(2))
             metrics = re.match(r"127\.0\.0\.1:(\d+)$", m.group(2))
             cls.metrics_port = int(metrics.group(1)) if metrics else None
             if cls.metrics_listen != "none" and cls.metrics_port is None:

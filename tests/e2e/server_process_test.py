@@ -191,7 +191,8 @@ class ServerProcessTest(e2e_harness.ServerTestCase):
             np.save(bad, att)
             out = os.path.join(d, "out.npy")
             self.assertEqual(self.cli("explain", "--attention", good, "--out", out).returncode, 0)
-            res = self.cli("explain", "--attention", bad, "--out", out)
+            # Every head sent, so the server (not the client's fusion) refuses it.
+            res = self.cli("explain", "--attention", bad, "--out", out, "--client-fusion", "off")
             self.assertEqual(res.returncode, 1)
             self.assertIn("INVALID_ARGUMENT", res.stderr)
         body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port,
@@ -205,10 +206,11 @@ class ServerProcessTest(e2e_harness.ServerTestCase):
         self.assertRegex(body, r"(?m)^attnroll_passes_in_flight_limit 64$")
         self.assertRegex(body, r"(?m)^attnroll_worker_queue_capacity 256$")
         self.assertRegex(body, r"(?m)^attnroll_memory_budget_bytes 4294967296$")
-        # Both passes sent 2 layers of 2 x 5 x 5 fp32 (the bad one fails on its last).
+        # The good pass went fused (2 layers of one 5 x 5 fp32 head), the bad one
+        # whole (2 layers of 2 heads; it fails on its last).
         m = re.search(r"^attnroll_attention_received_bytes_total (\S+)$", body, re.M)
         self.assertIsNotNone(m, body)
-        self.assertEqual(float(m.group(1)), 2 * 2 * (2 * 5 * 5 * 4))
+        self.assertEqual(float(m.group(1)), 2 * (5 * 5 * 4) + 2 * (2 * 5 * 5 * 4))
 
     def test_cli_reports_unavailable_server(self):
         with tempfile.TemporaryDirectory() as d:

@@ -40,6 +40,7 @@ TEST_F(ServerTest, ExplainUniformClosedFormOverEveryWireDtype) {
     h.mutable_analyses(0)->mutable_rollout()->mutable_readout()->add_rows(5);
     client::ExplainOptions opts;
     opts.wire = wire;
+    opts.client_fusion = client::ClientFusion::kOff;  // every head, split by head range
     opts.max_message_bytes = 1024 + 2 * 64 * 4;  // 2 heads per message: layers split by head range
     client::CallStats stats;
     auto r = client_->Explain(h, ViewOf(a), opts, &stats);

@@ -117,13 +117,29 @@ TEST_F(OverloadTest, AStalledPassIsEndedByTheIdleTimeoutAndItsMemoryFreed) {
   auto writer = client_->stub()->Explain(&ctx, &response);
   ASSERT_TRUE(writer->Write(msgs[0]));
   ASSERT_TRUE(writer->Write(msgs[1]));
+  // A write returns once buffered: wait for the pass to be open (admitted,
+  // its memory reserved) before watching it go.
+  const absl::Time open_by = absl::Now() + absl::Seconds(5);
+  while (server_->passes_in_flight() == 0 && absl::Now() < open_by) absl::SleepFor(absl::Milliseconds(5));
+  ASSERT_EQ(server_->passes_in_flight(), 1);
+  EXPECT_GT(server_->memory_reserved(), 0);
   // The client stalls: the server ends the pass on its own and frees it.
   ExpectMemoryReleased(absl::Seconds(5));
   EXPECT_FALSE(writer->Finish().ok());
-  EXPECT_EQ(MetricValue(server_->metrics(), "attnroll_refusals_total", {{"reason", "idle"}}), 1);
-  EXPECT_EQ(MetricValue(server_->metrics(), "attnroll_rpcs_total",
-                        {{"rpc", "Explain"}, {"code", "DEADLINE_EXCEEDED"}}),
-            1);
+  // The client's Finish returns when the server cancels the call, which
+  // records it a moment later.
+  auto idle_calls = [&] {
+    return MetricValue(server_->metrics(), "attnroll_rpcs_total", {{"rpc", "Explain"}, {"code", "DEADLINE_EXCEEDED"}});
+  };
+  auto idle_refusals = [&] {
+    return MetricValue(server_->metrics(), "attnroll_refusals_total", {{"reason", "idle"}});
+  };
+  const absl::Time recorded_by = absl::Now() + absl::Seconds(5);
+  while ((idle_calls() == 0 || idle_refusals() == 0) && absl::Now() < recorded_by) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(idle_calls(), 1);
+  EXPECT_EQ(idle_refusals(), 1);
   EXPECT_EQ(server_->passes_in_flight(), 0);
 }
 

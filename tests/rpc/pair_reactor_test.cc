@@ -62,7 +62,9 @@ TEST_F(ServerTest, ExplainPairReturnsBothMapsAndTheirComparison) {
   broken[7] = -1.0f;
   client::AttentionView bad = ViewOf(cand);
   bad.data = broken.data();
-  EXPECT_THAT(client_->ExplainPair(h, v1::CompareOptions(), ViewOf(base), bad),
+  client::ExplainOptions every_head;  // so the server, not the client's fusion, finds it
+  every_head.client_fusion = client::ClientFusion::kOff;
+  EXPECT_THAT(client_->ExplainPair(h, v1::CompareOptions(), ViewOf(base), bad, every_head),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("candidate attention (layer 0")));
 }
 

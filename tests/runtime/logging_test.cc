@@ -171,6 +171,39 @@ TEST(LoggingTest, ABurstGivesFourTimesTheRateThenACountOfTheRest) {
   EXPECT_EQ(logger.suppressed(), 941);
 }
 
+TEST(LoggingTest, LifecycleLinesAreNeverDroppedByTheRateLimit) {
+  // A flood empties the bucket; the lines of the process's lifecycle still
+  // go out (after the count of what was dropped), and take no token they
+  // do not find.
+  LogFile file;
+  absl::Time now = T0();
+  Logger logger(LogLevel::kInfo, 20, file.get(), [&now] { return now; });
+  for (int i = 0; i < 100; ++i) logger.Log(LogLevel::kWarning, "refused", {{"i", i}});
+  logger.Log(LogLevel::kInfo, "shutting down", {{"grace_seconds", 5}}, Logger::Limit::kUnlimited);
+  logger.Log(LogLevel::kInfo, "dropped");
+  logger.Log(LogLevel::kInfo, "stopped", {}, Logger::Limit::kUnlimited);
+  std::vector<std::string> lines = file.Lines();
+  ASSERT_THAT(lines, SizeIs(84));
+  EXPECT_EQ(lines[80],
+            "2026-12-01T09:30:00.123Z WARNING 20 lines suppressed (rate limit 20 lines/s, "
+            "bursts of 80)");
+  EXPECT_EQ(lines[81], "2026-12-01T09:30:00.123Z INFO shutting down: grace_seconds=5");
+  EXPECT_EQ(lines[82],
+            "2026-12-01T09:30:00.123Z WARNING 1 line suppressed (rate limit 20 lines/s, "
+            "bursts of 80)");
+  EXPECT_EQ(lines[83], "2026-12-01T09:30:00.123Z INFO stopped");
+  EXPECT_EQ(logger.suppressed(), 21);
+  // A level below the minimum is still filtered out.
+  logger.Log(LogLevel::kDebug, "debug", {}, Logger::Limit::kUnlimited);
+  EXPECT_THAT(file.Lines(), SizeIs(84));
+  // Once the bucket refills, a lifecycle line takes its token like any other.
+  now += absl::Milliseconds(50);
+  logger.Log(LogLevel::kInfo, "started", {}, Logger::Limit::kUnlimited);
+  logger.Log(LogLevel::kInfo, "dropped too");
+  EXPECT_THAT(file.Lines(), SizeIs(85));
+  EXPECT_EQ(logger.suppressed(), 22);
+}
+
 TEST(LoggingTest, ASteadyRateUnderTheLimitLosesNothing) {
   LogFile file;
   absl::Time now = T0();

@@ -1,0 +1,158 @@
+#include "client/cpp/head_fusion.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "proto/cpp/client_fusion.h"
+
+namespace attnroll::client {
+namespace {
+
+// The server's default tolerance for each wire dtype (PassHeader.row_sum_tolerance).
+float DefaultTolerance(v1::DType wire) {
+  switch (wire) {
+    case v1::DTYPE_FP16: return 4e-3f;
+    case v1::DTYPE_BF16: return 2e-2f;
+    default: return 1e-3f;
+  }
+}
+
+// The exact check of one valid row (cols = the sequence's valid length), in
+// the server's words.
+absl::Status CheckRow(const float* row, int cols, int i, int64_t layer, int64_t head, int64_t b,
+                      const HeadChecks& c) {
+  auto where = [&] {
+    return absl::StrCat("attention (layer ", layer, ", head ", head, ", sequence ", b, ", row ", i, ")");
+  };
+  const char* found = ", found by the client while fusing heads";
+  double sum = 0;
+  for (int j = 0; j < cols; ++j) {
+    const float v = row[j];
+    if (!std::isfinite(v)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where(), ": expected finite values, got ", v, " at column ", j, found));
+    }
+    if (v < 0.0f) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where(), ": expected probabilities >= 0, got ", v, " at column ", j, found));
+    }
+    if (c.causal && j > i && v > c.tolerance) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where(), ": causal layout expects no attention above the diagonal, got ", v, " at column ",
+          j, found));
+    }
+    sum += v;
+  }
+  if (std::abs(sum - 1.0) > c.tolerance) {
+    return absl::InvalidArgumentError(absl::StrCat(where(), ": expected the row over the ", cols,
+                                                   " valid tokens to sum to 1 +- ", c.tolerance,
+                                                   ", got ", sum, found));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+HeadChecks ChecksFor(const v1::PassHeader& header, v1::DType wire) {
+  HeadChecks c;
+  c.tolerance = header.row_sum_tolerance() > 0 ? header.row_sum_tolerance() : DefaultTolerance(wire);
+  c.causal = header.layout().causal();
+  c.valid.assign(header.layout().valid_lengths().begin(), header.layout().valid_lengths().end());
+  return c;
+}
+
+absl::StatusOr<FusedAttention> FuseHeads(const AttentionView& a, const std::vector<float>& weights,
+                                         const HeadChecks* checks) {
+  double sum = 0;
+  for (float w : weights) sum += w;
+  std::vector<float> scale(weights.size());
+  for (size_t h = 0; h < weights.size(); ++h) scale[h] = static_cast<float>(weights[h] / sum);
+  const int64_t rows = a.rows(), n = a.tokens, elems = rows * n;
+  FusedAttention out;
+  out.data.assign(static_cast<size_t>(a.batch * a.layers * elems), 0.0f);
+  for (int64_t b = 0; b < a.batch; ++b) {
+    // Only the valid block is checked: padding is never read by the server.
+    const int m = checks == nullptr || checks->valid.empty() || b >= static_cast<int64_t>(checks->valid.size())
+                      ? static_cast<int>(n)
+                      : std::clamp(checks->valid[b], 1, static_cast<int>(n));
+    for (int64_t l = 0; l < a.layers; ++l) {
+      float* dst = out.data.data() + (b * a.layers + l) * elems;
+      for (int64_t h = 0; h < a.heads; ++h) {
+        const float* src = a.data + ((b * a.layers + l) * a.heads + h) * elems;
+        const float s = scale[static_cast<size_t>(h)];
+        for (int64_t i = 0; i < rows; ++i) {
+          const float* __restrict in = src + i * n;
+          float* __restrict acc = dst + i * n;
+          if (checks == nullptr || i >= m) {
+            for (int64_t j = 0; j < n; ++j) acc[j] += s * in[j];
+            continue;
+          }
+          // Fuse and gather the row's sum, minimum and largest entry above
+          // the diagonal in one pass; the exact check runs only on a
+          // suspicious row. A finite sum rules out NaN and Inf.
+          float row_sum = 0.0f, row_min = INFINITY, upper = 0.0f;
+          for (int64_t j = 0; j < n; ++j) {
+            const float v = in[j];
+            acc[j] += s * v;
+            if (j < m) {
+              row_sum += v;
+              row_min = std::min(row_min, v);
+              if (j > i) upper = std::max(upper, v);
+            }
+          }
+          const bool ok = std::isfinite(row_sum) && std::abs(row_sum - 1.0f) <= checks->tolerance &&
+                          row_min >= 0.0f && (!checks->causal || upper <= checks->tolerance);
+          if (ok) continue;
+          if (absl::Status st = CheckRow(in, m, static_cast<int>(i), l, h, b, *checks); !st.ok()) {
+            return st;
+          }
+        }
+      }
+    }
+  }
+  out.view = a;
+  out.view.heads = 1;
+  out.view.data = out.data.data();
+  return out;
+}
+
+absl::StatusOr<std::vector<FusedAttention>> MaybeFuseHeads(
+    v1::PassHeader* header, std::initializer_list<const AttentionView*> views, ClientFusion mode,
+    v1::DType wire) {
+  std::vector<FusedAttention> fused;
+  if (mode == ClientFusion::kOff || header->layout().heads_fused_by_client() || views.size() == 0) {
+    return fused;
+  }
+  const AttentionView& first = **views.begin();
+  if (mode == ClientFusion::kAuto && first.heads <= 1) return fused;
+  absl::StatusOr<std::vector<float>> weights = v1::ClientFusionWeights(*header);
+  for (const AttentionView* v : views) {
+    if (v->value_norms != nullptr) {
+      weights = absl::InvalidArgumentError(
+          "value_norms: fusing heads on the client needs no value norms (they scale each head)");
+    } else if (v->gradient != nullptr) {
+      weights = absl::InvalidArgumentError(
+          "gradient: fusing heads on the client needs no gradient (the rule weights each head)");
+    }
+  }
+  if (!weights.ok()) {
+    if (mode == ClientFusion::kAuto) return fused;
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot fuse heads on the client: ", weights.status().message()));
+  }
+  if (static_cast<int64_t>(weights->size()) != first.heads) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layout.num_heads: expected the attention's ", first.heads, " heads, got ", weights->size()));
+  }
+  const HeadChecks checks = ChecksFor(*header, wire);
+  for (const AttentionView* v : views) {
+    absl::StatusOr<FusedAttention> f = FuseHeads(*v, *weights, &checks);
+    if (!f.ok()) return f.status();
+    fused.push_back(*std::move(f));
+  }
+  header->mutable_layout()->set_heads_fused_by_client(true);
+  return fused;
+}
+
+}  // namespace attnroll::client
