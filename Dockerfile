@@ -20,6 +20,14 @@
 # HEALTHCHECK below runs it (Docker, or podman with --format docker); on
 # Kubernetes use a grpc probe on port 50051 or this command as an exec probe
 # (deploy/kubernetes/, deploy/README.md).
+#
+# Binaries built beforehand: a machine that has just built the project (Debian
+# 12, as deploy/build.sh builds it) can put those binaries in the same runtime
+# image instead of building them again; the build stage is then skipped:
+#   podman build --target prebuilt --build-context prebuilt-binaries=DIR -t attnroll .
+# DIR holds attnroll-server and attnroll (stripped or not); docker buildx takes
+# the same options. deploy/image_test.sh builds the image this way in CI, after
+# the host's build and its tests.
 
 FROM debian:bookworm AS build
 ENV DEBIAN_FRONTEND=noninteractive
@@ -56,7 +64,8 @@ RUN --mount=type=cache,target=/root/.cache/ccache \
     done \
  && strip build/attnroll-server build/attnroll
 
-FROM debian:bookworm-slim
+# The runtime: everything but the binaries.
+FROM debian:bookworm-slim AS runtime
 ENV DEBIAN_FRONTEND=noninteractive
 # Runtime libraries: the Debian packages of the libraries attnroll-server and
 # attnroll link (one a line; tests/deploy/runtime_packages_test.py derives the
@@ -77,7 +86,6 @@ RUN apt-get update \
  && groupadd --system --gid 10001 attnroll \
  && useradd --system --uid 10001 --gid attnroll --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin attnroll
-COPY --from=build /src/build/attnroll-server /src/build/attnroll /usr/local/bin/
 USER 10001:10001
 ENV ATTNROLL_LISTEN=0.0.0.0:50051 \
     ATTNROLL_METRICS_LISTEN=0.0.0.0:9464
@@ -88,3 +96,12 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
 # --shutdown-grace-seconds (10 s), then exit 0. Give the container more than that.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["attnroll-server"]
+
+# The runtime with binaries built beforehand (a named build context, see the top).
+FROM runtime AS prebuilt
+COPY --from=prebuilt-binaries attnroll-server attnroll /usr/local/bin/
+
+# The default: the runtime with the build stage's binaries. (COPY writes them
+# as root, whatever USER says: the image's user cannot change them.)
+FROM runtime
+COPY --from=build /src/build/attnroll-server /src/build/attnroll /usr/local/bin/

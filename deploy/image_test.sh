@@ -7,9 +7,14 @@
 #     images the Dockerfile names, debian:bookworm and debian:bookworm-slim (the
 #     latter without docs, man pages and locales, as Debian's slim images are), so
 #     the Dockerfile stays the standard one.
-#  2. `podman build --isolation chroot` builds the Dockerfile unchanged (its build
-#     stage runs the unit tests); podman's layer cache and the ccache mount make a
-#     rebuild cheap.
+#  2. `podman build --isolation chroot` builds the Dockerfile unchanged. By default
+#     with the binaries of BUILD_DIR (stripped copies), passed as the Dockerfile's
+#     prebuilt-binaries context (its target prebuilt): CI has just built and
+#     tested them, and compiling them again in the build stage would cost minutes
+#     on a fresh machine (the build dependencies' download and install, then the
+#     server, the CLI and the unit tests compiled). ATTNROLL_IMAGE_FROM_SOURCE=1
+#     builds the build stage instead (it compiles and runs the unit tests; podman's
+#     layer cache and the ccache mount make a rebuild cheap).
 #  3. `podman create` + `podman export` give the runtime image's filesystem; the
 #     server is started in it with `chroot --userspec` as the image's user, with
 #     the image's entrypoint and environment (listen addresses moved to loopback).
@@ -19,6 +24,8 @@
 #     healthcheck, entrypoint) and its libraries (`ldd`: nothing missing) are checked.
 #
 # Usage: deploy/image_test.sh [BUILD_DIR]    (BUILD_DIR: the host's build, default build/)
+# BUILD_DIR must be a Debian 12 build of this tree (deploy/build.sh); with
+# ATTNROLL_IMAGE_FROM_SOURCE=1 only its CLI is used, from outside.
 # Needs root (or sudo -n), debootstrap and podman (deploy/install-deps.sh).
 # Caches under ATTNROLL_CACHE_DIR (default ~/.cache/attnroll). If ATTNROLL_HEAVY_LOCK
 # names a file, the debootstrap and the image build run under `flock` on it.
@@ -137,20 +144,40 @@ import_base "$SLIM_TAR" docker.io/library/debian:bookworm-slim
 step "podman import"
 
 # ---- 2. the image -----------------------------------------------------------
-# The build stage is tagged too, so its layers (the build dependencies above
-# all) stay as the cache of the next build, while the layers of earlier builds,
-# untagged once these tags move, are pruned: the machine keeps one build's worth.
-build_images() {
-  $SUDO podman build --isolation chroot --pull=never --format docker --layers \
-    --target build -t "$BUILD_IMAGE" -f Dockerfile . &&
-  $SUDO podman build --isolation chroot --pull=never --format docker --layers \
-    -t "$IMAGE" -f Dockerfile .
-}
+FROM_SOURCE=${ATTNROLL_IMAGE_FROM_SOURCE:-0}
+if [ "$FROM_SOURCE" = 1 ]; then
+  # The build stage is tagged too, so its layers (the build dependencies above
+  # all) stay as the cache of the next build, while the layers of earlier builds,
+  # untagged once these tags move, are pruned: the machine keeps one build's worth.
+  build_images() {
+    $SUDO podman build --isolation chroot --pull=never --format docker --layers \
+      --target build -t "$BUILD_IMAGE" -f Dockerfile . &&
+    $SUDO podman build --isolation chroot --pull=never --format docker --layers \
+      -t "$IMAGE" -f Dockerfile .
+  }
+  MODE="from source"
+else
+  # The host's binaries, stripped as the build stage strips its own.
+  mkdir -p "$WORK/bin"
+  for b in attnroll-server attnroll; do
+    [ -x "$BUILD/$b" ] || { echo "image_test: no $BUILD/$b (build first: deploy/build.sh)" >&2; exit 1; }
+    strip -o "$WORK/bin/$b" "$BUILD/$b"
+  done
+  build_images() {
+    $SUDO podman build --isolation chroot --pull=never --format docker --layers \
+      --target prebuilt --build-context prebuilt-binaries="$WORK/bin" \
+      -t "$IMAGE" -f Dockerfile .
+  }
+  MODE="host binaries"
+fi
 heavy build_images >"$WORK/build.log" 2>&1 \
   || { tail -40 "$WORK/build.log" >&2; echo "image_test: podman build failed" >&2; exit 1; }
 grep -E "^\[ *PASSED *\]" "$WORK/build.log" | sed 's/^/image_test: build stage: /' || true
+if [ "$FROM_SOURCE" != 1 ] && grep -qE "^\[ *PASSED *\]|Building CXX" "$WORK/build.log"; then
+  echo "image_test: FAILED: the build stage ran although the host's binaries were given" >&2; exit 1
+fi
 $SUDO podman image prune -f >/dev/null
-step "podman build"
+step "podman build ($MODE)"
 
 # ---- 3. its filesystem ------------------------------------------------------
 $SUDO podman create --name attnroll-image-test "$IMAGE" >/dev/null
@@ -177,6 +204,12 @@ for p in 50051/tcp 9464/tcp; do
 done
 case "$HEALTH" in *"attnroll --server 127.0.0.1:50051 --timeout 2 health") ;;
   *) fail "healthcheck is '$HEALTH'";; esac
+# With the host's binaries: those very files are in the image.
+if [ "$FROM_SOURCE" != 1 ]; then
+  for b in attnroll-server attnroll; do
+    cmp -s "$WORK/bin/$b" "$ROOTFS/usr/local/bin/$b" || fail "/usr/local/bin/$b is not the host's $b"
+  done
+fi
 # Every library the binaries need is in the image.
 for b in attnroll-server attnroll; do
   out=$($SUDO chroot "$ROOTFS" ldd "/usr/local/bin/$b")

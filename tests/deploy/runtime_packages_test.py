@@ -100,14 +100,17 @@ def required_packages(binaries):
 
 
 def runtime_packages(dockerfile_text):
-    """The packages the last stage of a Dockerfile installs with apt-get."""
+    """The packages the runtime stage (FROM debian:bookworm-slim) of a Dockerfile
+    installs with apt-get."""
     # Join continued lines, then take the stages.
     text = re.sub(r"\\\n", " ", dockerfile_text)
     text = "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#"))
-    stages = re.split(r"(?m)^FROM\s", text)
-    last = stages[-1]
+    stages = re.split(r"(?m)^FROM\s+", text)
+    slim = [st for st in stages if st.startswith("debian:bookworm-slim")]
+    if len(slim) != 1:
+        raise AssertionError("%d stages FROM debian:bookworm-slim, expected 1" % len(slim))
     packages = []
-    for m in re.finditer(r"apt-get install ([^&\n]*)", last):
+    for m in re.finditer(r"apt-get install ([^&\n]*)", slim[0]):
         packages += [w for w in m.group(1).split() if not w.startswith("-")]
     return packages
 
@@ -159,7 +162,7 @@ class RuntimePackagesTest(unittest.TestCase):
         self.assertEqual(check(extra, self.binaries), "not needed by any binary: curl")
 
     def test_the_build_stage_is_not_the_runtime_stage(self):
-        # The package list read is the last stage's: no compiler, no -dev package.
+        # The package list read is the runtime stage's: no compiler, no -dev package.
         listed = runtime_packages(self.dockerfile)
         self.assertFalse([p for p in listed if p.endswith("-dev") or p in ("build-essential", "cmake")],
                          listed)
