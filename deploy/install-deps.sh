@@ -22,12 +22,16 @@ PACKAGES=(
   python3-scipy
   # .npz reading in client/npy (np.savez, np.savez_compressed): zip archives via libzip.
   libzip-dev
+  # The pictures of `attnroll monitor --png` (client/cli/map_png.cc), and PIL to decode them in
+  # tests/e2e/monitor_test.py.
+  libpng-dev python3-pil
   # Real-model reproduction test (tests/e2e/vit_reproduction_test.py): torchvision's ViT-B/16.
   python3-torch python3-torchvision
   # deploy/: the image built and run without a registry (deploy/image_test.sh: debootstrap
   # base images, podman build/create/export); manifests, rules and dashboards checked
   # (tests/deploy/: PyYAML, yamllint, promtool, the exposition parser of prometheus_client).
-  # promtool also lints the scraped /metrics text in tests/e2e/load_test.py.
+  # promtool also lints the scraped /metrics text in tests/e2e/load_test.py, checks the alert
+  # rules of live monitoring and runs their unit tests (deploy/prometheus/drift-rules*.yaml).
   debootstrap podman
   python3-yaml yamllint prometheus python3-prometheus-client
 )

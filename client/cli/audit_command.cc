@@ -11,8 +11,6 @@
 #include <memory>
 #include <vector>
 
-#include <google/protobuf/util/json_util.h>
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -35,13 +33,18 @@ void PrintAuditUsage() {
       "       [explain options: --method rollout|flow, --fusion, --residual, --layers, --rows I,\n"
       "        --prefix P, --grid HxW, --scale, --wire, pruning, --causal, --sink, ...]\n"
       "       [--region MASK.npy] [--groups FILE.csv] [--iou-top-k K] [--max-emd X]\n"
-      "       [--min-spearman X] [--max-js X] [--max-l1 X] [--max-com-shift X] [--max-region-drop X]\n\n"
+      "       [--min-spearman X] [--max-js X] [--max-l1 X] [--max-com-shift X] [--max-region-drop X]\n"
+      "       [--shard I/N] [--state OUT.pb]\n\n"
       "Files with the same name in both directories form one item (its id is the file name).\n"
       "A file is either attention [L, H, n, n] (both passes streamed to the server, which explains\n"
       "them with the explain options: rollout of row 0 by default, P prefix tokens dropped) or a\n"
       "precomputed saliency map. --groups: CSV lines `id,group`.\n"
       "Thresholds flag an item as drifted. The report (JSON) has every metric's distribution,\n"
-      "per-group aggregates, the worst items, the mean maps and the mean shift map.\n");
+      "per-group aggregates, the worst items, the mean maps and the mean shift map.\n"
+      "--shard I/N audits only the items k with k mod N = I (k: the item's index in natural\n"
+      "file-name order), for N replicas each auditing one shard. --state writes the audit's\n"
+      "mergeable state; `attnroll audit-merge --report OUT.json STATE.pb...` merges the N\n"
+      "states into the report one audit of every item gives, bit for bit.\n");
 }
 
 }  // namespace
@@ -50,7 +53,7 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
   // The audit's own options; explain's options (rollout/flow settings) too.
   static const std::set<std::string> kValued = {
       "baseline", "candidate", "report", "region", "groups", "iou-top-k", "max-emd",
-      "min-spearman", "max-js", "max-l1", "max-com-shift", "max-region-drop"};
+      "min-spearman", "max-js", "max-l1", "max-com-shift", "max-region-drop", "shard", "state"};
   // Audit files are [L, H, n, n] attention or maps: no batch, no layout.
   static const std::set<std::string> kNotHere = [] {
     std::set<std::string> names = ExplainInputOptions();
@@ -81,6 +84,22 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
     return Fail(absl::NotFoundError(absl::StrCat("no .npy file is in both ", opt["baseline"],
                                                  " and ", opt["candidate"])));
   }
+  const uint64_t dataset_items = names.size();
+  uint32_t shard_index = 0, shard_count = 1;
+  if (opt.count("shard")) {
+    std::pair<std::string, std::string> parts = absl::StrSplit(opt["shard"], absl::MaxSplits('/', 1));
+    if (!absl::SimpleAtoi(parts.first, &shard_index) || !absl::SimpleAtoi(parts.second, &shard_count) ||
+        shard_count < 1 || shard_index >= shard_count) {
+      return Usage(absl::StrCat("--shard: expected I/N with 0 <= I < N, got \"", opt["shard"], "\""));
+    }
+    std::vector<std::string> mine;
+    for (size_t k = shard_index; k < names.size(); k += shard_count) mine.push_back(names[k]);
+    names = std::move(mine);
+    if (names.empty()) {
+      return Fail(absl::NotFoundError(absl::StrCat("shard ", shard_index, "/", shard_count, " of ",
+                                                   dataset_items, " items holds no item")));
+    }
+  }
   std::map<std::string, std::string> groups;
   if (opt.count("groups")) {
     std::ifstream in(opt["groups"]);
@@ -103,6 +122,7 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
   pass.set_request_id("audit");
   uint32_t u;
   v1::AuditHeader header;
+  header.set_mergeable(opt.count("state") > 0);
   uint32_t grid_h = 0, grid_w = 0;
   if (pass.layout().has_grid()) {
     grid_h = pass.layout().grid().height();
@@ -231,17 +251,21 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
   if (tty) std::fprintf(stderr, "\n");
   if (!produce_status.ok()) return Fail(produce_status);
   if (!finished.ok()) return Fail(finished.status());
-  const v1::AuditReport& report = *finished;
-  std::string json;
-  google::protobuf::util::JsonPrintOptions json_options;
-  json_options.add_whitespace = true;
-  json_options.preserve_proto_field_names = true;
-  if (!google::protobuf::util::MessageToJsonString(report, &json, json_options).ok()) {
-    return Fail(absl::InternalError("cannot write the report as JSON"));
+  v1::AuditReport& report = *finished;
+  if (opt.count("state")) {
+    v1::AuditShardFile file;
+    *file.mutable_header() = header;
+    file.set_shard_index(shard_index);
+    file.set_shard_count(shard_count);
+    file.set_dataset_items(dataset_items);
+    *file.mutable_state() = std::move(*report.mutable_state());
+    report.clear_state();
+    std::ofstream state_out(opt["state"], std::ios::binary);
+    if (!file.SerializeToOstream(&state_out) || !state_out.flush()) {
+      return Fail(absl::PermissionDeniedError(opt["state"] + ": cannot write"));
+    }
   }
-  std::ofstream out(opt["report"]);
-  out << json;
-  if (!out) return Fail(absl::PermissionDeniedError(opt["report"] + ": cannot write"));
+  if (absl::Status s = WriteReportJson(report, opt["report"]); !s.ok()) return Fail(s);
   std::printf("audited %lld items (%lld refused): %lld drifted; report in %s\n",
               static_cast<long long>(done), static_cast<long long>(refused),
               static_cast<long long>(report.overall().drifted()), opt["report"].c_str());

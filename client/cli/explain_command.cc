@@ -39,9 +39,11 @@ const std::set<std::string> kValued = {
     "decoder", "cross", "composition", "encoder-gradient", "decoder-gradient", "cross-gradient",
     "encoder-out", "decoder-out", "prune-placement", "encoder-valid-lengths",
     "decoder-valid-lengths", "encoder-residual-weights", "decoder-residual-weights", "layout",
-    "encoder-value-norms", "decoder-value-norms", "cross-value-norms", "client-fusion"};
+    "encoder-value-norms", "decoder-value-norms", "cross-value-norms", "client-fusion",
+    "monitor-model", "monitor-group", "monitor-sample"};
 const std::set<std::string> kFlags = {"no-renorm", "per-layer", "json", "causal", "grad-normalize",
-                                      "raw", "renorm-before-residual", "fail-on-degenerate"};
+                                      "raw", "renorm-before-residual", "fail-on-degenerate",
+                                      "monitor-only"};
 
 // --prune-placement: "before" or "after" for every step, or STEP=PLACE,...
 // with STEP in discard, threshold, mass, top-k.
@@ -135,7 +137,13 @@ void PrintExplainUsage() {
       "  --fail-on-degenerate         fail (exit 1) instead of warning when a layer's gradient or\n"
       "                               gradient-weighted attention is zero everywhere, or a map\n"
       "                               has no mass\n"
-      "  --json                       print a machine-readable summary on stdout\n\n"
+      "  --json                       print a machine-readable summary on stdout\n"
+      "  --monitor-model M            tag the pass as traffic of model M (live monitoring; M in\n"
+      "                               the server's --monitor-models)\n"
+      "  --monitor-group G            ... and of group G\n"
+      "  --monitor-sample K           the server folds 1 in K passes of the model (default 1)\n"
+      "  --monitor-only               monitoring only: no maps come back (--out not needed), and\n"
+      "                               an unsampled pass is validated, not explained\n\n"
       "Encoder-decoder (or CLIP-style two-encoder) models, instead of --attention:\n"
       "  --encoder E.npy --decoder D.npy --cross X.npy   [Le, H, ne, ne], [Ld, H, nd, nd],\n"
       "                               [Ld, H, nd, ne] (leading B for batches)\n"
@@ -158,7 +166,7 @@ const std::set<std::string>& ExplainInputOptions() {
       "decoder", "cross", "encoder-gradient", "decoder-gradient", "cross-gradient", "encoder-out",
       "decoder-out", "encoder-valid-lengths", "decoder-valid-lengths", "encoder-residual-weights",
       "decoder-residual-weights", "encoder-value-norms", "decoder-value-norms", "cross-value-norms",
-      "composition"};
+      "composition", "monitor-model", "monitor-group", "monitor-sample", "monitor-only"};
   return kInputs;
 }
 
@@ -209,6 +217,19 @@ std::string BuildExplainRequest(std::map<std::string, std::string>& opt, v1::Pas
     }
   } else if (opt.count("raw")) {
     return std::string("--raw is only used with --method flow");
+  }
+  if (opt.count("monitor-model")) {
+    v1::MonitorTag* tag = header_out->mutable_monitor();
+    tag->set_model(opt["monitor-model"]);
+    if (opt.count("monitor-group")) tag->set_group(opt["monitor-group"]);
+    if (opt.count("monitor-sample")) {
+      uint32_t k;
+      if (!absl::SimpleAtoi(opt["monitor-sample"], &k)) return std::string("--monitor-sample: expected a count K (1 in K passes)");
+      tag->set_sample_one_in(k);
+    }
+    tag->set_monitor_only(opt.count("monitor-only") > 0);
+  } else if (opt.count("monitor-group") || opt.count("monitor-sample") || opt.count("monitor-only")) {
+    return std::string("--monitor-group, --monitor-sample and --monitor-only need --monitor-model");
   }
   const bool grad = method == "grad-rollout";
   if (grad != (opt.count("gradient") > 0)) {
@@ -368,7 +389,7 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
     return RunEncoderDecoderExplain(global, opt);
   }
   if (!opt.count("attention")) return Usage("--attention FILE.npy is required");
-  if (!opt.count("out")) return Usage("--out FILE.npy is required");
+  if (!opt.count("out") && !opt.count("monitor-only")) return Usage("--out FILE.npy is required");
   v1::PassHeader header;
   client::ExplainOptions options;
   options.timeout = absl::Seconds(global.timeout_seconds);
@@ -438,6 +459,16 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
     response = client->Explain(header, view, options, &stats);
   }
   if (!response.ok()) return Fail(response.status());
+  if (header.monitor().monitor_only() && response->results_size() == 0) {
+    // Monitor-only: the server folded (or skipped) the pass and returns no maps.
+    if (opt.count("json")) {
+      std::printf("{\"monitor_only\": true, \"request_id\": %s, \"server_version\": %s}\n",
+                  JsonString(response->request_id()).c_str(), JsonString(response->server_version()).c_str());
+    } else {
+      std::printf("monitor-only pass sent (model %s): no maps returned\n", header.monitor().model().c_str());
+    }
+    return 0;
+  }
   if (response->results_size() != 1) return Fail(absl::InternalError("expected one result"));
   absl::StatusOr<Array> out = AssembleMaps(response->results(0).maps(), batched);
   if (!out.ok()) return Fail(out.status());
