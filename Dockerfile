@@ -39,7 +39,7 @@ RUN apt-get update \
       libgrpc++-dev libgrpc-dev protobuf-compiler-grpc grpc-proto \
       libprotobuf-dev protobuf-compiler \
       libeigen3-dev libabsl-dev prometheus-cpp-dev \
-      libgtest-dev libgmock-dev liblemon-dev libzip-dev \
+      libgtest-dev libgmock-dev liblemon-dev libzip-dev libpng-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
@@ -79,6 +79,7 @@ RUN apt-get update \
       libgrpc29 \
       libprometheus-cpp-core1.0 \
       libprometheus-cpp-pull1.0 \
+      libpng16-16 \
       libprotobuf32 \
       libstdc++6 \
       libzip4 \
