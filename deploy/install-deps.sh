@@ -37,18 +37,25 @@ PACKAGES=(
   # loads OpenSSL as "libssl.so"/"libcrypto.so", names only libssl-dev provides. civetweb's
   # headers for its callbacks; the openssl command makes the tests' certificates.
   libssl-dev libcivetweb-dev openssl
-  # promtool: lints the scraped /metrics text in tests/e2e/load_test.py, checks the alert rules
-  # of live monitoring and runs their unit tests (deploy/prometheus/drift-rules*.yaml).
-  prometheus
   # Sanitizer trees and libFuzzer targets (deploy/test-sanitizers.sh, tests/fuzz/):
   # clang 14 and its runtimes (ASan, UBSan, TSan, libFuzzer).
   clang-14 libclang-rt-14-dev
+  # deploy/: the image built and run without a registry (deploy/image_test.sh: debootstrap
+  # base images, podman build/create/export); manifests, rules and dashboards checked
+  # (tests/deploy/: PyYAML, yamllint, promtool, the exposition parser of prometheus_client).
+  # promtool also lints the scraped /metrics text in tests/e2e/load_test.py, checks the alert
+  # rules of live monitoring and runs their unit tests (deploy/prometheus/drift-rules*.yaml).
+  debootstrap podman
+  python3-yaml yamllint prometheus python3-prometheus-client
 )
 
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js and npm run the schema and PromQL checks of tests/deploy/ (their npm packages are
+# installed by the tests into the build tree). A machine with Node.js from elsewhere keeps it.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "install-deps: installing ${missing[*]}" >&2

@@ -32,13 +32,17 @@ int main(int argc, char** argv) {
 #endif
   attnroll::runtime::ServerConfig config;
   int exit_code = 0;
-  if (!attnroll::runtime::ParseServerFlags(argc, argv, &config, &exit_code)) return exit_code;
+  std::vector<std::string> warnings;
+  if (!attnroll::runtime::ParseServerFlags(argc, argv, &config, &exit_code, &warnings)) {
+    return exit_code;
+  }
   using attnroll::runtime::LogLifecycle;
   using attnroll::runtime::LogLevel;
   // From here on every line on stderr goes through the logger. It lives until
   // the process exits (threads of gRPC may log while statics are destroyed).
   attnroll::runtime::SetLogger(
       new attnroll::runtime::Logger(config.log_level, config.log_lines_per_second));
+  for (const std::string& w : warnings) LogLifecycle(LogLevel::kWarning, w);
 
   // Large buffers (a layer's matrices, whole passes) come straight from the
   // OS and go back to it when freed: glibc's adaptive threshold would keep

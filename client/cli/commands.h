@@ -1,5 +1,5 @@
 // The CLI's commands: `attnroll explain`, `info`, `compare`, `explain-pair`,
-// `audit` and `bench`.
+// `audit`, `bench` and `health`.
 #ifndef ATTNROLL_CLIENT_CLI_COMMANDS_H_
 #define ATTNROLL_CLIENT_CLI_COMMANDS_H_
 
@@ -45,6 +45,8 @@ int RunBaseline(const GlobalOptions& global, const std::vector<std::string>& arg
 // Closed-loop load test (exit 0 once the run completed, errors counted; 1
 // when the server cannot be reached; 2 on bad usage).
 int RunBench(const GlobalOptions& global, const std::vector<std::string>& args);
+// The standard gRPC health check (exit 0 only for SERVING): a container probe.
+int RunHealth(const GlobalOptions& global, const std::vector<std::string>& args);
 // `explain` with --encoder/--decoder/--cross: the parsed options of explain.
 // The flags of `explain` (shared with `audit`): known, and whether it takes a value.
 bool IsExplainOption(const std::string& name, bool* takes_value);

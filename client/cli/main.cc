@@ -22,7 +22,8 @@ void PrintUsage() {
       "  audit-merge  merge the states of an audit's shards into one report (offline)\n"
       "  bench     closed-loop load test: passes/s, MB/s, latency percentiles, status counts\n"
       "  monitor   live monitoring: each model's window against its pinned baseline (refreshing)\n"
-      "  baseline  pin|list|remove the baselines live traffic is compared with\n\n"
+      "  baseline  pin|list|remove the baselines live traffic is compared with\n"
+      "  health    the standard gRPC health check (exit 0 when SERVING): a container probe\n\n"
       "Global options:\n"
       "  --server HOST:PORT   server address (default 127.0.0.1:50051)\n"
       "  --timeout SECONDS    deadline of each call (default 600)\n"
@@ -93,6 +94,7 @@ int main(int argc, char** argv) {
   if (command == "audit-merge") return attnroll::cli::RunAuditMerge(global, rest);
   if (command == "explain-pair") return attnroll::cli::RunExplainPair(global, rest);
   if (command == "bench") return attnroll::cli::RunBench(global, rest);
+  if (command == "health") return attnroll::cli::RunHealth(global, rest);
   if (command == "monitor") return attnroll::cli::RunMonitor(global, rest);
   if (command == "baseline") return attnroll::cli::RunBaseline(global, rest);
   std::fprintf(stderr, "attnroll: unknown command '%s' (see --help)\n", command.c_str());

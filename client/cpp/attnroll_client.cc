@@ -21,7 +21,8 @@ absl::Status FromPassError(const v1::PassError& error) {
 }
 
 Client::Client(std::shared_ptr<grpc::Channel> channel)
-    : stub_(v1::AttnrollService::NewStub(std::move(channel))) {}
+    : stub_(v1::AttnrollService::NewStub(channel)),
+      health_(grpc::health::v1::Health::NewStub(channel)) {}
 
 std::unique_ptr<Client> Client::Connect(const std::string& target) {
   grpc::ChannelArguments args;
@@ -61,6 +62,19 @@ absl::StatusOr<v1::ServerInfo> Client::GetServerInfo(absl::Duration timeout) {
   return UnaryCall<v1::ServerInfo>(timeout, [&](grpc::ClientContext* ctx, v1::ServerInfo* info) {
     return stub_->GetServerInfo(ctx, v1::GetServerInfoRequest(), info);
   });
+}
+
+absl::StatusOr<Client::ServingStatus> Client::CheckHealth(const std::string& service,
+                                                          absl::Duration timeout) {
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  absl::StatusOr<grpc::health::v1::HealthCheckResponse> response =
+      UnaryCall<grpc::health::v1::HealthCheckResponse>(
+          timeout, [&](grpc::ClientContext* ctx, grpc::health::v1::HealthCheckResponse* r) {
+            return health_->Check(ctx, request, r);
+          });
+  if (!response.ok()) return response.status();
+  return response->status();
 }
 
 absl::StatusOr<v1::CompareResponse> Client::Compare(const v1::CompareRequest& request,

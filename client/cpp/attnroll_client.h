@@ -20,6 +20,7 @@
 #include "client/cpp/attention_view.h"
 #include "client/cpp/channel.h"
 #include "client/cpp/head_fusion.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 
 namespace attnroll::client {
 
@@ -153,6 +154,15 @@ class Client {
 
   absl::StatusOr<v1::ServerInfo> GetServerInfo(absl::Duration timeout = absl::Seconds(10));
 
+  // The standard health service (grpc.health.v1.Health/Check) for `service`:
+  // "" is the whole server, "attnroll.v1.AttnrollService" the API. The serving
+  // status the server answered (SERVING, or NOT_SERVING while it drains), or
+  // the call's error: UNAVAILABLE when nothing answers (the call does not wait
+  // for the server to come up), NOT_FOUND for a service the server does not know.
+  using ServingStatus = grpc::health::v1::HealthCheckResponse::ServingStatus;
+  absl::StatusOr<ServingStatus> CheckHealth(const std::string& service = "",
+                                            absl::Duration timeout = absl::Seconds(5));
+
   // One pass over Explain: `header` (its layout is filled from `attention`
   // where left at 0), then every layer, then half-close.
   absl::StatusOr<v1::ExplainResponse> Explain(v1::PassHeader header, const AttentionView& attention,
@@ -220,6 +230,7 @@ class Client {
 
  private:
   std::unique_ptr<v1::AttnrollService::Stub> stub_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 
 // An open Audit call: items go out with AddMaps and AddPasses, each item's

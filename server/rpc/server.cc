@@ -122,6 +122,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const runtime::ServerConfi
     f.admission_waiting = self->admission_->waiting();
     f.memory_reserved = self->admission_->bytes();
     f.memory_capacity = self->admission_->capacity();
+    f.passes_limit = self->ctx_.config.max_passes_in_flight;
+    f.queue_capacity = self->ctx_.config.queue_size;
     f.queue_step = static_cast<int64_t>(self->pool_->queued(runtime::Lane::kStep));
     f.queue_long = static_cast<int64_t>(self->pool_->queued(runtime::Lane::kLong));
     f.queue_new = static_cast<int64_t>(self->pool_->queued(runtime::Lane::kNew));

@@ -1,5 +1,7 @@
 #include "server/runtime/config.h"
 
+#include <unistd.h>  // environ
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -7,6 +9,7 @@
 #include <cstdlib>
 #include <functional>
 #include <limits>
+#include <map>
 #include <set>
 #include <string>
 #include <thread>
@@ -14,6 +17,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -500,17 +504,8 @@ absl::Status ValidateSecurity(const ServerConfig& c) {
   return absl::OkStatus();
 }
 
-}  // namespace
-
-bool ValidModelName(absl::string_view name) {
-  if (name.empty() || name.size() > 64) return false;
-  return std::all_of(name.begin(), name.end(), [](char ch) {
-    return absl::ascii_isalnum(ch) || ch == '_' || ch == '.' || ch == '-';
-  });
-}
-
-absl::StatusOr<FlagsAction> ParseServerArgs(const std::vector<std::string>& args,
-                                            ServerConfig* config) {
+// Applies `args` to `*config` without the checks between fields.
+absl::StatusOr<FlagsAction> ApplyArgs(const std::vector<std::string>& args, ServerConfig* config) {
   std::vector<Flag> flags = Flags(config);
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
@@ -550,9 +545,83 @@ absl::StatusOr<FlagsAction> ParseServerArgs(const std::vector<std::string>& args
                        detail.empty() ? "" : absl::StrCat(" (", detail, ")")));
     }
   }
+  return FlagsAction::kRun;
+}
+
+constexpr absl::string_view kVariablePrefix = "ATTNROLL_";
+
+}  // namespace
+
+bool ValidModelName(absl::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  return std::all_of(name.begin(), name.end(), [](char ch) {
+    return absl::ascii_isalnum(ch) || ch == '_' || ch == '.' || ch == '-';
+  });
+}
+
+std::string ServerFlagVariable(const std::string& flag_name) {
+  std::string v = absl::StrCat(kVariablePrefix, absl::AsciiStrToUpper(flag_name));
+  std::replace(v.begin(), v.end(), '-', '_');
+  return v;
+}
+
+absl::Status ParseServerEnvironment(const std::vector<std::string>& environment,
+                                    ServerConfig* config, std::vector<std::string>* warnings) {
+  // A name given twice (a broken environment): the first entry, as getenv sees it.
+  std::map<std::string, std::string> values;
+  for (const std::string& entry : environment) {
+    const size_t eq = entry.find('=');
+    if (eq == std::string::npos) continue;
+    const std::string name = entry.substr(0, eq);
+    if (!absl::StartsWith(name, kVariablePrefix)) continue;
+    values.emplace(name, entry.substr(eq + 1));
+  }
+  if (values.empty()) return absl::OkStatus();
+  std::vector<Flag> flags = Flags(config);
+  std::set<std::string> known;
+  for (const Flag& f : flags) {
+    const std::string variable = ServerFlagVariable(f.name);
+    known.insert(variable);
+    const auto it = values.find(variable);
+    if (it == values.end()) continue;
+    std::string detail;
+    if (!f.set(it->second, &detail)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(variable, " (--", f.name, "): expected ", f.expected, ", got ",
+                       Seen(it->second), detail.empty() ? "" : absl::StrCat(" (", detail, ")")));
+    }
+  }
+  if (warnings != nullptr) {
+    for (const auto& [name, value] : values) {
+      if (known.count(name) == 0) {
+        warnings->push_back(absl::StrCat("environment variable ", name,
+                                         " names no server flag; ignored (see --help)"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<FlagsAction> ParseServerArgs(const std::vector<std::string>& args,
+                                            ServerConfig* config) {
+  absl::StatusOr<FlagsAction> action = ApplyArgs(args, config);
+  if (!action.ok() || *action != FlagsAction::kRun) return action;
   absl::Status valid = ValidateConfig(*config);
   if (!valid.ok()) return valid;
   return FlagsAction::kRun;
+}
+
+absl::StatusOr<FlagsAction> ParseServerArgsAndEnvironment(
+    const std::vector<std::string>& args, const std::vector<std::string>& environment,
+    ServerConfig* config, std::vector<std::string>* warnings) {
+  // --help and --version answer whatever the environment holds.
+  for (const std::string& arg : args) {
+    if (arg == "--help" || arg == "-h") return FlagsAction::kHelp;
+    if (arg == "--version") return FlagsAction::kVersion;
+  }
+  absl::Status env = ParseServerEnvironment(environment, config, warnings);
+  if (!env.ok()) return env;
+  return ParseServerArgs(args, config);
 }
 
 absl::Status ValidateConfig(const ServerConfig& c) {
@@ -638,7 +707,7 @@ std::vector<FlagInfo> ServerFlags() {
   for (const Flag& f : Flags(&defaults)) {
     std::string value = f.current();
     value = value.substr(0, value.find(" ("));  // "67108864 (64 MiB)" -> "67108864"
-    out.push_back({f.group, f.name, f.help, f.range, value});
+    out.push_back({f.group, f.name, f.help, f.range, value, ServerFlagVariable(f.name)});
   }
   return out;
 }
@@ -651,7 +720,11 @@ std::string ServerUsage() {
       "attnroll-server: attention rollout as a gRPC service.\n\n"
       "Usage: attnroll-server [--flag=value | --flag value]...\n\n"
       "Every value is checked at start: a bad one stops the server (exit 2) with a message\n"
-      "naming the flag. A flag given more than once: the last one wins.\n";
+      "naming the flag. A flag given more than once: the last one wins.\n\n"
+      "Every flag can also be set from the environment, upper case with dashes as underscores\n"
+      "after ATTNROLL_: --max-tokens as ATTNROLL_MAX_TOKENS=8192. A flag on the command line\n"
+      "wins over its variable; a variable's value gets the flag's checks, and a bad one stops\n"
+      "the server (exit 2) naming the variable.\n";
   const char* group = "";
   for (const Flag& f : Flags(&defaults)) {
     if (absl::string_view(f.group) != group) {
@@ -691,9 +764,13 @@ std::string ServerUsage() {
   return out;
 }
 
-bool ParseServerFlags(int argc, char** argv, ServerConfig* config, int* exit_code) {
+bool ParseServerFlags(int argc, char** argv, ServerConfig* config, int* exit_code,
+                      std::vector<std::string>* warnings) {
   const std::vector<std::string> args(argv + std::min(argc, 1), argv + argc);
-  absl::StatusOr<FlagsAction> action = ParseServerArgs(args, config);
+  std::vector<std::string> environment;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) environment.emplace_back(*e);
+  absl::StatusOr<FlagsAction> action =
+      ParseServerArgsAndEnvironment(args, environment, config, warnings);
   if (!action.ok()) {
     std::fprintf(stderr, "attnroll-server: %s\n", std::string(action.status().message()).c_str());
     *exit_code = 2;

@@ -110,10 +110,14 @@ struct ServerConfig {
   SecurityConfig security;
 };
 
-// Parses argv into `config`. Returns false with `*exit_code` set when the
+// Parses the process's environment (`environ`, see ParseServerEnvironment)
+// and then argv into `config`. Returns false with `*exit_code` set when the
 // process should exit: 0 after --help or --version (printed on stdout), 2
-// after a bad flag or value (the message, naming the flag, on stderr).
-bool ParseServerFlags(int argc, char** argv, ServerConfig* config, int* exit_code);
+// after a bad flag, variable or value (the message, naming the flag or the
+// variable, on stderr). Warnings about the environment (a variable that
+// names no flag) are appended to `*warnings` for the caller to log.
+bool ParseServerFlags(int argc, char** argv, ServerConfig* config, int* exit_code,
+                      std::vector<std::string>* warnings);
 
 // The parser behind ParseServerFlags, printing nothing. `args` is argv
 // without the program name; each `--flag=value` or `--flag value` is applied
@@ -124,6 +128,29 @@ bool ParseServerFlags(int argc, char** argv, ServerConfig* config, int* exit_cod
 enum class FlagsAction { kRun, kHelp, kVersion };
 absl::StatusOr<FlagsAction> ParseServerArgs(const std::vector<std::string>& args,
                                             ServerConfig* config);
+
+// Every flag can also be set from the environment: --max-tokens as
+// ATTNROLL_MAX_TOKENS (ServerFlagVariable), with the same checks. `environment`
+// holds "NAME=value" entries (as `environ` does); the variables are applied to
+// `*config` in --help order and each bad value is INVALID_ARGUMENT naming the
+// variable and its flag: "ATTNROLL_MAX_TOKENS (--max-tokens): expected an
+// integer in [1, 65536], got 4294967297". An empty value is a value (and
+// refused where the flag refuses it). Variables outside the ATTNROLL_ prefix
+// are ignored; an ATTNROLL_ variable that names no flag is not an error (the
+// clients and tools share the prefix) but is reported in `*warnings`.
+// Constraints between fields are not checked here: ParseServerArgsAndEnvironment
+// checks them once flags have been applied on top.
+absl::Status ParseServerEnvironment(const std::vector<std::string>& environment,
+                                    ServerConfig* config, std::vector<std::string>* warnings);
+
+// The environment first, then the flags (a flag on the command line wins over
+// its variable), then ValidateConfig once.
+absl::StatusOr<FlagsAction> ParseServerArgsAndEnvironment(
+    const std::vector<std::string>& args, const std::vector<std::string>& environment,
+    ServerConfig* config, std::vector<std::string>* warnings);
+
+// The variable of a flag: "max-tokens" -> "ATTNROLL_MAX_TOKENS".
+std::string ServerFlagVariable(const std::string& flag_name);
 
 // The constraints between fields (each field's own range is checked when its
 // flag is parsed): long work workers <= workers when both are set, keepalive
@@ -157,6 +184,7 @@ struct FlagInfo {
   std::string help;
   std::string range;          // "[1, 65536]", "(0, 1]", "debug|info|warning|error", ...
   std::string default_value;  // as the flag would take it: "8192"
+  std::string variable;       // the environment variable: "ATTNROLL_MAX_TOKENS"
 };
 // Every flag, in --help order, with the defaults of a default ServerConfig.
 std::vector<FlagInfo> ServerFlags();

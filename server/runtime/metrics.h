@@ -1,9 +1,10 @@
 // Prometheus metrics of the service (prefix attnroll_, base units, bounded
 // labels only: rpc and analysis names, status codes, refusal reasons, queue
 // lanes, client labels: token names, "certificate", "anonymous"; models from
-// --monitor-models). Counters and histograms are updated as things happen; the gauges
-// (passes in flight, reserved bytes, queue depths, RSS) are read from their
-// sources at every scrape, so they are true whenever they are read.
+// --monitor-models). Counters and histograms are updated as things happen; the
+// gauges (passes in flight, reserved bytes, queue depths, RSS, and the limits
+// they run up against) are read from their sources at every scrape, so they
+// are true whenever they are read.
 #ifndef ATTNROLL_SERVER_RUNTIME_METRICS_H_
 #define ATTNROLL_SERVER_RUNTIME_METRICS_H_
 
@@ -34,7 +35,9 @@ struct LiveFigures {
   int64_t admission_waiting = 0;  // new passes waiting for room
   int64_t memory_reserved = 0;
   int64_t memory_capacity = 0;
+  int64_t passes_limit = 0;       // max_passes_in_flight
   int64_t queue_step = 0, queue_long = 0, queue_new = 0;
+  int64_t queue_capacity = 0;     // queue_size: new work that may wait
   int64_t open_connections = 0;   // connections with a pass open
 };
 

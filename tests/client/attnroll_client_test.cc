@@ -1,5 +1,6 @@
-// The client library's streams (AuditStream, PassStream) and prepared passes
-// (PreparedPass) against an in-process server (testutil/server_fixture.h):
+// The client library's streams (AuditStream, PassStream), prepared passes
+// (PreparedPass) and health checks against an in-process server
+// (testutil/server_fixture.h):
 // items and passes go out through the library only, results come back per
 // item or per pass, in-band errors with their ids, call errors from Finish.
 #include "client/cpp/attnroll_client.h"
@@ -62,6 +63,22 @@ v1::Tensor Fp32(const std::vector<float>& values) {
   t.add_shape(static_cast<int64_t>(values.size()));
   t.set_data(std::string(reinterpret_cast<const char*>(values.data()), values.size() * 4));
   return t;
+}
+
+TEST_F(ServerTest, CheckHealthAnswersForTheServerAndTheApiAndNamesUnknownServices) {
+  for (const std::string service : {"", "attnroll.v1.AttnrollService"}) {
+    absl::StatusOr<Client::ServingStatus> status = client_->CheckHealth(service);
+    ASSERT_TRUE(status.ok()) << service << ": " << status.status();
+    EXPECT_EQ(*status, grpc::health::v1::HealthCheckResponse::SERVING) << service;
+  }
+  absl::StatusOr<Client::ServingStatus> unknown = client_->CheckHealth("no.such.Service");
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound) << unknown.status();
+  // Nothing listening: UNAVAILABLE (a call waiting for the server to come up
+  // would end DEADLINE_EXCEEDED instead).
+  const int port = server_->port();
+  server_.reset();
+  auto gone = Client::Connect("127.0.0.1:" + std::to_string(port))->CheckHealth("", absl::Seconds(30));
+  EXPECT_EQ(gone.status().code(), absl::StatusCode::kUnavailable) << gone.status();
 }
 
 TEST_F(ServerTest, AuditStreamTakesMapAndAttentionItemsAndAnswersEachById) {

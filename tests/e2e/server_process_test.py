@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """End-to-end test of the attnroll-server process as an operator sees it:
---help and bad flags, the standard health service, reflection, the Prometheus
-endpoint, the CLI's error reporting, and a graceful exit 0 on SIGTERM.
+--help and bad flags, settings from the environment, the standard health
+service (and `attnroll health`, the containers' probe), reflection, the
+Prometheus endpoint, the CLI's error reporting, and a graceful exit 0 on SIGTERM.
 
 Run: /usr/bin/python3 tests/e2e/server_process_test.py --bin-dir BUILD_DIR
 Needs Debian's python3-grpcio, python3-protobuf, python3-numpy and protoc
@@ -11,6 +12,7 @@ Needs Debian's python3-grpcio, python3-protobuf, python3-numpy and protoc
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -91,6 +93,80 @@ class ServerProcessTest(e2e_harness.ServerTestCase):
             check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=10)
         self.assertEqual(err.exception.code(), grpc.StatusCode.NOT_FOUND)
 
+    def test_health_command(self):
+        for extra in ([], ["--service", "attnroll.v1.AttnrollService"]):
+            res = self.cli("--timeout", "5", "health", *extra)
+            self.assertEqual((res.returncode, res.stdout, res.stderr), (0, "SERVING\n", ""), extra)
+        res = self.cli("--timeout", "5", "health", "--service", "no.such.Service")
+        self.assertEqual(res.returncode, 1)
+        self.assertIn("attnroll: NOT_FOUND:", res.stderr)
+        self.assertEqual(res.stdout, "")
+        # Nothing listening: a free port, closed again.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed = s.getsockname()[1]
+        res = self.cli("--timeout", "5", "health", server="127.0.0.1:%d" % closed)
+        self.assertEqual(res.returncode, 1)
+        self.assertIn("attnroll: UNAVAILABLE:", res.stderr)
+        res = self.cli("health", "--no-such-option")
+        self.assertEqual(res.returncode, 2)
+        self.assertIn("attnroll health:", res.stderr)
+        res = self.cli("health", "--help")
+        self.assertEqual(res.returncode, 0)
+        self.assertIn("Exit 0 when it is SERVING", res.stdout)
+
+    def _run_server_env(self, env, args=()):
+        """Starts attnroll-server with only `env` (plus PATH) in its
+        environment; returns (process, grpc_address, metrics) from its first line."""
+        proc = subprocess.Popen([self.server_bin] + list(args), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(env, PATH=os.environ.get("PATH", "/usr/bin:/bin")))
+        line = proc.stdout.readline().strip()
+        m = re.match(r"attnroll-server listening grpc=(127\.0\.0\.1:\d+) metrics=(\S+)$", line)
+        if m is None:
+            proc.kill()
+            out, err = proc.communicate(timeout=10)
+            self.fail("no listening line: %r; stderr:\n%s" % (line, err))
+        return proc, m.group(1), m.group(2)
+
+    def _stop(self, proc):
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+        self.assertEqual(proc.returncode, 0, err)
+        return err
+
+    def test_settings_from_the_environment(self):
+        # A bad value stops the server naming the variable and its flag.
+        res = subprocess.run([self.server_bin], capture_output=True, text=True, timeout=10,
+                             env={"ATTNROLL_MAX_TOKENS": "4294967297"})
+        self.assertEqual(res.returncode, 2)
+        self.assertEqual(res.stderr.strip(),
+                         "attnroll-server: ATTNROLL_MAX_TOKENS (--max-tokens): expected an integer "
+                         "in [1, 65536], got 4294967297")
+        self.assertEqual(res.stdout, "")
+        # Every setting from the environment, none on the command line; an
+        # unknown ATTNROLL_ variable is logged and ignored.
+        env = {"ATTNROLL_LISTEN": "127.0.0.1:0", "ATTNROLL_METRICS_LISTEN": "none",
+               "ATTNROLL_WORKERS": "1", "ATTNROLL_MAX_TOKENS": "8", "ATTNROLL_MAX_TOKEN": "9"}
+        proc, address, metrics = self._run_server_env(env)
+        try:
+            self.assertEqual(metrics, "none")
+            info = self.cli("info", server=address)
+            self.assertEqual(info.returncode, 0, info.stderr)
+            self.assertIn("tokens 8,", info.stdout)
+            self.assertIn("workers:  1 ", info.stdout)
+        finally:
+            err = self._stop(proc)
+        self.assertRegex(err, r"WARNING environment variable ATTNROLL_MAX_TOKEN names no server "
+                              r"flag; ignored")
+        # A flag wins over its variable.
+        proc, address, _ = self._run_server_env(env, ["--max-tokens", "12"])
+        try:
+            info = self.cli("info", server=address)
+            self.assertIn("tokens 12,", info.stdout)
+        finally:
+            self._stop(proc)
+
     def test_reflection_lists_and_describes_the_service(self):
         info = self.channel.stream_stream(
             "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
@@ -126,6 +202,10 @@ class ServerProcessTest(e2e_harness.ServerTestCase):
         self.assertRegex(body, r'attnroll_pass_duration_seconds_count\{rpc="Explain"\} 2\b')
         self.assertRegex(body, r"attnroll_passes_in_flight 0\b")
         self.assertRegex(body, r"attnroll_memory_reserved_bytes 0\b")
+        # The limits the gauges run up against (the defaults: alerts divide by them).
+        self.assertRegex(body, r"(?m)^attnroll_passes_in_flight_limit 64$")
+        self.assertRegex(body, r"(?m)^attnroll_worker_queue_capacity 256$")
+        self.assertRegex(body, r"(?m)^attnroll_memory_budget_bytes 4294967296$")
         # The good pass went fused (2 layers of one 5 x 5 fp32 head), the bad one
         # whole (2 layers of 2 heads; it fails on its last).
         m = re.search(r"^attnroll_attention_received_bytes_total (\S+)$", body, re.M)

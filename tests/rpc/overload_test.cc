@@ -277,6 +277,12 @@ TEST_F(OverloadTest, ShutdownSaysNotServingDrainsPassesInFlightAndRefusesNewOnes
     absl::SleepFor(absl::Milliseconds(10));
   }
   EXPECT_EQ(status.status(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  // ... as the client library (and `attnroll health`, the containers' probe) sees it.
+  for (const std::string service : {"", "attnroll.v1.AttnrollService"}) {
+    absl::StatusOr<client::Client::ServingStatus> seen = client_->CheckHealth(service);
+    ASSERT_TRUE(seen.ok()) << seen.status();
+    EXPECT_EQ(*seen, grpc::health::v1::HealthCheckResponse::NOT_SERVING) << service;
+  }
   // A new pass is refused as retryable.
   EXPECT_THAT(client_->Explain(testing::RolloutHeader(a), ViewOf(a), {}),
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("shutting down")));

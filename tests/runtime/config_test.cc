@@ -3,6 +3,7 @@
 // and the constraints between fields are checked in one place.
 #include "server/runtime/config.h"
 
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <set>
@@ -560,10 +561,169 @@ TEST(ConfigTest, HelpAndVersion) {
   for (std::string& s : storage) argv.push_back(s.data());
   int exit_code = -1;
   ::testing::internal::CaptureStderr();
-  EXPECT_FALSE(ParseServerFlags(static_cast<int>(argv.size()), argv.data(), &c, &exit_code));
+  EXPECT_FALSE(ParseServerFlags(static_cast<int>(argv.size()), argv.data(), &c, &exit_code, nullptr));
   EXPECT_EQ(::testing::internal::GetCapturedStderr(),
             "attnroll-server: --max-tokens: expected an integer in [1, 65536], got 4294967297\n");
   EXPECT_EQ(exit_code, 2);
+}
+
+// ---- the environment -------------------------------------------------------
+
+absl::Status ParseEnv(const std::vector<std::string>& env, const std::vector<std::string>& args,
+                      ServerConfig* c, std::vector<std::string>* warnings = nullptr) {
+  absl::StatusOr<FlagsAction> action = ParseServerArgsAndEnvironment(args, env, c, warnings);
+  if (!action.ok()) return action.status();
+  return *action == FlagsAction::kRun ? absl::OkStatus() : absl::InternalError("not kRun");
+}
+
+TEST(ConfigEnvironmentTest, EveryFlagHasItsVariable) {
+  EXPECT_EQ(ServerFlagVariable("max-tokens"), "ATTNROLL_MAX_TOKENS");
+  EXPECT_EQ(ServerFlagVariable("listen"), "ATTNROLL_LISTEN");
+  EXPECT_EQ(ServerFlagVariable("max-connection-age-seconds"), "ATTNROLL_MAX_CONNECTION_AGE_SECONDS");
+  std::set<std::string> variables;
+  for (const FlagInfo& f : ServerFlags()) {
+    EXPECT_EQ(f.variable, ServerFlagVariable(f.name));
+    EXPECT_TRUE(variables.insert(f.variable).second) << f.variable << " twice";
+  }
+}
+
+TEST(ConfigEnvironmentTest, EveryFlagCanBeSetFromItsVariable) {
+  const std::map<std::string, std::string> defaults = Fields(ServerConfig{});
+  for (const Case& k : Cases()) {
+    ServerConfig c;
+    ASSERT_THAT(ParseEnv({ServerFlagVariable(k.flag) + "=" + k.good}, {}, &c), IsOk()) << k.flag;
+    std::map<std::string, std::string> want = defaults;
+    want[k.flag] = k.good_field;
+    EXPECT_EQ(Fields(c), want) << ServerFlagVariable(k.flag);
+  }
+  // All of them at once, with other variables around.
+  std::vector<std::string> env = {"PATH=/usr/bin", "HOME=/home/attnroll", "attnroll_workers=7"};
+  for (const Case& k : Cases()) env.push_back(ServerFlagVariable(k.flag) + "=" + k.good);
+  ServerConfig c;
+  std::vector<std::string> warnings;
+  ASSERT_THAT(ParseEnv(env, {}, &c, &warnings), IsOk());
+  for (const Case& k : Cases()) EXPECT_EQ(k.field(c), k.good_field) << k.flag;
+  EXPECT_THAT(warnings, ::testing::IsEmpty());
+}
+
+TEST(ConfigEnvironmentTest, AFlagWinsOverItsVariable) {
+  ServerConfig c;
+  ASSERT_THAT(ParseEnv({"ATTNROLL_MAX_TOKENS=100", "ATTNROLL_WORKERS=3"}, {"--max-tokens=200"}, &c),
+              IsOk());
+  EXPECT_EQ(c.limits.max_tokens, 200);
+  EXPECT_EQ(c.workers, 3);
+  c = ServerConfig{};
+  ASSERT_THAT(ParseEnv({"ATTNROLL_LISTEN=0.0.0.0:50051"}, {"--listen", "127.0.0.1:0"}, &c), IsOk());
+  EXPECT_THAT(c.listen, ElementsAre("127.0.0.1:0"));
+  c = ServerConfig{};
+  ASSERT_THAT(ParseEnv({"ATTNROLL_LISTEN=0.0.0.0:50051,[::]:50051"}, {}, &c), IsOk());
+  EXPECT_THAT(c.listen, ElementsAre("0.0.0.0:50051", "[::]:50051"));
+  // A name given twice: the first, as getenv sees it.
+  c = ServerConfig{};
+  ASSERT_THAT(ParseEnv({"ATTNROLL_WORKERS=5", "ATTNROLL_WORKERS=6"}, {}, &c), IsOk());
+  EXPECT_EQ(c.workers, 5);
+}
+
+TEST(ConfigEnvironmentTest, BadValuesNameTheVariableAndTheFlag) {
+  for (const Case& k : Cases()) {
+    std::vector<std::string> bad = k.bad;
+    for (const std::string& m : Malformed(k.kind)) bad.push_back(m);
+    const std::string variable = ServerFlagVariable(k.flag);
+    for (const std::string& value : bad) {
+      ServerConfig c;
+      EXPECT_THAT(ParseEnv({variable + "=" + value}, {}, &c),
+                  StatusIs(absl::StatusCode::kInvalidArgument,
+                           AllOf(StartsWith(variable + " (--" + k.flag + "): expected "),
+                                 HasSubstr(", got "))))
+          << variable << "='" << value << "'";
+    }
+  }
+  ServerConfig c;
+  EXPECT_THAT(ParseEnv({"ATTNROLL_MAX_TOKENS=4294967297"}, {}, &c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "ATTNROLL_MAX_TOKENS (--max-tokens): expected an integer in [1, 65536], got "
+                       "4294967297"));
+  EXPECT_EQ(c.limits.max_tokens, 8192);
+  // Set but empty is a value, and refused like --max-tokens= is.
+  EXPECT_THAT(ParseEnv({"ATTNROLL_MAX_TOKENS="}, {}, &c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "ATTNROLL_MAX_TOKENS (--max-tokens): expected an integer in [1, 65536], got "
+                       "\"\""));
+  EXPECT_THAT(ParseEnv({"ATTNROLL_LISTEN=0.0.0.0"}, {}, &c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "ATTNROLL_LISTEN (--listen): expected a comma list of HOST:PORT (a non-empty "
+                       "host, a port in [0, 65535], IPv6 as [::1]:PORT), got 0.0.0.0 (no :PORT)"));
+  // A bad variable stops the server even where a flag would override it: the
+  // environment says something wrong about the deployment.
+  EXPECT_THAT(ParseEnv({"ATTNROLL_WORKERS=many"}, {"--workers=2"}, &c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "ATTNROLL_WORKERS (--workers): expected an integer in [0, 1024], got many"));
+}
+
+TEST(ConfigEnvironmentTest, ConstraintsSpanVariablesAndFlags) {
+  ServerConfig c;
+  EXPECT_THAT(ParseEnv({"ATTNROLL_WORKERS=4"}, {"--long-work-workers=5"}, &c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "--long-work-workers (5) must be at most --workers (4)"));
+  c = ServerConfig{};
+  EXPECT_THAT(ParseEnv({"ATTNROLL_KEEPALIVE_TIME_SECONDS=10"}, {}, &c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "--keepalive-timeout-seconds (20) must be less than "
+                       "--keepalive-time-seconds (10)"));
+  // ... and a flag can repair what a variable broke.
+  c = ServerConfig{};
+  EXPECT_THAT(ParseEnv({"ATTNROLL_KEEPALIVE_TIME_SECONDS=10"}, {"--keepalive-timeout-seconds=5"},
+                       &c),
+              IsOk());
+}
+
+TEST(ConfigEnvironmentTest, UnknownVariablesOfThePrefixAreWarnedAboutOthersIgnored) {
+  ServerConfig c;
+  std::vector<std::string> warnings;
+  ASSERT_THAT(ParseEnv({"ATTNROLL_MAX_TOKEN=5", "MAX_TOKENS=5", "ATTNROLL=1", "NOEQUALS",
+                        "ATTNROLL_max_tokens=5"},
+                       {}, &c, &warnings),
+              IsOk());
+  EXPECT_EQ(c.limits.max_tokens, 8192);
+  EXPECT_THAT(warnings,
+              ElementsAre("environment variable ATTNROLL_MAX_TOKEN names no server flag; ignored "
+                          "(see --help)",
+                          "environment variable ATTNROLL_max_tokens names no server flag; ignored "
+                          "(see --help)"));
+}
+
+TEST(ConfigEnvironmentTest, HelpAndVersionWhateverTheEnvironment) {
+  ServerConfig c;
+  EXPECT_EQ(*ParseServerArgsAndEnvironment({"--help"}, {"ATTNROLL_WORKERS=bad"}, &c, nullptr),
+            FlagsAction::kHelp);
+  EXPECT_EQ(*ParseServerArgsAndEnvironment({"--version"}, {"ATTNROLL_WORKERS=bad"}, &c, nullptr),
+            FlagsAction::kVersion);
+  const std::string usage = ServerUsage();
+  EXPECT_THAT(usage, HasSubstr("--max-tokens as ATTNROLL_MAX_TOKENS=8192"));
+  EXPECT_THAT(usage, HasSubstr("A flag on the command line\nwins over its variable"));
+  EXPECT_THAT(usage, HasSubstr("naming the variable"));
+}
+
+TEST(ConfigEnvironmentTest, ThroughTheProcessEnvironment) {
+  ASSERT_EQ(setenv("ATTNROLL_MAX_TOKENS", "4294967297", 1), 0);
+  std::vector<std::string> storage = {"attnroll-server"};
+  std::vector<char*> argv;
+  for (std::string& s : storage) argv.push_back(s.data());
+  ServerConfig c;
+  int exit_code = -1;
+  std::vector<std::string> warnings;
+  ::testing::internal::CaptureStderr();
+  EXPECT_FALSE(ParseServerFlags(static_cast<int>(argv.size()), argv.data(), &c, &exit_code, &warnings));
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(),
+            "attnroll-server: ATTNROLL_MAX_TOKENS (--max-tokens): expected an integer in [1, "
+            "65536], got 4294967297\n");
+  EXPECT_EQ(exit_code, 2);
+
+  ASSERT_EQ(setenv("ATTNROLL_MAX_TOKENS", "77", 1), 0);
+  c = ServerConfig{};
+  EXPECT_TRUE(ParseServerFlags(static_cast<int>(argv.size()), argv.data(), &c, &exit_code, &warnings));
+  EXPECT_EQ(c.limits.max_tokens, 77);
+  ASSERT_EQ(unsetenv("ATTNROLL_MAX_TOKENS"), 0);
 }
 
 TEST(ConfigTest, ResolvedFillsTheMachineDefaults) {
