@@ -40,6 +40,7 @@ RUN apt-get update \
       libprotobuf-dev protobuf-compiler \
       libeigen3-dev libabsl-dev prometheus-cpp-dev \
       libgtest-dev libgmock-dev liblemon-dev libzip-dev libpng-dev \
+      libssl-dev libcivetweb-dev libopenblas-pthread-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
@@ -74,13 +75,16 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libabsl20220623 \
       libc6 \
+      libcivetweb1 \
       libgcc-s1 \
       libgrpc++1.51 \
       libgrpc29 \
+      libopenblas0-pthread \
       libprometheus-cpp-core1.0 \
       libprometheus-cpp-pull1.0 \
       libpng16-16 \
       libprotobuf32 \
+      libssl3 \
       libstdc++6 \
       libzip4 \
  && rm -rf /var/lib/apt/lists/* \

@@ -251,14 +251,46 @@ class ManifestsTest(unittest.TestCase):
                                                        du.PENDING_SERVER_FLAGS))
         self.assertIn("tls-cert", du.accepted_flags({"max-tokens"}, du.PENDING_SERVER_FLAGS))
 
+    def mounted_files(self):
+        """Local stand-ins for the files the manifests mount (certificates made
+        by tests/testutil/make_test_certs.sh, a token file): {mounted path:
+        local path}, and the client's token file."""
+        tmp = tempfile.mkdtemp(prefix="attnroll_manifests_")
+        self.addCleanup(lambda: subprocess.run(["rm", "-rf", tmp]))
+        subprocess.run([os.path.join(du.SRC, "tests", "testutil", "make_test_certs.sh"), tmp],
+                       check=True, capture_output=True)
+        token = "deploy-test-token-0123456789"
+        tokens = os.path.join(tmp, "tokens")
+        client_token = os.path.join(tmp, "client-token")
+        for path, text in ((tokens, "deploy-test %s\n" % token), (client_token, token + "\n")):
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o600)
+        return {"/etc/attnroll/tls/tls.crt": os.path.join(tmp, "server.pem"),
+                "/etc/attnroll/tls/tls.key": os.path.join(tmp, "server.key"),
+                "/etc/attnroll/tls/ca.crt": os.path.join(tmp, "ca.pem"),
+                "/etc/attnroll/tokens/tokens": tokens}, client_token
+
     def test_the_real_server_accepts_each_configuration(self):
+        files, client_token = self.mounted_files()
         for name, pod in self.pods.items():
             env = {k: v for k, v in pod.env.items()}
-            # Tests listen on loopback only; everything else as the manifest says.
+            # Tests listen on loopback only; mounted files are local stand-ins;
+            # everything else as the manifest says.
             env["ATTNROLL_LISTEN"] = "127.0.0.1:0"
             env["ATTNROLL_METRICS_LISTEN"] = "127.0.0.1:0"
-            args = ["--%s=%s" % (f, v) for f, v in pod.flag_args().items()
-                    if f in self.server_flags]
+            flags = {f: v for f, v in pod.flag_args().items() if f in self.server_flags}
+            for f, v in flags.items():
+                if v.startswith("/etc/attnroll/"):
+                    self.assertIn(v, files, "%s: --%s: no local stand-in" % (name, f))
+                    flags[f] = files[v]
+            args = ["--%s=%s" % (f, v) for f, v in flags.items()]
+            cli_security = []
+            if "tls-cert" in flags:
+                cli_security += ["--tls-ca", files["/etc/attnroll/tls/ca.crt"],
+                                 "--tls-server-name", "localhost"]
+            if "token-file" in flags:
+                cli_security += ["--token-file", client_token]
             proc = subprocess.Popen([self.server_bin] + args, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     env=dict(env, PATH=os.environ.get("PATH", "/usr/bin:/bin")))
@@ -269,8 +301,9 @@ class ManifestsTest(unittest.TestCase):
                     proc.kill()
                     self.fail("%s: the server refused its configuration: %s"
                               % (name, proc.communicate(timeout=10)[1]))
-                res = subprocess.run([self.cli_bin, "--server", m.group(1), "--timeout", "10",
-                                      "info"], capture_output=True, text=True, timeout=30)
+                res = subprocess.run([self.cli_bin, "--server", m.group(1), "--timeout", "10"]
+                                     + cli_security + ["info"],
+                                     capture_output=True, text=True, timeout=30)
                 self.assertEqual(res.returncode, 0, res.stderr)
                 self.assertIn("workers:  %s " % pod.env["ATTNROLL_WORKERS"], res.stdout)
                 self.assertIn("tokens %s," % pod.env["ATTNROLL_MAX_TOKENS"], res.stdout)

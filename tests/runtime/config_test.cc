@@ -324,7 +324,7 @@ TEST(ConfigTest, RangesInTheHelpAreTheRangesApplied) {
   }
   // Every flag but --listen, --metrics-listen, --log-level, --data-dir, --monitor-models, the
   // files and --info-requires-auth.
-  EXPECT_EQ(checked, 39);
+  EXPECT_EQ(checked, 40);
 }
 
 TEST(ConfigTest, AValueThatWouldWrapIsRefusedNotNarrowed) {
@@ -591,8 +591,13 @@ TEST(ConfigEnvironmentTest, EveryFlagCanBeSetFromItsVariable) {
   const std::map<std::string, std::string> defaults = Fields(ServerConfig{});
   for (const Case& k : Cases()) {
     ServerConfig c;
-    ASSERT_THAT(ParseEnv({ServerFlagVariable(k.flag) + "=" + k.good}, {}, &c), IsOk()) << k.flag;
+    std::vector<std::string> env = {ServerFlagVariable(k.flag) + "=" + k.good};
     std::map<std::string, std::string> want = defaults;
+    for (const auto& [flag, value] : k.with) {
+      env.push_back(ServerFlagVariable(flag) + "=" + value);
+      want[flag] = value;
+    }
+    ASSERT_THAT(ParseEnv(env, {}, &c), IsOk()) << k.flag;
     want[k.flag] = k.good_field;
     EXPECT_EQ(Fields(c), want) << ServerFlagVariable(k.flag);
   }
