@@ -497,6 +497,24 @@ std::vector<runtime::MonitorFigures> Monitor::Figures() {
   return out;
 }
 
+namespace {
+
+// What List and Pin tell of a baseline.
+void Summarize(const v1::Baseline& b, v1::BaselineSummary* s) {
+  s->set_name(b.name());
+  s->set_model(b.model());
+  s->set_source(b.source());
+  s->set_pinned_unix_seconds(b.pinned_unix_seconds());
+  s->set_map_length(b.map_length());
+  s->set_grid_height(b.grid_height());
+  s->set_grid_width(b.grid_width());
+  s->set_region_name(b.region_name());
+  s->set_samples(b.overall().samples());
+  for (const v1::SampleStats& g : b.groups()) s->add_groups(g.group());
+}
+
+}  // namespace
+
 absl::StatusOr<v1::PinBaselineResponse> Monitor::Pin(const v1::PinBaselineRequest& r) {
   if (models_.empty()) return absl::FailedPreconditionError(RefusedNoModels());
   absl::MutexLock lock(&baselines_mu_);
@@ -629,17 +647,7 @@ absl::StatusOr<v1::PinBaselineResponse> Monitor::Pin(const v1::PinBaselineReques
   Use(m, shared);
   v1::PinBaselineResponse out;
   out.set_path(*path);
-  v1::BaselineSummary* sum = out.mutable_baseline();
-  sum->set_name(b.name());
-  sum->set_model(b.model());
-  sum->set_source(b.source());
-  sum->set_pinned_unix_seconds(b.pinned_unix_seconds());
-  sum->set_map_length(b.map_length());
-  sum->set_grid_height(b.grid_height());
-  sum->set_grid_width(b.grid_width());
-  sum->set_region_name(b.region_name());
-  sum->set_samples(b.overall().samples());
-  for (const v1::SampleStats& g : b.groups()) sum->add_groups(g.group());
+  Summarize(b, out.mutable_baseline());
   return out;
 }
 
@@ -651,17 +659,7 @@ absl::StatusOr<v1::ListBaselinesResponse> Monitor::List() {
   }
   v1::ListBaselinesResponse out;
   for (const auto& [name, b] : store_->baselines()) {
-    v1::BaselineSummary* s = out.add_baselines();
-    s->set_name(b.name());
-    s->set_model(b.model());
-    s->set_source(b.source());
-    s->set_pinned_unix_seconds(b.pinned_unix_seconds());
-    s->set_map_length(b.map_length());
-    s->set_grid_height(b.grid_height());
-    s->set_grid_width(b.grid_width());
-    s->set_region_name(b.region_name());
-    s->set_samples(b.overall().samples());
-    for (const v1::SampleStats& g : b.groups()) s->add_groups(g.group());
+    Summarize(b, out.add_baselines());
   }
   return out;
 }
