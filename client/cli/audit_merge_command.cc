@@ -123,14 +123,17 @@ int RunAuditMerge(const GlobalOptions&, const std::vector<std::string>& args) {
   if (!aggregator.ok()) {
     return Fail(absl::InvalidArgumentError(absl::StrCat(paths[0], ": state: ", aggregator.status().message())));
   }
+  // A state's options: the state without its items and sums.
+  auto options_of = [](const v1::AuditState& state) {
+    v1::AuditState o = state;
+    o.clear_items();
+    o.clear_sums();
+    return o;
+  };
+  const v1::AuditState first_options = options_of(first.state());
   for (size_t i = 0; i < shards.size(); ++i) {
-    v1::AuditState options_only = shards[i].state();
-    options_only.clear_items();
-    options_only.clear_sums();
-    v1::AuditState first_options = first.state();
-    first_options.clear_items();
-    first_options.clear_sums();
-    if (!google::protobuf::util::MessageDifferencer::Equals(options_only, first_options)) {
+    if (!google::protobuf::util::MessageDifferencer::Equals(options_of(shards[i].state()),
+                                                            first_options)) {
       return Fail(absl::InvalidArgumentError(absl::StrCat(
           paths[i], ": its state was built with other options than ", paths[0],
           " (the servers' limits differ?)")));
