@@ -57,19 +57,24 @@ class LiveGauges : public prometheus::Collectable {
     monitor_ = std::move(source);
   }
 
+  // civetweb's worker threads, which call this, have a small fixed stack
+  // (100 KiB in Debian 12's build): drift figures and the families built here
+  // overflow it (seen under ASan), so the work runs on a thread of the default size.
   std::vector<prometheus::MetricFamily> Collect() const override {
+    std::vector<prometheus::MetricFamily> out;
+    std::thread compute([&] { out = CollectHere(); });
+    compute.join();
+    return out;
+  }
+
+ private:
+  std::vector<prometheus::MetricFamily> CollectHere() const {
     LiveFigures f;
     std::vector<MonitorFigures> models;
     {
       absl::MutexLock lock(&mu_);
       if (source_) f = source_();
-      if (monitor_) {
-        // Drift figures (EMD and friends) may need more stack than civetweb's
-        // worker threads have (fixed when the library is built: 100 KiB in
-        // Debian 12's), so they are computed on a thread of the default size.
-        std::thread compute([&] { models = monitor_(); });
-        compute.join();
-      }
+      if (monitor_) models = monitor_();
     }
     std::vector<prometheus::MetricFamily> out = {
         Gauge("attnroll_passes_in_flight", "Admitted passes and calls not finished yet",
