@@ -122,7 +122,10 @@ void FusePortable(const FuseTask& t) {
     const int fuse_cols = t.lower_only ? split : t.cols;
     float* acc = t.acc == nullptr ? nullptr : t.acc + r * t.acc_stride;
     for (int g = 0; g < t.heads; ++g) {
-      const float* v = RowOf(t.type, t.in[g], r, t.cols, scratch.data() + g * t.cols);
+      // fp32 rows are read in place: no scratch (still empty on this thread,
+      // so data() may be null, and offsetting a null pointer is undefined).
+      float* row_scratch = t.type == WireType::kF32 ? nullptr : scratch.data() + g * t.cols;
+      const float* v = RowOf(t.type, t.in[g], r, t.cols, row_scratch);
       if (t.stats != nullptr) RowStatsOf(v, t.cols, split, t.causal, &t.stats[g * t.stats_stride + r]);
       const bool first = t.init && g == 0;
       const float w = weighted ? t.weights[g] : 1.0f;
