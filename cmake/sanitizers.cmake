@@ -8,7 +8,9 @@
 # of the tree is instrumented; UBSan aborts on the first report
 # (-fno-sanitize-recover=all), so a test that triggers undefined behaviour
 # fails. Debian's libraries (gRPC, protobuf, abseil) stay uninstrumented;
-# tests/tsan/ makes abseil's locks visible to ThreadSanitizer.
+# tests/tsan/ makes abseil's locks visible to ThreadSanitizer and leaves
+# gRPC's own code unchecked (server/rpc/tsan_handoff.h annotates the
+# reactors' hand-offs to gRPC).
 #
 # ATTNROLL_BUILD_FUZZERS: the libFuzzer targets of tests/fuzz (clang only).
 # The tree's objects also get libFuzzer's coverage instrumentation
@@ -31,6 +33,13 @@ if(ATTNROLL_SANITIZE)
     add_compile_options(-gline-tables-only -Wno-pass-failed)
   else()
     add_compile_options(-g1)
+  endif()
+  # ThreadSanitizer: gRPC's header code stays unchecked like its libraries
+  # (tests/tsan/ignorelist.txt says why); inlined frames of a report carry
+  # their full names.
+  if(ATTNROLL_SANITIZE STREQUAL "thread" AND CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    add_compile_options(-fsanitize-ignorelist=${PROJECT_SOURCE_DIR}/tests/tsan/ignorelist.txt
+                        -fdebug-info-for-profiling)
   endif()
 endif()
 

@@ -7,11 +7,11 @@
 #      suite, whose RSS bounds ASan's shadow memory breaks), and every
 #      fuzz target's committed corpus replayed;
 #   2. the fuzz targets, each fuzzed for ATTNROLL_FUZZ_SECONDS (default 30);
-#   3. build-tsan/: clang, ThreadSanitizer; runtime_test, whose threads meet
-#      in the project's own code (worker pool, parallel-for, timers,
-#      admission, the log). Not the in-process server tests: Debian's gRPC is
-#      not instrumented, so TSan cannot see its hand-offs between threads and
-#      reports every message buffer gRPC passes on as a race.
+#   3. build-tsan/: clang, ThreadSanitizer; the runtime, session, in-process
+#      server (rpc) and client tests (runtime_test session_test rpc_test
+#      client_test npy_test). Debian's gRPC is not instrumented: the reactors' hand-offs
+#      to gRPC are annotated (server/rpc/tsan_handoff.h), and the libc calls
+#      made inside gRPC's own libraries are ignored (tests/tsan/suppressions.txt).
 # Each stage prints a banner and its wall time. Benchmarks are not built
 # in these trees. Exits non-zero on the first failure.
 set -euo pipefail
@@ -24,7 +24,7 @@ fuzz_seconds="${ATTNROLL_FUZZ_SECONDS:-30}"
 # (-fno-sanitize-recover=all), with a stack.
 export ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:check_initialization_order=1:detect_stack_use_after_return=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:history_size=4"
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:history_size=4:suppressions=$PWD/tests/tsan/suppressions.txt"
 
 total_start=$(date +%s)
 quiet() { "$@" >/dev/null; }  # a command whose stdout is not wanted
@@ -49,10 +49,11 @@ stage "asan+ubsan: ctest (unit, in-process server, end to end, fuzz corpora)" \
   ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 900 -E '^(e2e_load|e2e_monitor|deploy_runtime_packages)$'
 stage "fuzz: every target for ${fuzz_seconds} s" tests/fuzz/run_fuzzers.sh "$fuzz_seconds" build-asan
 
-tsan_tests=(runtime_test)
+tsan_tests=(runtime_test session_test rpc_test client_test npy_test)
 stage "tsan: configure" quiet cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Release -DATTNROLL_SANITIZE=thread \
-  -DATTNROLL_BUILD_BENCHMARKS=OFF -DATTNROLL_TEST_DIRS=runtime
+  -DATTNROLL_BUILD_BENCHMARKS=OFF "-DATTNROLL_TEST_DIRS=runtime;session;rpc;client"
 stage "tsan: build (${tsan_tests[*]})" cmake --build build-tsan -j"$jobs" --target "${tsan_tests[@]}"
-stage "tsan: ctest (runtime)" \
-  ctest --test-dir build-tsan --output-on-failure -j"$jobs" --timeout 900
+# The Python tests of client/ (python_*) use no code of this tree.
+stage "tsan: ctest (runtime, session, in-process server, client)" \
+  ctest --test-dir build-tsan --output-on-failure -j"$jobs" --timeout 900 -E '^python_'
 echo "==== sanitizers: $(( $(date +%s) - total_start )) s in all ===="

@@ -30,6 +30,7 @@ AuditReactor::AuditReactor(grpc::CallbackServerContext* call, ServiceContext* ct
 }
 
 void AuditReactor::OnReadDone(bool ok) {
+  const Reaction reaction = TookRead();
   state_.DisarmIdle();
   if (!ok) {
     Phase was;
@@ -329,6 +330,7 @@ void AuditReactor::Enqueue(const v1::AuditResponse& response) {
 }
 
 void AuditReactor::OnWriteDone(bool ok) {
+  const Reaction reaction = TookWrite();
   const grpc::ByteBuffer* next;
   bool resume = false;
   {

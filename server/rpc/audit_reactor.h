@@ -25,18 +25,22 @@
 #include "attnroll/v1/attnroll.pb.h"
 #include "server/rpc/call_state.h"
 #include "server/rpc/service_context.h"
+#include "server/rpc/tsan_handoff.h"
 #include "server/rpc/write_queue.h"
 #include "server/session/audit_session.h"
 
 namespace attnroll::rpc {
 
-class AuditReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+class AuditReactor : public HandOffs<grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>> {
  public:
   AuditReactor(grpc::CallbackServerContext* call, ServiceContext* ctx);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    TookAll();
+    delete this;
+  }
 
  private:
   enum class Phase {

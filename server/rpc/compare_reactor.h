@@ -11,15 +11,19 @@
 #include "attnroll/v1/audit.pb.h"
 #include "server/rpc/call_state.h"
 #include "server/rpc/service_context.h"
+#include "server/rpc/tsan_handoff.h"
 
 namespace attnroll::rpc {
 
-class CompareReactor : public grpc::ServerUnaryReactor {
+class CompareReactor : public HandOffs<grpc::ServerUnaryReactor> {
  public:
   CompareReactor(grpc::CallbackServerContext* call, grpc::ByteBuffer* request,
                  grpc::ByteBuffer* response, ServiceContext* ctx);
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    TookAll();
+    delete this;
+  }
 
  private:
   void Open();  // worker

@@ -26,6 +26,7 @@ void ExplainReactor::ReadNext() {
 }
 
 void ExplainReactor::OnReadDone(bool ok) {
+  const Reaction reaction = TookRead();
   state_.DisarmIdle();
   {
     absl::MutexLock lock(&mu_);

@@ -21,15 +21,19 @@
 #include "attnroll/v1/attnroll.pb.h"
 #include "server/rpc/call_state.h"
 #include "server/rpc/service_context.h"
+#include "server/rpc/tsan_handoff.h"
 
 namespace attnroll::rpc {
 
-class ExplainReactor : public grpc::ServerReadReactor<grpc::ByteBuffer> {
+class ExplainReactor : public HandOffs<grpc::ServerReadReactor<grpc::ByteBuffer>> {
  public:
   ExplainReactor(grpc::CallbackServerContext* call, grpc::ByteBuffer* response, ServiceContext* ctx);
 
   void OnReadDone(bool ok) override;
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    TookAll();
+    delete this;
+  }
 
  private:
   void ReadNext();

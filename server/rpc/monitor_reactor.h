@@ -14,12 +14,13 @@
 #include "server/rpc/call_state.h"
 #include "server/rpc/proto_io.h"
 #include "server/rpc/service_context.h"
+#include "server/rpc/tsan_handoff.h"
 #include "server/runtime/refusal.h"
 
 namespace attnroll::rpc {
 
 template <typename Request, typename Response>
-class MonitorReactor : public grpc::ServerUnaryReactor {
+class MonitorReactor : public HandOffs<grpc::ServerUnaryReactor> {
  public:
   using Handler = std::function<absl::StatusOr<Response>(const Request&)>;
 
@@ -45,7 +46,10 @@ class MonitorReactor : public grpc::ServerUnaryReactor {
     if (absl::Status s = ctx_->pool->Submit(runtime::Lane::kNew, [this] { Run(); }); !s.ok()) End(s);
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    TookAll();
+    delete this;
+  }
 
  private:
   void Run() {

@@ -58,6 +58,7 @@ void PairReactor::ReadNext() {
 }
 
 void PairReactor::OnReadDone(bool ok) {
+  const Reaction reaction = TookRead();
   state_.DisarmIdle();
   if (call_->IsCancelled()) return End(state_.CancelledStatus("the pair"));
   if (!ok) {

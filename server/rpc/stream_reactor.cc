@@ -46,6 +46,7 @@ void StreamReactor::StartReading() {
 }
 
 void StreamReactor::OnReadDone(bool ok) {
+  const Reaction reaction = TookRead();
   state_.DisarmIdle();
   if (!ok) {
     // Half-close or cancellation: the passes are failed (and freed) on a worker.
@@ -275,6 +276,7 @@ void StreamReactor::ReadNextOrPause() {
 }
 
 void StreamReactor::OnWriteDone(bool ok) {
+  const Reaction reaction = TookWrite();
   const grpc::ByteBuffer* next;
   bool resume_read = false;
   {

@@ -22,17 +22,21 @@
 #include "attnroll/v1/attnroll.pb.h"
 #include "server/rpc/call_state.h"
 #include "server/rpc/service_context.h"
+#include "server/rpc/tsan_handoff.h"
 #include "server/rpc/write_queue.h"
 
 namespace attnroll::rpc {
 
-class StreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+class StreamReactor : public HandOffs<grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>> {
  public:
   StreamReactor(grpc::CallbackServerContext* call, ServiceContext* ctx);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    TookAll();
+    delete this;
+  }
 
  private:
   struct Open {
