@@ -26,7 +26,15 @@ PACKAGES=(
   python3-torch python3-torchvision
   # promtool (lints the scraped /metrics text in tests/e2e/load_test.py).
   prometheus
+  # Pictures (client/render): libpng writes and reads PNG, libjpeg reads JPEG. The colour
+  # tables are generated from matplotlib (client/render/gen_colormaps.py) and checked
+  # against it; the picture tests decode PNGs with Pillow.
+  libpng-dev libjpeg-dev python3-matplotlib python3-pil
 )
+
+# npm (installs @bufbuild/buf for tests/e2e/buf_curl_test.py). Debian's npm package,
+# unless an npm is already there (NodeSource's nodejs ships its own and conflicts with it).
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

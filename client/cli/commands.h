@@ -26,6 +26,9 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args);
 // Closed-loop load test (exit 0 once the run completed, errors counted; 1
 // when the server cannot be reached; 2 on bad usage).
 int RunBench(const GlobalOptions& global, const std::vector<std::string>& args);
+// A first run: a synthetic ViT-like pass with a planted salient block, its map
+// and the map over a synthetic picture.
+int RunDemo(const GlobalOptions& global, const std::vector<std::string>& args);
 // `explain` with --encoder/--decoder/--cross: the parsed options of explain.
 // The flags of `explain` (shared with `audit`): known, and whether it takes a value.
 bool IsExplainOption(const std::string& name, bool* takes_value);

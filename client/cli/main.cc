@@ -13,6 +13,7 @@ void PrintUsage() {
       "attnroll: explain transformers with attention rollout, served by attnroll-server.\n\n"
       "Usage: attnroll [--server HOST:PORT] [--timeout SECONDS] COMMAND [options]\n\n"
       "Commands:\n"
+      "  demo      a first run: a synthetic ViT-like pass, its map and a picture (no input needed)\n"
       "  explain   send attention from a .npy file, write the saliency maps to a .npy file\n"
       "  info      print the server's version, limits and analyses\n"
       "  compare   compare two saliency maps with every audit metric\n"
@@ -65,6 +66,7 @@ int main(int argc, char** argv) {
   if (command == "compare") return attnroll::cli::RunCompare(global, rest);
   if (command == "audit") return attnroll::cli::RunAudit(global, rest);
   if (command == "explain-pair") return attnroll::cli::RunExplainPair(global, rest);
+  if (command == "demo") return attnroll::cli::RunDemo(global, rest);
   if (command == "bench") return attnroll::cli::RunBench(global, rest);
   std::fprintf(stderr, "attnroll: unknown command '%s' (see --help)\n", command.c_str());
   return 2;
