@@ -92,6 +92,7 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
     if (opt.count("pictures") && !explain.count("grid")) {
       return Usage("--pictures needs the maps on a grid: add --grid HxW");
     }
+    if (absl::Status st = LoadPictureImage(&pictures); !st.ok()) return Fail(st);
   }
   // The items: file names in both directories, in natural order.
   absl::StatusOr<std::vector<std::string>> baseline_files = npy::ListNpyFiles(opt["baseline"]);

@@ -392,6 +392,7 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
     return Usage(bad);
   }
   if (!pictures.png.empty() && !opt.count("grid")) return Usage("--png needs the map on a grid: add --grid HxW");
+  if (absl::Status st = LoadPictureImage(&pictures); !st.ok()) return Fail(st);
   v1::PassHeader header;
   client::ExplainOptions options;
   options.timeout = absl::Seconds(global.timeout_seconds);

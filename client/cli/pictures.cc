@@ -86,14 +86,22 @@ std::string ParsePictureOptions(const std::map<std::string, std::string>& opt, b
   return "";
 }
 
+absl::Status LoadPictureImage(PictureOptions* options) {
+  if (options->image.empty() || options->background) return absl::OkStatus();
+  absl::StatusOr<render::Image> image = render::ReadImage(options->image);
+  if (!image.ok()) return image.status();
+  options->background = std::make_shared<const render::Image>(std::move(*image));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Written> WriteHeatmapPng(const std::string& path, const std::vector<float>& map, int h,
                                         int w, const render::Colormap& colormap,
                                         const PictureOptions& options) {
-  std::unique_ptr<render::Image> background;
-  if (!options.image.empty()) {
+  std::shared_ptr<const render::Image> background = options.background;
+  if (!background && !options.image.empty()) {
     absl::StatusOr<render::Image> image = render::ReadImage(options.image);
     if (!image.ok()) return image.status();
-    background = std::make_unique<render::Image>(std::move(*image));
+    background = std::make_shared<const render::Image>(std::move(*image));
   }
   render::HeatmapOptions heat;
   heat.colormap = colormap;

@@ -5,6 +5,7 @@
 #define ATTNROLL_CLIENT_CLI_PICTURES_H_
 
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -20,6 +21,7 @@ namespace attnroll::cli {
 struct PictureOptions {
   std::string png;     // --png OUT.png ("" for none)
   std::string image;   // --image IN.png|IN.jpg
+  std::shared_ptr<const render::Image> background;  // the image, once LoadPictureImage read it
   render::Colormap colormap = render::Colormaps()[0];
   double alpha = 0.5;  // --alpha
   std::string tokens;  // --tokens TOKENS.txt
@@ -34,6 +36,10 @@ const std::set<std::string>& PictureOptionNames();
 // message of the bad or inconsistent option.
 std::string ParsePictureOptions(const std::map<std::string, std::string>& opt, bool stdout_tty,
                                 PictureOptions* out);
+
+// Reads --image (when given) into `background`, so a bad image is refused
+// before any call is made.
+absl::Status LoadPictureImage(PictureOptions* options);
 
 // A written picture's line for the summary ("wrote OUT.png: ...").
 struct Written {

@@ -11,7 +11,9 @@ Uses Debian's /usr/bin/python3 with python3-numpy, -pil, -matplotlib, -torch.
 
 import html
 import os
+import pty
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -184,6 +186,26 @@ class PicturesTest(e2e_harness.ServerTestCase):
         self.assertEqual([tuple(int(v) for v in f[:3]) for f in found], [tuple(int(v) for v in c) for c in colours])
         self.assertEqual([f[3] for f in found], ["the", "<b>cat</b>", "sat", "on & off", "mat[31m"])
         self.assertEqual(ansi.count("\x1b"), 3 * (n - 1), "a token's own escape bytes are dropped")
+        # On a terminal, colours by default (auto); with --ansi never, none.
+        for ansi_flag, coloured in (([], True), (["--ansi", "never", "--html", page], False)):
+            master, slave = pty.openpty()
+            proc = subprocess.run([self.cli_bin, "--server", "127.0.0.1:%d" % self.port, "explain",
+                                   "--attention", att_path, "--prefix", "1", "--out", out, "--tokens",
+                                   tok_path, "--colormap", "plasma"] + ansi_flag,
+                                  stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE, timeout=30)
+            os.close(slave)
+            tty_out = b""
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                tty_out += chunk
+            os.close(master)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertEqual(b"\x1b[48;2;%d;%d;%dm" % tuple(int(v) for v in colours[1]) in tty_out, coloured)
         # Without --ansi on a pipe, nothing coloured reaches stdout.
         res = self.cli_ok("tokens_html_only", ["explain", "--attention", att_path, "--prefix", 1, "--out",
                                                out, "--tokens", tok_path, "--html", page])
