@@ -802,8 +802,10 @@ class MetricsHonestTest(LoadCase):
     server_flags = ("--max-tokens", 256, "--max-memory-bytes", MAX_MEMORY)
 
     def cli_explain(self, path):
+        # Every head sent (no fusion on the client), so the bytes and the
+        # refusals counted are the server's.
         return self.cli("explain", "--attention", path, "--out",
-                        os.path.join(self.tmp, "out.npy"), "--json")
+                        os.path.join(self.tmp, "out.npy"), "--json", "--client-fusion", "off")
 
     def test_counters_match_the_traffic_and_promtool_accepts_them(self):
         L, H, n = 6, 4, 96
