@@ -22,9 +22,13 @@ PACKAGES=(
   python3-scipy
   # .npz reading in client/npy (np.savez, np.savez_compressed): zip archives via libzip.
   libzip-dev
+  # The pictures of `attnroll monitor --png` (client/cli/map_png.cc), and PIL to decode them in
+  # tests/e2e/monitor_test.py.
+  libpng-dev python3-pil
   # Real-model reproduction test (tests/e2e/vit_reproduction_test.py): torchvision's ViT-B/16.
   python3-torch python3-torchvision
-  # promtool (lints the scraped /metrics text in tests/e2e/load_test.py).
+  # promtool: lints the scraped /metrics text in tests/e2e/load_test.py, checks the alert rules
+  # of live monitoring and runs their unit tests (deploy/prometheus/drift-rules*.yaml).
   prometheus
   # Pictures (client/render): libpng writes and reads PNG, libjpeg reads JPEG. The colour
   # tables are generated from matplotlib (client/render/gen_colormaps.py) and checked

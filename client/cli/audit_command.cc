@@ -14,8 +14,6 @@
 #include <memory>
 #include <vector>
 
-#include <google/protobuf/util/json_util.h>
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -40,6 +38,7 @@ void PrintAuditUsage() {
       "        --prefix P, --grid HxW, --scale, --wire, pruning, --causal, --sink, ...]\n"
       "       [--region MASK.npy] [--groups FILE.csv] [--iou-top-k K] [--max-emd X]\n"
       "       [--min-spearman X] [--max-js X] [--max-l1 X] [--max-com-shift X] [--max-region-drop X]\n"
+      "       [--shard I/N] [--state OUT.pb]\n"
       "       [--pictures DIR [--image IN.png|IN.jpg] [--alpha A] [--colormap NAME]]\n\n"
       "Files with the same name in both directories form one item (its id is the file name).\n"
       "A file is either attention [L, H, n, n] (both passes streamed to the server, which explains\n"
@@ -47,6 +46,10 @@ void PrintAuditUsage() {
       "precomputed saliency map. --groups: CSV lines `id,group`.\n"
       "Thresholds flag an item as drifted. The report (JSON) has every metric's distribution,\n"
       "per-group aggregates, the worst items, the mean maps and the mean shift map.\n"
+      "--shard I/N audits only the items k with k mod N = I (k: the item's index in natural\n"
+      "file-name order), for N replicas each auditing one shard. --state writes the audit's\n"
+      "mergeable state; `attnroll audit-merge --report OUT.json STATE.pb...` merges the N\n"
+      "states into the report one audit of every item gives, bit for bit.\n");
       "--pictures DIR (maps on a --grid) renders the whole audit's mean maps as explain --png\n"
       "does: DIR/mean_baseline.png, DIR/mean_candidate.png (--colormap, default viridis) and\n"
       "DIR/mean_shift.png (candidate - baseline, coolwarm centred on zero: red gained, blue lost),\n"
@@ -59,8 +62,8 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
   // The audit's own options; explain's options (rollout/flow settings) too.
   static const std::set<std::string> kValued = {
       "baseline", "candidate", "report", "region", "groups", "iou-top-k", "max-emd",
-      "min-spearman", "max-js", "max-l1", "max-com-shift", "max-region-drop", "pictures",
-      "image", "colormap", "alpha"};
+      "min-spearman", "max-js", "max-l1", "max-com-shift", "max-region-drop", "shard", "state",
+      "pictures", "image", "colormap", "alpha"};
   // Audit files are [L, H, n, n] attention or maps: no batch, no layout.
   static const std::set<std::string> kNotHere = [] {
     std::set<std::string> names = ExplainInputOptions();
@@ -108,6 +111,22 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
     return Fail(absl::NotFoundError(absl::StrCat("no .npy file is in both ", opt["baseline"],
                                                  " and ", opt["candidate"])));
   }
+  const uint64_t dataset_items = names.size();
+  uint32_t shard_index = 0, shard_count = 1;
+  if (opt.count("shard")) {
+    std::pair<std::string, std::string> parts = absl::StrSplit(opt["shard"], absl::MaxSplits('/', 1));
+    if (!absl::SimpleAtoi(parts.first, &shard_index) || !absl::SimpleAtoi(parts.second, &shard_count) ||
+        shard_count < 1 || shard_index >= shard_count) {
+      return Usage(absl::StrCat("--shard: expected I/N with 0 <= I < N, got \"", opt["shard"], "\""));
+    }
+    std::vector<std::string> mine;
+    for (size_t k = shard_index; k < names.size(); k += shard_count) mine.push_back(names[k]);
+    names = std::move(mine);
+    if (names.empty()) {
+      return Fail(absl::NotFoundError(absl::StrCat("shard ", shard_index, "/", shard_count, " of ",
+                                                   dataset_items, " items holds no item")));
+    }
+  }
   std::map<std::string, std::string> groups;
   if (opt.count("groups")) {
     std::ifstream in(opt["groups"]);
@@ -130,6 +149,7 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
   pass.set_request_id("audit");
   uint32_t u;
   v1::AuditHeader header;
+  header.set_mergeable(opt.count("state") > 0);
   uint32_t grid_h = 0, grid_w = 0;
   if (pass.layout().has_grid()) {
     grid_h = pass.layout().grid().height();
@@ -258,17 +278,21 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
   if (tty) std::fprintf(stderr, "\n");
   if (!produce_status.ok()) return Fail(produce_status);
   if (!finished.ok()) return Fail(finished.status());
-  const v1::AuditReport& report = *finished;
-  std::string json;
-  google::protobuf::util::JsonPrintOptions json_options;
-  json_options.add_whitespace = true;
-  json_options.preserve_proto_field_names = true;
-  if (!google::protobuf::util::MessageToJsonString(report, &json, json_options).ok()) {
-    return Fail(absl::InternalError("cannot write the report as JSON"));
+  v1::AuditReport& report = *finished;
+  if (opt.count("state")) {
+    v1::AuditShardFile file;
+    *file.mutable_header() = header;
+    file.set_shard_index(shard_index);
+    file.set_shard_count(shard_count);
+    file.set_dataset_items(dataset_items);
+    *file.mutable_state() = std::move(*report.mutable_state());
+    report.clear_state();
+    std::ofstream state_out(opt["state"], std::ios::binary);
+    if (!file.SerializeToOstream(&state_out) || !state_out.flush()) {
+      return Fail(absl::PermissionDeniedError(opt["state"] + ": cannot write"));
+    }
   }
-  std::ofstream out(opt["report"]);
-  out << json;
-  if (!out) return Fail(absl::PermissionDeniedError(opt["report"] + ": cannot write"));
+  if (absl::Status s = WriteReportJson(report, opt["report"]); !s.ok()) return Fail(s);
   std::printf("audited %lld items (%lld refused): %lld drifted; report in %s\n",
               static_cast<long long>(done), static_cast<long long>(refused),
               static_cast<long long>(report.overall().drifted()), opt["report"].c_str());

@@ -83,7 +83,10 @@ void PrintBenchUsage() {
       "  --client-fusion off|auto|on  fuse each layer's heads on the client and send one\n"
       "                           (mean fusion; not with grad-rollout): default off, every\n"
       "                           head is sent\n"
-      "  --json                   print one JSON object instead of the text report\n\n"
+      "  --json                   print one JSON object instead of the text report\n"
+      "  --monitor-model M        tag every pass as traffic of model M (live monitoring)\n"
+      "  --monitor-sample K       ... folded 1 in K (default every pass)\n"
+      "  --monitor-only           ... sent for monitoring only (no maps come back)\n\n"
       "Each pass has a deadline of min(--timeout, duration + %.0f s) (--requests: --timeout).\n"
       "A pass whose attention and one fp32 layer exceed 4 GiB of client memory is refused.\n\n"
       "Report: passes/s (every pass, any status), attention MB/s sent (wire bytes of the\n"
@@ -123,6 +126,10 @@ struct BenchConfig {
   // Off by default: a load test sends every head unless told otherwise.
   client::ClientFusion client_fusion = client::ClientFusion::kOff;
   bool json = false;
+  // A monitor tag on every pass (live monitoring load).
+  std::string monitor_model;
+  uint32_t monitor_sample = 0;
+  bool monitor_only = false;
 };
 
 // A whole number in [lo, hi].
@@ -224,6 +231,14 @@ std::string ParseBenchConfig(std::map<std::string, std::string>& opt, BenchConfi
     return "--max-message-bytes: expected a positive count, got '" + opt["max-message-bytes"] + "'";
   }
   c->json = opt.count("json") > 0;
+  if (opt.count("monitor-model")) c->monitor_model = opt["monitor-model"];
+  if (opt.count("monitor-sample") && !absl::SimpleAtoi(opt["monitor-sample"], &c->monitor_sample)) {
+    return "--monitor-sample: expected a count K (1 in K passes), got '" + opt["monitor-sample"] + "'";
+  }
+  c->monitor_only = opt.count("monitor-only") > 0;
+  if (c->monitor_model.empty() && (opt.count("monitor-sample") || c->monitor_only)) {
+    return "--monitor-sample and --monitor-only need --monitor-model";
+  }
 
   const double grad = c->method == "grad-rollout" ? 2 : 1;
   const double elems = static_cast<double>(c->batch) * c->heads * c->tokens * c->tokens;
@@ -275,6 +290,11 @@ void FillNormals(Rng& rng, float* out, int64_t count) {
 client::PreparedPass MakePass(const BenchConfig& c) {
   v1::PassHeader header;
   header.set_request_id("bench");
+  if (!c.monitor_model.empty()) {
+    header.mutable_monitor()->set_model(c.monitor_model);
+    header.mutable_monitor()->set_sample_one_in(c.monitor_sample);
+    header.mutable_monitor()->set_monitor_only(c.monitor_only);
+  }
   v1::Layout* layout = header.mutable_layout();
   layout->set_num_layers(static_cast<uint32_t>(c.layers));
   layout->set_num_heads(static_cast<uint32_t>(c.heads));
@@ -517,9 +537,10 @@ std::string JsonNumber(double v) { return absl::StrFormat("%.9g", v); }
 
 int RunBench(const GlobalOptions& global, const std::vector<std::string>& args) {
   static const std::set<std::string> kValued = {
-      "client-fusion", "shape",  "batch",    "wire",   "concurrency", "channels", "duration",         "requests",
-      "method", "rows",     "rpc",    "warmup",      "seed",     "max-message-bytes"};
-  static const std::set<std::string> kFlags = {"json"};
+      "client-fusion", "shape", "batch", "wire", "concurrency", "channels", "duration",
+      "requests", "method", "rows", "rpc", "warmup", "seed", "max-message-bytes",
+      "monitor-model", "monitor-sample"};
+  static const std::set<std::string> kFlags = {"json", "monitor-only"};
   std::map<std::string, std::string> opt;
   if (const std::string parsed = ParseOptions(args, kValued, kFlags, &opt); parsed == "help") {
     PrintBenchUsage();

@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <map>
 #include <vector>
+
+#include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
@@ -41,6 +44,20 @@ std::string ParseOptions(const std::vector<std::string>& args, const std::set<st
     }
   }
   return "";
+}
+
+absl::Status WriteReportJson(const v1::AuditReport& report, const std::string& path) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions json_options;
+  json_options.add_whitespace = true;
+  json_options.preserve_proto_field_names = true;
+  if (!google::protobuf::util::MessageToJsonString(report, &json, json_options).ok()) {
+    return absl::InternalError("cannot write the report as JSON");
+  }
+  std::ofstream out(path);
+  out << json;
+  if (!out.flush()) return absl::PermissionDeniedError(path + ": cannot write");
+  return absl::OkStatus();
 }
 
 std::string JsonString(const std::string& s) {

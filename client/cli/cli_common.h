@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "attnroll/v1/analysis.pb.h"
+#include "attnroll/v1/audit.pb.h"
 #include "attnroll/v1/pass.pb.h"
 #include "attnroll/v1/tensor.pb.h"
 #include "client/cpp/head_fusion.h"
@@ -32,6 +33,8 @@ int UsageError(const std::string& command, const std::string& message);
 // or -h, or a usage message naming the bad argument.
 std::string ParseOptions(const std::vector<std::string>& args, const std::set<std::string>& valued,
                          const std::set<std::string>& flags, std::map<std::string, std::string>* opt);
+// Writes an audit report as JSON (proto field names, indented).
+absl::Status WriteReportJson(const v1::AuditReport& report, const std::string& path);
 // A JSON string literal (quotes included).
 std::string JsonString(const std::string& s);
 // "HxW" with both > 0.

@@ -23,6 +23,11 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
 int RunInfo(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunCompare(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args);
+// Merges shard states into one audit report (offline).
+int RunAuditMerge(const GlobalOptions& global, const std::vector<std::string>& args);
+// Live monitoring: `attnroll monitor` and `attnroll baseline pin|list|remove`.
+int RunMonitor(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunBaseline(const GlobalOptions& global, const std::vector<std::string>& args);
 // Closed-loop load test (exit 0 once the run completed, errors counted; 1
 // when the server cannot be reached; 2 on bad usage).
 int RunBench(const GlobalOptions& global, const std::vector<std::string>& args);

@@ -40,10 +40,12 @@ const std::set<std::string> kValued = {
     "decoder", "cross", "composition", "encoder-gradient", "decoder-gradient", "cross-gradient",
     "encoder-out", "decoder-out", "prune-placement", "encoder-valid-lengths",
     "decoder-valid-lengths", "encoder-residual-weights", "decoder-residual-weights", "layout",
-    "encoder-value-norms", "decoder-value-norms", "cross-value-norms", "client-fusion", "png",
-    "image", "colormap", "alpha", "tokens", "html", "ansi"};
+    "encoder-value-norms", "decoder-value-norms", "cross-value-norms", "client-fusion",
+    "monitor-model", "monitor-group", "monitor-sample", "png", "image", "colormap", "alpha", "tokens",
+    "html", "ansi"};
 const std::set<std::string> kFlags = {"no-renorm", "per-layer", "json", "causal", "grad-normalize",
-                                      "raw", "renorm-before-residual", "fail-on-degenerate"};
+                                      "raw", "renorm-before-residual", "fail-on-degenerate",
+                                      "monitor-only"};
 
 // --prune-placement: "before" or "after" for every step, or STEP=PLACE,...
 // with STEP in discard, threshold, mass, top-k.
@@ -137,7 +139,13 @@ void PrintExplainUsage() {
       "  --fail-on-degenerate         fail (exit 1) instead of warning when a layer's gradient or\n"
       "                               gradient-weighted attention is zero everywhere, or a map\n"
       "                               has no mass\n"
-      "  --json                       print a machine-readable summary on stdout\n\n"
+      "  --json                       print a machine-readable summary on stdout\n"
+      "  --monitor-model M            tag the pass as traffic of model M (live monitoring; M in\n"
+      "                               the server's --monitor-models)\n"
+      "  --monitor-group G            ... and of group G\n"
+      "  --monitor-sample K           the server folds 1 in K passes of the model (default 1)\n"
+      "  --monitor-only               monitoring only: no maps come back (--out not needed), and\n"
+      "                               an unsampled pass is validated, not explained\n\n"
       "Pictures (of one map: one row, one sequence):\n"
       "  --png OUT.png                the map on its --grid as a heatmap with a colour bar\n"
       "                               (bottom: the map's minimum, top: its maximum)\n"
@@ -171,7 +179,8 @@ const std::set<std::string>& ExplainInputOptions() {
       "decoder", "cross", "encoder-gradient", "decoder-gradient", "cross-gradient", "encoder-out",
       "decoder-out", "encoder-valid-lengths", "decoder-valid-lengths", "encoder-residual-weights",
       "decoder-residual-weights", "encoder-value-norms", "decoder-value-norms", "cross-value-norms",
-      "composition", "png", "image", "colormap", "alpha", "tokens", "html", "ansi"};
+      "composition", "monitor-model", "monitor-group", "monitor-sample", "monitor-only", "png", "image",
+      "colormap", "alpha", "tokens", "html", "ansi"};
   return kInputs;
 }
 
@@ -222,6 +231,19 @@ std::string BuildExplainRequest(std::map<std::string, std::string>& opt, v1::Pas
     }
   } else if (opt.count("raw")) {
     return std::string("--raw is only used with --method flow");
+  }
+  if (opt.count("monitor-model")) {
+    v1::MonitorTag* tag = header_out->mutable_monitor();
+    tag->set_model(opt["monitor-model"]);
+    if (opt.count("monitor-group")) tag->set_group(opt["monitor-group"]);
+    if (opt.count("monitor-sample")) {
+      uint32_t k;
+      if (!absl::SimpleAtoi(opt["monitor-sample"], &k)) return std::string("--monitor-sample: expected a count K (1 in K passes)");
+      tag->set_sample_one_in(k);
+    }
+    tag->set_monitor_only(opt.count("monitor-only") > 0);
+  } else if (opt.count("monitor-group") || opt.count("monitor-sample") || opt.count("monitor-only")) {
+    return std::string("--monitor-group, --monitor-sample and --monitor-only need --monitor-model");
   }
   const bool grad = method == "grad-rollout";
   if (grad != (opt.count("gradient") > 0)) {
@@ -384,12 +406,15 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
     return RunEncoderDecoderExplain(global, opt);
   }
   if (!opt.count("attention")) return Usage("--attention FILE.npy is required");
-  if (!opt.count("out")) return Usage("--out FILE.npy is required");
+  if (!opt.count("out") && !opt.count("monitor-only")) return Usage("--out FILE.npy is required");
   const bool json = opt.count("json") > 0;
   if (json && opt.count("ansi") && opt["ansi"] == "always") return Usage("--ansi always is not used with --json");
   PictureOptions pictures;
   if (std::string bad = ParsePictureOptions(opt, !json && isatty(fileno(stdout)), &pictures); !bad.empty()) {
     return Usage(bad);
+  }
+  if (opt.count("monitor-only") && (!pictures.png.empty() || !pictures.tokens.empty())) {
+    return Usage("--png and --tokens are not used with --monitor-only (no maps come back)");
   }
   if (!pictures.png.empty() && !opt.count("grid")) return Usage("--png needs the map on a grid: add --grid HxW");
   if (absl::Status st = LoadPictureImage(&pictures); !st.ok()) return Fail(st);
@@ -462,6 +487,16 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
     response = client->Explain(header, view, options, &stats);
   }
   if (!response.ok()) return Fail(response.status());
+  if (header.monitor().monitor_only() && response->results_size() == 0) {
+    // Monitor-only: the server folded (or skipped) the pass and returns no maps.
+    if (opt.count("json")) {
+      std::printf("{\"monitor_only\": true, \"request_id\": %s, \"server_version\": %s}\n",
+                  JsonString(response->request_id()).c_str(), JsonString(response->server_version()).c_str());
+    } else {
+      std::printf("monitor-only pass sent (model %s): no maps returned\n", header.monitor().model().c_str());
+    }
+    return 0;
+  }
   if (response->results_size() != 1) return Fail(absl::InternalError("expected one result"));
   absl::StatusOr<Array> out = AssembleMaps(response->results(0).maps(), batched);
   if (!out.ok()) return Fail(out.status());

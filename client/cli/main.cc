@@ -19,7 +19,10 @@ void PrintUsage() {
       "  compare   compare two saliency maps with every audit metric\n"
       "  explain-pair  one input under two models: both maps and their comparison\n"
       "  audit     audit a dataset: baseline vs candidate maps, per item and aggregated\n"
-      "  bench     closed-loop load test: passes/s, MB/s, latency percentiles, status counts\n\n"
+      "  audit-merge  merge the states of an audit's shards into one report (offline)\n"
+      "  bench     closed-loop load test: passes/s, MB/s, latency percentiles, status counts\n"
+      "  monitor   live monitoring: each model's window against its pinned baseline (refreshing)\n"
+      "  baseline  pin|list|remove the baselines live traffic is compared with\n\n"
       "Global options:\n"
       "  --server HOST:PORT   server address (default 127.0.0.1:50051)\n"
       "  --timeout SECONDS    deadline of each call (default 600)\n"
@@ -65,9 +68,12 @@ int main(int argc, char** argv) {
   if (command == "info") return attnroll::cli::RunInfo(global, rest);
   if (command == "compare") return attnroll::cli::RunCompare(global, rest);
   if (command == "audit") return attnroll::cli::RunAudit(global, rest);
+  if (command == "audit-merge") return attnroll::cli::RunAuditMerge(global, rest);
   if (command == "explain-pair") return attnroll::cli::RunExplainPair(global, rest);
   if (command == "demo") return attnroll::cli::RunDemo(global, rest);
   if (command == "bench") return attnroll::cli::RunBench(global, rest);
+  if (command == "monitor") return attnroll::cli::RunMonitor(global, rest);
+  if (command == "baseline") return attnroll::cli::RunBaseline(global, rest);
   std::fprintf(stderr, "attnroll: unknown command '%s' (see --help)\n", command.c_str());
   return 2;
 }

@@ -60,6 +60,39 @@ absl::StatusOr<v1::CompareResponse> Client::Compare(const v1::CompareRequest& re
       });
 }
 
+absl::StatusOr<v1::MonitorResponse> Client::Monitor(const v1::MonitorRequest& request,
+                                                    absl::Duration timeout) {
+  return UnaryCall<v1::MonitorResponse>(timeout, [&](grpc::ClientContext* ctx, v1::MonitorResponse* r) {
+    return stub_->Monitor(ctx, request, r);
+  });
+}
+
+absl::StatusOr<v1::PinBaselineResponse> Client::PinBaseline(const v1::PinBaselineRequest& request,
+                                                            absl::Duration timeout) {
+  return UnaryCall<v1::PinBaselineResponse>(timeout,
+                                            [&](grpc::ClientContext* ctx, v1::PinBaselineResponse* r) {
+                                              return stub_->PinBaseline(ctx, request, r);
+                                            });
+}
+
+absl::StatusOr<v1::ListBaselinesResponse> Client::ListBaselines(absl::Duration timeout) {
+  v1::ListBaselinesRequest request;
+  return UnaryCall<v1::ListBaselinesResponse>(timeout,
+                                              [&](grpc::ClientContext* ctx, v1::ListBaselinesResponse* r) {
+                                                return stub_->ListBaselines(ctx, request, r);
+                                              });
+}
+
+absl::StatusOr<v1::RemoveBaselineResponse> Client::RemoveBaseline(const std::string& name,
+                                                                  absl::Duration timeout) {
+  v1::RemoveBaselineRequest request;
+  request.set_name(name);
+  return UnaryCall<v1::RemoveBaselineResponse>(timeout,
+                                               [&](grpc::ClientContext* ctx, v1::RemoveBaselineResponse* r) {
+                                                 return stub_->RemoveBaseline(ctx, request, r);
+                                               });
+}
+
 std::vector<v1::LayerChunk> LayerChunks(const AttentionView& a, int layer, v1::DType wire,
                                         int64_t max_message_bytes) {
   const int64_t head_elems = a.rows() * a.tokens;

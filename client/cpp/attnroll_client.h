@@ -193,6 +193,15 @@ class Client {
   absl::StatusOr<v1::CompareResponse> Compare(const v1::CompareRequest& request,
                                               absl::Duration timeout = absl::Minutes(1));
 
+  // Live monitoring: the state of one model (or all), and the baselines.
+  absl::StatusOr<v1::MonitorResponse> Monitor(const v1::MonitorRequest& request,
+                                              absl::Duration timeout = absl::Seconds(30));
+  absl::StatusOr<v1::PinBaselineResponse> PinBaseline(const v1::PinBaselineRequest& request,
+                                                      absl::Duration timeout = absl::Seconds(30));
+  absl::StatusOr<v1::ListBaselinesResponse> ListBaselines(absl::Duration timeout = absl::Seconds(30));
+  absl::StatusOr<v1::RemoveBaselineResponse> RemoveBaseline(const std::string& name,
+                                                            absl::Duration timeout = absl::Seconds(30));
+
   // Opens an Audit call and sends `header`. Errors of the call (a bad
   // header, the deadline) come back from AuditStream::Finish.
   std::unique_ptr<AuditStream> Audit(const v1::AuditHeader& header, AuditOptions options = {});

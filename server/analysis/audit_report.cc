@@ -182,6 +182,38 @@ bool DescendingThenId(const Entry& x, const Entry& y) {
   return *x.id < *y.id;
 }
 
+// The thresholds `value` crosses: bit t for kThresholds[t]; their names
+// appended to `names` (may be null), in kThresholds' order.
+uint32_t DriftBits(const DriftThresholds& thresholds,
+                   const std::array<double, kNumAuditMetrics>& value,
+                   std::vector<std::string>* names) {
+  uint32_t bits = 0;
+  for (size_t t = 0; t < kThresholds.size(); ++t) {
+    const ThresholdInfo& info = kThresholds[t];
+    const std::optional<double>& bound = thresholds.*(info.field);
+    if (!bound.has_value()) continue;
+    const double v = value[static_cast<int>(info.metric)];
+    if (std::isnan(v)) continue;  // undefined: counted, never flagged
+    bool crossed = false;
+    switch (info.bound) {
+      case Bound::kMin:
+        crossed = v < *bound;
+        break;
+      case Bound::kMax:
+        crossed = v > *bound;
+        break;
+      case Bound::kMaxDrop:
+        crossed = -v > *bound;
+        break;
+    }
+    if (crossed) {
+      bits |= uint32_t{1} << t;
+      if (names != nullptr) names->emplace_back(info.name);
+    }
+  }
+  return bits;
+}
+
 // Mean of `count` fixed-point values summing to `sum`, as a double.
 double FixedMean(unsigned __int128 sum, int64_t count) {
   return static_cast<double>(sum) / kFixedScale / static_cast<double>(count);
@@ -319,30 +351,7 @@ absl::StatusOr<std::vector<std::string>> AuditAggregator::Add(const AuditItemVie
 
   // ---- drift flags ----
   std::vector<std::string> flags;
-  uint32_t bits = 0;
-  for (size_t t = 0; t < kThresholds.size(); ++t) {
-    const ThresholdInfo& info = kThresholds[t];
-    const std::optional<double>& bound = options_.thresholds.*(info.field);
-    if (!bound.has_value()) continue;
-    const double v = record.value[static_cast<int>(info.metric)];
-    if (std::isnan(v)) continue;  // undefined: counted, never flagged
-    bool crossed = false;
-    switch (info.bound) {
-      case Bound::kMin:
-        crossed = v < *bound;
-        break;
-      case Bound::kMax:
-        crossed = v > *bound;
-        break;
-      case Bound::kMaxDrop:
-        crossed = -v > *bound;
-        break;
-    }
-    if (crossed) {
-      bits |= uint32_t{1} << t;
-      flags.emplace_back(info.name);
-    }
-  }
+  const uint32_t bits = DriftBits(options_.thresholds, record.value, &flags);
 
   // ---- commit ----
   if (new_group) {
@@ -515,6 +524,159 @@ AuditReport AuditAggregator::Finish() const {
   for (size_t g : order)
     report.groups.push_back(Aggregate(groups_[g].label, members[g], groups_[g].sums.get()));
   return report;
+}
+
+AuditState AuditAggregator::ExportState() const {
+  AuditState state;
+  state.items.reserve(records_.size());
+  for (const Record& r : records_) {
+    state.items.push_back({*r.id, r.group >= 0 ? groups_[r.group].label : std::string(), r.value});
+  }
+  std::sort(state.items.begin(), state.items.end(),
+            [](const AuditStateItem& x, const AuditStateItem& y) { return x.id < y.id; });
+  state.sums.push_back({"", sums_.a, sums_.b});
+  std::vector<const GroupState*> groups;
+  for (const GroupState& g : groups_)
+    if (g.sums != nullptr) groups.push_back(&g);
+  std::sort(groups.begin(), groups.end(),
+            [](const GroupState* x, const GroupState* y) { return x->label < y->label; });
+  for (const GroupState* g : groups) state.sums.push_back({g->label, g->sums->a, g->sums->b});
+  return state;
+}
+
+absl::Status AuditAggregator::MergeState(const AuditState& state) {
+  const int n = options_.map_length;
+  // ---- validate everything before changing anything ----
+  std::unordered_set<std::string_view> seen;
+  std::map<std::string, int64_t> group_items;  // the state's labels -> its items in them
+  std::vector<std::array<double, kNumAuditMetrics>> values(state.items.size());
+  for (size_t i = 0; i < state.items.size(); ++i) {
+    const AuditStateItem& item = state.items[i];
+    const std::string where = absl::StrCat("state.items[", i, "]");
+    if (item.id.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ".id: expected a non-empty id, got \"\""));
+    }
+    if (ids_.count(item.id) != 0 || !seen.insert(item.id).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": item id \"", item.id,
+          "\" already added (ids must be unique within an audit: is the item in two shards?)"));
+    }
+    std::array<double, kNumAuditMetrics>& v = values[i];
+    for (int m = 0; m < kNumAuditMetrics; ++m) {
+      const double x = item.value[m];
+      if (std::isinf(x)) {
+        return absl::InvalidArgumentError(absl::StrCat(where, " (\"", item.id, "\").values[", m,
+                                                       "] (", kMetrics[m].name, "): is ", x,
+                                                       ", expected a finite value or NaN (undefined)"));
+      }
+      v[m] = std::isnan(x) ? kUndefined : x + 0.0;
+    }
+    const double sa = v[static_cast<int>(AuditMetric::kRegionShareA)];
+    const double sb = v[static_cast<int>(AuditMetric::kRegionShareB)];
+    double& sd = v[static_cast<int>(AuditMetric::kRegionShareDelta)];
+    if (std::isnan(sa) != std::isnan(sb)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, " (\"", item.id, "\"): region_share_a and region_share_b: expected both defined or ",
+          "both NaN, got only ", std::isnan(sa) ? "region_share_b" : "region_share_a"));
+    }
+    const double delta = std::isnan(sa) ? kUndefined : (sb - sa) + 0.0;
+    if (std::isnan(delta) ? !std::isnan(sd) : sd != delta) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, " (\"", item.id, "\").values[13] (region_share_delta): is ", sd,
+          ", expected region_share_b - region_share_a = ", delta));
+    }
+    sd = delta;
+    if (!item.group.empty()) ++group_items[item.group];
+  }
+  int64_t new_groups = 0;
+  for (const auto& [label, count] : group_items) new_groups += group_index_.count(label) == 0;
+  if (static_cast<int64_t>(groups_.size()) + new_groups > options_.max_groups) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "state: its items bring the audit to ", static_cast<int64_t>(groups_.size()) + new_groups,
+        " distinct groups, expected at most max_groups = ", options_.max_groups));
+  }
+  std::map<std::string, const AuditStateSums*> sums;
+  for (size_t j = 0; j < state.sums.size(); ++j) {
+    const AuditStateSums& e = state.sums[j];
+    const std::string where = absl::StrCat("state.sums[", j, "] (group \"", e.group, "\")");
+    int64_t count = static_cast<int64_t>(state.items.size());
+    if (!e.group.empty()) {
+      const auto it = group_items.find(e.group);
+      if (it == group_items.end() || !options_.group_mean_maps) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ": expected sums only for the whole audit (\"\")",
+            options_.group_mean_maps ? " and the groups of the state's items" : "",
+            ", got a group ", options_.group_mean_maps ? "no item of the state is in" : "(group_mean_maps is off)"));
+      }
+      count = it->second;
+    }
+    if (!sums.emplace(e.group, &e).second) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": a second entry for the group"));
+    }
+    if (static_cast<int64_t>(e.a.size()) != n || static_cast<int64_t>(e.b.size()) != n) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": expected ", n,
+                                                     " cells (the audit's map length) per side, got ",
+                                                     e.a.size(), " and ", e.b.size()));
+    }
+    // Each item adds at most 2^62 to a cell (its normalised value is <= 1).
+    const Fixed bound = static_cast<Fixed>(count) << 62;
+    for (int i = 0; i < n; ++i) {
+      if (e.a[i] > bound || e.b[i] > bound) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ": cell ", i, " is above ", count, " * 2^62 (", count,
+            " items, each of mass at most 1 in a cell)"));
+      }
+    }
+  }
+  if (sums.count("") == 0) {
+    return absl::InvalidArgumentError("state.sums: no entry for the whole audit (group \"\")");
+  }
+  if (options_.group_mean_maps) {
+    for (const auto& [label, count] : group_items) {
+      if (sums.count(label) == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("state.sums: no entry for group \"", label, "\" (", count, " items)"));
+      }
+    }
+  }
+
+  // ---- commit ----
+  for (size_t i = 0; i < state.items.size(); ++i) {
+    const AuditStateItem& item = state.items[i];
+    int32_t group = -1;
+    if (!item.group.empty()) {
+      auto it = group_index_.find(item.group);
+      if (it != group_index_.end()) {
+        group = it->second;
+      } else {
+        group = static_cast<int32_t>(groups_.size());
+        GroupState g;
+        g.label = item.group;
+        if (options_.group_mean_maps) {
+          g.sums = std::make_unique<MapSums>();
+          g.sums->a.assign(n, 0);
+          g.sums->b.assign(n, 0);
+        }
+        groups_.push_back(std::move(g));
+        group_index_.emplace(item.group, group);
+      }
+    }
+    Record record;
+    record.value = values[i];
+    record.flags = DriftBits(options_.thresholds, record.value, nullptr);
+    record.group = group;
+    record.id = &*ids_.insert(item.id).first;
+    id_bytes_ += static_cast<int64_t>(item.id.size());
+    records_.push_back(record);
+  }
+  for (const auto& [label, e] : sums) {
+    MapSums* target = label.empty() ? &sums_ : groups_[group_index_.at(label)].sums.get();
+    for (int i = 0; i < n; ++i) {
+      target->a[i] += e->a[i];
+      target->b[i] += e->b[i];
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace attnroll::analysis

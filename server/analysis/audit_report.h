@@ -84,6 +84,19 @@
 // region_share_b (or the reverse). A rejected item changes nothing: the caller
 // may report it and carry on.
 //
+// Merging. ExportState() gives what the report needs (each record's id, group
+// and metric values; the exact sums per aggregate); MergeState() adds a state
+// exported by another aggregator with the same options. Since every statistic
+// depends only on the multiset of records and the exact integer sums, the
+// report of the merged aggregator equals, bit for bit, the report of one
+// aggregator fed every item. MergeState validates the whole state before it
+// changes anything: ids (non-empty, not already added, not repeated within
+// the state), 14 values per item (finite or NaN, region shares both or
+// neither, the delta equal to b - a), the sums (one overall entry, one per
+// group of the state's items exactly when group_mean_maps, map_length cells,
+// no cell above count * 2^62) and max_groups. Drift flags are recomputed from
+// the values.
+//
 // Thread-safety: none. One owner, or every call under one mutex. Finish is const
 // and may be called at any time (a snapshot), e.g. for progress.
 #ifndef ATTNROLL_SERVER_ANALYSIS_AUDIT_REPORT_H_
@@ -213,6 +226,25 @@ struct AuditReport {
   std::vector<AuditAggregate> groups;  // one per non-empty label seen, sorted by label
 };
 
+// unsigned 128-bit: a fixed-point sum of round(v * 2^62), v in [0, 1].
+__extension__ typedef unsigned __int128 AuditFixed;
+
+struct AuditStateItem {
+  std::string id, group;
+  std::array<double, kNumAuditMetrics> value;  // NaN = undefined
+};
+
+struct AuditStateSums {
+  std::string group;  // "" = the whole audit
+  std::vector<AuditFixed> a, b;
+};
+
+// What an aggregator's report depends on (see "Merging").
+struct AuditState {
+  std::vector<AuditStateItem> items;  // sorted by id
+  std::vector<AuditStateSums> sums;   // overall first, then groups by label
+};
+
 class AuditAggregator {
  public:
   // INVALID_ARGUMENT for map_length < 1, a grid with one side 0 or h * w != n,
@@ -232,6 +264,14 @@ class AuditAggregator {
   // O(M log M) per metric and group, M = items.
   AuditReport Finish() const;
 
+  // The records and sums (see "Merging"); O(M log M + groups * n).
+  AuditState ExportState() const;
+
+  // Adds another aggregator's exported state (same options); errors leave
+  // this aggregator unchanged. INVALID_ARGUMENT / RESOURCE_EXHAUSTED (groups)
+  // naming the item or the sums' entry.
+  absl::Status MergeState(const AuditState& state);
+
   int64_t items() const { return static_cast<int64_t>(records_.size()); }
   const AuditOptions& options() const { return options_; }
   // Bytes held by the running map sums (fixed per group, independent of items).
@@ -243,7 +283,7 @@ class AuditAggregator {
   AuditAggregator& operator=(AuditAggregator&&) = default;
 
  private:
-  __extension__ typedef unsigned __int128 Fixed;  // sum of round(v * 2^62), v in [0, 1]
+  typedef AuditFixed Fixed;
 
   struct MapSums {
     std::vector<Fixed> a, b;

@@ -4,6 +4,7 @@
 #include "server/rpc/audit_reactor.h"
 #include "server/rpc/compare_reactor.h"
 #include "server/rpc/explain_reactor.h"
+#include "server/rpc/monitor_reactor.h"
 #include "server/rpc/pair_reactor.h"
 #include "server/rpc/stream_reactor.h"
 #include "server/runtime/refusal.h"
@@ -25,7 +26,7 @@ v1::ServerInfo ServerInfoOf(const runtime::ServerConfig& c) {
   l->set_queue_size(c.queue_size);
   l->set_max_passes_per_stream(c.max_passes_per_stream);
   l->set_max_flow_cost(c.limits.max_flow_cost);
-  for (const char* a : {"rollout", "grad-rollout", "flow", "encoder-decoder", "validate", "compare", "audit", "explain-pair"}) {
+  for (const char* a : {"rollout", "grad-rollout", "flow", "encoder-decoder", "validate", "compare", "audit", "explain-pair", "monitor"}) {
     info.add_analyses(a);
   }
   for (v1::DType d : {v1::DTYPE_FP32, v1::DTYPE_FP16, v1::DTYPE_BF16}) info.add_dtypes(d);
@@ -57,6 +58,42 @@ grpc::ServerUnaryReactor* AttnrollServiceImpl::Compare(grpc::CallbackServerConte
                                                        grpc::ByteBuffer* response) {
   // The reactor parses the request on a worker (the buffer outlives the call).
   return new CompareReactor(call, const_cast<grpc::ByteBuffer*>(request), response, ctx_);
+}
+
+grpc::ServerUnaryReactor* AttnrollServiceImpl::Monitor(grpc::CallbackServerContext* call,
+                                                       const grpc::ByteBuffer* request,
+                                                       grpc::ByteBuffer* response) {
+  session::Monitor* m = ctx_->monitor;
+  return new MonitorReactor<v1::MonitorRequest, v1::MonitorResponse>(
+      call, request, response, ctx_, "Monitor", "MonitorRequest",
+      [m](const v1::MonitorRequest& r) { return m->State(r); });
+}
+
+grpc::ServerUnaryReactor* AttnrollServiceImpl::PinBaseline(grpc::CallbackServerContext* call,
+                                                           const grpc::ByteBuffer* request,
+                                                           grpc::ByteBuffer* response) {
+  session::Monitor* m = ctx_->monitor;
+  return new MonitorReactor<v1::PinBaselineRequest, v1::PinBaselineResponse>(
+      call, request, response, ctx_, "PinBaseline", "PinBaselineRequest",
+      [m](const v1::PinBaselineRequest& r) { return m->Pin(r); });
+}
+
+grpc::ServerUnaryReactor* AttnrollServiceImpl::ListBaselines(grpc::CallbackServerContext* call,
+                                                             const grpc::ByteBuffer* request,
+                                                             grpc::ByteBuffer* response) {
+  session::Monitor* m = ctx_->monitor;
+  return new MonitorReactor<v1::ListBaselinesRequest, v1::ListBaselinesResponse>(
+      call, request, response, ctx_, "ListBaselines", "ListBaselinesRequest",
+      [m](const v1::ListBaselinesRequest&) { return m->List(); });
+}
+
+grpc::ServerUnaryReactor* AttnrollServiceImpl::RemoveBaseline(grpc::CallbackServerContext* call,
+                                                              const grpc::ByteBuffer* request,
+                                                              grpc::ByteBuffer* response) {
+  session::Monitor* m = ctx_->monitor;
+  return new MonitorReactor<v1::RemoveBaselineRequest, v1::RemoveBaselineResponse>(
+      call, request, response, ctx_, "RemoveBaseline", "RemoveBaselineRequest",
+      [m](const v1::RemoveBaselineRequest& r) { return m->Remove(r); });
 }
 
 grpc::ServerUnaryReactor* AttnrollServiceImpl::GetServerInfo(grpc::CallbackServerContext* call,

@@ -20,7 +20,12 @@ using RawService = v1::AttnrollService::WithRawCallbackMethod_Explain<
         v1::AttnrollService::WithCallbackMethod_GetServerInfo<
             v1::AttnrollService::WithRawCallbackMethod_Compare<
                 v1::AttnrollService::WithRawCallbackMethod_ExplainPair<
-                    v1::AttnrollService::WithRawCallbackMethod_Audit<v1::AttnrollService::Service>>>>>>;
+                    v1::AttnrollService::WithRawCallbackMethod_Audit<
+                        v1::AttnrollService::WithRawCallbackMethod_Monitor<
+                            v1::AttnrollService::WithRawCallbackMethod_PinBaseline<
+                                v1::AttnrollService::WithRawCallbackMethod_ListBaselines<
+                                    v1::AttnrollService::WithRawCallbackMethod_RemoveBaseline<
+                                        v1::AttnrollService::Service>>>>>>>>>>;
 
 class AttnrollServiceImpl final : public RawService {
  public:
@@ -39,6 +44,16 @@ class AttnrollServiceImpl final : public RawService {
       grpc::CallbackServerContext* call) override;
   grpc::ServerUnaryReactor* Compare(grpc::CallbackServerContext* call, const grpc::ByteBuffer* request,
                                     grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* Monitor(grpc::CallbackServerContext* call, const grpc::ByteBuffer* request,
+                                    grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* PinBaseline(grpc::CallbackServerContext* call, const grpc::ByteBuffer* request,
+                                        grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* ListBaselines(grpc::CallbackServerContext* call,
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* RemoveBaseline(grpc::CallbackServerContext* call,
+                                           const grpc::ByteBuffer* request,
+                                           grpc::ByteBuffer* response) override;
 
  private:
   ServiceContext* ctx_;

@@ -284,14 +284,23 @@ void AuditReactor::MaybeReport(bool on_worker) {
 void AuditReactor::BuildReport() {
   v1::AuditResponse response;
   const bool cancelled = call_->IsCancelled();
-  if (!cancelled) *response.mutable_report() = session_->Report();
+  absl::Status failed;
+  if (!cancelled) {
+    absl::StatusOr<v1::AuditReport> report = session_->Report();
+    if (report.ok()) {
+      *response.mutable_report() = *std::move(report);
+    } else {
+      failed = report.status();
+    }
+  }
+  const bool write = !cancelled && failed.ok();
   grpc::ByteBuffer bytes;
-  if (!cancelled) SerializeMessage(response, &bytes);
+  if (write) SerializeMessage(response, &bytes);
   const grpc::ByteBuffer* next = nullptr;
   {
     absl::MutexLock lock(&mu_);
     --busy_;
-    if (phase_ == Phase::kReporting && !cancelled) {
+    if (phase_ == Phase::kReporting && write) {
       // Queued and marked in one step: a write finishing meanwhile must not
       // end the call before the report is out.
       next = writes_.Push(std::move(bytes));
@@ -299,6 +308,7 @@ void AuditReactor::BuildReport() {
     }
   }
   if (cancelled) return End(state_.CancelledStatus("the audit"));
+  if (!failed.ok()) return End(failed);
   if (next != nullptr) StartWrite(next);  // else OnWriteDone writes it, then finishes
 }
 

@@ -87,6 +87,7 @@ void ExplainReactor::Complete() {
   // The pass's whole worker time (every layer message and the finish), as
   // the response reports it and as ExplainStream and ExplainPair count it.
   ctx_->metrics->Compute(pass_.session->kind(), response->timing().compute_seconds());
+  FoldMonitored(*ctx_, pass_, &*response);
   SerializeMessage(*response, response_);
   End(absl::OkStatus());
 }

@@ -94,7 +94,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const runtime::ServerConfi
   s->ctx_.admission = s->admission_.get();
   s->ctx_.timers = s->timers_.get();
   s->ctx_.metrics = &s->metrics_;
+  // Monitoring and the stored baselines (a data dir that cannot be used, or a
+  // corrupt baseline file, stops the start here, naming the path).
+  absl::StatusOr<std::unique_ptr<session::Monitor>> monitor = session::Monitor::Create(config);
+  if (!monitor.ok()) return monitor.status();
+  s->monitor_ = *std::move(monitor);
+  s->ctx_.monitor = s->monitor_.get();
   Server* self = s.get();
+  if (!config.monitor_models.empty()) {
+    s->metrics_.SetMonitorSource([self] { return self->monitor_->Figures(); });
+  }
   s->metrics_.SetLiveSource([self] {
     runtime::LiveFigures f;
     f.passes_in_flight = self->admission_->units();

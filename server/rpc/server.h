@@ -34,6 +34,7 @@ class Server {
   int64_t memory_reserved() const { return admission_->bytes(); }
   int passes_in_flight() const { return admission_->units(); }
   const runtime::Metrics& metrics() const { return metrics_; }
+  session::Monitor& monitor() { return *monitor_; }
 
   // Drains and stops: health says NOT_SERVING (Check and Watch) while the
   // port stays open; new passes and calls get UNAVAILABLE; passes in flight
@@ -53,6 +54,7 @@ class Server {
   runtime::Metrics metrics_;
   std::unique_ptr<runtime::WorkerPool> pool_;
   std::unique_ptr<runtime::Admission> admission_;
+  std::unique_ptr<session::Monitor> monitor_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   ServiceContext ctx_;
   std::unique_ptr<AttnrollServiceImpl> service_;

@@ -20,8 +20,22 @@ void OpenPassAsync(ServiceContext& ctx, const v1::PassHeader& header, const std:
     refuse(s);
     return done(s);
   }
-  absl::StatusOr<session::PlannedPass> plan =
-      session::PlanFromHeader(header, ctx.config.limits, ctx.config.workers);
+  // The monitor tag: checked, sampled; a monitor-only pass that is not
+  // sampled is only validated.
+  std::optional<v1::PassHeader> rewritten;
+  std::optional<session::MonitorTicket> monitor_ticket;
+  if (header.has_monitor()) {
+    rewritten = header;
+    absl::StatusOr<std::optional<session::MonitorTicket>> t = ctx.monitor->Admit(
+        &*rewritten, rpc == "Explain" || rpc == "ExplainStream", "header");
+    if (!t.ok()) {
+      refuse(t.status());
+      return done(t.status());
+    }
+    monitor_ticket = *std::move(t);
+  }
+  absl::StatusOr<session::PlannedPass> plan = session::PlanFromHeader(
+      rewritten.has_value() ? *rewritten : header, ctx.config.limits, ctx.config.workers);
   if (!plan.ok()) {
     refuse(plan.status());
     return done(plan.status());
@@ -29,7 +43,7 @@ void OpenPassAsync(ServiceContext& ctx, const v1::PassHeader& header, const std:
   who.bytes = plan->working_bytes();
   auto shared_plan = std::make_shared<session::PlannedPass>(*std::move(plan));
   ServiceContext* c = &ctx;
-  ctx.admission->Admit(std::move(who), [c, rpc, started, shared_plan, refuse,
+  ctx.admission->Admit(std::move(who), [c, rpc, started, shared_plan, refuse, monitor_ticket,
                                         done = std::move(done)](
                                            absl::StatusOr<runtime::Admission::Ticket> ticket) mutable {
     if (!ticket.ok()) {
@@ -39,8 +53,10 @@ void OpenPassAsync(ServiceContext& ctx, const v1::PassHeader& header, const std:
     // Allocation is work: on a worker (admission may answer from the timer
     // thread or from the thread that freed room).
     auto t = std::make_shared<runtime::Admission::Ticket>(*std::move(ticket));
-    absl::Status queued = c->pool->Submit(runtime::Lane::kStep, [c, started, shared_plan, t, done]() mutable {
+    absl::Status queued = c->pool->Submit(runtime::Lane::kStep, [c, started, shared_plan, t, monitor_ticket,
+                                                                 done]() mutable {
       OpenPass pass;
+      pass.monitor = monitor_ticket;
       pass.ticket = std::move(*t);
       pass.session = std::move(*shared_plan).Start();
       pass.started = started;
@@ -63,6 +79,10 @@ void ClosePass(ServiceContext& ctx, OpenPass& pass, const std::string& rpc, cons
   if (ctx.admission->units() == 0) {
     (void)ctx.pool->Submit(runtime::Lane::kStep, [] { malloc_trim(0); });
   }
+}
+
+void FoldMonitored(ServiceContext& ctx, const OpenPass& pass, v1::ExplainResponse* response) {
+  if (pass.monitor.has_value()) ctx.monitor->Fold(*pass.monitor, response);
 }
 
 session::FinishContext MakeFinishContext(ServiceContext& ctx, grpc::CallbackServerContext* call,

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <grpcpp/grpcpp.h>
@@ -22,6 +23,7 @@
 #include "server/runtime/metrics.h"
 #include "server/runtime/timers.h"
 #include "server/runtime/worker_pool.h"
+#include "server/session/monitor.h"
 #include "server/session/pass.h"
 
 namespace attnroll::rpc {
@@ -32,6 +34,7 @@ struct ServiceContext {
   runtime::Admission* admission;
   runtime::Timers* timers;
   runtime::Metrics* metrics;
+  session::Monitor* monitor;  // live monitoring and baselines (never null)
   std::atomic<bool> shutting_down{false};
 };
 
@@ -40,13 +43,17 @@ struct OpenPass {
   runtime::Admission::Ticket ticket;
   std::unique_ptr<session::Pass> session;
   absl::Time started;  // its header arrived
+  // A monitored pass: what to fold when it finishes (MonitorTag).
+  std::optional<session::MonitorTicket> monitor;
   bool open() const { return session != nullptr; }
 };
 
 // Header -> an OpenPass, asynchronously: refuses new passes while shutting
 // down, plans the pass (limits, options), asks admission for `units` passes
 // and the plan's working memory (waiting a short while for room), then
-// allocates it on a worker and calls `done` there. `done` gets the refusal
+// allocates it on a worker and calls `done` there. A pass's monitor tag is
+// checked first (only on Explain and ExplainStream) and may replace an
+// unsampled monitor-only pass's analyses by a validation. `done` gets the refusal
 // instead (counted as a pass of `rpc`), possibly from another thread; it is
 // called exactly once. Call it from a worker (planning is work).
 void OpenPassAsync(ServiceContext& ctx, const v1::PassHeader& header, const std::string& rpc,
@@ -58,6 +65,10 @@ void ClosePass(ServiceContext& ctx, OpenPass& pass, const std::string& rpc, cons
 
 // The context a pass's Finish runs with on behalf of `call`: cancelled with
 // the call; with `parallel`, long analyses may use every worker of the pool.
+// Folds a monitored pass's maps (on the worker that finished it); nothing
+// for a pass without a tag. Monitor-only passes lose their results here.
+void FoldMonitored(ServiceContext& ctx, const OpenPass& pass, v1::ExplainResponse* response);
+
 session::FinishContext MakeFinishContext(ServiceContext& ctx, grpc::CallbackServerContext* call,
                                          bool parallel = true);
 

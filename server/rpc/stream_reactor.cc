@@ -178,6 +178,7 @@ bool StreamReactor::HandleOne() {
         return true;
       }
       ctx_->metrics->Compute(pass.kind(), result->timing().compute_seconds());
+      FoldMonitored(*ctx_, it->second.pass, &*result);
       v1::StreamResponse r;
       r.set_request_id(id);
       *r.mutable_result() = std::move(*result);

@@ -186,6 +186,7 @@ constexpr const char* kAdmission = "Admission and memory";
 constexpr const char* kCalls = "Calls and streams";
 constexpr const char* kConnections = "Connections (HTTP/2)";
 constexpr const char* kLimits = "Per-pass limits";
+constexpr const char* kMonitoring = "Monitoring";
 constexpr const char* kLogging = "Logging";
 constexpr const char* kShutdown = "Shutdown";
 
@@ -302,6 +303,66 @@ std::vector<Flag> Flags(ServerConfig* c) {
                              "estimated work units of one comparison of maps (also each audit item)",
                              &l->max_compare_cost, 0, 1e18, /*min_open=*/true));
   {
+    Flag f{kMonitoring, "data-dir", "PATH",
+           "directory where pinned baselines are stored (created if missing; none: baselines "
+           "cannot be pinned)",
+           "a path, or none", nullptr, nullptr, "a non-empty path or none"};
+    f.current = [c] { return c->data_dir.empty() ? std::string("none") : c->data_dir; };
+    f.set = [c](absl::string_view s, std::string*) {
+      if (s.empty()) return false;
+      c->data_dir = s == "none" ? std::string() : std::string(s);
+      return true;
+    };
+    flags.push_back(std::move(f));
+  }
+  {
+    Flag f{kMonitoring, "monitor-models", "NAME[,...]",
+           "model names passes may carry in their monitor tag (metric labels stay bounded), or "
+           "none",
+           "comma list of up to 32 names of 1-64 [A-Za-z0-9_.-], or none", nullptr, nullptr,
+           "a comma list of up to 32 distinct names of 1 to 64 characters [A-Za-z0-9_.-], or none"};
+    f.current = [c] {
+      return c->monitor_models.empty() ? std::string("none") : absl::StrJoin(c->monitor_models, ",");
+    };
+    f.set = [c](absl::string_view s, std::string* detail) {
+      if (s == "none") {
+        c->monitor_models.clear();
+        return true;
+      }
+      std::vector<std::string> names = absl::StrSplit(s, ',');
+      if (names.size() > 32) return false;
+      std::set<std::string> seen;
+      for (const std::string& name : names) {
+        if (!ValidModelName(name)) {
+          *detail = absl::StrCat("bad name ", Seen(name));
+          return false;
+        }
+        if (!seen.insert(name).second) {
+          *detail = absl::StrCat(name, " is listed twice");
+          return false;
+        }
+      }
+      c->monitor_models = std::move(names);
+      return true;
+    };
+    flags.push_back(std::move(f));
+  }
+  flags.push_back(IntFlag(kMonitoring, "monitor-window-samples",
+                          "samples (maps) in a model's full count window", &c->monitor_window_samples,
+                          2, int64_t{1} << 40));
+  flags.push_back(DoubleFlag(kMonitoring, "monitor-window-seconds", "SECONDS",
+                             "> 0: a time window of this length instead of the count window",
+                             &c->monitor_window_seconds, 0, 30 * kDay));
+  flags.push_back(IntFlag(kMonitoring, "monitor-buckets",
+                          "buckets of a window (it moves one bucket at a time)", &c->monitor_buckets,
+                          2, 1000));
+  flags.push_back(IntFlag(kMonitoring, "monitor-max-groups", "group windows per model",
+                          &c->monitor_max_groups, 0, 1024));
+  flags.push_back(IntFlag(kMonitoring, "monitor-max-map-length", "values of a monitored map",
+                          &c->monitor_max_map_length, 1, 1 << 20));
+  flags.push_back(IntFlag(kMonitoring, "max-baselines", "baselines stored in --data-dir",
+                          &c->max_baselines, 1, 100000));
+  {
     Flag f{kLogging, "log-level", "LEVEL", "log lines at or above this level go to stderr",
            "debug|info|warning|error", nullptr, nullptr, "debug, info, warning or error"};
     f.current = [c] { return std::string(LevelName(c->log_level)); };
@@ -326,6 +387,13 @@ std::vector<Flag> Flags(ServerConfig* c) {
 }
 
 }  // namespace
+
+bool ValidModelName(absl::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  return std::all_of(name.begin(), name.end(), [](char ch) {
+    return absl::ascii_isalnum(ch) || ch == '_' || ch == '.' || ch == '-';
+  });
+}
 
 absl::StatusOr<FlagsAction> ParseServerArgs(const std::vector<std::string>& args,
                                             ServerConfig* config) {
@@ -395,6 +463,10 @@ absl::Status ValidateConfig(const ServerConfig& c) {
   if (c.max_passes_per_stream > c.max_passes_per_connection) {
     return bad("--max-passes-per-stream (", c.max_passes_per_stream,
                ") must be at most --max-passes-per-connection (", c.max_passes_per_connection, ")");
+  }
+  if (c.monitor_window_seconds == 0 && c.monitor_window_samples < c.monitor_buckets) {
+    return bad("--monitor-window-samples (", c.monitor_window_samples,
+               ") must be at least --monitor-buckets (", c.monitor_buckets, ")");
   }
   if (c.listen.empty()) return bad("--listen: expected at least one address");
   // An address with a fixed port can be listened on once (port 0 is a new

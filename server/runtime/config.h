@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace attnroll::runtime {
 
@@ -67,6 +68,16 @@ struct ServerConfig {
   double max_connection_age_grace_seconds = 30;
   int64_t grpc_memory_bytes = int64_t{256} << 20;   // gRPC's own buffers (resource quota)
   double shutdown_grace_seconds = 10;
+  // Live monitoring (docs/conventions.md, "Live monitoring"). Baselines are
+  // stored under data_dir ("": no storage; pinning is refused).
+  std::string data_dir;
+  std::vector<std::string> monitor_models;          // names a pass may carry; empty: no monitoring
+  int64_t monitor_window_samples = 1000;            // count window: samples in a full window
+  double monitor_window_seconds = 0;                // > 0: a time window of this length instead
+  int monitor_buckets = 10;                         // the window moves a bucket at a time
+  int monitor_max_groups = 16;                      // group windows per model
+  int monitor_max_map_length = 16384;               // values per monitored map
+  int max_baselines = 256;                          // stored baselines
   LogLevel log_level = LogLevel::kInfo;
   double log_lines_per_second = 20;                 // rate limit (bursts of 4x)
   PassLimits limits;
@@ -93,6 +104,9 @@ absl::StatusOr<FlagsAction> ParseServerArgs(const std::vector<std::string>& args
 // memory, passes per stream <= passes per connection, no address listened on
 // twice. INVALID_ARGUMENT naming the flags.
 absl::Status ValidateConfig(const ServerConfig& config);
+
+// A name of --monitor-models: 1 to 64 characters of [A-Za-z0-9_.-].
+bool ValidModelName(absl::string_view name);
 
 // One flag as --help shows it.
 struct FlagInfo {

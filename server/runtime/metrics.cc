@@ -27,6 +27,13 @@ prometheus::ClientMetric Value(double v, std::vector<prometheus::ClientMetric::L
   return m;
 }
 
+prometheus::ClientMetric Count(double v, std::vector<prometheus::ClientMetric::Label> labels) {
+  prometheus::ClientMetric m;
+  m.label = std::move(labels);
+  m.counter.value = v;
+  return m;
+}
+
 prometheus::MetricFamily Gauge(std::string name, std::string help,
                                std::vector<prometheus::ClientMetric> values) {
   prometheus::MetricFamily f;
@@ -44,14 +51,20 @@ class LiveGauges : public prometheus::Collectable {
     absl::MutexLock lock(&mu_);
     source_ = std::move(source);
   }
+  void SetMonitorSource(std::function<std::vector<MonitorFigures>()> source) {
+    absl::MutexLock lock(&mu_);
+    monitor_ = std::move(source);
+  }
 
   std::vector<prometheus::MetricFamily> Collect() const override {
     LiveFigures f;
+    std::vector<MonitorFigures> models;
     {
       absl::MutexLock lock(&mu_);
       if (source_) f = source_();
+      if (monitor_) models = monitor_();
     }
-    return {
+    std::vector<prometheus::MetricFamily> out = {
         Gauge("attnroll_passes_in_flight", "Admitted passes and calls not finished yet",
               {Value(static_cast<double>(f.passes_in_flight))}),
         Gauge("attnroll_admission_waiting", "New passes waiting for room to be admitted",
@@ -71,11 +84,62 @@ class LiveGauges : public prometheus::Collectable {
         Gauge("attnroll_build_info", "Always 1; the version is a label",
               {Value(1.0, {{"version", ATTNROLL_VERSION}})}),
     };
+    if (!models.empty()) AppendMonitor(models, &out);
+    return out;
+  }
+
+  static void AppendMonitor(const std::vector<MonitorFigures>& models,
+                            std::vector<prometheus::MetricFamily>* out) {
+    std::vector<prometheus::ClientMetric> drift, share, base_share, window, pinned, passes, samples;
+    for (const MonitorFigures& m : models) {
+      for (const auto& [metric, v] : m.drift) drift.push_back(Value(v, {{"model", m.model}, {"metric", metric}}));
+      if (!m.region.empty() && m.region_share_live.has_value()) {
+        share.push_back(Value(*m.region_share_live, {{"model", m.model}, {"region", m.region}}));
+      }
+      if (!m.region.empty() && m.region_share_base.has_value()) {
+        base_share.push_back(Value(*m.region_share_base, {{"model", m.model}, {"region", m.region}}));
+      }
+      window.push_back(Value(static_cast<double>(m.window_samples), {{"model", m.model}}));
+      pinned.push_back(Value(m.has_baseline ? 1.0 : 0.0, {{"model", m.model}}));
+      passes.push_back(Count(static_cast<double>(m.sampled_passes), {{"model", m.model}, {"sampled", "true"}}));
+      passes.push_back(Count(static_cast<double>(m.passes - m.sampled_passes),
+                             {{"model", m.model}, {"sampled", "false"}}));
+      samples.push_back(Count(static_cast<double>(m.folded), {{"model", m.model}, {"outcome", "folded"}}));
+      samples.push_back(Count(static_cast<double>(m.skipped_shape), {{"model", m.model}, {"outcome", "shape"}}));
+      samples.push_back(Count(static_cast<double>(m.skipped_no_mass), {{"model", m.model}, {"outcome", "no_mass"}}));
+      samples.push_back(Count(static_cast<double>(m.group_overflow),
+                              {{"model", m.model}, {"outcome", "group_overflow"}}));
+    }
+    out->push_back(Gauge("attnroll_reliance_drift",
+                         "Drift of a model's live window from its pinned baseline, by metric "
+                         "(js_divergence nats, emd and com_shift cells, region_share_delta share "
+                         "points, *_w1 per-pass distributions); absent while undefined",
+                         std::move(drift)));
+    out->push_back(Gauge("attnroll_region_share",
+                         "Share of the live window's mean map inside the baseline's region",
+                         std::move(share)));
+    out->push_back(Gauge("attnroll_baseline_region_share",
+                         "Share of the pinned baseline's mean map inside its region", std::move(base_share)));
+    out->push_back(Gauge("attnroll_monitor_window_samples", "Samples (maps) in a model's live window",
+                         std::move(window)));
+    out->push_back(Gauge("attnroll_monitor_baseline_pinned", "1 when the model has a pinned baseline",
+                         std::move(pinned)));
+    prometheus::MetricFamily p = Gauge("attnroll_monitor_passes_total",
+                                       "Passes tagged with a model, sampled or not", std::move(passes));
+    p.type = prometheus::MetricType::Counter;
+    out->push_back(std::move(p));
+    prometheus::MetricFamily s = Gauge("attnroll_monitor_samples_total",
+                                       "Samples of sampled passes: folded, or skipped by reason "
+                                       "(group_overflow: folded into the model's window only)",
+                                       std::move(samples));
+    s.type = prometheus::MetricType::Counter;
+    out->push_back(std::move(s));
   }
 
  private:
   mutable absl::Mutex mu_;
   std::function<LiveFigures()> source_ ABSL_GUARDED_BY(mu_);
+  std::function<std::vector<MonitorFigures>()> monitor_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace
@@ -130,6 +194,10 @@ Metrics::Metrics()
 
 void Metrics::SetLiveSource(std::function<LiveFigures()> source) {
   static_cast<LiveGauges*>(live_.get())->SetSource(std::move(source));
+}
+
+void Metrics::SetMonitorSource(std::function<std::vector<MonitorFigures>()> source) {
+  static_cast<LiveGauges*>(live_.get())->SetMonitorSource(std::move(source));
 }
 
 void Metrics::CallFinished(const std::string& rpc, absl::StatusCode code, double seconds) {

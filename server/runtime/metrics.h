@@ -1,6 +1,6 @@
 // Prometheus metrics of the service (prefix attnroll_, base units, bounded
 // labels only: rpc and analysis names, status codes, refusal reasons, queue
-// lanes). Counters and histograms are updated as things happen; the gauges
+// lanes, models from --monitor-models). Counters and histograms are updated as things happen; the gauges
 // (passes in flight, reserved bytes, queue depths, RSS) are read from their
 // sources at every scrape, so they are true whenever they are read.
 #ifndef ATTNROLL_SERVER_RUNTIME_METRICS_H_
@@ -10,7 +10,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <prometheus/collectable.h>
 #include <prometheus/counter.h>
@@ -34,6 +37,19 @@ struct LiveFigures {
   int64_t open_connections = 0;   // connections with a pass open
 };
 
+// One monitored model's figures, read at scrape time (session::Monitor).
+struct MonitorFigures {
+  std::string model;
+  bool has_baseline = false;
+  // Drift numbers of the model's whole window that are defined: metric name -> value.
+  std::vector<std::pair<std::string, double>> drift;
+  std::string region;  // the baseline's region name, "" without one
+  std::optional<double> region_share_live, region_share_base;
+  int64_t window_samples = 0;
+  int64_t passes = 0, sampled_passes = 0;
+  int64_t folded = 0, skipped_shape = 0, skipped_no_mass = 0, group_overflow = 0;
+};
+
 class Metrics {
  public:
   Metrics();
@@ -42,6 +58,8 @@ class Metrics {
   const std::shared_ptr<prometheus::Collectable>& live() const { return live_; }
   // Where the gauges come from (called at every scrape, from the exposer's thread).
   void SetLiveSource(std::function<LiveFigures()> source);
+  // Where the monitoring gauges come from (same thread and timing).
+  void SetMonitorSource(std::function<std::vector<MonitorFigures>()> source);
 
   // Every call of every method, when it ends (rpc: the method name).
   void CallFinished(const std::string& rpc, absl::StatusCode code, double seconds);

@@ -9,80 +9,10 @@
 #include "server/session/compare_request.h"
 #include "server/session/result_tensors.h"
 #include "server/session/field_status.h"
+#include "proto/cpp/audit_report_proto.h"
 #include "server/runtime/refusal.h"
 
 namespace attnroll::session {
-namespace {
-
-analysis::DriftThresholds ToThresholds(const v1::DriftThresholds& t) {
-  analysis::DriftThresholds out;
-  auto take = [](bool has, double v, std::optional<double>* o) {
-    if (has) *o = v;
-  };
-  take(t.has_min_spearman(), t.min_spearman(), &out.min_spearman);
-  take(t.has_min_kendall_tau_b(), t.min_kendall_tau_b(), &out.min_kendall_tau_b);
-  take(t.has_min_pearson(), t.min_pearson(), &out.min_pearson);
-  take(t.has_min_cosine(), t.min_cosine(), &out.min_cosine);
-  take(t.has_min_top_k_iou(), t.min_top_k_iou(), &out.min_top_k_iou);
-  take(t.has_min_ssim(), t.min_ssim(), &out.min_ssim);
-  take(t.has_max_l1(), t.max_l1(), &out.max_l1);
-  take(t.has_max_l2(), t.max_l2(), &out.max_l2);
-  take(t.has_max_js_divergence(), t.max_js_divergence(), &out.max_js_divergence);
-  take(t.has_max_emd(), t.max_emd(), &out.max_emd);
-  take(t.has_max_com_shift(), t.max_com_shift(), &out.max_com_shift);
-  take(t.has_max_region_share_drop(), t.max_region_share_drop(), &out.max_region_share_drop);
-  return out;
-}
-
-v1::Tensor MapTensor(const std::vector<float>& values, int grid_h, int grid_w) {
-  v1::Tensor t;
-  FloatTensor(values.data(), values.size(),
-              grid_h > 0 ? std::vector<int64_t>{grid_h, grid_w}
-                         : std::vector<int64_t>{static_cast<int64_t>(values.size())},
-              &t);
-  return t;
-}
-
-void ToProto(const analysis::AuditAggregate& a, int grid_h, int grid_w, v1::AuditAggregate* out) {
-  out->set_group(a.group);
-  out->set_items(a.items);
-  for (const analysis::MetricSummary& m : a.metrics) {
-    v1::MetricSummary* s = out->add_metrics();
-    s->set_metric(m.metric);
-    s->set_count(m.count);
-    s->set_undefined(m.undefined);
-    s->set_mean(m.mean);
-    s->set_median(m.median);
-    s->set_p10(m.p10);
-    s->set_p90(m.p90);
-    s->set_min(m.min);
-    s->set_max(m.max);
-    for (const analysis::WorstItem& w : m.worst) {
-      v1::WorstItem* wi = s->add_worst();
-      wi->set_id(w.id);
-      wi->set_value(w.value);
-    }
-  }
-  v1::RegionSummary* r = out->mutable_region();
-  r->set_items(a.region.items);
-  r->set_mean_share_baseline(a.region.mean_share_a);
-  r->set_mean_share_candidate(a.region.mean_share_b);
-  r->set_mean_delta(a.region.mean_delta);
-  r->set_dropped(a.region.dropped);
-  r->set_increased(a.region.increased);
-  r->set_unchanged(a.region.unchanged);
-  if (!a.mean_baseline.empty()) {
-    *out->mutable_mean_baseline() = MapTensor(a.mean_baseline, grid_h, grid_w);
-    *out->mutable_mean_candidate() = MapTensor(a.mean_candidate, grid_h, grid_w);
-    *out->mutable_mean_shift() = MapTensor(a.mean_shift, grid_h, grid_w);
-  }
-  out->set_drifted(a.drifted);
-  for (const auto& [flag, count] : a.flag_counts) (*out->mutable_flag_counts())[flag] = count;
-  for (const std::string& id : a.drifted_ids) out->add_drifted_ids(id);
-  out->set_drifted_ids_truncated(a.drifted_ids_truncated);
-}
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<AuditSession>> AuditSession::Create(const v1::AuditHeader& header,
                                                                    const runtime::PassLimits& limits) {
@@ -104,14 +34,14 @@ absl::StatusOr<std::unique_ptr<AuditSession>> AuditSession::Create(const v1::Aud
   options.map_length = static_cast<int>(length);
   options.grid_h = spec->grid_h;
   options.grid_w = spec->grid_w;
-  options.thresholds = ToThresholds(header.thresholds());
+  options.thresholds = v1::ToDriftThresholds(header.thresholds());
   if (header.worst_items() != 0) options.worst_items = static_cast<int>(std::min<uint32_t>(header.worst_items(), 1000));
   absl::StatusOr<analysis::AuditAggregator> aggregator = analysis::AuditAggregator::Create(options);
   if (!aggregator.ok()) {
     return At("header", aggregator.status());
   }
-  return std::unique_ptr<AuditSession>(
-      new AuditSession(*std::move(spec), *std::move(aggregator), length));
+  return std::unique_ptr<AuditSession>(new AuditSession(
+      *std::move(spec), *std::move(aggregator), length, header.mergeable(), limits.max_response_bytes));
 }
 
 int64_t AuditSession::working_bytes(int workers) const {
@@ -189,18 +119,25 @@ v1::AuditItemResult AuditSession::AddPassItem(const std::string& id, const std::
   return result;
 }
 
-v1::AuditReport AuditSession::Report() const {
+absl::StatusOr<v1::AuditReport> AuditSession::Report() const {
   analysis::AuditReport report;
+  analysis::AuditState state;
   {
     absl::MutexLock lock(&mu_);
     report = aggregator_.Finish();
+    if (mergeable_) state = aggregator_.ExportState();
   }
   v1::AuditReport out;
-  out.set_grid_height(report.grid_h);
-  out.set_grid_width(report.grid_w);
-  ToProto(report.overall, report.grid_h, report.grid_w, out.mutable_overall());
-  for (const analysis::AuditAggregate& g : report.groups) {
-    ToProto(g, report.grid_h, report.grid_w, out.add_groups());
+  v1::ToReportProto(report, &out);
+  if (mergeable_) {
+    v1::ToStateProto(state, aggregator_.options(), out.mutable_state());
+    const int64_t bytes = static_cast<int64_t>(out.ByteSizeLong());
+    if (bytes > max_response_bytes_) {
+      return runtime::Refused(runtime::Refusal::kLimits, absl::StrCat(
+          "report: the report with its mergeable state (header.mergeable) is ", bytes,
+          " bytes, over the server's max_response_bytes of ", max_response_bytes_,
+          "; audit fewer items per call (shards) or leave mergeable unset"));
+    }
   }
   return out;
 }

@@ -41,14 +41,23 @@ class AuditSession {
   v1::AuditItemResult AddPassItem(const std::string& id, const std::string& group, Pass& baseline,
                                   Pass& candidate, const FinishContext& finish);
 
-  v1::AuditReport Report() const;
+  // The report; with the mergeable state when the header asked for it
+  // (RESOURCE_EXHAUSTED when that is over max_response_bytes).
+  absl::StatusOr<v1::AuditReport> Report() const;
 
  private:
-  AuditSession(analysis::CompareSpec spec, analysis::AuditAggregator aggregator, int64_t length)
-      : spec_(std::move(spec)), length_(length), aggregator_(std::move(aggregator)) {}
+  AuditSession(analysis::CompareSpec spec, analysis::AuditAggregator aggregator, int64_t length,
+               bool mergeable, int64_t max_response_bytes)
+      : spec_(std::move(spec)),
+        length_(length),
+        mergeable_(mergeable),
+        max_response_bytes_(max_response_bytes),
+        aggregator_(std::move(aggregator)) {}
 
   const analysis::CompareSpec spec_;
   const int64_t length_;
+  const bool mergeable_;
+  const int64_t max_response_bytes_;
   mutable absl::Mutex mu_;
   analysis::AuditAggregator aggregator_ ABSL_GUARDED_BY(mu_);
 };

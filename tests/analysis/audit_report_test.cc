@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <cstdio>
 #include <numeric>
 #include <random>
@@ -362,6 +363,181 @@ TEST(AuditReportTest, ReportIsBitIdenticalWhateverTheOrder) {
   EXPECT_TRUE(r.overall.drifted_ids_truncated);
   EXPECT_EQ(r.overall.drifted_ids.size(), 25u);
   EXPECT_GT(r.overall.drifted, 25);
+}
+
+// 200 items of every kind (undefined correlations, ties, groups, region
+// shares) under thresholds that flag some of them.
+std::vector<AuditItem> MixedItems() {
+  std::mt19937 rng(77);
+  std::uniform_real_distribution<double> pos(0.0, 7.0), u(0.0, 1.0);
+  const CompareSpec spec = GridSpec(/*region=*/true);
+  const char* groups[] = {"", "cat", "dog", "bird"};
+  std::vector<AuditItem> items;
+  for (int i = 0; i < 200; ++i) {
+    Map a, b;
+    if (i % 17 == 0) {
+      a.assign(kN, 0.25f);
+      b = Blob(pos(rng), pos(rng), 1.0, rng);
+    } else if (i % 3 == 0) {
+      a = LeftHeavy(rng);
+      b = Mirror(a);
+    } else {
+      a = Blob(pos(rng), pos(rng), 1.5, rng);
+      b = u(rng) < 0.2 ? a : Blob(pos(rng), pos(rng), 1.5, rng);
+    }
+    items.push_back(MakeItem(absl::StrFormat("x%03d", (i * 37) % 200), groups[i % 4], a, b, spec));
+  }
+  return items;
+}
+
+AuditOptions MixedOptions() {
+  AuditOptions o = GridOptions();
+  o.thresholds.max_emd = 1.5;
+  o.thresholds.min_spearman = 0.5;
+  o.thresholds.max_region_share_drop = 0.3;
+  o.worst_items = 7;
+  o.max_drifted_ids = 25;
+  return o;
+}
+
+// Shards of one dataset, each aggregated alone, merged through their exported
+// states: the report equals (bit for bit) one aggregator fed every item, for 1
+// to 7 shards, uneven shards and a shard without items included.
+TEST(AuditReportTest, MergedShardStatesGiveTheReportOfOneAudit) {
+  const std::vector<AuditItem> items = MixedItems();
+  const AuditOptions o = MixedOptions();
+  AuditAggregator whole = MustCreate(o);
+  for (const AuditItem& it : items) MustAdd(whole, it);
+  const std::string expected = Dump(whole.Finish());
+  for (int shards : {1, 2, 3, 7}) {
+    std::vector<AuditAggregator> parts;
+    for (int k = 0; k < shards; ++k) parts.push_back(MustCreate(o));
+    for (size_t i = 0; i < items.size(); ++i) {
+      // Uneven: shard 0 takes every item with i % 5 == 0, the rest round robin.
+      const int k = shards == 1 || i % 5 == 0 ? 0 : 1 + static_cast<int>(i % (shards - 1));
+      MustAdd(parts[k], items[i]);
+    }
+    AuditAggregator merged = MustCreate(o);
+    // Merged in reverse, one extra empty shard among them.
+    ASSERT_TRUE(merged.MergeState(MustCreate(o).ExportState()).ok());
+    for (int k = shards - 1; k >= 0; --k) {
+      const absl::Status s = merged.MergeState(parts[k].ExportState());
+      ASSERT_TRUE(s.ok()) << s;
+    }
+    EXPECT_EQ(merged.items(), 200);
+    EXPECT_EQ(Dump(merged.Finish()), expected) << shards << " shards";
+  }
+  // Export then merge into an empty aggregator is the identity.
+  AuditAggregator copy = MustCreate(o);
+  ASSERT_TRUE(copy.MergeState(whole.ExportState()).ok());
+  EXPECT_EQ(Dump(copy.Finish()), expected);
+  // Items arrive sorted by id; sums overall first, then groups by label.
+  const AuditState state = whole.ExportState();
+  ASSERT_EQ(state.items.size(), 200u);
+  EXPECT_EQ(state.items.front().id, "x000");
+  EXPECT_EQ(state.items.back().id, "x199");
+  ASSERT_EQ(state.sums.size(), 4u);
+  EXPECT_EQ(state.sums[0].group, "");
+  EXPECT_EQ(state.sums[1].group, "bird");
+  EXPECT_EQ(state.sums[3].group, "dog");
+}
+
+// A bad state is refused whole, with the field and the value, and changes nothing.
+TEST(AuditReportTest, MergeRefusesBadStatesAndChangesNothing) {
+  const std::vector<AuditItem> items = MixedItems();
+  const AuditOptions o = MixedOptions();
+  AuditAggregator a = MustCreate(o), b = MustCreate(o);
+  for (size_t i = 0; i < items.size(); ++i) MustAdd(i < 150 ? a : b, items[i]);
+  const std::string before = Dump(a.Finish());
+  const AuditState good = b.ExportState();
+  struct Case {
+    std::string name;
+    std::function<void(AuditState&)> spoil;
+    absl::StatusCode code;
+    std::string message;
+  };
+  const std::string first_id = good.items[0].id;
+  const std::vector<Case> cases = {
+      {"id already added",
+       [&](AuditState& s) { s.items[3].id = items[0].id; },
+       absl::StatusCode::kInvalidArgument,
+       absl::StrCat("state.items[3]: item id \"", items[0].id,
+                    "\" already added (ids must be unique within an audit: is the item in two "
+                    "shards?)")},
+      {"id twice in the state",
+       [&](AuditState& s) { s.items[1].id = s.items[0].id; },
+       absl::StatusCode::kInvalidArgument,
+       absl::StrCat("state.items[1]: item id \"", first_id,
+                    "\" already added (ids must be unique within an audit: is the item in two "
+                    "shards?)")},
+      {"empty id", [](AuditState& s) { s.items[2].id = ""; }, absl::StatusCode::kInvalidArgument,
+       "state.items[2].id: expected a non-empty id, got \"\""},
+      {"infinite value",
+       [](AuditState& s) { s.items[0].value[5] = INFINITY; },
+       absl::StatusCode::kInvalidArgument,
+       absl::StrCat("state.items[0] (\"", first_id,
+                    "\").values[5] (l1): is inf, expected a finite value or NaN (undefined)")},
+      {"one region share",
+       [](AuditState& s) { s.items[0].value[11] = NAN; },
+       absl::StatusCode::kInvalidArgument,
+       absl::StrCat("state.items[0] (\"", first_id,
+                    "\"): region_share_a and region_share_b: expected both defined or both NaN, "
+                    "got only region_share_b")},
+      {"delta not b - a",
+       [](AuditState& s) {
+         s.items[0].value[11] = 0.25;
+         s.items[0].value[12] = 0.5;
+         s.items[0].value[13] = 0.2;
+       },
+       absl::StatusCode::kInvalidArgument,
+       absl::StrCat("state.items[0] (\"", first_id,
+                    "\").values[13] (region_share_delta): is 0.2, expected region_share_b - "
+                    "region_share_a = 0.25")},
+      {"no overall sums", [](AuditState& s) { s.sums.erase(s.sums.begin()); },
+       absl::StatusCode::kInvalidArgument,
+       "state.sums: no entry for the whole audit (group \"\")"},
+      {"a group's sums missing", [](AuditState& s) { s.sums.pop_back(); },
+       absl::StatusCode::kInvalidArgument,
+       "state.sums: no entry for group \"dog\" (13 items)"},
+      {"sums of a group without items",
+       [](AuditState& s) { s.sums.back().group = "eel"; },
+       absl::StatusCode::kInvalidArgument,
+       "state.sums[3] (group \"eel\"): expected sums only for the whole audit (\"\") and the "
+       "groups of the state's items, got a group no item of the state is in"},
+      {"sums twice", [](AuditState& s) { s.sums[1].group = ""; },
+       absl::StatusCode::kInvalidArgument,
+       "state.sums[1] (group \"\"): a second entry for the group"},
+      {"short sums", [](AuditState& s) { s.sums[0].b.pop_back(); },
+       absl::StatusCode::kInvalidArgument,
+       "state.sums[0] (group \"\"): expected 64 cells (the audit's map length) per side, got 64 "
+       "and 63"},
+      {"cell over its bound",
+       [](AuditState& s) { s.sums[0].a[9] = (static_cast<AuditFixed>(50) << 62) + 1; },
+       absl::StatusCode::kInvalidArgument,
+       "state.sums[0] (group \"\"): cell 9 is above 50 * 2^62 (50 items, each of mass at most 1 "
+       "in a cell)"},
+  };
+  for (const Case& c : cases) {
+    AuditState spoiled = good;
+    c.spoil(spoiled);
+    const absl::Status s = a.MergeState(spoiled);
+    EXPECT_EQ(s.code(), c.code) << c.name << ": " << s;
+    EXPECT_EQ(s.message(), c.message) << c.name;
+    EXPECT_EQ(Dump(a.Finish()), before) << c.name;
+    EXPECT_EQ(a.items(), 150) << c.name;
+  }
+  // Groups over max_groups: RESOURCE_EXHAUSTED.
+  AuditOptions few = o;
+  few.max_groups = 2;
+  AuditAggregator small = MustCreate(few);
+  const absl::Status s = small.MergeState(good);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(s.message(), "state: its items bring the audit to 3 distinct groups, expected at most "
+                         "max_groups = 2");
+  EXPECT_EQ(small.items(), 0);
+  // The good state still merges.
+  ASSERT_TRUE(a.MergeState(good).ok());
+  EXPECT_EQ(a.items(), 200);
 }
 
 // A float (or double) running sum of the same values does depend on the order;

@@ -266,5 +266,59 @@ TEST_F(ServerTest, AuditUnderAFullQueueAnswersEveryItemAndEnds) {
   ExpectMemoryReleased();
 }
 
+// A mergeable audit: the report carries its state (every item, sorted by id;
+// the overall sums then one per group, 16 bytes per cell) and is otherwise the
+// plain audit's report. A state over max_response_bytes ends the call with
+// RESOURCE_EXHAUSTED naming the limit.
+TEST_F(ServerTest, AMergeableAuditCarriesItsStateWithinTheResponseLimit) {
+  std::mt19937 rng(5);
+  v1::AuditHeader header;
+  header.set_map_length(64);
+  header.set_mergeable(true);
+  header.mutable_thresholds()->set_max_l1(0.5);
+  std::vector<v1::AuditItem> items = HalfMapItems(rng, "m", 30, 10);
+  for (int i = 0; i < 30; ++i) items[i].set_group(i % 3 ? "b" : "a");
+  AuditRun run = RunAudit(client_->stub(), header, items);
+  ASSERT_TRUE(run.status.ok()) << run.status.error_message();
+  const v1::AuditState& state = run.report.state();
+  ASSERT_EQ(state.items_size(), 30);
+  EXPECT_EQ(state.items(0).id(), "m0");
+  EXPECT_EQ(state.items(1).id(), "m1");
+  EXPECT_EQ(state.items(2).id(), "m10");  // byte-wise order
+  EXPECT_EQ(state.items(0).values_size(), 14);
+  EXPECT_EQ(state.map_length(), 64u);
+  EXPECT_EQ(state.worst_items(), 10u);
+  EXPECT_EQ(state.max_groups(), 256u);
+  EXPECT_EQ(state.thresholds().max_l1(), 0.5);
+  ASSERT_EQ(state.sums_size(), 3);
+  EXPECT_EQ(state.sums(0).group(), "");
+  EXPECT_EQ(state.sums(1).group(), "a");
+  EXPECT_EQ(state.sums(0).baseline().size(), 64u * 16);
+
+  // Without mergeable: no state, and the same report otherwise.
+  v1::AuditHeader plain = header;
+  plain.set_mergeable(false);
+  AuditRun plain_run = RunAudit(client_->stub(), plain, items);
+  ASSERT_TRUE(plain_run.status.ok());
+  EXPECT_FALSE(plain_run.report.has_state());
+  v1::AuditReport without = run.report;
+  without.clear_state();
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(without, plain_run.report));
+
+  // Over the response limit.
+  runtime::ServerConfig c = Config();
+  c.limits.max_response_bytes = 4096;
+  StartServer(c);
+  AuditRun over = RunAudit(client_->stub(), header, items);
+  EXPECT_EQ(over.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(over.status.error_message(),
+              HasSubstr("report: the report with its mergeable state (header.mergeable) is "));
+  EXPECT_THAT(over.status.error_message(),
+              HasSubstr(" bytes, over the server's max_response_bytes of 4096; audit fewer items "
+                        "per call (shards) or leave mergeable unset"));
+  EXPECT_EQ(over.items.size(), 30u);
+  ExpectMemoryReleased();
+}
+
 }  // namespace
 }  // namespace attnroll::rpc

@@ -30,7 +30,7 @@ TEST_F(ServerTest, GetServerInfoReportsLimits) {
   EXPECT_EQ(info->limits().max_tokens(), 1024u);
   EXPECT_EQ(info->limits().workers(), 2u);
   EXPECT_THAT(info->analyses(), ::testing::ElementsAre("rollout", "grad-rollout", "flow", "encoder-decoder", "validate",
-                                                        "compare", "audit", "explain-pair"));
+                                                        "compare", "audit", "explain-pair", "monitor"));
   EXPECT_EQ(info->limits().max_flow_cost(), 1e11);
 }
 

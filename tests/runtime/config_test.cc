@@ -118,6 +118,19 @@ const std::vector<Case>& Cases() {
        {"0", "0.09", "-1", "1000001"}},
       {"shutdown-grace-seconds", Kind::kNumber, FIELD(shutdown_grace_seconds), "0", "0",
        {"-1", "86401"}},
+      {"data-dir", Kind::kOther, FIELD(data_dir), "/var/lib/attnroll", "/var/lib/attnroll", {""}},
+      {"monitor-models", Kind::kOther, FIELD(monitor_models), "vit,bert-base,m.v2_x", "vit,bert-base,m.v2_x",
+       {"", ",", "a,,b", "a,a", "a b", "x/y", std::string(65, 'm'),
+        "a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q,r,s,t,u,v,w,x,y,z,a1,b1,c1,d1,e1,f1,g1"}},
+      {"monitor-window-samples", Kind::kInt, FIELD(monitor_window_samples), "5000", "5000",
+       {"1", "0", "1099511627777"}},
+      {"monitor-window-seconds", Kind::kNumber, FIELD(monitor_window_seconds), "600", "600",
+       {"-1", "2592001"}},
+      {"monitor-buckets", Kind::kInt, FIELD(monitor_buckets), "20", "20", {"1", "1001"}},
+      {"monitor-max-groups", Kind::kInt, FIELD(monitor_max_groups), "0", "0", {"-1", "1025"}},
+      {"monitor-max-map-length", Kind::kInt, FIELD(monitor_max_map_length), "196", "196",
+       {"0", "1048577"}},
+      {"max-baselines", Kind::kInt, FIELD(max_baselines), "10", "10", {"0", "100001"}},
   };
   return *cases;
 }
@@ -158,7 +171,7 @@ TEST(ConfigTest, EveryFlagHasARowAndEveryRowAFlag) {
   }
   for (const Case& k : Cases()) rows.insert(k.flag);
   EXPECT_EQ(flags, rows);
-  EXPECT_EQ(flags.size(), 35u);
+  EXPECT_EQ(flags.size(), 43u);
 }
 
 TEST(ConfigTest, EveryFlagParsesItsDefault) {
@@ -263,6 +276,8 @@ TEST(ConfigTest, RangesInTheHelpAreTheRangesApplied) {
       c.limits.max_message_bytes = 1024;
       c.max_passes_per_stream = 1;
       c.max_passes_per_connection = 1000000;
+      c.monitor_buckets = 2;
+      c.monitor_window_samples = int64_t{1} << 40;
       EXPECT_THAT(Parse({"--" + f.name + "=" + v}, &c), IsOk()) << f.name << "=" << v;
     }
     for (const std::string& v : bad) {
@@ -274,7 +289,8 @@ TEST(ConfigTest, RangesInTheHelpAreTheRangesApplied) {
     }
     ++checked;
   }
-  EXPECT_EQ(checked, 32);  // every flag but --listen, --metrics-listen, --log-level
+  // Every flag but --listen, --metrics-listen, --log-level, --data-dir, --monitor-models.
+  EXPECT_EQ(checked, 38);
 }
 
 TEST(ConfigTest, AValueThatWouldWrapIsRefusedNotNarrowed) {
@@ -381,6 +397,7 @@ TEST(ConfigTest, ConstraintsBetweenFields) {
        "--max-passes-per-stream (64) must be at most --max-passes-per-connection (32)"},
       {{"--listen=127.0.0.1:5000,[::1]:0,127.0.0.1:5000"}, "--listen: 127.0.0.1:5000 is listed twice"},
       {{"--listen=127.0.0.1:9464"}, "--metrics-listen: 127.0.0.1:9464 is also a --listen address"},
+      {{"--monitor-window-samples=5"}, "--monitor-window-samples (5) must be at least --monitor-buckets (10)"},
   };
   for (const Bad& b : bad) {
     ServerConfig c;
