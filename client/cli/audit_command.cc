@@ -49,7 +49,7 @@ void PrintAuditUsage() {
       "--shard I/N audits only the items k with k mod N = I (k: the item's index in natural\n"
       "file-name order), for N replicas each auditing one shard. --state writes the audit's\n"
       "mergeable state; `attnroll audit-merge --report OUT.json STATE.pb...` merges the N\n"
-      "states into the report one audit of every item gives, bit for bit.\n");
+      "states into the report one audit of every item gives, bit for bit.\n"
       "--pictures DIR (maps on a --grid) renders the whole audit's mean maps as explain --png\n"
       "does: DIR/mean_baseline.png, DIR/mean_candidate.png (--colormap, default viridis) and\n"
       "DIR/mean_shift.png (candidate - baseline, coolwarm centred on zero: red gained, blue lost),\n"
