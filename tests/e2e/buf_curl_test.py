@@ -61,13 +61,17 @@ class BufCurlTest(e2e_harness.ServerTestCase):
         res = self.curl("--list-methods", self.url())
         self.assertEqual(res.returncode, 0, res.stderr)
         self.assertEqual(res.stderr, "")
-        self.assertEqual(res.stdout.split(), [
+        self.assertEqual(sorted(res.stdout.split()), [
             "attnroll.v1.AttnrollService/Audit",
             "attnroll.v1.AttnrollService/Compare",
             "attnroll.v1.AttnrollService/Explain",
             "attnroll.v1.AttnrollService/ExplainPair",
             "attnroll.v1.AttnrollService/ExplainStream",
             "attnroll.v1.AttnrollService/GetServerInfo",
+            "attnroll.v1.AttnrollService/ListBaselines",
+            "attnroll.v1.AttnrollService/Monitor",
+            "attnroll.v1.AttnrollService/PinBaseline",
+            "attnroll.v1.AttnrollService/RemoveBaseline",
             "grpc.health.v1.Health/Check",
             "grpc.health.v1.Health/Watch",
             "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
