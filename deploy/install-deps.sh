@@ -10,9 +10,9 @@ PACKAGES=(
   libeigen3-dev libabsl-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-numpy python3-grpcio python3-protobuf
-  # For the numpy baseline of tests/bench/run_benchmarks.sh only: numpy then uses
-  # OpenBLAS through the libblas.so.3 alternative instead of the slow reference BLAS.
-  libopenblas0-pthread
+  # OpenBLAS: the rollout's matrix products (server/analysis/blas.cc, the pthread
+  # build: safe to call from several threads); numpy's BLAS in the benchmarks too.
+  libopenblas0-pthread libopenblas-pthread-dev
   # LEMON: NetworkSimplex for the exact earth mover's distance (built into the
   # server), and Preflow as the independent exact check of attention flow in the
   # tests; networkx: the flow reference implementation's library (tests, bench).
@@ -27,6 +27,11 @@ PACKAGES=(
   libpng-dev python3-pil
   # Real-model reproduction test (tests/e2e/vit_reproduction_test.py): torchvision's ViT-B/16.
   python3-torch python3-torchvision
+  # The Python package (client/python): matplotlib (and PIL above) for its pictures; venv,
+  # pip, setuptools and wheel for the offline `pip install client/python` test; openssl
+  # makes the certificate of its TLS test. (grpc_python_plugin is in protobuf-compiler-grpc.)
+  python3-matplotlib python3-venv python3-pip python3-setuptools python3-wheel
+  openssl
   # promtool: lints the scraped /metrics text in tests/e2e/load_test.py, checks the alert rules
   # of live monitoring and runs their unit tests (deploy/prometheus/drift-rules*.yaml).
   prometheus

@@ -518,6 +518,10 @@ std::vector<ThreadTally> RunPhase(std::vector<std::unique_ptr<Sender>>& senders,
 std::unique_ptr<client::Client> ConnectChannel(const std::string& target, int index) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
+  // Layers of attention are megabytes: large HTTP/2 frames and write buffers.
+  args.SetInt(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 1 << 20);
+  args.SetInt(GRPC_ARG_HTTP2_WRITE_BUFFER_SIZE, 8 << 20);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8 << 20);
   args.SetMaxSendMessageSize(-1);
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   args.SetInt("attnroll.bench_channel", index);

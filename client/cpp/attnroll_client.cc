@@ -26,6 +26,10 @@ Client::Client(std::shared_ptr<grpc::Channel> channel)
 std::unique_ptr<Client> Client::Connect(const std::string& target) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
+  // Layers of attention are megabytes: large HTTP/2 frames and write buffers.
+  args.SetInt(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 1 << 20);
+  args.SetInt(GRPC_ARG_HTTP2_WRITE_BUFFER_SIZE, 8 << 20);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8 << 20);
   args.SetMaxSendMessageSize(-1);
   return std::make_unique<Client>(
       grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));

@@ -1,7 +1,12 @@
 #include "client/cpp/tensor_encode.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+
+#if defined(__F16C__) && defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #include <Eigen/Core>
 
@@ -19,27 +24,32 @@ size_t WireSize(v1::DType dtype) {
 }
 
 void AppendEncoded(v1::DType dtype, const float* src, size_t count, std::string* out) {
-  const size_t base = out->size();
-  out->resize(base + count * WireSize(dtype));
-  char* dst = out->data() + base;
-  switch (dtype) {
-    case v1::DTYPE_FP32:
-      std::memcpy(dst, src, count * 4);
-      break;
-    case v1::DTYPE_FP16:
-      for (size_t i = 0; i < count; ++i) {
-        const uint16_t bits = Eigen::numext::bit_cast<uint16_t>(Eigen::half(src[i]));
-        std::memcpy(dst + 2 * i, &bits, 2);
+  if (dtype == v1::DTYPE_FP32) {  // one pass: no zero-fill before the copy
+    out->append(reinterpret_cast<const char*>(src), count * 4);
+    return;
+  }
+  if (dtype != v1::DTYPE_FP16 && dtype != v1::DTYPE_BF16) return;
+  out->reserve(out->size() + count * 2);
+  // Encoded a block at a time into a small buffer (in cache), then appended.
+  constexpr size_t kBlock = 2048;
+  uint16_t block[kBlock];
+  for (size_t i0 = 0; i0 < count; i0 += kBlock) {
+    const size_t n = std::min(kBlock, count - i0);
+    const float* in = src + i0;
+    size_t i = 0;
+    if (dtype == v1::DTYPE_FP16) {
+#if defined(__F16C__) && defined(__AVX__)
+      // Round to nearest, ties to even: what Eigen::half's conversion does.
+      for (; i + 8 <= n; i += 8) {
+        const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(block + i), h);
       }
-      break;
-    case v1::DTYPE_BF16:
-      for (size_t i = 0; i < count; ++i) {
-        const uint16_t bits = Eigen::numext::bit_cast<uint16_t>(Eigen::bfloat16(src[i]));
-        std::memcpy(dst + 2 * i, &bits, 2);
-      }
-      break;
-    default:
-      break;
+#endif
+      for (; i < n; ++i) block[i] = Eigen::numext::bit_cast<uint16_t>(Eigen::half(in[i]));
+    } else {
+      for (; i < n; ++i) block[i] = Eigen::numext::bit_cast<uint16_t>(Eigen::bfloat16(in[i]));
+    }
+    out->append(reinterpret_cast<const char*>(block), n * 2);
   }
 }
 

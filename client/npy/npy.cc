@@ -7,9 +7,15 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <fstream>
 #include <memory>
 #include <regex>
+#include <utility>
 
 #include <Eigen/Core>
 
@@ -46,16 +52,44 @@ uint32_t LittleEndian(absl::string_view bytes) {
   return v;
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  const std::streamoff size = in.tellg();
-  if (size < 0) return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
-  std::string bytes(static_cast<size_t>(size), '\0');
-  in.seekg(0);
-  if (!in.read(bytes.data(), size)) return absl::DataLossError(absl::StrCat(path, ": read failed"));
-  return bytes;
-}
+// A regular file mapped read-only (no copy into a buffer of ours; the pages
+// come from the page cache, read ahead sequentially), unmapped when it goes.
+class MappedFile {
+ public:
+  static absl::StatusOr<MappedFile> Open(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+    }
+    MappedFile f;
+    f.size_ = static_cast<size_t>(st.st_size);
+    if (f.size_ > 0) {
+      void* p = mmap(nullptr, f.size_, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+      if (p == MAP_FAILED) {
+        ::close(fd);
+        return absl::DataLossError(absl::StrCat(path, ": read failed (mmap)"));
+      }
+      madvise(p, f.size_, MADV_SEQUENTIAL);
+      f.data_ = static_cast<const char*>(p);
+    }
+    ::close(fd);
+    return f;
+  }
+  MappedFile(MappedFile&& o) noexcept : data_(std::exchange(o.data_, nullptr)), size_(o.size_) {}
+  MappedFile(const MappedFile&) = delete;
+  ~MappedFile() {
+    if (data_ != nullptr) munmap(const_cast<char*>(data_), size_);
+  }
+  absl::string_view bytes() const { return absl::string_view(data_, size_); }
+
+ private:
+  MappedFile() = default;
+  const char* data_ = nullptr;
+  size_t size_ = 0;
+};
 
 std::string WithoutNpySuffix(absl::string_view name) {
   return std::string(absl::StripSuffix(name, ".npy"));
@@ -228,9 +262,9 @@ absl::StatusOr<Array> ParseNpy(absl::string_view bytes, const std::string& name)
 }
 
 absl::StatusOr<Array> ReadNpy(const std::string& path) {
-  absl::StatusOr<std::string> bytes = ReadFile(path);
-  if (!bytes.ok()) return bytes.status();
-  return ParseNpy(*bytes, path);
+  absl::StatusOr<MappedFile> file = MappedFile::Open(path);
+  if (!file.ok()) return file.status();
+  return ParseNpy(file->bytes(), path);
 }
 
 absl::Status WriteNpy(const std::string& path, const Array& array) {

@@ -83,7 +83,7 @@ void EncoderDecoderRelevance::AddHead(Stack stack, int head, const ConstMatrixVi
 // `also` (R_de for the decoder) gets the same left factor.
 void EncoderDecoderRelevance::FoldSelf(HeadFuser& fuser, bool causal, const float* residual_weights,
                                        MatrixF& r, MatrixF* also) {
-  MatrixF& fused = fuser.fused();
+  Eigen::Map<MatrixF> fused = fuser.fused();
   if (causal) {
     for (Eigen::Index i = 0; i + 1 < fused.rows(); ++i) {  // row by row: row-major
       std::fill(fused.row(i).data() + i + 1, fused.row(i).data() + fused.cols(), 0.0f);
@@ -106,7 +106,7 @@ void EncoderDecoderRelevance::FoldSelf(HeadFuser& fuser, bool causal, const floa
 void EncoderDecoderRelevance::EndLayer(Stack stack, int layer, const float* residual_weights) {
   if (spec_.rules) residual_weights = nullptr;
   HeadFuser& fuser = FuserFor(stack);
-  MatrixF& fused = fuser.fused();
+  Eigen::Map<MatrixF> fused = fuser.fused();
   switch (stack) {
     case Stack::kEncoder:
       FoldSelf(fuser, /*causal=*/false, residual_weights, r_ee_, nullptr);

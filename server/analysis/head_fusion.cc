@@ -43,8 +43,8 @@ void FuseRow(const float* __restrict a, const float* __restrict g, float* __rest
 }
 
 template <typename Op, typename Term>
-void FuseRows(int row0, const ConstMatrixView& a, const ConstMatrixView& g, MatrixF& acc, Op op,
-              Term term, RowStats* stats, bool upper) {
+void FuseRows(int row0, const ConstMatrixView& a, const ConstMatrixView& g, Eigen::Map<MatrixF> acc,
+              Op op, Term term, RowStats* stats, bool upper) {
   const int cols = static_cast<int>(a.cols());
   for (Eigen::Index r = 0; r < a.rows(); ++r) {
     const int i = row0 + static_cast<int>(r);
@@ -94,9 +94,44 @@ float HeadFuser::residual_scale() const {
   return fusion_ == Fusion::kMean ? 1.0f / static_cast<float>(num_heads_) : 1.0f;
 }
 
+Eigen::Map<MatrixF> HeadFuser::fused() {
+  if (acc_.empty()) acc_ = Buffer(static_cast<size_t>(rows_) * cols_);
+  return acc_.Matrix(rows_, cols_);
+}
+
+void HeadFuser::AddWireRows(int head, int count, WireType type, const WireRows* in, int row0,
+                            int rows, RowStats* stats, int stats_stride, bool causal,
+                            bool lower_only) {
+  if (acc_.empty()) acc_ = Buffer(static_cast<size_t>(rows_) * cols_);
+  FuseTask t;
+  t.type = type;
+  t.rows = rows;
+  t.cols = cols_;
+  t.row0 = row0;
+  t.causal = causal;
+  t.lower_only = lower_only;
+  t.acc_stride = cols_;
+  t.stats_stride = stats_stride;
+  switch (fusion_) {
+    case Fusion::kWeighted: t.op = FuseOp::kWeightedSum; break;
+    case Fusion::kMax: t.op = FuseOp::kMax; break;
+    case Fusion::kMin: t.op = FuseOp::kMin; break;
+    default: t.op = FuseOp::kSum; break;
+  }
+  for (int g = 0; g < count; g += kMaxFuseGroup) {
+    t.heads = std::min(kMaxFuseGroup, count - g);
+    t.in = in + g;
+    t.weights = fusion_ == Fusion::kWeighted ? weights_.data() + head + g : nullptr;
+    t.init = head + g == 0;
+    t.acc = acc_.data() + static_cast<int64_t>(row0) * cols_;
+    t.stats = stats == nullptr ? nullptr : stats + static_cast<int64_t>(g) * stats_stride;
+    FuseRows(t);
+  }
+}
+
 void HeadFuser::AddRows(int head, int row0, const ConstMatrixView& a, const ConstMatrixView* g,
                         RowStats* stats, bool upper) {
-  if (acc_.rows() != rows_ || acc_.cols() != cols_) acc_.resize(rows_, cols_);
+  if (acc_.empty()) acc_ = Buffer(static_cast<size_t>(rows_) * cols_);
   switch (gradient_) {
     case GradientRule::kNone:
       return AddTerms(head, row0, a, a, [](float v, float) { return v; }, stats, upper);
@@ -113,21 +148,24 @@ void HeadFuser::AddTerms(int head, int row0, const ConstMatrixView& a, const Con
                          Term term, RowStats* stats, bool upper) {
   const float w = fusion_ == Fusion::kWeighted ? weights_[head] : 1.0f;
   if (head == 0) {  // the first head initialises the rows
-    FuseRows(row0, a, g, acc_, [w](float, float t) { return w * t; }, term, stats, upper);
+    FuseRows(row0, a, g, fused(), [w](float, float t) { return w * t; }, term, stats, upper);
     return;
   }
+  Eigen::Map<MatrixF> acc = fused();
   switch (fusion_) {
     case Fusion::kMean:
-      FuseRows(row0, a, g, acc_, [](float d, float t) { return d + t; }, term, stats, upper);
+      FuseRows(row0, a, g, acc, [](float d, float t) { return d + t; }, term, stats, upper);
       break;
     case Fusion::kWeighted:
-      FuseRows(row0, a, g, acc_, [w](float d, float t) { return d + w * t; }, term, stats, upper);
+      FuseRows(row0, a, g, acc, [w](float d, float t) { return d + w * t; }, term, stats, upper);
       break;
     case Fusion::kMax:
-      FuseRows(row0, a, g, acc_, [](float d, float t) { return t > d ? t : d; }, term, stats, upper);
+      FuseRows(row0, a, g, acc, [](float d, float t) { return t > d ? t : d; }, term, stats, upper);
       break;
     case Fusion::kMin:
-      FuseRows(row0, a, g, acc_, [](float d, float t) { return t < d ? t : d; }, term, stats, upper);
+      FuseRows(row0, a, g, acc, [](float d, float t) { return t < d ? t : d; }, term, stats, upper);
+      break;
+    case Fusion::kNone:  // a head-specific rollout's chains fuse one head each (kMean)
       break;
   }
 }
@@ -175,17 +213,30 @@ absl::Status ValidateHeadWeights(const std::vector<float>& weights, bool weights
   return absl::OkStatus();
 }
 
-void ApplyResidual(float a, bool renormalize, MatrixF& f, float scale, const float* row_weights) {
+void ApplyResidual(float a, bool renormalize, Eigen::Ref<MatrixF> f, float scale,
+                   const float* row_weights) {
   for (Eigen::Index i = 0; i < f.rows(); ++i) {
-    const float ai = row_weights != nullptr ? row_weights[i] : a;
-    const float keep = (1.0f - ai) * scale;
-    auto row = f.row(i);
-    if (keep != 1.0f) row *= keep;
-    row(i) += ai;
-    if (!renormalize) continue;
-    // Rows are long (up to max_tokens): sum in double.
-    const double s = row.cast<double>().sum();
-    if (s > 0.0) row *= static_cast<float>(1.0 / s);
+    ApplyResidualRow(row_weights != nullptr ? row_weights[i] : a, renormalize, scale,
+                     static_cast<int>(i), static_cast<int>(f.cols()), f.row(i).data());
+  }
+}
+
+void ApplyResidualRow(float a, bool renormalize, float scale, int i, int len, float* row) {
+  const float keep = (1.0f - a) * scale;
+  if (keep != 1.0f) {
+#pragma omp simd
+    for (int j = 0; j < len; ++j) row[j] *= keep;
+  }
+  row[i] += a;
+  if (!renormalize) return;
+  // Rows are long (up to max_tokens): sum in double.
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (int j = 0; j < len; ++j) s += row[j];
+  if (s > 0.0) {
+    const float inv = static_cast<float>(1.0 / s);
+#pragma omp simd
+    for (int j = 0; j < len; ++j) row[j] *= inv;
   }
 }
 

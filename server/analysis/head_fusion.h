@@ -10,6 +10,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
+#include "server/analysis/buffers.h"
+#include "server/analysis/fuse_kernels.h"
 #include "server/analysis/row_stats.h"
 #include "server/analysis/types.h"
 
@@ -34,10 +36,22 @@ class HeadFuser {
   void AddRows(int head, int row0, const ConstMatrixView& a, const ConstMatrixView* g = nullptr,
                RowStats* stats = nullptr, bool upper = false);
 
+  // The same for heads [head, head + count) straight from the wire (no
+  // gradient rule): rows [row0, row0 + rows), one group of at most
+  // kMaxFuseGroup heads read at a time. `stats` (or null): RowStats of head
+  // g, row r at stats[g * stats_stride + r]. `causal` measures upper_max;
+  // `lower_only` writes only the columns j <= i (see FuseTask).
+  void AddWireRows(int head, int count, WireType type, const WireRows* in, int row0, int rows,
+                   RowStats* stats, int stats_stride, bool causal, bool lower_only);
+
   // The fused matrix once every head has been added to every row; the mean's
-  // 1/H is left to ApplyResidual (see residual_scale()). Moving it out is
-  // allowed: the next layer re-allocates.
-  MatrixF& fused() { return acc_; }
+  // 1/H is left to ApplyResidual (see residual_scale()).
+  Eigen::Map<MatrixF> fused();
+  float* fused_row(int i) { return acc_.data() + static_cast<int64_t>(i) * cols_; }
+  // Moves the fused matrix's buffer out: the next layer allocates another.
+  Buffer TakeFused() { return std::move(acc_); }
+  int rows() const { return rows_; }
+  int cols() const { return cols_; }
   // The factor ApplyResidual must apply to fused() (1/H for the mean, else 1).
   float residual_scale() const;
 
@@ -51,7 +65,7 @@ class HeadFuser {
   std::vector<float> weights_;
   int num_heads_;
   int rows_, cols_;
-  MatrixF acc_;
+  Buffer acc_;  // rows_ x cols_, row-major; allocated by the first AddRows
 };
 
 // Head weights for `fusion` (kWeighted, or as the aggregate of head-specific
@@ -65,8 +79,10 @@ absl::Status ValidateHeadWeights(const std::vector<float>& weights, bool weights
 // sum, in one pass per row. With `row_weights` (length rows), row i uses
 // a = row_weights[i] instead. A row whose sum is 0 (possible with min fusion
 // and a = 0) is left at 0.
-void ApplyResidual(float a, bool renormalize, MatrixF& f, float scale = 1.0f,
+void ApplyResidual(float a, bool renormalize, Eigen::Ref<MatrixF> f, float scale = 1.0f,
                    const float* row_weights = nullptr);
+// The same for one row i of `len` values (the causal lower triangle: i + 1).
+void ApplyResidualRow(float a, bool renormalize, float scale, int i, int len, float* row);
 
 // The norm-based view (Kobayashi et al. 2020): a[i, j] <- a[i, j] * norms[j],
 // then each row divided by its sum (a row whose sum becomes 0 stays 0).

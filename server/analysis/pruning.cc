@@ -13,7 +13,7 @@ namespace {
 // Zeros the lowest floor(ratio * size) entries (ties: lower flat index first),
 // except flat index 0, as vit-explain does (it drops index 0 from the list, so
 // one fewer entry is zeroed when (0, 0) is among the lowest).
-void DiscardLowest(double ratio, MatrixF& f) {
+void DiscardLowest(double ratio, Eigen::Ref<MatrixF> f) {
   const int64_t size = f.size();
   const int64_t count = static_cast<int64_t>(std::floor(ratio * static_cast<double>(size)));
   if (count <= 0) return;
@@ -85,7 +85,7 @@ bool PruneSpec::any_at(PrunePlace place) const {
 namespace {
 
 // The steps of `spec` that run, in order; `all` ignores their places.
-int64_t PruneSteps(const PruneSpec& spec, bool all, PrunePlace place, bool renormalize, MatrixF& f) {
+int64_t PruneSteps(const PruneSpec& spec, bool all, PrunePlace place, bool renormalize, Eigen::Ref<MatrixF> f) {
   auto runs = [&](bool on, PrunePlace at) { return on && (all || at == place); };
   // Rows with no mass before pruning (possible with gradient weighting) are
   // left alone; only rows that pruning empties get their diagonal.
@@ -116,11 +116,11 @@ int64_t PruneSteps(const PruneSpec& spec, bool all, PrunePlace place, bool renor
 
 }  // namespace
 
-int64_t Prune(const PruneSpec& spec, PrunePlace place, bool renormalize, MatrixF& f) {
+int64_t Prune(const PruneSpec& spec, PrunePlace place, bool renormalize, Eigen::Ref<MatrixF> f) {
   return PruneSteps(spec, /*all=*/false, place, renormalize, f);
 }
 
-int64_t Prune(const PruneSpec& spec, bool renormalize, MatrixF& f) {
+int64_t Prune(const PruneSpec& spec, bool renormalize, Eigen::Ref<MatrixF> f) {
   return PruneSteps(spec, /*all=*/true, PrunePlace::kBeforeResidual, renormalize, f);
 }
 

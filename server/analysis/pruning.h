@@ -45,10 +45,10 @@ absl::Status ValidatePruneSpec(const PruneSpec& spec);
 // placed at `place`, then, if `renormalize`, divides each row by its sum. A
 // row that had mass and was left with none gets its diagonal (f[i, i] = 1).
 // Returns the number of such rows.
-int64_t Prune(const PruneSpec& spec, PrunePlace place, bool renormalize, MatrixF& f);
+int64_t Prune(const PruneSpec& spec, PrunePlace place, bool renormalize, Eigen::Ref<MatrixF> f);
 
 // Every enabled step, wherever it is placed (the steps by hand, in tests).
-int64_t Prune(const PruneSpec& spec, bool renormalize, MatrixF& f);
+int64_t Prune(const PruneSpec& spec, bool renormalize, Eigen::Ref<MatrixF> f);
 
 }  // namespace attnroll::analysis
 

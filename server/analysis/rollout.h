@@ -18,6 +18,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "server/analysis/buffers.h"
+#include "server/analysis/fuse_kernels.h"
 #include "server/analysis/head_fusion.h"
 #include "server/analysis/pruning.h"
 #include "server/analysis/readout.h"
@@ -72,7 +74,10 @@ int64_t RolloutWorkingBytes(const RolloutSpec& spec, int num_layers, int num_hea
 class SequenceRollout {
  public:
   // `spec` must have passed ValidateRolloutSpec for (num_layers, num_heads, m).
-  SequenceRollout(const RolloutSpec& spec, int num_layers, int num_heads, int m, RolloutPath path);
+  // `keep_layers` (row path): keep every At_l of the range for TakeLayers
+  // (attention flow); otherwise only what the read-out needs is kept.
+  SequenceRollout(const RolloutSpec& spec, int num_layers, int num_heads, int m, RolloutPath path,
+                  bool keep_layers = false);
 
   // Layers outside [first, last] need not be added (they are ignored).
   bool WantsLayer(int layer) const { return layer >= first_ && layer <= last_; }
@@ -88,7 +93,27 @@ class SequenceRollout {
                    bool upper = false);
   // `residual_weights` (m values, may be null): per-query residual weights of
   // this layer, replacing spec.residual (not used by the Chefer rule).
-  void EndLayer(int layer, const float* residual_weights = nullptr);
+  // `rows_ended`: EndRows finished every row of the layer (the wire path).
+  void EndLayer(int layer, const float* residual_weights = nullptr, bool rows_ended = false);
+
+  // Whether AddWireHeads and EndRows apply: no gradient rule and no pruning
+  // (nothing needs a layer's whole fused matrix before its residual).
+  bool wire_path() const { return wire_path_; }
+  // Heads [head, head + count) of `layer` straight from the wire: rows
+  // [row0, row0 + rows) of each (see HeadFuser::AddWireRows; heads come in
+  // order within each strip of rows). Returns whether `stats` (head g, row r
+  // at stats[g * stats_stride + r]) were filled: false for a layer outside
+  // the range, and for the last layer of a row-path read-out of rows, of
+  // which only the wanted rows are fused.
+  bool AddWireHeads(int layer, int head, int count, WireType type, const WireRows* in, int row0,
+                    int rows, RowStats* stats, int stats_stride);
+  // Every head of rows [row0, row0 + rows) of `layer` is in (wire path): the
+  // residual and renormalisation of those rows, while they are in cache.
+  // `residual_weights` as for EndLayer. EndLayer(layer, ..., true) follows
+  // once every row is ended. Strips of rows may be added and ended from
+  // several threads at once once the layer's first strip has been added
+  // (which allocates the layer's matrix): each touches only its own rows.
+  void EndRows(int layer, int row0, int rows, const float* residual_weights);
 
   // A whole m x m head; ends the layer after its last head.
   void AddHead(int layer, int head, const ConstMatrixView& a,
@@ -99,9 +124,9 @@ class SequenceRollout {
   // leading [H] axis, and `aggregate` (if given) gets the maps' aggregate.
   Maps Finish(Maps* aggregate = nullptr);
 
-  // Row path only, instead of Finish: the residual-corrected At_l of the
-  // range, in order (what attention flow runs on).
-  std::vector<MatrixF> TakeLayers() { return std::move(layers_); }
+  // Row path with keep_layers, instead of Finish: the residual-corrected
+  // At_l of the range, in order (what attention flow runs on).
+  std::vector<MatrixF> TakeLayers();
 
   RolloutPath path() const { return path_; }
   // Rows that pruning emptied (and gave their diagonal), over all layers.
@@ -115,20 +140,26 @@ class SequenceRollout {
   int64_t zero_maps() const { return zero_maps_; }
 
  private:
-  void FoldLayer();
+  void FoldLayer(int layer, bool rows_done);
   Maps FinishPerHead(Maps* aggregate);
-  void AppendReadout(const MatrixF& r);
+  void AppendReadout(const Eigen::Ref<const MatrixF>& r);
 
   RolloutSpec spec_;
   int first_, last_, m_, num_heads_;
   RolloutPath path_;
+  bool keep_layers_;
+  bool wire_path_;       // no gradient rule, no pruning
+  bool lower_only_;      // causal wire path: only j <= i of each fused row is computed
+  bool top_rows_;        // row path of rows: only the last layer's wanted rows are kept
+  std::vector<int> slot_;  // top_rows_: row i -> its place in the read-out, or -1
   HeadFuser fuser_;
   bool have_r_ = false;
   int64_t emptied_rows_ = 0;
   std::vector<int> zero_layers_;
   int64_t zero_maps_ = 0;
-  MatrixF r_, scratch_;             // chain: R and the product buffer
-  std::vector<MatrixF> layers_;     // row: the At_l of the range, in order
+  Buffer r_, scratch_;              // chain: R and the product buffer (m x m)
+  std::vector<Buffer> layers_;      // row: At_l of the range below the last (all with keep_layers)
+  MatrixF top_;                     // row: the read-out rows of At_last (or its column mean)
   std::vector<float> per_layer_;    // chain + per_layer: read-outs so far
   std::vector<SequenceRollout> per_head_;  // fusion kNone: one chain per head
 };

@@ -4,15 +4,10 @@
 #ifndef ATTNROLL_SERVER_ANALYSIS_ROW_STATS_H_
 #define ATTNROLL_SERVER_ANALYSIS_ROW_STATS_H_
 
+#include "server/analysis/fuse_kernels.h"  // RowStats
 #include "server/analysis/types.h"
 
 namespace attnroll::analysis {
-
-struct RowStats {
-  float sum = 0;        // NaN or Inf if any value is
-  float min = 0;
-  float upper_max = 0;  // max over columns j > i (row i); 0 when not asked for or none
-};
 
 // Stats of rows [row0, row0 + a.rows()) of a block; `upper`: fill upper_max.
 void ComputeRowStats(const ConstMatrixView& a, int row0, bool upper, RowStats* out);

@@ -23,6 +23,34 @@ void ExplainReactor::ReadNext() {
 
 void ExplainReactor::OnReadDone(bool ok) {
   state_.DisarmIdle();
+  {
+    absl::MutexLock lock(&mu_);
+    if (ended_) return;  // a read ahead of a step that ended the call
+    if (busy_) {         // read ahead: the step in progress takes it on
+      pending_ = true;
+      pending_ok_ = ok;
+      return;
+    }
+    busy_ = true;
+  }
+  Dispatch(ok);
+}
+
+void ExplainReactor::StepDone() {
+  bool ok;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!pending_) {
+      busy_ = false;
+      return;
+    }
+    pending_ = false;
+    ok = pending_ok_;
+  }
+  Dispatch(ok);
+}
+
+void ExplainReactor::Dispatch(bool ok) {
   if (call_->IsCancelled()) return End(state_.CancelledStatus("the pass"));
   if (!ok) {
     if (!pass_.open()) {
@@ -63,6 +91,10 @@ void ExplainReactor::HandleMessage() {
       }
       ctx_->metrics->AttentionBytes(request_.layer().attention().data().size() +
                                     request_.layer().gradient().data().size());
+      // The message is parsed (buffer_ is free): read the next one while
+      // this one is folded in. This step still owns the call (busy_), so
+      // the call cannot end under it.
+      ReadNext();
       if (absl::Status s = pass_.session->AddChunk(request_.layer()); !s.ok()) return End(s);
       break;
     default:
@@ -70,13 +102,17 @@ void ExplainReactor::HandleMessage() {
           "message ", messages_, ": expected a header or a layer, got neither")));
   }
   request_.Clear();
-  ReadNext();  // the last use of `this` in this task
+  StepDone();  // the last use of `this` in this task
 }
 
 void ExplainReactor::Opened(absl::StatusOr<OpenPass> pass) {
   if (!pass.ok()) return End(pass.status());
   pass_ = *std::move(pass);
   request_.Clear();
+  {
+    absl::MutexLock lock(&mu_);
+    busy_ = false;
+  }
   ReadNext();
 }
 
@@ -93,9 +129,15 @@ void ExplainReactor::Complete() {
 }
 
 void ExplainReactor::End(const absl::Status& status) {
-  // Free the pass's memory before the response goes out.
-  ClosePass(*ctx_, pass_, state_.rpc(), status);
+  {
+    absl::MutexLock lock(&mu_);
+    ended_ = true;
+  }
+  // The call's end is counted first, then the pass's memory is freed, before
+  // the response goes out: whoever sees the memory back (or the status)
+  // finds the call counted.
   state_.Ended(status);
+  ClosePass(*ctx_, pass_, state_.rpc(), status);
   Finish(ToGrpcStatus(status));
 }
 

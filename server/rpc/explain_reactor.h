@@ -1,9 +1,13 @@
 // Explain: one pass per call (header, layers, half-close -> one response).
 // Every message is parsed and handled on the worker pool: the first (the
 // header) as new work, bounded, then admitted; once admitted, every layer is
-// a step that always waits for a worker. The next read starts only when the
-// previous message is done, so messages stay in order and gRPC flow control
-// pushes back on a sender that outruns the workers.
+// a step that always waits for a worker. Read-ahead: once a layer message is
+// parsed, the next read starts while the layer is folded in, so the
+// transfer of layer l + 1 overlaps the compute of layer l; a message that
+// arrives meanwhile waits (in gRPC's buffers, under its memory quota) until
+// the step is done. Messages are handled one at a time and in order, and
+// gRPC flow control still pushes back on a sender that outruns the workers
+// (at most one message is read ahead).
 #ifndef ATTNROLL_SERVER_RPC_EXPLAIN_REACTOR_H_
 #define ATTNROLL_SERVER_RPC_EXPLAIN_REACTOR_H_
 
@@ -11,7 +15,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "attnroll/v1/attnroll.pb.h"
 #include "server/rpc/call_state.h"
 #include "server/rpc/service_context.h"
@@ -27,6 +33,11 @@ class ExplainReactor : public grpc::ServerReadReactor<grpc::ByteBuffer> {
 
  private:
   void ReadNext();
+  // What a completed read leads to (callback thread, or the worker whose
+  // step it waited for).
+  void Dispatch(bool ok);
+  // A step is done: the read that completed meanwhile, if any, goes on.
+  void StepDone();
   void Submit(runtime::Lane lane, void (ExplainReactor::*step)());
   void HandleMessage();  // worker
   void Opened(absl::StatusOr<OpenPass> pass);  // worker
@@ -41,6 +52,11 @@ class ExplainReactor : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   v1::ExplainRequest request_;
   int64_t messages_ = 0;
   OpenPass pass_;
+  absl::Mutex mu_;
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;     // a step owns the call's state
+  bool pending_ ABSL_GUARDED_BY(mu_) = false;  // a read completed while busy
+  bool pending_ok_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace attnroll::rpc

@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.pb.h"
+#include "server/session/pass_buffers.h"
 
 namespace attnroll::rpc {
 namespace {
@@ -42,6 +43,11 @@ void ApplyConnectionLimits(const runtime::ServerConfig& c, grpc::ServerBuilder& 
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
                                Millis(c.max_connection_age_grace_seconds));
   }
+  // Large messages (a layer of attention is megabytes) in few, large HTTP/2
+  // frames and with a receive window that lets a sender keep the connection
+  // busy; what gRPC buffers stays within the resource quota below.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 1 << 20);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8 << 20);
   // gRPC's own memory (receive buffers, parsing) is capped by a resource quota.
   grpc::ResourceQuota quota("attnroll");
   quota.Resize(static_cast<size_t>(c.grpc_memory_bytes));
@@ -78,6 +84,8 @@ void Poke(const std::string& listen, int port) {
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const runtime::ServerConfig& raw) {
   const runtime::ServerConfig config = runtime::Resolved(raw);
   std::unique_ptr<Server> s(new Server());
+  // Passes of the same shape reuse each other's large buffers.
+  session::UsePooledPassBuffers(config.buffer_cache_bytes);
   s->timers_ = std::make_unique<runtime::Timers>();
   s->pool_ = std::make_unique<runtime::WorkerPool>(config.workers, config.long_work_workers,
                                                    config.queue_size, &s->metrics_);

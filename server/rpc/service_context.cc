@@ -59,6 +59,8 @@ void OpenPassAsync(ServiceContext& ctx, const v1::PassHeader& header, const std:
       pass.monitor = monitor_ticket;
       pass.ticket = std::move(*t);
       pass.session = std::move(*shared_plan).Start();
+      // Idle workers may help with its large layer messages.
+      pass.session->UseHelpers(c->pool, c->pool->num_threads() - 1);
       pass.started = started;
       done(std::move(pass));
     });

@@ -238,6 +238,10 @@ std::vector<Flag> Flags(ServerConfig* c) {
                           &c->queue_size, 1, 1000000));
   flags.push_back(IntFlag(kAdmission, "max-memory-bytes", "working memory of all passes in flight",
                           &c->max_memory_bytes, kMiB, kPiB, true));
+  flags.push_back(IntFlag(kAdmission, "buffer-cache-bytes",
+                          "large buffers of finished passes kept for the next ones (no page "
+                          "faults when reused; 0 = none)",
+                          &c->buffer_cache_bytes, 0, kPiB, true));
   flags.push_back(IntFlag(kAdmission, "max-passes-in-flight", "admitted passes and calls at once",
                           &c->max_passes_in_flight, 1, 1000000));
   flags.push_back(DoubleFlag(kAdmission, "admission-wait-seconds", "SECONDS",

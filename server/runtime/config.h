@@ -47,6 +47,9 @@ struct ServerConfig {
   int long_work_workers = 0;
   int queue_size = 256;                             // new passes and calls waiting for a worker
   int64_t max_memory_bytes = int64_t{4} << 30;      // working memory of all passes
+  // Large buffers of finished passes kept for the next ones (no page faults
+  // when reused); outside max_memory_bytes. 0: none kept.
+  int64_t buffer_cache_bytes = int64_t{512} << 20;
   int max_passes_in_flight = 64;                    // admitted passes and calls at once
   double admission_wait_seconds = 0.1;              // a new pass waits this long for room
   // One client identity may hold at most this share of the passes in flight

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -62,7 +63,13 @@ class LiveGauges : public prometheus::Collectable {
     {
       absl::MutexLock lock(&mu_);
       if (source_) f = source_();
-      if (monitor_) models = monitor_();
+      if (monitor_) {
+        // Drift figures (EMD and friends) may need more stack than civetweb's
+        // worker threads have (fixed when the library is built: 100 KiB in
+        // Debian 12's), so they are computed on a thread of the default size.
+        std::thread compute([&] { models = monitor_(); });
+        compute.join();
+      }
     }
     std::vector<prometheus::MetricFamily> out = {
         Gauge("attnroll_passes_in_flight", "Admitted passes and calls not finished yet",

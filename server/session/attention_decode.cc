@@ -5,10 +5,6 @@
 #include <string>
 #include <vector>
 
-#include <Eigen/Core>
-#if defined(__F16C__) && defined(__AVX__)
-#include <immintrin.h>
-#endif
 
 #include "absl/strings/str_cat.h"
 
@@ -73,36 +69,6 @@ absl::Status CheckTensorBytes(const v1::Tensor& tensor, absl::string_view field)
 
 namespace {
 
-float HalfToFloat(uint16_t bits) {
-  return Eigen::half_impl::half_to_float(Eigen::half_impl::raw_uint16_to_half(bits));
-}
-
-void DecodeFp16Row(const char* src, int cols, float* out) {
-  int c = 0;
-#if defined(__F16C__) && defined(__AVX__)
-  // 8 values per instruction; x86-64-v3 builds have F16C.
-  for (; c + 8 <= cols; c += 8) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * c));
-    _mm256_storeu_ps(out + c, _mm256_cvtph_ps(h));
-  }
-#endif
-  for (; c < cols; ++c) {
-    uint16_t bits;
-    std::memcpy(&bits, src + 2 * c, 2);
-    out[c] = HalfToFloat(bits);
-  }
-}
-
-// bf16 is the top half of an fp32: decoding is exact (and vectorises).
-void DecodeBf16Row(const char* src, int cols, float* out) {
-  for (int c = 0; c < cols; ++c) {
-    uint16_t bits;
-    std::memcpy(&bits, src + 2 * c, 2);
-    const uint32_t wide = static_cast<uint32_t>(bits) << 16;
-    std::memcpy(out + c, &wide, 4);
-  }
-}
-
 // The exact, slow check of one row, for the message (and borderline rows).
 absl::Status CheckRowExactly(const float* row, int cols, int i, float tolerance, bool causal,
                              const BlockLocation& where) {
@@ -138,19 +104,18 @@ absl::Status CheckRowExactly(const float* row, int cols, int i, float tolerance,
 
 }  // namespace
 
+analysis::WireType WireTypeOf(int dtype) {
+  switch (dtype) {
+    case v1::DTYPE_FP16: return analysis::WireType::kF16;
+    case v1::DTYPE_BF16: return analysis::WireType::kBF16;
+    default: return analysis::WireType::kF32;
+  }
+}
+
 void DecodeBlock(int dtype, const std::string& data, int64_t offset, int rows, int cols,
                  int64_t stride, float* dst) {
   const size_t size = DTypeSize(dtype);
-  const char* src = data.data() + offset * size;
-  for (int r = 0; r < rows; ++r) {
-    const char* row = src + r * stride * static_cast<int64_t>(size);
-    float* out = dst + static_cast<int64_t>(r) * cols;
-    switch (dtype) {
-      case v1::DTYPE_FP32: std::memcpy(out, row, static_cast<size_t>(cols) * 4); break;
-      case v1::DTYPE_FP16: DecodeFp16Row(row, cols, out); break;
-      case v1::DTYPE_BF16: DecodeBf16Row(row, cols, out); break;
-    }
-  }
+  analysis::DecodeRows(WireTypeOf(dtype), data.data() + offset * size, stride, rows, cols, dst, cols);
 }
 
 std::vector<float> DecodeAllValues(const v1::Tensor& t) {
@@ -171,6 +136,25 @@ absl::Status ValidateAttentionRows(const float* a, int rows, int cols, int64_t s
     if (ok) continue;
     if (absl::Status s = CheckRowExactly(a + r * stride, cols, row0 + r, tolerance, causal, where);
         !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateWireRows(int dtype, const char* data, int64_t stride, int rows, int cols,
+                              int row0, float tolerance, bool causal, const BlockLocation& where,
+                              const analysis::RowStats* stats) {
+  const int64_t size = static_cast<int64_t>(DTypeSize(dtype));
+  std::vector<float> row;
+  for (int r = 0; r < rows; ++r) {
+    const analysis::RowStats& st = stats[r];
+    const bool ok = std::isfinite(st.sum) && std::abs(st.sum - 1.0f) <= tolerance &&
+                    st.min >= 0.0f && (!causal || st.upper_max <= tolerance);
+    if (ok) continue;
+    row.resize(cols);
+    analysis::DecodeRows(WireTypeOf(dtype), data + r * stride * size, stride, 1, cols, row.data(), cols);
+    if (absl::Status s = CheckRowExactly(row.data(), cols, row0 + r, tolerance, causal, where); !s.ok()) {
       return s;
     }
   }

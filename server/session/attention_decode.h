@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "attnroll/v1/tensor.pb.h"
+#include "server/analysis/fuse_kernels.h"
 #include "server/analysis/row_stats.h"
 
 namespace attnroll::session {
@@ -31,6 +32,9 @@ absl::Status CheckTensorBytes(const v1::Tensor& tensor, absl::string_view field)
 void DecodeBlock(int dtype, const std::string& data, int64_t offset, int rows, int cols,
                  int64_t stride, float* dst);
 
+// The kernels' name of a (known) wire dtype.
+analysis::WireType WireTypeOf(int dtype);
+
 // Where a block came from, for error messages.
 struct BlockLocation {
   int layer;
@@ -46,6 +50,12 @@ struct BlockLocation {
 absl::Status ValidateAttentionRows(const float* a, int rows, int cols, int64_t stride, int row0,
                                    float tolerance, bool causal, const BlockLocation& where,
                                    const analysis::RowStats* stats);
+
+// The same for rows as they arrived (`dtype`, row r at data + r * stride
+// elements): a row the stats reject is decoded and re-checked exactly.
+absl::Status ValidateWireRows(int dtype, const char* data, int64_t stride, int rows, int cols,
+                              int row0, float tolerance, bool causal, const BlockLocation& where,
+                              const analysis::RowStats* stats);
 
 // The same for a whole contiguous m x m block (computes the stats itself).
 absl::Status ValidateAttentionBlock(const float* a, int m, float tolerance, bool causal,

@@ -45,6 +45,10 @@ class Pass {
   virtual bool long_finish() const = 0;
   // The next layer message: must continue exactly where the last one ended.
   virtual absl::Status AddChunk(const v1::LayerChunk& chunk) = 0;
+  // Idle workers of `pool` (at most `helpers` at once) may take part in a
+  // large layer message (runtime::ParallelFor: they leave as soon as other
+  // work waits). Without it a pass runs on the calling thread alone.
+  virtual void UseHelpers(runtime::WorkerPool* pool, int helpers) {}
   // Every layer must have arrived. Builds the response (timing included).
   virtual absl::StatusOr<v1::ExplainResponse> Finish(const FinishContext& ctx) = 0;
 };

@@ -23,6 +23,17 @@ namespace {
 
 // Floats in one decoded strip of rows (256 KiB: fits in L2 with its fused strip).
 constexpr int kStripFloats = 64 * 1024;
+// Floats of the fused matrix in one strip of the wire path (64 KiB): its
+// rows stay in cache while every group of heads is added to them.
+constexpr int kWireStripFloats = 16 * 1024;
+
+// A message at least this large may be shared with idle workers.
+constexpr size_t kParallelBytes = size_t{4} << 20;
+
+int WireStripRows(int m) { return std::max(1, std::min(m, kWireStripFloats / m)); }
+// The most rows a strip has, whatever m: min(m, F / m) <= sqrt(F).
+constexpr int kMaxWireStripRows = 128;
+static_assert(kMaxWireStripRows * kMaxWireStripRows >= kWireStripFloats);
 
 }  // namespace
 
@@ -49,7 +60,7 @@ PassSession::PassSession(PassPlan plan)
     Job& job = jobs_.emplace_back(Job{a, {}});
     if (a.validate_only) continue;  // nothing to compute
     for (int b = 0; b < batch_; ++b) {
-      job.sequences.emplace_back(a.spec, num_layers_, num_heads_, valid_[b], a.path);
+      job.sequences.emplace_back(a.spec, num_layers_, num_heads_, valid_[b], a.path, /*keep_layers=*/a.flow);
     }
   }
 }
@@ -125,10 +136,15 @@ absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
   if (absl::Status s = TakeValueNorms(chunk); !s.ok()) return s;
   if (absl::Status s = bytes_.Add(chunk); !s.ok()) return s;
   const int h = static_cast<int>(t.shape(1));
-  if (block_.empty()) block_.resize(std::max<size_t>(kStripFloats, num_tokens_));
+  const bool ends_layer = next_head_ + h == num_heads_;
+  const bool wire = WirePath();
+  if (wire) {
+    if (absl::Status s = AddWireChunk(chunk, ends_layer); !s.ok()) return s;
+  }
+  if (block_.empty() && !wire) block_.resize(std::max<size_t>(kStripFloats, num_tokens_));
   if (plan_.needs_gradient && gblock_.empty()) gblock_.resize(block_.size());
-  if (stats_.empty()) stats_.resize(num_tokens_);
-  for (int b = 0; b < batch_; ++b) {
+  if (!wire && stats_.size() < static_cast<size_t>(num_tokens_)) stats_.resize(num_tokens_);
+  for (int b = 0; b < batch_ && !wire; ++b) {
     const int m = valid_[b];
     // Strips of rows small enough to stay in cache while every head of the
     // message is decoded, checked and added to the same strip of the fused
@@ -142,11 +158,12 @@ absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
       }
     }
   }
-  if (next_head_ + h == num_heads_) {
+  if (ends_layer) {
     for (Job& job : jobs_) {
       for (int b = 0; b < static_cast<int>(job.sequences.size()); ++b) {
         job.sequences[b].EndLayer(
-            next_layer_, layer_residual_.empty() ? nullptr : layer_residual_.data() + b * num_tokens_);
+            next_layer_, layer_residual_.empty() ? nullptr : layer_residual_.data() + b * num_tokens_,
+            /*rows_ended=*/wire);
       }
     }
     layer_residual_.clear();
@@ -157,6 +174,127 @@ absl::Status PassSession::AddChunk(const v1::LayerChunk& chunk) {
     ++next_layer_;
   }
   timing_.AddCompute(start);
+  return absl::OkStatus();
+}
+
+bool PassSession::WirePath() const {
+  if (plan_.needs_gradient || value_norms_) return false;
+  for (const Job& job : jobs_) {
+    for (const analysis::SequenceRollout& seq : job.sequences) {
+      if (!seq.wire_path()) return false;
+    }
+  }
+  return true;
+}
+
+// Every strip of every sequence of the message, in order. A large message
+// may be shared with idle workers: a sequence's strips are independent (each
+// touches its own rows) once its first strip, which allocates the layer's
+// matrices, is in. The error reported is the first one in order, as without
+// helpers.
+absl::Status PassSession::AddWireChunk(const v1::LayerChunk& chunk, bool ends_layer) {
+  const size_t stats_size = static_cast<size_t>(analysis::kMaxFuseGroup) * kMaxWireStripRows;
+  if (stats_.size() < stats_size) stats_.resize(stats_size);
+  const bool parallel =
+      pool_ != nullptr && helpers_ > 0 && chunk.attention().data().size() >= kParallelBytes;
+  for (int b = 0; b < batch_; ++b) {
+    const int m = valid_[b], strip = WireStripRows(m);
+    const int64_t strips = (m + strip - 1) / strip;
+    auto run = [&](int64_t i, analysis::RowStats* stats) {
+      const int r0 = static_cast<int>(i) * strip;
+      return AddWireStrip(chunk, b, r0, std::min(strip, m - r0), ends_layer, stats);
+    };
+    if (absl::Status s = run(0, stats_.data()); !s.ok()) return s;
+    if (!parallel || strips < 3) {
+      for (int64_t i = 1; i < strips; ++i) {
+        if (absl::Status s = run(i, stats_.data()); !s.ok()) return s;
+      }
+      continue;
+    }
+    std::vector<absl::Status> status(strips);
+    // Strips after a failed one are skipped; those before it still run, so
+    // the first failure in order is the one reported.
+    std::atomic<int64_t> first_failed{strips};
+    runtime::ParallelFor(pool_, helpers_, strips - 1, {}, [&](const runtime::ClaimFn& claim) {
+      std::vector<analysis::RowStats> stats(stats_size);
+      int64_t k;
+      while (claim(&k)) {
+        const int64_t i = k + 1;
+        if (i > first_failed.load()) continue;
+        status[i] = run(i, stats.data());
+        if (status[i].ok()) continue;
+        int64_t seen = first_failed.load();
+        while (i < seen && !first_failed.compare_exchange_weak(seen, i)) {
+        }
+      }
+    });
+    for (const absl::Status& s : status) {
+      if (!s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Rows [r0, r0 + rows) of every head of the chunk, sequence b, straight
+// from the received bytes: a group of heads at a time is measured (the
+// first analysis that fuses it measures it as it reads) and added to every
+// analysis, then validated; once the layer's last head is in, the rows are
+// finished (residual, renormalisation) while they are in cache.
+absl::Status PassSession::AddWireStrip(const v1::LayerChunk& chunk, int b, int r0, int rows,
+                                       bool ends_layer, analysis::RowStats* stats_buffer) {
+  const v1::Tensor& t = chunk.attention();
+  const int h = static_cast<int>(t.shape(1));
+  const int m = valid_[b];
+  const int64_t n = num_tokens_;
+  const int64_t size = static_cast<int64_t>(DTypeSize(t.dtype()));
+  const analysis::WireType type = WireTypeOf(t.dtype());
+  const float tol = plan_.tolerance > 0 ? plan_.tolerance : DefaultRowSumTolerance(t.dtype());
+  const int stride = rows;  // of the stats: head g, row r at stats_[g * rows + r]
+  analysis::WireRows in[analysis::kMaxFuseGroup];
+  for (int g0 = 0; g0 < h; g0 += analysis::kMaxFuseGroup) {
+    const int count = std::min(analysis::kMaxFuseGroup, h - g0);
+    for (int g = 0; g < count; ++g) {
+      in[g].data = t.data().data() + size * (((static_cast<int64_t>(b) * h + g0 + g) * n + r0) * n);
+      in[g].stride = n;
+    }
+    analysis::RowStats* stats = stats_buffer;
+    bool measured = false;
+    for (Job& job : jobs_) {
+      if (job.plan.validate_only) continue;
+      if (job.sequences[b].AddWireHeads(next_layer_, next_head_ + g0, count, type, in, r0, rows,
+                                        measured ? nullptr : stats, stride)) {
+        measured = true;
+      }
+    }
+    if (!measured) {  // no analysis read these rows in full: measure them alone
+      analysis::FuseTask task;
+      task.type = type;
+      task.heads = count;
+      task.in = in;
+      task.rows = rows;
+      task.cols = m;
+      task.row0 = r0;
+      task.op = analysis::FuseOp::kStatsOnly;
+      task.causal = plan_.causal;
+      task.stats = stats;
+      task.stats_stride = stride;
+      analysis::FuseRows(task);
+    }
+    for (int g = 0; g < count; ++g) {
+      const BlockLocation where{next_layer_, next_head_ + g0 + g, b};
+      if (absl::Status s = ValidateWireRows(t.dtype(), static_cast<const char*>(in[g].data), n, rows, m,
+                                            r0, tol, plan_.causal, where, stats + g * stride);
+          !s.ok()) {
+        return s;
+      }
+    }
+  }
+  if (ends_layer) {
+    const float* weights = layer_residual_.empty() ? nullptr : layer_residual_.data() + b * n;
+    for (Job& job : jobs_) {
+      if (!job.plan.validate_only) job.sequences[b].EndRows(next_layer_, r0, rows, weights);
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -38,6 +38,10 @@ class PassSession : public Pass {
 
   // The next layer message: must continue exactly where the last one ended.
   absl::Status AddChunk(const v1::LayerChunk& chunk) override;
+  void UseHelpers(runtime::WorkerPool* pool, int helpers) override {
+    pool_ = pool;
+    helpers_ = helpers;
+  }
 
   // Every layer must have arrived. Builds the response (timing included).
   absl::StatusOr<v1::ExplainResponse> Finish(const FinishContext& ctx) override;
@@ -54,6 +58,12 @@ class PassSession : public Pass {
   absl::Status TakeResidualWeights(const v1::LayerChunk& chunk);
   absl::Status TakeValueNorms(const v1::LayerChunk& chunk);
   absl::Status AddHeadStrip(const v1::LayerChunk& chunk, int b, int hh, int r0, int rows);
+  // Whether this message takes the wire path: every analysis's rows can be
+  // fused straight from the received bytes and finished strip by strip.
+  bool WirePath() const;
+  absl::Status AddWireChunk(const v1::LayerChunk& chunk, bool ends_layer);
+  absl::Status AddWireStrip(const v1::LayerChunk& chunk, int b, int r0, int rows, bool ends_layer,
+                            analysis::RowStats* stats);
 
   const PassPlan plan_;
   // Shorthands of plan_'s shape.
@@ -71,6 +81,8 @@ class PassSession : public Pass {
   // Gradient-weighted passes: [b][layer] some gradient value of the layer is not 0.
   std::vector<std::vector<bool>> gradient_nonzero_;
   PassTiming timing_;
+  runtime::WorkerPool* pool_ = nullptr;
+  int helpers_ = 0;
 };
 
 }  // namespace attnroll::session

@@ -5,18 +5,23 @@
 // row-stochastic (softmax of seeded random logits), encoded beforehand as
 // v1::LayerChunk protos with the client's encoder; building it is not timed.
 //
-// Cases (names match tests/bench/numpy_rollout.py where there is a baseline):
-//   pass/vit_b16_cls/{fp32,fp16}     L=12 H=12 n=197,  CLS row
-//   pass/bert_base_cls/fp32          L=12 H=12 n=512,  CLS row
-//   pass/causal_2048_last/fp16       L=32 H=32 n=2048, causal, last row; ONE
+// Cases (shapes and rows as tests/bench/peers.py times its peers):
+//   pass/{vit_b16,bert_base,vit_l16}_cls/{fp32,fp16,bf16}   CLS row (row path)
+//       ViT-B/16 12x12x197, BERT-base 12x12x512, ViT-L/16 24x16x577
+//   pass/causal_2048_last/{fp32,fp16}  L=32 H=32 n=2048, causal, last row; ONE
 //                                    layer chunk re-sent as every layer
-//   pass/vit_b16_per_layer/fp32      per-layer read-outs (chain path)
-//   pass/bert_base_mean_per_layer/fp32  mean of rows + per layer (chain path)
+//   pass/.../2_threads               one pass on this thread + an idle pool worker
+//   pass/*_per_layer/...             per-layer read-outs (chain path)
 //   math/...                         SequenceRollout alone on decoded fp32
 //   decode/..., validate/...         one head of the session's decode / checks
-// Counters: GB/s = attention bytes as sent (wire dtype) / wall time.
+//   probe/read_bandwidth, probe/memcpy, probe/sgemm_{openblas,eigen}/N
+//                                    this machine's bounds, in the same run
+// Counters: GB/s = attention bytes as sent (wire dtype) / wall time;
+// faults_per_pass = minor page faults per pass (large buffers pooled as the
+// server pools them).
 // The label of a pass case is the path the server chose (row or chain).
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <cstdio>
 #include <map>
@@ -26,7 +31,12 @@
 #include <tuple>
 #include <vector>
 
+#include <immintrin.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+
 #include <benchmark/benchmark.h>
+#include <Eigen/Core>
 
 #include "attnroll/v1/attnroll.pb.h"
 #include "client/cpp/tensor_encode.h"
@@ -35,6 +45,10 @@
 #include "server/session/analysis_options.h"
 #include "server/session/attention_decode.h"
 #include "server/session/pass_plan.h"
+#include "server/analysis/blas.h"
+#include "server/analysis/fuse_kernels.h"
+#include "server/session/pass_buffers.h"
+#include "server/runtime/worker_pool.h"
 #include "server/session/pass_session.h"
 
 namespace {
@@ -54,6 +68,7 @@ struct Shape {
 };
 
 constexpr Shape kVit{"vit_b16", 12, 12, 197, false, 1, 14, 14};
+constexpr Shape kVitL{"vit_l16", 24, 16, 577, false, 1, 24, 24};
 constexpr Shape kBert{"bert_base", 12, 12, 512, false, 1, 0, 0};
 constexpr Shape kCausal{"causal_2048", 32, 32, 2048, true, 0, 0, 0};
 
@@ -87,7 +102,7 @@ v1::PassHeader MakeHeader(const Shape& s, const Request& r) {
 // ---- data -------------------------------------------------------------------
 
 // One head: rows are softmax(scale * z), z ~ N(0, 1), scale ~ U(1, 6) per head
-// (as numpy_rollout.py); causal rows only over columns 0..i.
+// (as peers.py); causal rows only over columns 0..i.
 void FillHead(std::mt19937_64& rng, int n, bool causal, std::vector<float>& a) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const float scale = std::uniform_real_distribution<float>(1.0f, 6.0f)(rng);
@@ -157,12 +172,21 @@ void SetBytesCounter(benchmark::State& state, int64_t bytes_per_iteration) {
 
 // ---- whole pass through PassSession ------------------------------------------
 
-void BM_Pass(benchmark::State& state, Shape s, v1::DType dtype, Request r, bool shared) {
+int64_t MinorFaults() {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_minflt;
+}
+
+void BM_Pass(benchmark::State& state, Shape s, v1::DType dtype, Request r, bool shared, int threads) {
   PassData* data = GetPassData(s, dtype, shared);
   const v1::PassHeader header = MakeHeader(s, r);
   const attnroll::runtime::PassLimits limits;
   std::string path;
   double compute_seconds = 0;
+  // As the server does: large buffers pooled across passes.
+  session::UsePooledPassBuffers(attnroll::runtime::ServerConfig().buffer_cache_bytes);
+  const int64_t faults0 = MinorFaults();
   for (auto _ : state) {
     absl::StatusOr<session::PassPlan> plan = session::PlanPass(header, limits);
     if (!plan.ok()) {
@@ -170,6 +194,10 @@ void BM_Pass(benchmark::State& state, Shape s, v1::DType dtype, Request r, bool 
       break;
     }
     auto pass = std::make_unique<session::PassSession>(*std::move(plan));
+    if (threads > 1) {  // this thread and idle pool workers share large messages
+      static attnroll::runtime::WorkerPool* pool = new attnroll::runtime::WorkerPool(threads - 1, 1, 64);
+      pass->UseHelpers(pool, threads - 1);
+    }
     absl::Status status;
     for (int l = 0; l < s.layers && status.ok(); ++l) {
       v1::LayerChunk& chunk = data->chunks[data->shared ? 0 : l];
@@ -189,7 +217,9 @@ void BM_Pass(benchmark::State& state, Shape s, v1::DType dtype, Request r, bool 
     path = response->results(0).path();
     compute_seconds = response->timing().compute_seconds();
   }
-  state.SetLabel(path);
+  state.counters["faults_per_pass"] =
+      static_cast<double>(MinorFaults() - faults0) / std::max<int64_t>(1, state.iterations());
+  state.SetLabel(path + " " + analysis::KernelIsaName(analysis::ActiveKernelIsa()));
   state.counters["compute_ms"] = compute_seconds * 1e3;  // the server's own timing, last pass
   SetBytesCounter(state, data->bytes_per_pass);
 }
@@ -264,6 +294,64 @@ void BM_Validate(benchmark::State& state, Shape s) {
   SetBytesCounter(state, static_cast<int64_t>(a.size()) * 4);  // fp32 bytes checked
 }
 
+// ---- the machine's bounds, measured in the same run ---------------------------
+
+// Read bandwidth of one core: sum a 1 GiB buffer (far larger than any cache)
+// with 8 independent vector accumulators.
+__attribute__((target("avx2"))) float SumAvx2(const float* a, size_t n) {
+  __m256 s[8];
+  for (__m256& x : s) x = _mm256_setzero_ps();
+  for (size_t i = 0; i + 64 <= n; i += 64) {
+    for (int k = 0; k < 8; ++k) s[k] = _mm256_add_ps(s[k], _mm256_loadu_ps(a + i + 8 * k));
+  }
+  for (int k = 1; k < 8; ++k) s[0] = _mm256_add_ps(s[0], s[k]);
+  float out[8];
+  _mm256_storeu_ps(out, s[0]);
+  return out[0] + out[1] + out[2] + out[3] + out[4] + out[5] + out[6] + out[7];
+}
+
+void BM_ReadBandwidth(benchmark::State& state) {
+  const size_t n = size_t{1} << 28;  // 1 GiB of floats
+  static float* buf = [n] {
+    void* p = mmap(nullptr, n * 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    madvise(p, n * 4, MADV_HUGEPAGE);
+    float* f = static_cast<float*>(p);
+    for (size_t i = 0; i < n; ++i) f[i] = 1.0f;
+    return f;
+  }();
+  for (auto _ : state) benchmark::DoNotOptimize(SumAvx2(buf, n));
+  SetBytesCounter(state, static_cast<int64_t>(n) * 4);
+}
+
+// memcpy of 256 MiB (the copy cost of bytes on this machine).
+void BM_Memcpy(benchmark::State& state) {
+  const size_t bytes = size_t{256} << 20;
+  std::vector<char> a(bytes, 1), b(bytes, 2);
+  for (auto _ : state) {
+    std::memcpy(b.data(), a.data(), bytes);
+    benchmark::DoNotOptimize(b.data());
+    benchmark::ClobberMemory();
+  }
+  SetBytesCounter(state, static_cast<int64_t>(bytes));
+}
+
+// sgemm of m x m fp32 matrices, one thread: OpenBLAS (as the chain path
+// calls it) and Eigen.
+void BM_Sgemm(benchmark::State& state, int m, bool eigen) {
+  analysis::MatrixF a = analysis::MatrixF::Random(m, m), b = analysis::MatrixF::Random(m, m), c(m, m);
+  for (auto _ : state) {
+    if (eigen) {
+      c.noalias() = a * b;
+    } else {
+      analysis::GemmRows(a.data(), m, m, b.data(), m, c.data());
+    }
+    benchmark::DoNotOptimize(c.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * m * m / 1e9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(eigen ? "Eigen" : analysis::BlasDescription());
+}
+
 // ---- registration -------------------------------------------------------------
 
 void RegisterAll() {
@@ -273,20 +361,40 @@ void RegisterAll() {
   const Request cls_per_layer{{0}, false, true};
   const Request mean_per_layer{{}, true, true};
 
-  auto pass = [](const char* name, Shape s, v1::DType dtype, Request r, bool shared) {
-    return RegisterBenchmark(name, BM_Pass, s, dtype, r, shared)
+  auto pass = [](const std::string& name, Shape s, v1::DType dtype, Request r, bool shared,
+                 int threads = 1) {
+    return RegisterBenchmark(name.c_str(), BM_Pass, s, dtype, r, shared, threads)
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
   };
-  pass("pass/vit_b16_cls/fp32", kVit, v1::DTYPE_FP32, cls, false)->MinTime(0.5);
-  pass("pass/vit_b16_cls/fp16", kVit, v1::DTYPE_FP16, cls, false)->MinTime(0.5);
-  pass("pass/bert_base_cls/fp32", kBert, v1::DTYPE_FP32, cls, false)->MinTime(0.5);
-  pass("pass/causal_2048_last/fp16", kCausal, v1::DTYPE_FP16, last, true)
+  const std::pair<v1::DType, const char*> dtypes[] = {
+      {v1::DTYPE_FP32, "fp32"}, {v1::DTYPE_FP16, "fp16"}, {v1::DTYPE_BF16, "bf16"}};
+  // Row read-outs (the row path), every wire dtype.
+  for (Shape s : {kVit, kBert, kVitL}) {
+    for (const auto& [dt, name] : dtypes) {
+      pass(std::string("pass/") + s.name + "_cls/" + name, s, dt, cls, false)->MinTime(0.5);
+    }
+  }
+  for (const auto& [dt, name] : dtypes) {
+    if (dt == v1::DTYPE_BF16) continue;
+    pass(std::string("pass/causal_2048_last/") + name, kCausal, dt, last, true)
+        ->Iterations(1)
+        ->Repetitions(3);
+  }
+  // One large pass on two threads (this one and an idle pool worker).
+  pass("pass/bert_base_cls/fp32/2_threads", kBert, v1::DTYPE_FP32, cls, false, 2)->MinTime(0.5);
+  pass("pass/vit_l16_cls/fp32/2_threads", kVitL, v1::DTYPE_FP32, cls, false, 2)->MinTime(0.5);
+  pass("pass/causal_2048_last/fp16/2_threads", kCausal, v1::DTYPE_FP16, last, true, 2)
       ->Iterations(1)
       ->Repetitions(3);
+  // Full matrices (the chain path).
   pass("pass/vit_b16_per_layer/fp32", kVit, v1::DTYPE_FP32, cls_per_layer, false)->MinTime(0.5);
+  pass("pass/bert_base_per_layer/fp32", kBert, v1::DTYPE_FP32, cls_per_layer, false)->MinTime(0.5);
+  pass("pass/bert_base_per_layer/fp16", kBert, v1::DTYPE_FP16, cls_per_layer, false)->MinTime(0.5);
   pass("pass/bert_base_mean_per_layer/fp32", kBert, v1::DTYPE_FP32, mean_per_layer, false)
       ->MinTime(0.5);
+  pass("pass/vit_l16_per_layer/fp32", kVitL, v1::DTYPE_FP32, cls_per_layer, false)->MinTime(0.5);
+  pass("pass/vit_l16_per_layer/fp16", kVitL, v1::DTYPE_FP16, cls_per_layer, false)->MinTime(0.5);
 
   RegisterBenchmark("math/vit_b16_cls/fp32", BM_Math, kVit, cls, false)
       ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.5);
@@ -303,6 +411,17 @@ void RegisterAll() {
     }
     RegisterBenchmark(("validate/head_" + n + (s.causal ? "/causal" : "")).c_str(), BM_Validate, s)
         ->Unit(benchmark::kMicrosecond)->UseRealTime();
+  }
+
+  // The bounds of this machine, in this run.
+  RegisterBenchmark("probe/read_bandwidth", BM_ReadBandwidth)
+      ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.5);
+  RegisterBenchmark("probe/memcpy", BM_Memcpy)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.5);
+  for (int m : {512, 577, 1024}) {
+    RegisterBenchmark(("probe/sgemm_openblas/" + std::to_string(m)).c_str(), BM_Sgemm, m, false)
+        ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.5);
+    RegisterBenchmark(("probe/sgemm_eigen/" + std::to_string(m)).c_str(), BM_Sgemm, m, true)
+        ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.5);
   }
 }
 

@@ -1,181 +1,184 @@
 #!/usr/bin/env bash
-# Times attnroll against a straightforward numpy rollout and prints a Markdown
-# table of medians. Builds nothing: build rollout_bench first, e.g.
-#   cmake -S . -B build && make -C build rollout_bench
+# One benchmark report, measured in one go on this machine: the machine's
+# bounds (read bandwidth of one core, sgemm of OpenBLAS and Eigen on one
+# core), attnroll's passes from wire bytes (tests/bench/rollout_bench, Google
+# Benchmark), the in-process peers on the same shapes (tests/bench/peers.py:
+# numpy and torch, full chain and row-only, one thread), and the service end
+# to end (`attnroll bench` against a real attnroll-server on 127.0.0.1: rollout
+# against the validate-only ceiling, and one fp32 pass through the C++ client
+# against the copy cost of its bytes). Writes a Markdown report (medians, % of
+# bound, ratios to the peers, the load average around every step).
+# Builds nothing: build first (cmake --build build). Run it under the shared
+# lock on a shared machine: flock /work/.heavy.lock tests/bench/run_benchmarks.sh
 #
-# Usage: tests/bench/run_benchmarks.sh [--with-causal] [--repetitions N] [--filter REGEX]
-#   BUILD_DIR       build directory (default: build, relative to the repo root)
-#   --with-causal   also time numpy on the causal 32x32x2048 shape. Off by
-#                   default because it is slow: ~10 s with OpenBLAS here, about
-#                   2 minutes with Debian's reference BLAS (libblas3 alone).
-#   --repetitions N repetitions of each attnroll case (default 5; the causal
-#                   cases fix their own: 1 iteration x 3 repetitions)
-#   --filter REGEX  only the rollout_bench cases matching REGEX
-#
-# The attnroll causal case always runs (~1 minute today). attnroll runs on one
-# core; numpy uses whatever BLAS the system has (install libopenblas0-pthread:
-# see deploy/install-deps.sh) with the threads and kernel the environment gives
-# it. OPENBLAS_NUM_THREADS / OPENBLAS_CORETYPE are printed, never changed.
-# Debian 12's OpenBLAS 0.3.21 may not recognise a new CPU and fall back to its
-# slow generic "Prescott" kernels; the report says so. Then e.g.
-#   OPENBLAS_CORETYPE=SkylakeX tests/bench/run_benchmarks.sh
-# gives numpy the AVX-512 kernels (on a CPU that has AVX-512).
+# Usage: tests/bench/run_benchmarks.sh [--quick] [--with-causal] [--repetitions N]
+#                                      [--duration S] [--out FILE]
+#   BUILD_DIR       build directory (default: build)
+#   PREVIOUS_BENCH  optional: a rollout_bench built from an earlier commit (named
+#                   in the report by PREVIOUS_LABEL); its
+#                   pass cases that this one also has run right after, and the
+#                   report adds their medians and the speed-up over them
+#   --quick         a smoke run of a few seconds (tiny cases, 1 repetition, 1 s of
+#                   load): checks that every step works; its numbers mean nothing
+#   --with-causal   also the causal 32x32x2048 shape (attnroll ~1 min, peers ~2 min)
+#   --repetitions N repetitions of each rollout_bench case (default 5)
+#   --duration S    seconds of each `attnroll bench` run (default 10)
+#   --out FILE      write the report there too (default: stdout only)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 BUILD_DIR="${BUILD_DIR:-build}"
-BENCH="$BUILD_DIR/tests/bench/rollout_bench"
 PYTHON=/usr/bin/python3
-
-with_causal=0
-repetitions=5
-filter=""
+quick=0; with_causal=0; repetitions=5; duration=10; out=""
 while [ $# -gt 0 ]; do
   case "$1" in
+    --quick) quick=1 ;;
     --with-causal) with_causal=1 ;;
     --repetitions) repetitions="$2"; shift ;;
-    --repetitions=*) repetitions="${1#*=}" ;;
-    --filter) filter="$2"; shift ;;
-    --filter=*) filter="${1#*=}" ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --duration) duration="$2"; shift ;;
+    --out) out="$2"; shift ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run_benchmarks.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
 done
-
-if [ ! -x "$BENCH" ]; then
-  echo "run_benchmarks.sh: $BENCH not found; build it first:" >&2
-  echo "  cmake -S . -B $BUILD_DIR && make -C $BUILD_DIR rollout_bench" >&2
-  exit 1
-fi
+for bin in tests/bench/rollout_bench attnroll attnroll-server; do
+  if [ ! -x "$BUILD_DIR/$bin" ]; then
+    echo "run_benchmarks.sh: $BUILD_DIR/$bin not found: build first (cmake --build $BUILD_DIR)" >&2
+    exit 1
+  fi
+done
 
 tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+step() { echo "== $*" >&2; }
+# Every step's load average before and after, one line each: name|before|after.
+record() { echo "$1|$2|$(loadavg)" >> "$tmp/load.txt"; }
 
-echo "== attnroll: $BENCH (--benchmark_repetitions=$repetitions)" >&2
+# 1. Google Benchmarks (probes and passes).
 bench_args=(--benchmark_repetitions="$repetitions" --benchmark_display_aggregates_only=true
-            --benchmark_out="$tmp/attnroll.json" --benchmark_out_format=json)
-[ -n "$filter" ] && bench_args+=(--benchmark_filter="$filter")
-# JSON goes to the file; the console report (aggregates only) is progress on stderr.
-"$BENCH" "${bench_args[@]}" >&2
-
-echo "== numpy: tests/bench/numpy_rollout.py" >&2
-np_args=(--json)
-if [ "$with_causal" -eq 0 ]; then
-  np_args+=(--only vit_b16_cls bert_base_cls)
+            --benchmark_out="$tmp/rollout.json" --benchmark_out_format=json)
+if [ "$quick" -eq 1 ]; then
+  bench_args=(--benchmark_filter='^(pass/vit_b16_cls/fp32|pass/vit_b16_per_layer/fp32|probe/(sgemm_openblas/512|read_bandwidth))(/|$)'
+              --benchmark_min_time=0.01 --benchmark_out="$tmp/rollout.json" --benchmark_out_format=json)
+else
+  # Google Benchmark's regex has no look-ahead: list the cases instead.
+  cases="$("$BUILD_DIR/tests/bench/rollout_bench" --benchmark_list_tests | grep -E '^(pass|probe)/' || true)"
+  [ "$with_causal" -eq 0 ] && cases="$(echo "$cases" | grep -v causal)"
+  filter="^($(echo "$cases" | sed 's/[.]/\\./g' | paste -sd'|'))\$"
+  bench_args+=(--benchmark_filter="$filter")
 fi
-"$PYTHON" tests/bench/numpy_rollout.py "${np_args[@]}" > "$tmp/numpy.json" 2> "$tmp/numpy.log" \
-  || { cat "$tmp/numpy.log" >&2; exit 1; }
-grep -v '^ ' "$tmp/numpy.log" | grep -E '^(numpy|.*: repeat)' >&2 || true
-# Which OpenBLAS kernel numpy gets matters more than anything else on the numpy
-# side: Debian 12's OpenBLAS 0.3.21 does not know every new CPU model and then
-# falls back to its generic "Prescott" kernels (~5x slower sgemm). Report it;
-# set OPENBLAS_CORETYPE (e.g. SkylakeX on an AVX-512 machine) to override.
-"$PYTHON" - > "$tmp/openblas.txt" 2>/dev/null <<'EOF_PY' || true
-import ctypes, os, numpy
-libs = [l.split()[-1] for l in open("/proc/self/maps") if "libopenblas" in l]
-if libs:
-    lib = ctypes.CDLL(libs[0])
-    lib.openblas_get_corename.restype = ctypes.c_char_p
-    core = lib.openblas_get_corename().decode()
-    note = " (generic fallback kernels: slow sgemm; see OPENBLAS_CORETYPE)" if core == "Prescott" else ""
-    print("OpenBLAS core: %s, threads: %d, OPENBLAS_CORETYPE=%s%s" % (
-        core, lib.openblas_get_num_threads(), os.environ.get("OPENBLAS_CORETYPE", "<unset>"), note))
+step "rollout_bench"
+before="$(loadavg)"
+"$BUILD_DIR/tests/bench/rollout_bench" "${bench_args[@]}" >&2
+record rollout_bench "$before"
+if [ -n "${PREVIOUS_BENCH:-}" ]; then
+  step "previous rollout_bench ($PREVIOUS_BENCH)"
+  ours="$("$BUILD_DIR/tests/bench/rollout_bench" --benchmark_list_tests | grep -E '^pass/' | sed 's:/\(min_time\|iterations\|repeats\|real_time\).*::')"
+  theirs="$("$PREVIOUS_BENCH" --benchmark_list_tests | grep -E '^pass/' | sed 's:/\(min_time\|iterations\|repeats\|real_time\).*::')"
+  common="$(comm -12 <(echo "$ours" | sort -u) <(echo "$theirs" | sort -u))"
+  [ "$with_causal" -eq 0 ] && common="$(echo "$common" | grep -v causal || true)"
+  [ "$quick" -eq 1 ] && common="$(echo "$common" | grep -E '^pass/vit_b16_cls/fp32$' || true)"
+  if [ -n "$common" ]; then
+    prev_args=(--benchmark_out="$tmp/previous.json" --benchmark_out_format=json
+               --benchmark_filter="^($(echo "$common" | sed 's/[.]/\\./g' | paste -sd'|'))(/|\$)")
+    if [ "$quick" -eq 1 ]; then
+      prev_args+=(--benchmark_min_time=0.01)
+    else
+      prev_args+=(--benchmark_repetitions="$repetitions" --benchmark_display_aggregates_only=true)
+    fi
+    before="$(loadavg)"
+    "$PREVIOUS_BENCH" "${prev_args[@]}" >&2
+    record previous_rollout_bench "$before"
+  fi
+fi
+
+# 2. The in-process peers.
+step "peers (numpy, torch; 1 thread)"
+peer_args=(--repeats "$repetitions" --threads 1)
+if [ "$quick" -eq 1 ]; then
+  peer_args=(--repeats 1 --threads 1 --only vit_b16)
+elif [ "$with_causal" -eq 0 ]; then
+  peer_args+=(--only vit_b16 bert_base vit_l16)
+fi
+before="$(loadavg)"
+"$PYTHON" tests/bench/peers.py "${peer_args[@]}" > "$tmp/peers.json"
+record peers "$before"
+
+# 3. The service: a real server on 127.0.0.1 (an ephemeral port), 2 workers.
+step "attnroll bench through attnroll-server"
+"$BUILD_DIR/attnroll-server" --listen 127.0.0.1:0 --metrics-listen none --log-level warning \
+  > "$tmp/server.out" 2> "$tmp/server.err" &
+server_pid=$!
+for _ in $(seq 100); do
+  grep -q "listening" "$tmp/server.out" 2>/dev/null && break
+  sleep 0.1
+done
+addr="$(sed -n 's/.*listening grpc=\([^ ,]*\).*/\1/p' "$tmp/server.out" | head -1)"
+if [ -z "$addr" ]; then
+  echo "run_benchmarks.sh: the server did not start:" >&2
+  cat "$tmp/server.err" >&2
+  exit 1
+fi
+d="$duration"; w=1
+[ "$quick" -eq 1 ] && { d=0.3; w=0; }
+run_bench() {  # name, then attnroll bench arguments
+  local name="$1"; shift
+  local before
+  before="$(loadavg)"
+  "$BUILD_DIR/attnroll" --server "$addr" bench "$@" --json > "$tmp/bench_$name.json"
+  record "bench_$name" "$before"
+}
+for c in 2 8; do
+  for method in rollout null; do
+    run_bench "${method}_c$c" --shape 12,12,197 --wire fp16 --method "$method" --concurrency "$c" \
+      --duration "$d" --warmup "$w"
+  done
+done
+# One fp32 pass at a time through the C++ client (arrays in memory).
+run_bench single_fp32 --shape 12,12,197 --wire fp32 --concurrency 1 --duration "$d" --warmup "$w"
+# The CLI end to end (a process per pass: map the .npy, send, write the map)
+# against the RPC time it reports itself.
+step "attnroll explain end to end"
+before="$(loadavg)"
+"$PYTHON" - "$BUILD_DIR/attnroll" "$addr" "$tmp" "$quick" > "$tmp/cli.json" <<'EOF_PY'
+import json, statistics, subprocess, sys, time
+import numpy as np
+cli, addr, tmp, quick = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+rng = np.random.default_rng(0)
+x = rng.standard_normal((12, 12, 197, 197), dtype=np.float32)
+x = np.exp(x - x.max(-1, keepdims=True))
+np.save(tmp + "/att.npy", (x / x.sum(-1, keepdims=True)).astype(np.float32))
+walls, rpcs = [], []
+for i in range(2 if quick else 11):
+    t = time.perf_counter()
+    out = subprocess.run([cli, "--server", addr, "explain", "--attention", tmp + "/att.npy",
+                          "--out", tmp + "/map.npy", "--json"], check=True, capture_output=True, text=True).stdout
+    wall = time.perf_counter() - t
+    if i == 0:
+        continue  # the first run warms the page cache and the server
+    walls.append(wall * 1e3)
+    rpcs.append(json.loads(out)["timing"]["client_seconds"] * 1e3)
+print(json.dumps({"wall_ms": statistics.median(walls), "rpc_ms": statistics.median(rpcs),
+                  "bytes": 12 * 12 * 197 * 197 * 4}))
 EOF_PY
+record cli "$before"
+kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
 
-"$PYTHON" - "$tmp/attnroll.json" "$tmp/numpy.json" "$tmp/numpy.log" "$with_causal" "$tmp/openblas.txt" <<'EOF'
-import json, sys
-
-bench = json.load(open(sys.argv[1]))
-numpy = json.load(open(sys.argv[2]))
-blas = next((l.strip() for l in open(sys.argv[3]) if l.startswith("numpy ")), "numpy: ?")
-with_causal = sys.argv[4] == "1"
-openblas = open(sys.argv[5]).read().strip()
-
-def to_ms(b):
-    scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b["time_unit"]]
-    return b["real_time"] * scale
-
-# Per case: the median aggregate; with a single repetition, the one run.
-runs = {}
-for b in bench["benchmarks"]:
-    name = b.get("run_name", b["name"])
-    if b.get("error_occurred"):
-        runs[name] = {"error": b.get("error_message", "error")}
-        continue
-    if b.get("run_type") == "aggregate":
-        if b.get("aggregate_name") == "median":
-            runs[name] = {"ms": to_ms(b), "gbs": b.get("GB/s"), "label": b.get("label", "")}
-    elif name not in runs or "single" in runs[name]:
-        runs.setdefault(name, {"ms": to_ms(b), "gbs": b.get("GB/s"),
-                               "label": b.get("label", ""), "single": True})
-
-def short(name):
-    # "pass/vit_b16_cls/fp32/min_time:0.500/real_time" -> "pass/vit_b16_cls/fp32"
-    keep = [p for p in name.split("/")
-            if p != "real_time" and not p.startswith(("min_time:", "iterations:", "repeats:"))]
-    return "/".join(keep)
-
-def find(prefix):
-    for name, r in runs.items():
-        if short(name) == prefix:
-            return r
-    return None
-
-# shape label, rollout_bench case, numpy shape
-ROWS = [
-    ("ViT-B/16 CLS row, 12x12x197, fp32 wire", "pass/vit_b16_cls/fp32", "vit_b16_cls"),
-    ("ViT-B/16 CLS row, 12x12x197, fp16 wire", "pass/vit_b16_cls/fp16", "vit_b16_cls"),
-    ("BERT-base CLS row, 12x12x512, fp32 wire", "pass/bert_base_cls/fp32", "bert_base_cls"),
-    ("Causal last row, 32x32x2048, fp16 wire", "pass/causal_2048_last/fp16", "causal_2048_last"),
-    ("ViT-B/16 CLS row per layer, fp32 wire", "pass/vit_b16_per_layer/fp32", "vit_b16_cls"),
-    ("BERT-base mean of rows per layer, fp32 wire", "pass/bert_base_mean_per_layer/fp32",
-     "bert_base_cls"),
-    ("ViT-B/16 CLS row, math only (decoded fp32)", "math/vit_b16_cls/fp32", "vit_b16_cls"),
-    ("Causal last row, math only (decoded fp32)", "math/causal_2048_last/fp32",
-     "causal_2048_last"),
-]
-
-def fmt_ms(ms):
-    return "%.0f" % ms if ms >= 100 else "%.2f" % ms
-
-print()
-print(blas)
-if openblas:
-    print(openblas)
-print()
-print("| shape | numpy median ms | attnroll median ms | speed-up |")
-print("|---|---:|---:|---:|")
-for label, case, npname in ROWS:
-    r = find(case)
-    if r is None:
-        continue
-    path = r.get("label")
-    shape = "%s (%s)" % (label, path) if path else label
-    np_ms = numpy.get(npname)
-    if "error" in r:
-        print("| %s | %s | error: %s | |" % (shape, fmt_ms(np_ms) if np_ms else "-", r["error"]))
-        continue
-    np_txt = fmt_ms(np_ms) if np_ms is not None else (
-        "- (--with-causal)" if npname == "causal_2048_last" and not with_causal else "-")
-    ratio = "%.2fx" % (np_ms / r["ms"]) if np_ms is not None else "-"
-    print("| %s | %s | %s | %s |" % (shape, np_txt, fmt_ms(r["ms"]), ratio))
-print()
-print("speed-up = numpy median / attnroll median (> 1: attnroll is faster). attnroll 'pass'")
-print("rows time PassSession on wire bytes (decode + validation + math, one core, no gRPC);")
-print("numpy starts from fp32 arrays already in memory and validates nothing.")
-print()
-print("All rollout_bench cases (median wall time; GB/s = bytes read / time):")
-print()
-print("| case | path | median | GB/s |")
-print("|---|---|---:|---:|")
-for name, r in runs.items():
-    if "error" in r:
-        print("| %s | | error: %s | |" % (short(name), r["error"]))
-        continue
-    ms = r["ms"]
-    t = fmt_ms(ms) + " ms" if ms >= 1 else "%.1f us" % (ms * 1e3)
-    g = "%.2f" % r["gbs"] if r.get("gbs") is not None else ""
-    print("| %s | %s | %s | %s |" % (short(name), r.get("label", ""), t, g))
-EOF
+# 4. The report.
+if ! "$PYTHON" tests/bench/report.py "$tmp" "$quick" > "$tmp/report.md"; then
+  kept="$(mktemp -d)"
+  cp -r "$tmp"/. "$kept"
+  echo "run_benchmarks.sh: report.py failed; the raw results are kept in $kept" >&2
+  exit 1
+fi
+cat "$tmp/report.md"
+[ -n "$out" ] && cp "$tmp/report.md" "$out"
+exit 0

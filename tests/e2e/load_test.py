@@ -1107,7 +1107,10 @@ class ExitWhileScrapedTest(unittest.TestCase):
 
 
 class MemoryAfterBurstTest(LoadCase):
-    server_flags = ("--max-memory-bytes", 4 << 30)
+    # The server keeps up to --buffer-cache-bytes of finished passes' large
+    # buffers for the next pass of their shape: that much may stay, no more.
+    CACHE = 16 * MiB
+    server_flags = ("--max-memory-bytes", 4 << 30, "--buffer-cache-bytes", CACHE)
     SLACK = 64 * MiB
 
     def test_rss_back_near_idle_after_a_burst_of_large_passes(self):
@@ -1130,7 +1133,7 @@ class MemoryAfterBurstTest(LoadCase):
         report("burst", passes=d["passes"], mb_per_s=d["mb_per_second"],
                idle_rss_mib=idle / MiB, peak_rss_mib=peak / MiB, after_rss_mib=after / MiB)
         self.assertGreater(peak, idle + 100 * MiB, "the burst did not use memory: not a test")
-        self.assertLessEqual(after, idle + self.SLACK)
+        self.assertLessEqual(after, idle + self.CACHE + self.SLACK)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,8 @@ const std::vector<Case>& Cases() {
       {"queue-size", Kind::kInt, FIELD(queue_size), "1000", "1000", {"0", "1000001", "-5"}},
       {"max-memory-bytes", Kind::kInt, FIELD(max_memory_bytes), "8589934592", "8589934592",
        {"1048575", "0", "1125899906842625", "9223372036854775807", "9223372036854775808"}},
+      {"buffer-cache-bytes", Kind::kInt, FIELD(buffer_cache_bytes), "0", "0",
+       {"-1", "1125899906842625"}},
       {"max-passes-in-flight", Kind::kInt, FIELD(max_passes_in_flight), "10", "10",
        {"0", "1000001"}},
       {"admission-wait-seconds", Kind::kNumber, FIELD(admission_wait_seconds), "0.5", "0.5",
@@ -171,7 +173,7 @@ TEST(ConfigTest, EveryFlagHasARowAndEveryRowAFlag) {
   }
   for (const Case& k : Cases()) rows.insert(k.flag);
   EXPECT_EQ(flags, rows);
-  EXPECT_EQ(flags.size(), 43u);
+  EXPECT_EQ(flags.size(), 44u);
 }
 
 TEST(ConfigTest, EveryFlagParsesItsDefault) {
@@ -290,7 +292,7 @@ TEST(ConfigTest, RangesInTheHelpAreTheRangesApplied) {
     ++checked;
   }
   // Every flag but --listen, --metrics-listen, --log-level, --data-dir, --monitor-models.
-  EXPECT_EQ(checked, 38);
+  EXPECT_EQ(checked, 39);
 }
 
 TEST(ConfigTest, AValueThatWouldWrapIsRefusedNotNarrowed) {

@@ -5,7 +5,10 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <string>
+#include <vector>
 
+#include <Eigen/Core>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -105,6 +108,39 @@ TEST(ValidateAttentionBlockTest, RejectsEachKindOfBadValue) {
   EXPECT_THAT(check({0.5f, 0.4f, 0.25f, 0.75f}), HasSubstr("row 0): expected the row over the 2 valid tokens to sum to 1 +- 0.001, got 0.9"));
   EXPECT_THAT(check({0.5f, 0.5f, 0.25f, 0.75f}, true), HasSubstr("causal layout expects no attention above the diagonal"));
   EXPECT_EQ(check({1.0f, 0.0f, 0.25f, 0.75f}, true), "");
+}
+
+
+// The encoder's vector path (8 values at a time) rounds exactly as the
+// scalar conversion: random values over every magnitude, halfway cases,
+// subnormals, overflow to infinity, zeros of both signs.
+TEST(DecodeTest, EncoderVectorPathMatchesScalarRounding) {
+  std::vector<float> in;
+  uint32_t x = 12345;
+  for (int i = 0; i < 20000; ++i) {
+    x = x * 1664525u + 1013904223u;
+    float f;
+    const uint32_t bits = (x & 0x8FFFFFFFu) | 0x30000000u;  // exponents around fp16's range
+    std::memcpy(&f, &bits, 4);
+    in.push_back(f);
+  }
+  for (float f : {0.0f, -0.0f, 65504.0f, 65519.0f, 65520.0f, 1e9f, -1e9f, 1.0f + std::ldexp(1.0f, -11),
+                  std::ldexp(1.0f, -24), std::ldexp(1.0f, -25), std::ldexp(3.0f, -26), 0.1f}) {
+    in.push_back(f);
+  }
+  for (v1::DType dtype : {v1::DTYPE_FP16, v1::DTYPE_BF16}) {
+    std::string wire;
+    client::AppendEncoded(dtype, in.data(), in.size(), &wire);
+    ASSERT_EQ(wire.size(), in.size() * 2);
+    for (size_t i = 0; i < in.size(); ++i) {
+      const uint16_t want = dtype == v1::DTYPE_FP16
+                                ? Eigen::numext::bit_cast<uint16_t>(Eigen::half(in[i]))
+                                : Eigen::numext::bit_cast<uint16_t>(Eigen::bfloat16(in[i]));
+      uint16_t got;
+      std::memcpy(&got, wire.data() + 2 * i, 2);
+      ASSERT_EQ(got, want) << "value " << in[i] << " at " << i;
+    }
+  }
 }
 
 }  // namespace

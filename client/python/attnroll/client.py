@@ -1,0 +1,599 @@
+"""The attnroll gRPC client: arrays in, numpy maps out."""
+
+import itertools
+import queue
+import uuid
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import grpc
+import numpy as np
+
+from attnroll import fusion, options, tensors
+from attnroll.errors import AttnrollError, code_from_number
+from attnroll.results import AuditResult, Explanation, PairResult, to_python
+from attnroll.v1 import attnroll_pb2, attnroll_pb2_grpc, audit_pb2, pass_pb2
+
+Array = Any  # a numpy array or a torch tensor
+ProgressCallback = Callable[[int, int, int], None]
+
+_CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1),
+                    ("grpc.max_send_message_length", -1)]
+
+
+def _read(v: Union[str, bytes, None]) -> Optional[bytes]:
+    if v is None or isinstance(v, bytes):
+        return v
+    with open(v, "rb") as f:
+        return f.read()
+
+
+def _layers(attentions, what: str) -> Tuple[List[np.ndarray], bool]:
+    """Per-layer arrays [B, H, r, c] (float32, or float16 kept as is) and
+    whether the input was unbatched ([H, r, c] per layer)."""
+    if isinstance(attentions, (list, tuple)):
+        items = [tensors.to_numpy(a, dtype=None) for a in attentions]
+    else:
+        arr = tensors.to_numpy(attentions, dtype=None)
+        if arr.ndim not in (4, 5):
+            raise AttnrollError.invalid(
+                "%s: expected per-layer attention, an array [L, H, n, n] or [L, B, H, n, n], "
+                "got shape %s" % (what, list(arr.shape)))
+        items = list(arr)
+    if not items:
+        raise AttnrollError.invalid("%s: expected at least one layer, got none" % what)
+    first = items[0].shape
+    if len(first) not in (3, 4):
+        raise AttnrollError.invalid("%s[0]: expected [H, n, n] or [B, H, n, n], got shape %s"
+                                    % (what, list(first)))
+    for i, a in enumerate(items):
+        if a.shape != first:
+            raise AttnrollError.invalid("%s[%d]: expected shape %s (that of layer 0), got %s"
+                                        % (what, i, list(first), list(a.shape)))
+    unbatched = len(first) == 3
+    return ([a[None] if unbatched else a for a in items]), unbatched
+
+
+def _per_layer(values, n_layers: int, what: str, unbatched: bool) -> Optional[List[np.ndarray]]:
+    """Optional per-layer side inputs (gradients, value norms, residual
+    weights), a leading batch axis added to unbatched input."""
+    if values is None:
+        return None
+    items = list(values) if isinstance(values, (list, tuple)) else list(tensors.to_numpy(values, None))
+    if len(items) != n_layers:
+        raise AttnrollError.invalid("%s: expected %d layers (one per attention layer), got %d"
+                                    % (what, n_layers, len(items)))
+    out = []
+    for a in items:
+        a = tensors.to_numpy(a, dtype=None)
+        out.append(a[None] if unbatched else a)
+    return out
+
+
+class _Pass:
+    """The layer messages of one pass, encoded (and fused when allowed)."""
+
+    def __init__(self, header: pass_pb2.PassHeader, layers: List[np.ndarray], wire: str,
+                 client_fusion: str, gradients=None, value_norms=None, residual_weights=None,
+                 stacks: Optional[List[int]] = None, indices: Optional[List[int]] = None):
+        self.header = header
+        weights = fusion.check_fusable(header, int(layers[0].shape[1]), client_fusion,
+                                       gradients is not None, value_norms is not None)
+        if weights is not None:
+            checks = fusion.HeadChecks(header, wire)
+            f32 = [np.asarray(a, dtype=np.float32) for a in layers]
+            for b in range(f32[0].shape[0]):          # the C++ client's order: sequence, layer, head
+                for l, a in enumerate(f32):
+                    fusion.check_layer(a, l, checks, b)
+            layers = [fusion.fuse_layer(a, weights, l) for l, a in enumerate(f32)]
+            header.layout.heads_fused_by_client = True
+        self.fused = weights is not None
+        self.sent_bytes = 0
+        self.layers, self.wire = layers, wire
+        self.gradients, self.value_norms, self.residual_weights = (gradients, value_norms,
+                                                                   residual_weights)
+        self.stacks, self.indices = stacks, indices
+        self.sent_bytes = sum(a.size for a in layers) * tensors.WIRE_BYTES[wire]
+        if gradients is not None:
+            self.sent_bytes += sum(g.size for g in gradients) * tensors.WIRE_BYTES[wire]
+
+    def fill(self, c: pass_pb2.LayerChunk, l: int) -> pass_pb2.LayerChunk:
+        """Sets c (a field of the request being built) to layer message l."""
+        c.layer = l if self.indices is None else self.indices[l]
+        tensors.encode_into(c.attention, self.layers[l], self.wire)
+        if self.stacks is not None:
+            c.stack = self.stacks[l]
+        if self.gradients is not None:
+            tensors.encode_into(c.gradient, self.gradients[l], self.wire)
+        if self.value_norms is not None:
+            tensors.encode_into(c.value_norms, self.value_norms[l], "fp32")
+        if self.residual_weights is not None:
+            tensors.encode_into(c.residual_weights, self.residual_weights[l], "fp32")
+        return c
+
+    def requests(self, make, field: str):
+        """make() -> a request; yields one per layer with its `field` filled."""
+        for l in range(len(self.layers)):
+            req = make()
+            self.fill(getattr(req, field), l)
+            yield req
+
+    @property
+    def chunks(self) -> List[pass_pb2.LayerChunk]:
+        """Every layer message (as standalone messages)."""
+        return [self.fill(pass_pb2.LayerChunk(), l) for l in range(len(self.layers))]
+
+
+class Client:
+    """A client of attnroll-server.
+
+    Args:
+        address: "host:port" of the server.
+        tls: False (plain text), True (TLS with the system's roots), a
+            grpc.ChannelCredentials, or a dict with root_certificates,
+            private_key, certificate_chain (bytes or file paths) and
+            optionally server_name (the name the certificate is checked for).
+        token: a bearer token sent as "authorization: Bearer <token>" on
+            every call (gRPC's access-token credentials over TLS; the same
+            call metadata on a plain-text channel).
+        timeout: seconds allowed for each call (None: no deadline).
+
+    Every method raises AttnrollError (gRPC code and message) when the call
+    is refused or fails, also for bad input found before sending.
+    """
+
+    def __init__(self, address: str, *, tls: Any = False, token: Optional[str] = None,
+                 timeout: Optional[float] = None, channel_options: Sequence = ()):
+        self.address = address
+        self.timeout = timeout
+        opts = list(_CHANNEL_OPTIONS) + list(channel_options)
+        self._metadata: Tuple = ()
+        if tls:
+            if isinstance(tls, grpc.ChannelCredentials):
+                creds = tls
+            elif isinstance(tls, dict):
+                tls = dict(tls)
+                name = tls.pop("server_name", None)
+                if name:
+                    opts.append(("grpc.ssl_target_name_override", name))
+                creds = grpc.ssl_channel_credentials(**{k: _read(v) for k, v in tls.items()})
+            else:
+                creds = grpc.ssl_channel_credentials()
+            if token:
+                creds = grpc.composite_channel_credentials(
+                    creds, grpc.access_token_call_credentials(token))
+            self._channel = grpc.secure_channel(address, creds, opts)
+        else:
+            if token:
+                self._metadata = (("authorization", "Bearer " + token),)
+            self._channel = grpc.insecure_channel(address, opts)
+        self._stub = attnroll_pb2_grpc.AttnrollServiceStub(self._channel)
+
+    # -- plumbing -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Closes the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method, request, timeout=None, future=False):
+        kw = dict(timeout=self.timeout if timeout is None else timeout, metadata=self._metadata)
+        try:
+            return method.future(request, **kw) if future else method(request, **kw)
+        except grpc.RpcError as e:
+            raise AttnrollError.from_rpc_error(e) from None
+
+    # -- calls ----------------------------------------------------------------
+
+    def server_info(self, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """The server's version, limits, analyses and wire dtypes (a dict)."""
+        return to_python(self._call(self._stub.GetServerInfo,
+                                    attnroll_pb2.GetServerInfoRequest(), timeout))
+
+    def _single_pass(self, attentions, gradients, kw, what="attentions"):
+        """(header, _Pass) of a single-stack pass from explain's arguments."""
+        analyses = kw.pop("analyses", None)
+        wire = kw.pop("wire", None)
+        mode = kw.pop("client_fusion", "auto")
+        value_norms = kw.pop("value_norms", None)
+        residual_weights = kw.pop("residual_weights", None)
+        a_opts, l_opts, rest = options.split(kw)
+        if rest:
+            raise TypeError("unknown option(s): %s" % ", ".join(sorted(rest)))
+        layers, unbatched = _layers(attentions, what)
+        if wire is None:
+            wire = "fp16" if layers[0].dtype == np.float16 else tensors.source_wire(
+                attentions[0] if isinstance(attentions, (list, tuple)) else attentions)
+        grads = _per_layer(gradients, len(layers), "gradients", unbatched)
+        if analyses is None:
+            analyses = [options.analysis(gradient=grads is not None, **a_opts)]
+        else:
+            if a_opts:
+                raise TypeError("pass analysis options inside analyses=[...], not beside it: %s"
+                                % ", ".join(sorted(a_opts)))
+            analyses = [a if not isinstance(a, dict) else
+                        options.analysis(gradient=grads is not None, **a) for a in analyses]
+        B, H, n, _ = layers[0].shape
+        layout = pass_pb2.Layout(num_layers=len(layers), num_heads=H, num_tokens=n, batch_size=B)
+        header = options.header(layout, analyses, **l_opts)
+        p = _Pass(header, layers, wire, mode, grads,
+                  _per_layer(value_norms, len(layers), "value_norms", unbatched),
+                  _per_layer(residual_weights, len(layers), "residual_weights", unbatched))
+        return header, p, wire
+
+    def explain(self, attentions, *, gradients=None, progress: Optional[ProgressCallback] = None,
+                timeout: Optional[float] = None, **kw) -> Explanation:
+        """Explains one forward pass.
+
+        Args:
+            attentions: post-softmax attention, one entry per layer (input
+                side first): a list of [H, n, n] or [B, H, n, n] arrays (numpy
+                or torch; float32, float16 or bfloat16), or one array
+                [L, H, n, n] / [L, B, H, n, n].
+            gradients: d(target logit)/d(attention), the same shapes; the
+                rollout is then gradient-weighted (gradient_rule "chefer" by
+                default, or "vit_explain").
+            progress: progress(analysis, done, total) while attention flow
+                runs (the pass then goes over ExplainStream).
+            analyses: several analyses, each a dict of analysis options (or an
+                attnroll.v1 Analysis); otherwise the analysis options below.
+            wire: "fp32", "fp16" or "bf16" (default: the input's own dtype
+                for float16 / bfloat16, fp32 otherwise).
+            client_fusion: "auto" (default: fuse heads here whenever the
+                analyses allow it), "off" or "on" (fuse or refuse).
+            value_norms, residual_weights: per-layer side inputs.
+            prefix_tokens, grid=(h, w), valid_lengths, causal,
+            row_sum_tolerance, request_id: the pass's layout.
+            method, fusion, head_weights, residual, rows, scaling, ...: the
+                analysis (see attnroll.options).
+
+        Returns:
+            Explanation: .map, .maps, .results, .heads_fused_by_client, ...
+        """
+        header, p, wire = self._single_pass(attentions, gradients, kw)
+        if progress is not None:
+            return self._explain_stream(header, p, wire, progress, timeout)
+        reqs = itertools.chain([attnroll_pb2.ExplainRequest(header=header)],
+                               p.requests(attnroll_pb2.ExplainRequest, "layer"))
+        resp = self._call(self._stub.Explain, reqs, timeout)
+        return Explanation(resp, wire, p.sent_bytes)
+
+    def _explain_stream(self, header, p, wire, progress, timeout):
+        rid = header.request_id or uuid.uuid4().hex
+        reqs = itertools.chain(
+            [attnroll_pb2.StreamRequest(request_id=rid, header=header)],
+            p.requests(lambda: attnroll_pb2.StreamRequest(request_id=rid), "layer"),
+            [attnroll_pb2.StreamRequest(request_id=rid, end=attnroll_pb2.PassEnd())])
+        result = None
+        try:
+            for r in self._call(self._stub.ExplainStream, reqs, timeout):
+                kind = r.WhichOneof("message")
+                if kind == "progress":
+                    progress(r.progress.analysis, r.progress.done, r.progress.total)
+                elif kind == "error":
+                    raise AttnrollError(code_from_number(r.error.code), r.error.message)
+                elif kind == "result":
+                    result = Explanation(r.result, wire, p.sent_bytes)
+        except grpc.RpcError as e:
+            raise AttnrollError.from_rpc_error(e) from None
+        if result is None:
+            raise AttnrollError(grpc.StatusCode.INTERNAL, "ExplainStream ended without a result")
+        return result
+
+    def rollout(self, attentions, **kw) -> Explanation:
+        """explain(attentions, method="rollout", **kw)."""
+        return self.explain(attentions, method="rollout", **kw)
+
+    def flow(self, attentions, *, progress: Optional[ProgressCallback] = None, **kw) -> Explanation:
+        """explain(attentions, method="flow", progress=progress, **kw): exact
+        attention flow; progress(analysis, done, total) as max flows are solved."""
+        return self.explain(attentions, method="flow", progress=progress, **kw)
+
+    def explain_encoder_decoder(self, encoder, decoder_self, cross, *, encoder_gradients=None,
+                                decoder_gradients=None, cross_gradients=None,
+                                wire: Optional[str] = None, timeout: Optional[float] = None,
+                                encoder_valid_lengths=None, decoder_valid_lengths=None,
+                                prefix_tokens: int = 0, grid=None, causal: bool = False,
+                                row_sum_tolerance: float = 0.0, request_id: str = "",
+                                **analysis_kw) -> Explanation:
+        """Relevance of encoder tokens for decoder tokens.
+
+        encoder: [L_e] x [H, n_enc, n_enc] (or with a leading B per layer);
+        decoder_self: [L_d] x [H, n_dec, n_dec]; cross: [L_d] x [H, n_dec, n_enc].
+        With composition "rules" (default) every stack needs its gradients.
+        Analysis options: composition, fusion, head_weights, residual,
+        no_renormalize, rows, scaling, sink_tokens, return_encoder,
+        return_decoder, name."""
+        enc, unb = _layers(encoder, "encoder")
+        dec, _ = _layers(decoder_self, "decoder_self")
+        crs, _ = _layers(cross, "cross")
+        if len(dec) != len(crs):
+            raise AttnrollError.invalid("cross: expected %d layers (one per decoder layer), got %d"
+                                        % (len(dec), len(crs)))
+        wire = wire or "fp32"
+        grads = None
+        if encoder_gradients is not None or decoder_gradients is not None or \
+                cross_gradients is not None:
+            ge = _per_layer(encoder_gradients, len(enc), "encoder_gradients", unb)
+            gd = _per_layer(decoder_gradients, len(dec), "decoder_gradients", unb)
+            gc = _per_layer(cross_gradients, len(crs), "cross_gradients", unb)
+            if ge is None or gd is None or gc is None:
+                raise AttnrollError.invalid(
+                    "gradients: expected encoder_gradients, decoder_gradients and "
+                    "cross_gradients together, got only some")
+            grads = list(ge)
+            for k in range(len(dec)):
+                grads += [gd[k], gc[k]]
+        layers, stacks, idx = list(enc), [pass_pb2.STACK_ENCODER] * len(enc), list(range(len(enc)))
+        for k in range(len(dec)):
+            layers += [dec[k], crs[k]]
+            stacks += [pass_pb2.STACK_DECODER_SELF, pass_pb2.STACK_DECODER_CROSS]
+            idx += [k, k]
+        B, H = enc[0].shape[0], enc[0].shape[1]
+        layout = pass_pb2.Layout(num_heads=H, batch_size=B)
+        ed = layout.encoder_decoder
+        ed.encoder_layers, ed.encoder_tokens = len(enc), enc[0].shape[-1]
+        ed.decoder_layers, ed.decoder_tokens = len(dec), dec[0].shape[-1]
+        ed.encoder_valid_lengths.extend(encoder_valid_lengths or [])
+        ed.decoder_valid_lengths.extend(decoder_valid_lengths or [])
+        header = options.header(layout, [options.encoder_decoder_analysis(**analysis_kw)],
+                                prefix_tokens=prefix_tokens, grid=grid, causal=causal,
+                                row_sum_tolerance=row_sum_tolerance, request_id=request_id)
+        p = _Pass(header, layers, wire, "off", grads, stacks=stacks, indices=idx)
+        reqs = itertools.chain([attnroll_pb2.ExplainRequest(header=header)],
+                               p.requests(attnroll_pb2.ExplainRequest, "layer"))
+        return Explanation(self._call(self._stub.Explain, reqs, timeout), wire, p.sent_bytes)
+
+    def compare(self, a: Array, b: Array, *, grid=None, top_k: int = 0, top_mass: float = 0.0,
+                region=None, ssim_window: int = 0,
+                timeout: Optional[float] = None) -> List[Dict[str, Any]]:
+        """Compares saliency maps a and b ([n], [k, n], [h, w] or [k, h, w]):
+        one dict per pair of maps with spearman, kendall_tau_b, pearson,
+        cosine, top_k_iou, l1, l2, js_divergence, ssim, emd, com_shift,
+        region shares (None where undefined, the reason in "notes") and the
+        difference map."""
+        req = audit_pb2.CompareRequest(
+            a=tensors.encode(a, "fp32"), b=tensors.encode(b, "fp32"),
+            options=options.compare_options(grid, top_k, top_mass, region, ssim_window))
+        return [to_python(c) for c in self._call(self._stub.Compare, req, timeout).comparisons]
+
+    def explain_pair(self, baseline, candidate, *, compare: Optional[Dict[str, Any]] = None,
+                     baseline_gradients=None, candidate_gradients=None,
+                     timeout: Optional[float] = None, **kw) -> PairResult:
+        """Explains one input under a baseline and a candidate model (the
+        same layout and analyses as explain) and compares the first
+        analysis's maps (compare: options as for compare())."""
+        kw2 = dict(kw)
+        header, pb, wire = self._single_pass(baseline, baseline_gradients, kw, "baseline")
+        kw2["wire"] = wire
+        _, pc, _ = self._single_pass(candidate, candidate_gradients, kw2, "candidate")
+        if pb.fused != pc.fused:
+            raise AttnrollError.invalid("candidate: expected the baseline's shape and options")
+        ph = attnroll_pb2.PairHeader()
+        getattr(ph, "pass").CopyFrom(header)  # "pass" is a Python keyword
+        ph.compare.CopyFrom(options.compare_options(**(compare or {})))
+        def reqs():
+            yield attnroll_pb2.PairRequest(header=ph)
+            for l in range(len(pb.layers)):  # the sides interleaved, layer by layer
+                r = attnroll_pb2.PairRequest()
+                pb.fill(r.baseline, l)
+                yield r
+                r = attnroll_pb2.PairRequest()
+                pc.fill(r.candidate, l)
+                yield r
+        resp = self._call(self._stub.ExplainPair, reqs(), timeout)
+        return PairResult(resp, wire, pb.sent_bytes + pc.sent_bytes)
+
+    def audit(self, items: Iterable[Dict[str, Any]], *, map_length: int = 0, grid=None,
+              compare: Optional[Dict[str, Any]] = None,
+              thresholds: Optional[Dict[str, float]] = None, worst_items: int = 0,
+              on_item: Optional[Callable[[Dict[str, Any]], None]] = None,
+              timeout: Optional[float] = None) -> AuditResult:
+        """Audits a candidate against a baseline over a dataset.
+
+        items: an iterable (consumed while results stream back) of dicts:
+            {"id", "baseline", "candidate", "group"?}: two maps, or
+            {"id", "baseline_attention", "candidate_attention", "group"?,
+             ...explain options}: two attention passes.
+        compare: comparison options (grid, top_k, top_mass, region,
+        ssim_window; grid defaults to grid); thresholds: DriftThresholds as a
+        dict (min_spearman, max_l1, ...). on_item(result) is called as each
+        item's result arrives. Returns AuditResult(items, report)."""
+        copts = dict(compare or {})
+        if grid is not None:
+            copts.setdefault("grid", grid)
+        hdr = audit_pb2.AuditHeader(map_length=int(map_length), worst_items=int(worst_items),
+                                    compare=options.compare_options(**copts),
+                                    thresholds=options.drift_thresholds(thresholds))
+        failure: List[Exception] = []
+
+        def requests():
+            yield audit_pb2.AuditRequest(header=hdr)
+            try:
+                for it in items:
+                    it = dict(it)
+                    iid, group = str(it.pop("id")), str(it.pop("group", ""))
+                    if "baseline_attention" in it:
+                        base, cand = it.pop("baseline_attention"), it.pop("candidate_attention")
+                        it.setdefault("client_fusion", "off")
+                        header, pb, wire = self._single_pass(base, None, dict(it), "baseline")
+                        _, pc, _ = self._single_pass(cand, None, dict(it, wire=wire), "candidate")
+                        yield audit_pb2.AuditRequest(pass_begin=audit_pb2.AuditPassBegin(
+                            id=iid, group=group, **{"pass": header}))
+                        for side, p in ((False, pb), (True, pc)):
+                            for l in range(len(p.layers)):
+                                r = audit_pb2.AuditRequest()
+                                r.pass_layer.candidate = side
+                                p.fill(r.pass_layer.layer, l)
+                                yield r
+                        yield audit_pb2.AuditRequest(pass_end=audit_pb2.AuditPassEnd())
+                    else:
+                        yield audit_pb2.AuditRequest(item=audit_pb2.AuditItem(
+                            id=iid, group=group,
+                            baseline=tensors.encode(np.ravel(tensors.to_numpy(it["baseline"])),
+                                                    "fp32"),
+                            candidate=tensors.encode(np.ravel(tensors.to_numpy(it["candidate"])),
+                                                     "fp32")))
+                yield audit_pb2.AuditRequest(end=audit_pb2.AuditEnd())
+            except Exception as e:  # surfaced after the call (gRPC would hide it)
+                failure.append(e)
+
+        results, report = [], None
+        try:
+            for r in self._call(self._stub.Audit, requests(), timeout):
+                if r.WhichOneof("message") == "item":
+                    d = to_python(r.item)
+                    results.append(d)
+                    if on_item is not None:
+                        on_item(d)
+                else:
+                    report = to_python(r.report)
+        except grpc.RpcError as e:
+            if failure:
+                raise failure[0]
+            raise AttnrollError.from_rpc_error(e) from None
+        if failure:
+            raise failure[0]
+        return AuditResult(results, report)
+
+    def stream_pass(self, num_layers: int, *, wire: str = "fp32", client_fusion: str = "auto",
+                    analyses=None, on_sent: Optional[Callable[[int], None]] = None,
+                    timeout: Optional[float] = None, **kw) -> "PassStream":
+        """A pass sent layer by layer as the model computes it (e.g. from a
+        forward hook): call send() for each layer in order, then finish().
+        The header goes out with the first layer (heads, tokens and batch
+        are read from it). on_sent(layer) is called once gRPC has written
+        each layer message. Options as for explain (no gradients: they exist
+        only after the backward; use explain with gradients= then)."""
+        a_opts, l_opts, rest = options.split(kw)
+        if rest:
+            raise TypeError("unknown option(s): %s" % ", ".join(sorted(rest)))
+        if analyses is None:
+            analyses = [options.analysis(**a_opts)]
+        else:
+            analyses = [a if not isinstance(a, dict) else options.analysis(**a) for a in analyses]
+        return PassStream(self, int(num_layers), analyses, l_opts, wire, client_fusion, on_sent,
+                          self.timeout if timeout is None else timeout)
+
+
+class PassStream:
+    """One pass streamed layer by layer over an Explain call (see
+    Client.stream_pass). Use as a context manager: leaving it on an
+    exception cancels the call."""
+
+    def __init__(self, client: Client, num_layers: int, analyses, layout_opts, wire: str,
+                 client_fusion: str, on_sent, timeout):
+        self._client = client
+        self._num_layers = num_layers
+        self._analyses = analyses
+        self._layout_opts = layout_opts
+        self.wire = wire
+        self._mode = client_fusion
+        self._on_sent = on_sent
+        self._timeout = timeout
+        self._queue: "queue.Queue" = queue.Queue()
+        self._future = None
+        self._weights = None
+        self._checks = None
+        self._layer = 0
+        self.sent_bytes = 0
+        self.header: Optional[pass_pb2.PassHeader] = None
+        self._closed = False
+
+    def _requests(self):
+        sent = -1  # index of the layer message whose write completed
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            yield item
+            # gRPC asks for the next message once the previous one was written.
+            if item.WhichOneof("message") == "layer":
+                sent = item.layer.layer
+                if self._on_sent is not None:
+                    self._on_sent(sent)
+
+    def _raise_if_failed(self):
+        if self._future is not None and self._future.done():
+            try:
+                self._future.result()
+            except grpc.RpcError as e:
+                self._closed = True
+                raise AttnrollError.from_rpc_error(e) from None
+
+    def send(self, attention: Array, value_norms=None, residual_weights=None) -> None:
+        """Sends the next layer's attention, [H, n, n] or [B, H, n, n]."""
+        if self._closed:
+            raise AttnrollError(grpc.StatusCode.FAILED_PRECONDITION, "the pass is closed")
+        a = tensors.to_numpy(attention, dtype=None)
+        if a.ndim == 3:
+            a = a[None]
+        if a.ndim != 4:
+            raise AttnrollError.invalid("attention (layer %d): expected [H, n, n] or "
+                                        "[B, H, n, n], got shape %s" % (self._layer, list(a.shape)))
+        if self.header is None:
+            B, H, n, _ = a.shape
+            layout = pass_pb2.Layout(num_layers=self._num_layers, num_heads=H, num_tokens=n,
+                                     batch_size=B)
+            self.header = options.header(layout, self._analyses, **self._layout_opts)
+            self._weights = fusion.check_fusable(self.header, H, self._mode, False,
+                                                 value_norms is not None)
+            if self._weights is not None:
+                self._checks = fusion.HeadChecks(self.header, self.wire)
+                self.header.layout.heads_fused_by_client = True
+            self._queue.put(attnroll_pb2.ExplainRequest(header=self.header))
+            self._future = self._client._call(self._client._stub.Explain, self._requests(),
+                                              self._timeout, future=True)
+        self._raise_if_failed()
+        l = self._layer
+        try:
+            if self._weights is not None:
+                a = fusion.fuse_layer(a, self._weights, l, self._checks)
+        except AttnrollError:
+            self.cancel()
+            raise
+        req = attnroll_pb2.ExplainRequest()
+        c = req.layer
+        c.layer = l
+        tensors.encode_into(c.attention, a, self.wire)
+        if value_norms is not None:
+            tensors.encode_into(c.value_norms, value_norms, "fp32")
+        if residual_weights is not None:
+            tensors.encode_into(c.residual_weights, residual_weights, "fp32")
+        self.sent_bytes += len(c.attention.data)
+        self._queue.put(req)
+        self._layer += 1
+
+    def finish(self) -> Explanation:
+        """Half-closes the call and returns the pass's Explanation."""
+        if self._future is None:
+            raise AttnrollError.invalid("attention: expected %d layers, got none"
+                                        % self._num_layers)
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+        try:
+            resp = self._future.result()
+        except grpc.RpcError as e:
+            raise AttnrollError.from_rpc_error(e) from None
+        return Explanation(resp, self.wire, self.sent_bytes)
+
+    def cancel(self) -> None:
+        """Abandons the pass (the server frees its memory)."""
+        self._closed = True
+        self._queue.put(None)
+        if self._future is not None:
+            self._future.cancel()
+
+    def __enter__(self) -> "PassStream":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # Left on an exception, or without finish(): nobody will read the
+        # result, so the call is cancelled (the server frees the pass).
+        if exc_type is not None or not self._closed:
+            self.cancel()

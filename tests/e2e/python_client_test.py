@@ -1,0 +1,481 @@
+#!/usr/bin/python3
+"""The Python package attnroll (client/python) against a real attnroll-server:
+every call's maps against the numpy reference (numpy_reference.py), client-side
+head fusion (bytes, maps, and the same rule and messages as the C++ client,
+driven through the attnroll CLI on the same inputs), wire dtypes, torch
+inputs, flow progress, compare (scipy), explain-pair, audit, encoder-decoder,
+bad inputs (AttnrollError with the exact code and message), and the TLS /
+bearer-token options against a small gRPC server of the test's own.
+
+Run: /usr/bin/python3 tests/e2e/python_client_test.py --bin-dir BUILD_DIR
+(PYTHONPATH=BUILD_DIR/python, where the build lays out the package).
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import grpc
+import numpy as np
+from scipy import stats
+from scipy.spatial import distance
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e_harness  # noqa: E402
+import numpy_reference as nr  # noqa: E402
+
+import attnroll  # noqa: E402
+from attnroll import fusion  # noqa: E402
+from attnroll.v1 import attnroll_pb2, attnroll_pb2_grpc  # noqa: E402
+
+RTOL, ATOL = 1e-4, 1e-6
+
+
+def f32(x):
+    return np.asarray(x, dtype=np.float32)
+
+
+class PythonClientTest(e2e_harness.ServerTestCase):
+    metrics_listen = "none"
+    server_flags = ("--max-layers", "16")
+    tmp_prefix = "attnroll_py_"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.client = attnroll.Client("127.0.0.1:%d" % cls.port, timeout=60)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+        super().tearDownClass()
+
+    def assertMaps(self, got, want, msg=None, rtol=RTOL, atol=ATOL):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=msg or "")
+
+    def assertRefused(self, code, message, fn, *args, **kw):
+        with self.assertRaises(attnroll.AttnrollError) as ctx:
+            fn(*args, **kw)
+        self.assertEqual(ctx.exception.code, code, ctx.exception.message)
+        self.assertEqual(ctx.exception.message, message)
+        self.assertIsNone(self.server.poll(), "server died")
+        return ctx.exception
+
+    # -- rollout, fusion, wire ----------------------------------------------
+
+    def test_rollout_every_head_and_client_fused_match_numpy(self):
+        rng = np.random.default_rng(1)
+        att = f32(nr.make_attention(rng, 4, 6, 17))
+        want = nr.rollout_maps(att, rows=(0, 5), prefix=1, grid=(4, 4))
+        sent = {}
+        for mode in ("off", "auto", "on"):
+            r = self.client.explain(att, rows=[0, 5], prefix_tokens=1, grid=(4, 4),
+                                    client_fusion=mode)
+            self.assertEqual(r.heads_fused_by_client, mode != "off", mode)
+            self.assertEqual(r.maps[0].shape, (2, 4, 4))
+            self.assertMaps(r.maps[0], want, mode)
+            sent[mode] = r.sent_bytes
+        self.assertEqual(sent["off"], 4 * 6 * 17 * 17 * 4)
+        self.assertEqual(sent["auto"], sent["off"] // 6)
+        self.assertEqual(sent["on"], sent["auto"])
+
+    def test_weighted_fusion_fused_on_the_client(self):
+        rng = np.random.default_rng(2)
+        att = f32(nr.make_attention(rng, 3, 4, 9))
+        w = [2.5, 0.25, 1.0, 0.125]
+        want = nr.rollout_maps(att, fusion="weighted", weights=w)
+        for mode in ("off", "auto"):
+            r = self.client.explain(att, fusion="weighted", head_weights=w, client_fusion=mode)
+            self.assertEqual(r.heads_fused_by_client, mode == "auto")
+            self.assertMaps(r.maps[0], want, mode)
+        # Without renormalisation the weights' scale matters: the server
+        # multiplies the fused matrix by their sum.
+        want = nr.rollout_maps(att, fusion="weighted", weights=w, renorm=False)
+        r = self.client.explain(att, fusion="weighted", head_weights=w, no_renormalize=True)
+        self.assertTrue(r.heads_fused_by_client)
+        self.assertMaps(r.maps[0], want)
+
+    def test_heads_needed_are_sent(self):
+        rng = np.random.default_rng(3)
+        att = f32(nr.make_attention(rng, 3, 4, 8))
+        for fus in ("max", "min"):
+            r = self.client.explain(att, fusion=fus)
+            self.assertFalse(r.heads_fused_by_client, fus)
+            self.assertMaps(r.maps[0], nr.rollout_maps(att, fusion=fus), fus)
+        r = self.client.explain(att, fusion="none")
+        self.assertFalse(r.heads_fused_by_client)
+        self.assertMaps(r.maps[0], nr.rollout_maps(att, fusion="none"))
+
+    def test_wire_dtypes_and_torch_inputs(self):
+        import torch
+        rng = np.random.default_rng(4)
+        att = f32(nr.make_attention(rng, 3, 4, 10))
+        for wire in ("fp16", "bf16"):
+            r = self.client.explain(att, wire=wire, client_fusion="off")
+            self.assertEqual(r.sent_bytes, att.size * 2)
+            self.assertMaps(r.maps[0], nr.rollout_maps(nr.wire_round(att, wire)), wire,
+                            rtol=1e-3, atol=1e-5)
+            r = self.client.explain(att, wire=wire)
+            fused = nr.wire_round(att.mean(1, keepdims=True), wire)
+            self.assertMaps(r.maps[0], nr.rollout_maps(fused), wire, rtol=1e-3, atol=1e-5)
+        # torch tensors: a list of per-layer [B, H, n, n] as Hugging Face returns them.
+        layers = [torch.from_numpy(a[None]) for a in att]
+        r = self.client.explain(layers)
+        self.assertMaps(r.maps[0], nr.rollout_maps(att))
+        # bfloat16 tensors go on the wire as bf16 by default, their values kept.
+        bf = [t.to(torch.bfloat16) for t in layers]
+        r = self.client.explain(bf, client_fusion="off", row_sum_tolerance=0.05)
+        self.assertEqual(r.wire, "bf16")
+        exact = np.stack([t.float().numpy()[0] for t in bf])
+        self.assertMaps(r.maps[0], nr.rollout_maps(exact), rtol=1e-4, atol=1e-6)
+        r = self.client.explain(att.astype(np.float16), client_fusion="off")
+        self.assertEqual(r.wire, "fp16")
+
+    def test_bf16_rounding_is_to_nearest_even(self):
+        from attnroll import tensors
+        # 1 + 2^-8 is halfway between bf16 1 and 1 + 2^-7: ties to even (1).
+        x = np.array([1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -9, -2.0, np.inf], np.float32)
+        t = tensors.encode(x, "bf16")
+        back = tensors.decode(t)
+        np.testing.assert_array_equal(back, nr.round_bf16(x))
+        np.testing.assert_array_equal(back[:3], [1.0, 1 + 2 ** -6, 1.0])
+
+    def test_batch_with_padding(self):
+        rng = np.random.default_rng(5)
+        att = f32(nr.make_attention(rng, 3, 2, 9, batch=2, valid_lengths=[9, 6]))
+        layers = list(att.transpose(1, 0, 2, 3, 4))  # per layer [B, H, n, n]
+        r = self.client.explain(layers, valid_lengths=[9, 6], rows=[0, 2])
+        want = nr.rollout_maps(att, valid_lengths=[9, 6], rows=(0, 2))
+        self.assertTrue(r.heads_fused_by_client)
+        self.assertEqual(len(r.maps), 2)
+        self.assertMaps(r.maps[0], want[0][:, :9])
+        self.assertMaps(r.maps[1], want[1][:, :6])
+
+    def test_gradient_rules(self):
+        rng = np.random.default_rng(6)
+        att = f32(nr.make_attention(rng, 3, 4, 8))
+        grad = f32(nr.make_gradient(rng, att.shape))
+        for rule in ("chefer", "vit_explain"):
+            r = self.client.explain(att, gradients=grad, gradient_rule=rule)
+            self.assertFalse(r.heads_fused_by_client)
+            self.assertMaps(r.maps[0], nr.rollout_maps(att, grad=grad, rule=rule), rule)
+
+    def test_per_layer_and_pruning(self):
+        rng = np.random.default_rng(7)
+        att = f32(nr.make_attention(rng, 4, 3, 10))
+        r = self.client.explain(att, per_layer=True, layers=(1, 3), rows="mean")
+        self.assertEqual(r.results[0].layers, [1, 2, 3])
+        self.assertMaps(r.maps[0], nr.rollout_maps(att, per_layer=True, layers=(1, 3),
+                                                     rows="mean"))
+        r = self.client.explain(att, top_k=3, scaling="max")
+        self.assertMaps(r.maps[0], nr.rollout_maps(att, top_k=3, scale="max"))
+
+    def test_several_analyses_and_flow_with_progress(self):
+        rng = np.random.default_rng(8)
+        att = f32(nr.make_attention(rng, 2, 3, 7))
+        events = []
+        r = self.client.explain(att, analyses=[dict(name="r"), dict(method="flow", name="f")],
+                                progress=lambda a, done, total: events.append((a, done, total)))
+        self.assertEqual([x.name for x in r.results], ["r", "f"])
+        self.assertEqual(r.results[1].path, "flow")
+        self.assertTrue(r.heads_fused_by_client)  # both mean: one fused matrix serves both
+        self.assertMaps(r.results[0].maps[0], nr.rollout_maps(att))
+        import networkx as nx
+        layers = nr.fused_layers(att, 0.5, "mean")
+        g = nx.DiGraph()
+        for l in range(1, len(layers) + 1):
+            for i in range(7):
+                for j in range(7):
+                    g.add_edge((l - 1, j), (l, i), capacity=float(layers[l - 1][i, j]))
+        flows = np.array([nx.maximum_flow_value(g, (0, j), (len(layers), 0)) for j in range(7)])
+        self.assertMaps(r.results[1].maps[0][0], flows / flows.sum(), rtol=1e-5, atol=1e-7)
+        self.assertTrue(events)
+        self.assertTrue(all(a == 1 and t == 7 for a, _, t in events), events)
+        done = [d for _, d, _ in events]
+        self.assertEqual(done, sorted(done))
+        self.assertEqual(done[-1], 7)
+
+    def test_encoder_decoder_rollout(self):
+        rng = np.random.default_rng(9)
+        enc = f32(nr.make_attention(rng, 2, 2, 6))
+        dec = f32(nr.make_attention(rng, 2, 2, 4))
+        cross = f32(nr.softmax(rng.normal(size=(2, 2, 4, 6)) * 2))
+        r = self.client.explain_encoder_decoder(enc, dec, cross, composition="rollout",
+                                                return_encoder=True)
+        rde, ree, _ = nr.encoder_decoder_rollout(enc.astype(np.float64), dec.astype(np.float64),
+                                                 cross.astype(np.float64))
+        self.assertEqual(r.results[0].path, "encoder_decoder_rollout")
+        self.assertMaps(r.maps[0], rde)
+        self.assertMaps(r.results[0].encoder_maps[0], ree)
+
+    # -- compare, pair, audit -----------------------------------------------
+
+    def test_compare_against_scipy(self):
+        rng = np.random.default_rng(10)
+        a, b = f32(rng.random(36)), f32(rng.random(36))
+        (c,) = self.client.compare(a, b, grid=(6, 6), ssim_window=3)
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        self.assertAlmostEqual(c["spearman"], stats.spearmanr(a64, b64)[0], places=10)
+        self.assertAlmostEqual(c["pearson"], stats.pearsonr(a64, b64)[0], places=10)
+        self.assertAlmostEqual(c["kendall_tau_b"], stats.kendalltau(a64, b64)[0], places=10)
+        self.assertAlmostEqual(c["js_divergence"],
+                               distance.jensenshannon(a64 / a64.sum(), b64 / b64.sum()) ** 2,
+                               places=10)
+        self.assertIsNotNone(c["ssim"])
+        np.testing.assert_array_equal(c["difference"], (b - a).reshape(6, 6))
+        (c,) = self.client.compare(a, np.full(36, 0.5, np.float32))
+        self.assertIsNone(c["ssim"])  # no grid
+        self.assertEqual(len(self.client.compare(a.reshape(6, 6), b.reshape(6, 6))), 6)  # [k, n]
+        self.assertIsNone(c["spearman"])
+        self.assertEqual(c["notes"]["spearman"], "map b is constant: Spearman undefined")
+
+    def test_explain_pair(self):
+        rng = np.random.default_rng(11)
+        base = f32(nr.make_attention(rng, 3, 2, 10))
+        cand = f32(nr.make_attention(rng, 3, 2, 10))
+        r = self.client.explain_pair(base, cand, prefix_tokens=1, grid=(3, 3))
+        wb = nr.rollout_maps(base, prefix=1, grid=(3, 3))
+        wc = nr.rollout_maps(cand, prefix=1, grid=(3, 3))
+        self.assertMaps(r.baseline.maps[0], wb)
+        self.assertMaps(r.candidate.maps[0], wc)
+        self.assertTrue(r.baseline.heads_fused_by_client)
+        self.assertEqual(len(r.comparisons), 1)
+        self.assertAlmostEqual(r.comparisons[0]["spearman"],
+                               stats.spearmanr(wb.ravel(), wc.ravel())[0], places=5)
+
+    def test_audit_maps_and_attention_items(self):
+        rng = np.random.default_rng(12)
+        items, l1 = [], []
+        for k in range(6):
+            a = f32(rng.random(16) + 0.1)
+            b = a.copy()
+            b[:4] *= 1 + k  # planted shift towards the first row of the grid
+            items.append(dict(id="m%d" % k, baseline=a.reshape(4, 4), candidate=b.reshape(4, 4),
+                              group="g%d" % (k % 2)))
+            l1.append(np.abs(a / a.sum() - b / b.sum()).sum())
+        att = f32(nr.make_attention(rng, 2, 2, 17))
+        items.append(dict(id="att", baseline_attention=att, candidate_attention=att,
+                          prefix_tokens=1, grid=(4, 4)))
+        seen = []
+        res = self.client.audit(iter(items), grid=(4, 4), thresholds=dict(max_l1=0.1),
+                                on_item=seen.append)
+        self.assertEqual(sorted(i["id"] for i in res.items), sorted(i["id"] for i in items))
+        self.assertEqual(len(seen), 7)
+        att_item = [i for i in res.items if i["id"] == "att"][0]
+        self.assertIsNone(att_item["error"])
+        self.assertEqual(att_item["comparison"]["l1"], 0.0)
+        overall = res.report["overall"]
+        self.assertEqual(overall["items"], 7)
+        by = {m["metric"]: m for m in overall["metrics"]}
+        self.assertAlmostEqual(by["l1"]["median"], float(np.median(l1 + [0.0])), places=6)
+        self.assertEqual(overall["drifted"], sum(1 for v in l1 if v > 0.1))
+        self.assertEqual(overall["mean_baseline"].shape, (4, 4))
+        self.assertEqual([g["group"] for g in res.report["groups"]], ["g0", "g1"])
+
+    def test_audit_item_refused_in_band(self):
+        res = self.client.audit([dict(id="x", baseline=np.ones(4), candidate=np.zeros(4))],
+                                map_length=4)
+        err = res.items[0]["error"]
+        self.assertEqual(err["code_name"], "INVALID_ARGUMENT")
+        self.assertIn("sum", err["message"])
+
+    # -- bad inputs ----------------------------------------------------------
+
+    def test_bad_inputs_raise_the_exact_code_and_message(self):
+        rng = np.random.default_rng(13)
+        att = f32(nr.make_attention(rng, 3, 4, 10))
+        bad = att.copy()
+        bad[1, 2, 3, 4] += 0.01
+        server_msg = ("attention (layer 1, head 2, sequence 0, row 3): expected the row over "
+                      "the 10 valid tokens to sum to 1 +- 0.001, got 1.01")
+        inv = grpc.StatusCode.INVALID_ARGUMENT
+        self.assertRefused(inv, server_msg, self.client.explain, bad, client_fusion="off")
+        self.assertRefused(inv, server_msg + ", found by the client while fusing heads",
+                           self.client.explain, bad)
+        self.assertRefused(
+            inv, "cannot fuse heads on the client: analyses[0].rollout.fusion: fusing heads on "
+                 "the client needs MEAN or WEIGHTED fusion, got MAX",
+            self.client.explain, att, fusion="max", client_fusion="on")
+        self.assertRefused(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "layout.num_layers: 17 exceeds the server limit of 16", self.client.explain,
+            f32(nr.make_attention(rng, 17, 1, 3)))
+        self.assertRefused(inv, "attentions[1]: expected shape [4, 10, 10] (that of layer 0), "
+                                "got [4, 9, 9]",
+                           self.client.explain, [att[0], att[1, :, :9, :9]])
+        self.assertRefused(inv, "analyses[0] (sequence 0): rollout.layers: expected 0 <= first <= "
+                                "last < num_layers = 3, got 0:3", self.client.explain, att, layers=(0, 3),
+                           client_fusion="off")
+
+    # -- the C++ client's head fusion agrees ---------------------------------
+
+    def cli_error(self, att, extra):
+        inp = self._write("cli_in", att)
+        res = self.cli("explain", "--attention", inp, "--out", os.path.join(self.tmp, "o.npy"),
+                       *extra)
+        self.assertNotEqual(res.returncode, 0, res.stdout)
+        return res.stderr
+
+    def test_fusion_rule_and_messages_agree_with_the_cpp_client(self):
+        rng = np.random.default_rng(14)
+        base = f32(nr.make_attention(rng, 3, 4, 8))
+        cases = []
+        x = base.copy(); x[2, 1, 5, 0] += 0.02; cases.append(("row_sum", x, {}))            # noqa
+        x = base.copy(); x[0, 3, 2, 1] = -0.001; x[0, 2, 2, 1] += 0.001                      # noqa
+        cases.append(("negative_hidden_by_mean", x, {}))
+        x = base.copy(); x[1, 0, 0, 0] = np.nan; cases.append(("nan", x, {}))                # noqa
+        x = base.copy(); x[2, 3, 7, 7] = np.inf; cases.append(("inf", x, {}))                # noqa
+        causal = f32(nr.make_causal_attention(rng, 3, 4, 8))
+        x = causal.copy(); x[1, 2, 3, 6] = 0.01; x[1, 2, 3, 0] -= 0.01                      # noqa
+        cases.append(("causal_upper", x, dict(causal=True)))
+        x = base.copy(); x[1, 2, 4, 0] += 0.002                                              # noqa
+        cases.append(("fp16_tolerance_ok", x, dict(wire="fp16")))
+        x = base.copy(); x[1, 2, 4, 0] += 0.006                                              # noqa
+        cases.append(("fp16_tolerance_bad", x, dict(wire="fp16")))
+        for name, att, kw in cases:
+            cli_args = ["--client-fusion", "on"] + (["--causal"] if kw.get("causal") else []) + \
+                (["--wire", kw["wire"]] if "wire" in kw else [])
+            inp = self._write("agree_" + name, att)
+            res = self.cli("explain", "--attention", inp, "--out",
+                           os.path.join(self.tmp, "agree.npy"), *cli_args)
+            try:
+                got = self.client.explain(att, client_fusion="on", **kw)
+                py_err = None
+            except attnroll.AttnrollError as e:
+                py_err = e
+            if res.returncode == 0:
+                self.assertIsNone(py_err, name)
+                self.assertMaps(got.maps[0][0], np.load(os.path.join(self.tmp, "agree.npy"))
+                                .reshape(got.maps[0][0].shape), name, rtol=1e-5, atol=1e-7)
+                self.assertTrue(got.heads_fused_by_client)
+                continue
+            self.assertIsNotNone(py_err, "%s: C++ refused, Python accepted:\n%s"
+                                 % (name, res.stderr))
+            self.assertEqual(py_err.code, grpc.StatusCode.INVALID_ARGUMENT, name)
+            self.assertTrue(py_err.message.endswith("found by the client while fusing heads"),
+                            py_err.message)
+            self.assertIn(py_err.message, res.stderr, name)
+        # The header rule: the same refusals, word for word.
+        rules = [(dict(fusion="max"), ["--fusion", "max"]),
+                 (dict(fusion="weighted", head_weights=[0, 0, 0, 0]),
+                  ["--fusion", "weighted", "--head-weights", "0,0,0,0"]),
+                 (dict(gradients=f32(np.ones_like(base))), None)]
+        for kw, cli in rules:
+            with self.assertRaises(attnroll.AttnrollError) as ctx:
+                self.client.explain(base, client_fusion="on", **kw)
+            msg = ctx.exception.message
+            self.assertTrue(msg.startswith("cannot fuse heads on the client: "), msg)
+            if cli is not None:
+                self.assertIn(msg, self.cli_error(base, cli + ["--client-fusion", "on"]))
+        # One head: auto sends it as it is, in both clients.
+        one = f32(nr.make_attention(rng, 2, 1, 6))
+        self.assertFalse(self.client.explain(one).heads_fused_by_client)
+
+    def test_fusion_arithmetic(self):
+        rng = np.random.default_rng(15)
+        x = f32(nr.make_attention(rng, 1, 5, 6))[0][None]
+        w = [1.0, 2.0, 0.0, 0.5, 3.0]
+        got = fusion.fuse_layer(x, w, 0)
+        want = np.einsum("h,bhij->bij", np.array(w) / sum(w), x.astype(np.float64))[:, None]
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+    # -- streaming ------------------------------------------------------------
+
+    def test_stream_pass_layer_by_layer(self):
+        rng = np.random.default_rng(16)
+        att = f32(nr.make_attention(rng, 4, 3, 11))
+        sent = []
+        with self.client.stream_pass(4, prefix_tokens=1, on_sent=sent.append) as p:
+            for layer in att:
+                p.send(layer)
+            r = p.finish()
+        self.assertTrue(r.heads_fused_by_client)
+        self.assertEqual(sent, [0, 1, 2, 3])
+        self.assertMaps(r.maps[0], nr.rollout_maps(att, prefix=1))
+        # Too few layers: the server's refusal, raised by finish().
+        p = self.client.stream_pass(4)
+        p.send(att[0])
+        with self.assertRaises(attnroll.AttnrollError) as ctx:
+            p.finish()
+        self.assertEqual(ctx.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        # A bad head is refused before it leaves, and the call is cancelled.
+        bad = att.copy()
+        bad[1, 0, 0, 0] += 0.5
+        p = self.client.stream_pass(4)
+        p.send(bad[0])
+        with self.assertRaises(attnroll.AttnrollError) as ctx:
+            p.send(bad[1])
+        self.assertTrue(ctx.exception.message.startswith("attention (layer 1, head 0, sequence 0,"
+                                                         " row 0)"), ctx.exception.message)
+
+    def test_help_reads(self):
+        import pydoc
+        text = pydoc.render_doc(attnroll.Client, renderer=pydoc.plaintext)
+        for word in ("explain", "explain_pair", "audit", "compare", "stream_pass", "tls", "token"):
+            self.assertIn(word, text)
+
+
+# -- TLS and tokens, against a gRPC server of our own ------------------------
+
+
+class _Recorder(attnroll_pb2_grpc.AttnrollServiceServicer):
+    def __init__(self):
+        self.metadata = []
+
+    def GetServerInfo(self, request, context):
+        self.metadata.append(dict(context.invocation_metadata()))
+        return attnroll_pb2.ServerInfo(version="recorder")
+
+
+class CredentialsTest(unittest.TestCase):
+    """Client(tls=..., token=...): what reaches a server (attnroll-server's own
+    TLS and token checks are not exercised here)."""
+
+    def serve(self, creds=None):
+        from concurrent import futures
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        rec = _Recorder()
+        attnroll_pb2_grpc.add_AttnrollServiceServicer_to_server(rec, server)
+        port = (server.add_secure_port("127.0.0.1:0", creds) if creds
+                else server.add_insecure_port("127.0.0.1:0"))
+        server.start()
+        self.addCleanup(server.stop, None)
+        return port, rec
+
+    def test_token_on_plain_text(self):
+        port, rec = self.serve()
+        with attnroll.Client("127.0.0.1:%d" % port, token="s3cret") as c:
+            self.assertEqual(c.server_info()["version"], "recorder")
+        self.assertEqual(rec.metadata[0].get("authorization"), "Bearer s3cret")
+        with attnroll.Client("127.0.0.1:%d" % port) as c:
+            c.server_info()
+        self.assertNotIn("authorization", rec.metadata[1])
+
+    def test_tls_with_token(self):
+        tmp = tempfile.mkdtemp(prefix="attnroll_tls_")
+        self.addCleanup(subprocess.run, ["rm", "-rf", tmp])
+        key, crt = os.path.join(tmp, "k.pem"), os.path.join(tmp, "c.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        key, "-out", crt, "-days", "1", "-subj", "/CN=attnroll-test",
+                        "-addext", "subjectAltName=DNS:attnroll-test"],
+                       check=True, capture_output=True)
+        with open(key, "rb") as f:
+            k = f.read()
+        with open(crt, "rb") as f:
+            cert = f.read()
+        port, rec = self.serve(grpc.ssl_server_credentials([(k, cert)]))
+        tls = dict(root_certificates=crt, server_name="attnroll-test")
+        with attnroll.Client("127.0.0.1:%d" % port, tls=tls, token="t0k") as c:
+            self.assertEqual(c.server_info()["version"], "recorder")
+        self.assertEqual(rec.metadata[0].get("authorization"), "Bearer t0k")
+        # Without the right root the handshake fails: UNAVAILABLE, typed.
+        with attnroll.Client("127.0.0.1:%d" % port, tls=True, timeout=5) as c:
+            with self.assertRaises(attnroll.AttnrollError) as ctx:
+                c.server_info()
+            self.assertEqual(ctx.exception.code, grpc.StatusCode.UNAVAILABLE)
+
+
+if __name__ == "__main__":
+    e2e_harness.main()
