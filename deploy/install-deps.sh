@@ -44,8 +44,7 @@ PACKAGES=(
   # deploy/: the image built and run without a registry (deploy/image_test.sh: debootstrap
   # base images, podman build/create/export); manifests, rules and dashboards checked
   # (tests/deploy/: PyYAML, yamllint, promtool, the exposition parser of prometheus_client).
-  # promtool also lints the scraped /metrics text in tests/e2e/load_test.py, checks the alert
-  # rules of live monitoring and runs their unit tests (deploy/prometheus/drift-rules*.yaml).
+  # promtool also lints the scraped /metrics text in tests/e2e/load_test.py.
   debootstrap podman
   python3-yaml yamllint prometheus python3-prometheus-client
 )

@@ -49,7 +49,7 @@ N = GRID * GRID
 BUCKETS, PER_BUCKET = 4, 10  # --monitor-window-samples 40 --monitor-buckets 4
 LEFT = np.zeros((GRID, GRID), np.float32)
 LEFT[:, :GRID // 2] = 1
-EMD_THRESHOLD = 0.5  # cells, deploy/prometheus/drift-rules.yaml
+EMD_THRESHOLD = 0.5  # cells, AttnrollRelianceMovedEMD in deploy/prometheus/prometheusrule.yaml
 
 
 def scrape(port):
