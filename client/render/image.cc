@@ -1,5 +1,6 @@
 #include "client/render/image.h"
 
+#include <cerrno>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
@@ -144,7 +145,7 @@ absl::Status WritePng(const std::string& path, const Image& image,
                       const std::vector<std::pair<std::string, std::string>>& text) {
   if (absl::Status st = CheckSize(path, image.width, image.height); !st.ok()) return st;
   File f(std::fopen(path.c_str(), "wb"));
-  if (!f) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot write"));
+  if (!f) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot write (", std::strerror(errno), ")"));
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
   png_infop info = png ? png_create_info_struct(png) : nullptr;
   if (!info) {
@@ -167,7 +168,7 @@ absl::Status WritePng(const std::string& path, const Image& image,
   }
   png_destroy_write_struct(&png, &info);
   if (std::fflush(f.get()) != 0 || std::ferror(f.get())) {
-    return absl::PermissionDeniedError(absl::StrCat(path, ": cannot write"));
+    return absl::PermissionDeniedError(absl::StrCat(path, ": cannot write (", std::strerror(errno), ")"));
   }
   return absl::OkStatus();
 }

@@ -117,7 +117,7 @@ TEST(ImageTest, Refusals) {
 
   absl::Status unwritable = WritePng("/nonexistent/out.png", Pattern(2, 2));
   EXPECT_EQ(unwritable.code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(unwritable.message(), "/nonexistent/out.png: cannot write");
+  EXPECT_EQ(unwritable.message(), "/nonexistent/out.png: cannot write (No such file or directory)");
   absl::Status too_wide = WritePng(TempPath("wide.png"), Image(kMaxImageSide + 1, 1));
   EXPECT_EQ(too_wide.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(too_wide.message(), TempPath("wide.png") + ": expected an image of 1 to 8192 pixels a side, got 8193 x 1");

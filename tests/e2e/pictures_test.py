@@ -17,13 +17,13 @@ import subprocess
 import sys
 
 import numpy as np
-import torch
 from matplotlib import colormaps
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e_harness  # noqa: E402
 import numpy_reference as ref  # noqa: E402
+import picture_reference as pics  # noqa: E402
 
 GRID = (6, 8)
 N = 1 + GRID[0] * GRID[1]
@@ -37,35 +37,6 @@ def planted_attention(rng, hot, L=2, H=2, n=N, grid_w=GRID[1], boost=4.0):
     return ref.softmax(z).astype(np.float32)
 
 
-def scaled(values, diverging=False):
-    v = np.asarray(values, dtype=np.float64)
-    lo, hi = v.min(), v.max()
-    if diverging:
-        m = max(abs(lo), abs(hi))
-        lo, hi = -m, m
-    if hi > lo:
-        return (v - lo) / (hi - lo), lo, hi
-    return np.full(v.shape, 0.5 if diverging else 0.0), lo, hi
-
-
-def expected_picture(map2d, cmap, image=None, alpha=0.5, cell=16, diverging=False):
-    """The heatmap part, [H, W, 3] uint8, recomputed independently."""
-    t, _, _ = scaled(map2d, diverging)
-    h, w = t.shape
-    size = image.shape[:2] if image is not None else (h * cell, w * cell)
-    up = torch.nn.functional.interpolate(torch.from_numpy(t)[None, None], size=size, mode="bilinear",
-                                         align_corners=False)[0, 0].numpy()
-    heat = colormaps[cmap](up, bytes=True)[..., :3].astype(np.float64)
-    if image is None:
-        return heat.astype(np.uint8)
-    out = (1 - alpha) * image.astype(np.float64) + alpha * heat
-    return np.floor(out + 0.5).clip(0, 255).astype(np.uint8)
-
-
-def bar_geometry(width):
-    return width + max(4, width // 50), max(8, width // 20)
-
-
 class PicturesTest(e2e_harness.ServerTestCase):
     tmp_prefix = "attnroll_pictures_"
 
@@ -73,34 +44,7 @@ class PicturesTest(e2e_harness.ServerTestCase):
         return os.path.join(self.tmp, name)
 
     def assert_picture(self, png, map2d, cmap, image=None, alpha=0.5, diverging=False):
-        """Decodes png and checks the heatmap part pixel by pixel, the gap, the
-        colour bar's rows and the text chunks; returns the decoded array."""
-        with Image.open(png) as im:
-            im.load()
-        self.assertEqual(im.mode, "RGB")
-        got = np.asarray(im)
-        want = expected_picture(map2d, cmap, image, alpha, diverging=diverging)
-        H, W = want.shape[:2]
-        x0, bar = bar_geometry(W)
-        self.assertEqual(got.shape, (H, x0 + bar, 3))
-        diff = np.abs(got[:, :W].astype(int) - want.astype(int))
-        # A value on the edge of two table entries may round either way in
-        # float64 here and there; everything else is exact.
-        self.assertGreaterEqual(np.mean(diff.max(-1) == 0), 0.995, png)
-        self.assertLessEqual(diff.max(), 8, png)
-        self.assertTrue((got[:, W:x0] == 255).all(), "the gap is white")
-        lut = colormaps[cmap](np.arange(256), bytes=True)[:, :3]
-        rows = np.rint(255.0 * (H - 1 - np.arange(H)) / (H - 1)).astype(int)
-        np.testing.assert_array_equal(got[:, x0:x0 + bar], np.repeat(lut[rows][:, None], bar, axis=1))
-        np.testing.assert_array_equal(got[0, x0], lut[255])
-        np.testing.assert_array_equal(got[-1, x0], lut[0])
-        _, lo, hi = scaled(map2d, diverging)
-        self.assertEqual(im.text["attnroll.colormap"], cmap)
-        self.assertEqual(im.text["attnroll.grid"], "%dx%d" % map2d.shape)
-        # The range of the float32 map, printed with 9 significant digits.
-        self.assertAlmostEqual(float(im.text["attnroll.min"]), lo, delta=1e-6 * max(1e-3, abs(lo)))
-        self.assertAlmostEqual(float(im.text["attnroll.max"]), hi, delta=1e-6 * max(1e-3, abs(hi)))
-        return got
+        return pics.assert_picture(self, png, map2d, cmap, image, alpha, diverging)
 
     def explain_png(self, name, att, extra):
         att_path = self._write(name + "_att", att)
@@ -129,7 +73,7 @@ class PicturesTest(e2e_harness.ServerTestCase):
         want = np.floor(0.4 * image[y, x] + 0.6 * np.array(top, dtype=np.float64) + 0.5)
         np.testing.assert_array_equal(got[y, x], want)
         # The hottest heat lies in the hot cell's block of pixels.
-        t = expected_picture(map2d, "gray", None, cell=21)[..., 0]
+        t = pics.expected_picture(map2d, "gray", None, cell=21)[..., 0]
         ys, xs = np.nonzero(t == t.max())
         self.assertTrue(((ys // 21 == hot[0]) & (xs // 21 == hot[1])).all())
         self.assertIn("wrote %s: 180 x 126 PNG, the 6 x 8 map over %s, magma from" % (png, self.path("in.png")),
@@ -167,7 +111,7 @@ class PicturesTest(e2e_harness.ServerTestCase):
                                      "--colormap", "plasma"])
         values = ref.rollout_maps(att, prefix=1)[0]
         np.testing.assert_allclose(self.load_float32(out, "tokens")[0], values, rtol=1e-5, atol=1e-7)
-        t, _, _ = scaled(self.load_float32(out, "tokens")[0])
+        t, _, _ = pics.scaled(self.load_float32(out, "tokens")[0])
         colours = colormaps["plasma"](t, bytes=True)[:, :3]
         with open(page) as f:
             page_text = f.read()
