@@ -14,6 +14,7 @@ void PrintUsage() {
       "Usage: attnroll [--server HOST:PORT] [--timeout SECONDS] [TLS and token options] COMMAND\n"
       "                [options]\n\n"
       "Commands:\n"
+      "  demo      a first run: a synthetic ViT-like pass, its map and a picture (no input needed)\n"
       "  explain   send attention from a .npy file, write the saliency maps to a .npy file\n"
       "  info      print the server's version, limits and analyses\n"
       "  compare   compare two saliency maps with every audit metric\n"
@@ -93,6 +94,7 @@ int main(int argc, char** argv) {
   if (command == "audit") return attnroll::cli::RunAudit(global, rest);
   if (command == "audit-merge") return attnroll::cli::RunAuditMerge(global, rest);
   if (command == "explain-pair") return attnroll::cli::RunExplainPair(global, rest);
+  if (command == "demo") return attnroll::cli::RunDemo(global, rest);
   if (command == "bench") return attnroll::cli::RunBench(global, rest);
   if (command == "health") return attnroll::cli::RunHealth(global, rest);
   if (command == "monitor") return attnroll::cli::RunMonitor(global, rest);
