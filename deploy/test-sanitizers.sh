@@ -9,7 +9,7 @@
 #   2. the fuzz targets, each fuzzed for ATTNROLL_FUZZ_SECONDS (default 30);
 #   3. build-tsan/: clang, ThreadSanitizer; the runtime, session, in-process
 #      server (rpc) and client tests (runtime_test session_test rpc_test
-#      client_test npy_test) and the canary (tsan_canary: a reactor's race is
+#      client_test npy_test render_test) and the canary (tsan_canary: a reactor's race is
 #      still reported). Debian's gRPC is not instrumented: the reactors' hand-offs
 #      to gRPC are annotated (server/rpc/tsan_handoff.h), and the libc calls
 #      made inside gRPC's own libraries are ignored (tests/tsan/suppressions.txt).
@@ -50,7 +50,7 @@ stage "asan+ubsan: ctest (unit, in-process server, end to end, fuzz corpora)" \
   ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 900 -E '^(e2e_load|e2e_monitor|deploy_runtime_packages)$'
 stage "fuzz: every target for ${fuzz_seconds} s" tests/fuzz/run_fuzzers.sh "$fuzz_seconds" build-asan
 
-tsan_tests=(runtime_test session_test rpc_test client_test npy_test tsan_canary)
+tsan_tests=(runtime_test session_test rpc_test client_test npy_test render_test tsan_canary)
 stage "tsan: configure" quiet cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Release -DATTNROLL_SANITIZE=thread \
   -DATTNROLL_BUILD_BENCHMARKS=OFF "-DATTNROLL_TEST_DIRS=runtime;session;rpc;client"
 stage "tsan: build (${tsan_tests[*]})" cmake --build build-tsan -j"$jobs" --target "${tsan_tests[@]}"
