@@ -9,10 +9,12 @@
 #   2. the fuzz targets, each fuzzed for ATTNROLL_FUZZ_SECONDS (default 30);
 #   3. build-tsan/: clang, ThreadSanitizer; the runtime, session, in-process
 #      server (rpc) and client tests (runtime_test session_test rpc_test
-#      client_test npy_test render_test) and the canary (tsan_canary: a reactor's race is
-#      still reported). Debian's gRPC is not instrumented: the reactors' hand-offs
-#      to gRPC are annotated (server/rpc/tsan_handoff.h), and the libc calls
-#      made inside gRPC's own libraries are ignored (tests/tsan/suppressions.txt).
+#      client_test npy_test render_test) and the canary (tsan_canary: a race
+#      on a reactor's state is still reported). Debian's gRPC is not
+#      instrumented: the reactors' hand-offs to gRPC are annotated
+#      (server/rpc/tsan_handoff.h), gRPC's header code is compiled unchecked
+#      (tests/tsan/ignorelist.txt) and the libc calls made inside gRPC's own
+#      libraries are ignored (tests/tsan/suppressions.txt).
 # Each stage prints a banner and its wall time. Benchmarks are not built
 # in these trees. Exits non-zero on the first failure.
 set -euo pipefail
