@@ -50,6 +50,9 @@ int RunBench(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunChannel(const GlobalOptions& global, const std::vector<std::string>& args);
 // The standard gRPC health check (exit 0 only for SERVING): a container probe.
 int RunHealth(const GlobalOptions& global, const std::vector<std::string>& args);
+// A first run: a synthetic ViT-like pass with a planted salient block, its map
+// and the map over a synthetic picture.
+int RunDemo(const GlobalOptions& global, const std::vector<std::string>& args);
 // `explain` with --encoder/--decoder/--cross: the parsed options of explain.
 // The flags of `explain` (shared with `audit`): known, and whether it takes a value.
 bool IsExplainOption(const std::string& name, bool* takes_value);

@@ -15,6 +15,7 @@ void PrintUsage() {
       "                [TLS and token options] COMMAND\n"
       "                [options]\n\n"
       "Commands:\n"
+      "  demo      a first run: a synthetic ViT-like pass, its map and a picture (no input needed)\n"
       "  explain   send attention from a .npy file, write the saliency maps to a .npy file\n"
       "  info      print the server's version, limits and analyses\n"
       "  compare   compare two saliency maps with every audit metric\n"
@@ -119,6 +120,7 @@ int main(int argc, char** argv) {
   if (command == "audit") return attnroll::cli::RunAudit(global, rest);
   if (command == "audit-merge") return attnroll::cli::RunAuditMerge(global, rest);
   if (command == "explain-pair") return attnroll::cli::RunExplainPair(global, rest);
+  if (command == "demo") return attnroll::cli::RunDemo(global, rest);
   if (command == "bench") return attnroll::cli::RunBench(global, rest);
   if (command == "health") return attnroll::cli::RunHealth(global, rest);
   if (command == "channel") return attnroll::cli::RunChannel(global, rest);
