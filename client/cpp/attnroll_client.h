@@ -50,7 +50,8 @@ struct CallStats {
   // inside one call (its retry policy) are not counted here.
   int sends = 1;
   // The server the last send reached, as gRPC names it
-  // ("ipv4:127.0.0.1:50051"); empty when no connection was made.
+  // ("ipv4:127.0.0.1:50051"); empty when no connection was made, and from
+  // ExplainWithProgress (a stream, whose peer the client does not see).
   std::string peer;
 };
 
