@@ -11,6 +11,8 @@ with gRPC's round_robin through a static target "ipv4:127.0.0.1:P1,...".
   retried on another replica (by gRPC's retry policy while the pass fits its
   256 KiB retry buffer; sent again whole by the client when it does not), every
   pass succeeds, and the two survivors take the load evenly.
+- A dns:/// target: localhost resolves to 127.0.0.1 and ::1, one replica on
+  each: round_robin over both.
 - The Python client: the same service config as the CLI, strict rotation over
   the replicas, and a pass stuck on a killed replica sent again, exactly once.
 
@@ -21,6 +23,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -45,7 +48,7 @@ CONCURRENCY = 4
 # it again), and well under it (gRPC retries it itself).
 BIG_SHAPE, BIG_BYTES = (4, 4, 128), 4 * 4 * 128 * 128 * 4      # 1 MiB
 SMALL_SHAPE, SMALL_BYTES = (4, 4, 32), 4 * 4 * 32 * 32 * 4     # 64 KiB
-_LISTENING_RE = re.compile(r"attnroll-server listening grpc=(127\.0\.0\.1:\d+) "
+_LISTENING_RE = re.compile(r"attnroll-server listening grpc=(127\.0\.0\.1:\d+|\[::1\]:\d+) "
                            r"metrics=127\.0\.0\.1:(\d+)$")
 _PASSES_RE = re.compile(r'^attnroll_passes_total\{(.*)\} (\S+)$', re.M)
 
@@ -53,10 +56,10 @@ _PASSES_RE = re.compile(r'^attnroll_passes_total\{(.*)\} (\S+)$', re.M)
 class Replica:
     """One attnroll-server on 127.0.0.1:0 with its metrics port."""
 
-    def __init__(self, server_bin, log_path):
+    def __init__(self, server_bin, log_path, listen="127.0.0.1:0"):
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [server_bin, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+            [server_bin, "--listen", listen, "--metrics-listen", "127.0.0.1:0",
              "--workers", "1"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log)
         line = self.proc.stdout.readline().decode().strip()
@@ -67,7 +70,9 @@ class Replica:
         # Keep draining stdout so the server never blocks on it.
         threading.Thread(target=lambda: self.proc.stdout.read(), daemon=True).start()
         self.address = m.group(1)
-        self.peer = "ipv4:" + self.address      # as gRPC names the peer of a call
+        # As gRPC names the peer of a call.
+        self.peer = ("ipv6:" + self.address.replace("[", "%5B").replace("]", "%5D")
+                     if self.address.startswith("[") else "ipv4:" + self.address)
         self.metrics_port = int(m.group(2))
 
     def explain_passes(self):
@@ -278,6 +283,49 @@ class ScaleOutTest(unittest.TestCase):
         self.assertLessEqual(out["resent"], CONCURRENCY, out)
         print("\nsmall passes: %d of %d in flight sent again by the client"
               % (out["resent"], CONCURRENCY), file=sys.stderr)
+
+    def test_dns_target_balances_over_every_address_of_the_name(self):
+        # dns:///localhost:P: gRPC's resolver (c-ares) answers 127.0.0.1 and
+        # ::1 for localhost; one replica listens on each, on the same port.
+        pair = []
+        for _ in range(20):
+            s4, s6 = socket.socket(socket.AF_INET), socket.socket(socket.AF_INET6)
+            try:
+                s4.bind(("127.0.0.1", 0))
+                port = s4.getsockname()[1]
+                s6.bind(("::1", port))
+            except OSError:
+                continue
+            finally:
+                s4.close()
+                s6.close()
+            try:
+                for listen in ("127.0.0.1:%d" % port, "[::1]:%d" % port):
+                    pair.append(Replica(self.server_bin, os.path.join(
+                        self.tmp, "dns%d.stderr" % len(pair)), listen))
+                break
+            except RuntimeError:  # the port was taken meanwhile: another one
+                for r in pair:
+                    r.stop()
+                pair = []
+        self.assertEqual(len(pair), 2, "no port free on both 127.0.0.1 and ::1")
+        self.replicas += pair
+        target = "dns:///localhost:%d" % port
+        res = self.cli(*self.bench_args(SMALL_SHAPE, "--requests", 200), server=target)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        out = json.loads(res.stdout)
+        self.assertEqual(out["status"], {"OK": 200})
+        self.assertEqual((out["lb_policy"], out["attempts"]), ("round_robin", 3))
+        self.assertEqual(set(out["peers"]), {r.peer for r in pair})
+        for r in pair:
+            self.assertTrue(90 <= out["peers"][r.peer]["OK"] <= 110, out["peers"])
+            self.assertEqual(r.ok_passes(), out["peers"][r.peer]["OK"], r.peer)
+        # The same name as HOST:PORT: pick_first, one server takes every pass.
+        res = self.cli(*self.bench_args(SMALL_SHAPE, "--requests", 20),
+                       server="localhost:%d" % port)
+        out = json.loads(res.stdout)
+        self.assertEqual(out["lb_policy"], "pick_first")
+        self.assertEqual(len(out["peers"]), 1, out["peers"])
 
     def test_cli_explain_reports_the_replica_and_the_sends(self):
         rng = np.random.default_rng(3)
