@@ -1,6 +1,7 @@
 // attnroll-server: flags -> config -> run until SIGTERM/SIGINT (SIGHUP: re-read
 // the token and certificate files now).
 #include <malloc.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <csignal>
@@ -17,6 +18,19 @@
 #include "server/runtime/config.h"
 #include "server/runtime/logging.h"
 #include "server/rpc/server.h"
+
+namespace {
+
+pthread_t g_main_thread;
+
+// A thread started before main blocked the signals (OpenBLAS starts its pool
+// when the library loads) can still be handed SIGTERM, SIGINT or SIGHUP by the
+// kernel, whose default action would end the process at once (SIGTERM: killed,
+// not exit 0). Such a thread runs this handler instead, which passes the signal
+// on to the main thread, where it is blocked and taken by sigwait.
+extern "C" void ForwardToMainThread(int sig) { pthread_kill(g_main_thread, sig); }
+
+}  // namespace
 
 int main(int argc, char** argv) {
 #if defined(__x86_64__) && defined(__AVX2__)
@@ -63,6 +77,13 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // After the block, so the main thread itself never runs the handler.
+  g_main_thread = pthread_self();
+  struct sigaction forward = {};
+  forward.sa_handler = ForwardToMainThread;
+  sigemptyset(&forward.sa_mask);
+  forward.sa_flags = SA_RESTART;
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaction(s, &forward, nullptr);
 
   auto server = attnroll::rpc::Server::Start(config);
   if (!server.ok()) {

@@ -222,6 +222,25 @@ class ServerProcessTest(e2e_harness.ServerTestCase):
             self.assertEqual(res.returncode, 1)
             self.assertIn("UNAVAILABLE", res.stderr)
 
+    def test_every_thread_blocks_or_forwards_the_stop_signals(self):
+        # A thread that neither blocks nor catches SIGTERM (OpenBLAS's pool
+        # starts before main) would let the kernel kill the process with it:
+        # every thread must block SIGINT, SIGTERM and SIGHUP or catch them.
+        wanted = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGHUP - 1))
+        for _ in range(3):
+            proc, _, _ = self._run_server_env({}, ["--listen", "127.0.0.1:0",
+                                                   "--metrics-listen", "none"])
+            self.addCleanup(lambda p=proc: p.poll() is None and (p.kill(), p.communicate()))
+            tasks = os.listdir("/proc/%d/task" % proc.pid)
+            self.assertGreater(len(tasks), 2)
+            for tid in tasks:
+                with open("/proc/%d/task/%s/status" % (proc.pid, tid)) as f:
+                    fields = dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+                covered = int(fields["SigBlk"].strip(), 16) | int(fields["SigCgt"].strip(), 16)
+                self.assertEqual(covered & wanted, wanted, (tid, fields["Name"].strip()))
+            # And a SIGTERM at once after the listening line still exits 0.
+            self._stop(proc)
+
     def test_zz_sigterm_exits_zero(self):
         # Runs last (alphabetical order): the server drains and exits 0, and
         # tearDownClass finds it gone.
