@@ -39,7 +39,7 @@ RUN apt-get update \
       libgrpc++-dev libgrpc-dev protobuf-compiler-grpc grpc-proto \
       libprotobuf-dev protobuf-compiler \
       libeigen3-dev libabsl-dev prometheus-cpp-dev \
-      libgtest-dev libgmock-dev liblemon-dev libzip-dev libpng-dev \
+      libgtest-dev libgmock-dev liblemon-dev libzip-dev libpng-dev libjpeg-dev \
       libssl-dev libcivetweb-dev libopenblas-pthread-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -79,6 +79,7 @@ RUN apt-get update \
       libgcc-s1 \
       libgrpc++1.51 \
       libgrpc29 \
+      libjpeg62-turbo \
       libopenblas0-pthread \
       libprometheus-cpp-core1.0 \
       libprometheus-cpp-pull1.0 \

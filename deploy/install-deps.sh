@@ -22,9 +22,10 @@ PACKAGES=(
   python3-scipy
   # .npz reading in client/npy (np.savez, np.savez_compressed): zip archives via libzip.
   libzip-dev
-  # The pictures of `attnroll monitor --png` (client/cli/map_png.cc), and PIL to decode them in
-  # tests/e2e/monitor_test.py.
-  libpng-dev python3-pil
+  # Pictures (client/render): libpng writes and reads PNG, libjpeg reads JPEG. The colour
+  # tables are generated from matplotlib (client/render/gen_colormaps.py) and checked
+  # against it; the picture tests decode PNGs with Pillow.
+  libpng-dev libjpeg-dev python3-pil
   # Real-model reproduction test (tests/e2e/vit_reproduction_test.py): torchvision's ViT-B/16.
   python3-torch python3-torchvision
   # The Python package (client/python): matplotlib (and PIL above) for its pictures; venv,
@@ -43,8 +44,7 @@ PACKAGES=(
   # deploy/: the image built and run without a registry (deploy/image_test.sh: debootstrap
   # base images, podman build/create/export); manifests, rules and dashboards checked
   # (tests/deploy/: PyYAML, yamllint, promtool, the exposition parser of prometheus_client).
-  # promtool also lints the scraped /metrics text in tests/e2e/load_test.py, checks the alert
-  # rules of live monitoring and runs their unit tests (deploy/prometheus/drift-rules*.yaml).
+  # promtool also lints the scraped /metrics text in tests/e2e/load_test.py.
   debootstrap podman
   python3-yaml yamllint prometheus python3-prometheus-client
 )
@@ -53,8 +53,9 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# Node.js and npm run the schema and PromQL checks of tests/deploy/ (their npm packages are
-# installed by the tests into the build tree). A machine with Node.js from elsewhere keeps it.
+# Node.js and npm run the schema and PromQL checks of tests/deploy/ and buf curl in
+# tests/e2e/buf_curl_test.py (their npm packages are installed by the tests into the build tree).
+# A machine with Node.js from elsewhere keeps it.
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -1,9 +1,12 @@
 // `attnroll audit`: audits a dataset of (baseline, candidate) pairs. Files
 // with the same name in the two directories are one item; each holds either
 // attention ([L, H, n, n], explained here with rollout) or a precomputed map.
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <set>
@@ -19,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "client/cli/cli_common.h"
 #include "client/cli/commands.h"
+#include "client/cli/pictures.h"
 #include "client/npy/npy.h"
 #include "client/cpp/attnroll_client.h"
 
@@ -34,7 +38,8 @@ void PrintAuditUsage() {
       "        --prefix P, --grid HxW, --scale, --wire, pruning, --causal, --sink, ...]\n"
       "       [--region MASK.npy] [--groups FILE.csv] [--iou-top-k K] [--max-emd X]\n"
       "       [--min-spearman X] [--max-js X] [--max-l1 X] [--max-com-shift X] [--max-region-drop X]\n"
-      "       [--shard I/N] [--state OUT.pb]\n\n"
+      "       [--shard I/N] [--state OUT.pb]\n"
+      "       [--pictures DIR [--image IN.png|IN.jpg] [--alpha A] [--colormap NAME]]\n\n"
       "Files with the same name in both directories form one item (its id is the file name).\n"
       "A file is either attention [L, H, n, n] (both passes streamed to the server, which explains\n"
       "them with the explain options: rollout of row 0 by default, P prefix tokens dropped) or a\n"
@@ -44,7 +49,11 @@ void PrintAuditUsage() {
       "--shard I/N audits only the items k with k mod N = I (k: the item's index in natural\n"
       "file-name order), for N replicas each auditing one shard. --state writes the audit's\n"
       "mergeable state; `attnroll audit-merge --report OUT.json STATE.pb...` merges the N\n"
-      "states into the report one audit of every item gives, bit for bit.\n");
+      "states into the report one audit of every item gives, bit for bit.\n"
+      "--pictures DIR (maps on a --grid) renders the whole audit's mean maps as explain --png\n"
+      "does: DIR/mean_baseline.png, DIR/mean_candidate.png (--colormap, default viridis) and\n"
+      "DIR/mean_shift.png (candidate - baseline, coolwarm centred on zero: red gained, blue lost),\n"
+      "each over --image when given.\n");
 }
 
 }  // namespace
@@ -53,7 +62,8 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
   // The audit's own options; explain's options (rollout/flow settings) too.
   static const std::set<std::string> kValued = {
       "baseline", "candidate", "report", "region", "groups", "iou-top-k", "max-emd",
-      "min-spearman", "max-js", "max-l1", "max-com-shift", "max-region-drop", "shard", "state"};
+      "min-spearman", "max-js", "max-l1", "max-com-shift", "max-region-drop", "shard", "state",
+      "pictures", "image", "colormap", "alpha"};
   // Audit files are [L, H, n, n] attention or maps: no batch, no layout.
   static const std::set<std::string> kNotHere = [] {
     std::set<std::string> names = ExplainInputOptions();
@@ -69,6 +79,23 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
   if (!split.empty()) return Usage(split);
   for (const char* need : {"baseline", "candidate", "report"}) {
     if (!opt.count(need)) return Usage(absl::StrCat("--", need, " is required"));
+  }
+  // The mean maps as pictures: parsed as explain's --png options.
+  PictureOptions pictures;
+  {
+    std::map<std::string, std::string> picture_opt;
+    for (const char* name : {"image", "colormap", "alpha"}) {
+      if (opt.count(name)) picture_opt[name] = opt[name];
+    }
+    if (opt.count("pictures")) picture_opt["png"] = opt["pictures"];
+    if (std::string bad = ParsePictureOptions(picture_opt, false, &pictures); !bad.empty()) {
+      if (!opt.count("pictures")) return Usage("--image, --alpha and --colormap are only used with --pictures");
+      return Usage(bad);
+    }
+    if (opt.count("pictures") && !explain.count("grid")) {
+      return Usage("--pictures needs the maps on a grid: add --grid HxW");
+    }
+    if (absl::Status st = LoadPictureImage(&pictures); !st.ok()) return Fail(st);
   }
   // The items: file names in both directories, in natural order.
   absl::StatusOr<std::vector<std::string>> baseline_files = npy::ListNpyFiles(opt["baseline"]);
@@ -271,6 +298,30 @@ int RunAudit(const GlobalOptions& global, const std::vector<std::string>& args) 
   std::printf("audited %lld items (%lld refused): %lld drifted; report in %s\n",
               static_cast<long long>(done), static_cast<long long>(refused),
               static_cast<long long>(report.overall().drifted()), opt["report"].c_str());
+  if (!pictures.png.empty()) {
+    const std::string& dir = pictures.png;
+    if (::mkdir(dir.c_str(), 0777) != 0 && errno != EEXIST) {
+      return Fail(absl::PermissionDeniedError(absl::StrCat("--pictures: ", dir, ": cannot create")));
+    }
+    if (report.overall().items() == 0) {
+      return Fail(absl::FailedPreconditionError("--pictures: no item was compared, so there are no mean maps"));
+    }
+    const int h = static_cast<int>(report.grid_height()), w = static_cast<int>(report.grid_width());
+    const render::Colormap shift_map = *render::FindColormap("coolwarm", "shift");
+    const std::pair<const char*, const v1::Tensor*> kMaps[] = {
+        {"mean_baseline", &report.overall().mean_baseline()},
+        {"mean_candidate", &report.overall().mean_candidate()},
+        {"mean_shift", &report.overall().mean_shift()}};
+    for (const auto& [name, tensor] : kMaps) {
+      std::vector<float> values(tensor->data().size() / sizeof(float));
+      std::memcpy(values.data(), tensor->data().data(), values.size() * sizeof(float));
+      absl::StatusOr<Written> written =
+          WriteHeatmapPng(absl::StrCat(dir, "/", name, ".png"), values, h, w,
+                          std::string(name) == "mean_shift" ? shift_map : pictures.colormap, pictures);
+      if (!written.ok()) return Fail(written.status());
+      std::printf("wrote %s: %s\n", written->path.c_str(), written->summary.c_str());
+    }
+  }
   return 0;
 }
 

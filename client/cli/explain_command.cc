@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "client/cli/attention_input.h"
 #include "client/cli/cli_common.h"
+#include "client/cli/pictures.h"
 #include "client/npy/npy.h"
 #include "client/cpp/attnroll_client.h"
 
@@ -40,7 +41,8 @@ const std::set<std::string> kValued = {
     "encoder-out", "decoder-out", "prune-placement", "encoder-valid-lengths",
     "decoder-valid-lengths", "encoder-residual-weights", "decoder-residual-weights", "layout",
     "encoder-value-norms", "decoder-value-norms", "cross-value-norms", "client-fusion",
-    "monitor-model", "monitor-group", "monitor-sample"};
+    "monitor-model", "monitor-group", "monitor-sample", "png", "image", "colormap", "alpha", "tokens",
+    "html", "ansi"};
 const std::set<std::string> kFlags = {"no-renorm", "per-layer", "json", "causal", "grad-normalize",
                                       "raw", "renorm-before-residual", "fail-on-degenerate",
                                       "monitor-only"};
@@ -144,6 +146,17 @@ void PrintExplainUsage() {
       "  --monitor-sample K           the server folds 1 in K passes of the model (default 1)\n"
       "  --monitor-only               monitoring only: no maps come back (--out not needed), and\n"
       "                               an unsampled pass is validated, not explained\n\n"
+      "Pictures (of one map: one row, one sequence):\n"
+      "  --png OUT.png                the map on its --grid as a heatmap with a colour bar\n"
+      "                               (bottom: the map's minimum, top: its maximum)\n"
+      "  --image IN.png|IN.jpg        upsample the map (bilinear) to this image and blend it over\n"
+      "                               (default: 16 pixels a cell, no image)\n"
+      "  --alpha A                    the heatmap's weight over the image, in [0, 1] (default 0.5)\n"
+      "  --colormap NAME              viridis (default), magma, inferno, plasma, gray or coolwarm\n"
+      "  --tokens TOKENS.txt          text: one token per line (n-P lines, or n with the prefix\n"
+      "                               first), coloured by their saliency\n"
+      "  --html OUT.html              write the coloured tokens as an HTML page\n"
+      "  --ansi auto|always|never     print them in 24-bit colour on stdout (auto: on a terminal)\n\n"
       "Encoder-decoder (or CLIP-style two-encoder) models, instead of --attention:\n"
       "  --encoder E.npy --decoder D.npy --cross X.npy   [Le, H, ne, ne], [Ld, H, nd, nd],\n"
       "                               [Ld, H, nd, ne] (leading B for batches)\n"
@@ -166,7 +179,8 @@ const std::set<std::string>& ExplainInputOptions() {
       "decoder", "cross", "encoder-gradient", "decoder-gradient", "cross-gradient", "encoder-out",
       "decoder-out", "encoder-valid-lengths", "decoder-valid-lengths", "encoder-residual-weights",
       "decoder-residual-weights", "encoder-value-norms", "decoder-value-norms", "cross-value-norms",
-      "composition", "monitor-model", "monitor-group", "monitor-sample", "monitor-only"};
+      "composition", "monitor-model", "monitor-group", "monitor-sample", "monitor-only", "png", "image",
+      "colormap", "alpha", "tokens", "html", "ansi"};
   return kInputs;
 }
 
@@ -386,10 +400,24 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
     return Usage(parsed);
   }
   if (opt.count("encoder") || opt.count("decoder") || opt.count("cross")) {
+    for (const std::string& name : PictureOptionNames()) {
+      if (opt.count(name)) return Usage("--" + name + " is not used with encoder-decoder stacks");
+    }
     return RunEncoderDecoderExplain(global, opt);
   }
   if (!opt.count("attention")) return Usage("--attention FILE.npy is required");
   if (!opt.count("out") && !opt.count("monitor-only")) return Usage("--out FILE.npy is required");
+  const bool json = opt.count("json") > 0;
+  if (json && opt.count("ansi") && opt["ansi"] == "always") return Usage("--ansi always is not used with --json");
+  PictureOptions pictures;
+  if (std::string bad = ParsePictureOptions(opt, !json && isatty(fileno(stdout)), &pictures); !bad.empty()) {
+    return Usage(bad);
+  }
+  if (opt.count("monitor-only") && (!pictures.png.empty() || !pictures.tokens.empty())) {
+    return Usage("--png and --tokens are not used with --monitor-only (no maps come back)");
+  }
+  if (!pictures.png.empty() && !opt.count("grid")) return Usage("--png needs the map on a grid: add --grid HxW");
+  if (absl::Status st = LoadPictureImage(&pictures); !st.ok()) return Fail(st);
   v1::PassHeader header;
   client::ExplainOptions options;
   options.timeout = absl::Seconds(global.timeout_seconds);
@@ -483,13 +511,18 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
   for (const std::string& w : response->results(0).warnings()) {
     std::fprintf(stderr, "attnroll: warning: %s\n", w.c_str());
   }
+  absl::StatusOr<std::vector<Written>> pictures_written = WriteExplainPictures(
+      *out, header.layout().grid().height(), header.layout().grid().width(),
+      header.layout().prefix_tokens(), pictures);
+  if (!pictures_written.ok()) return Fail(pictures_written.status());
 
   if (opt.count("json")) {
     const v1::AnalysisResult& r = response->results(0);
     std::printf(
         "{\"out\": %s, \"shape\": [%s], \"dtype\": \"float32\", \"method\": %s, \"input\": %s, "
         "\"path\": %s, \"rows\": [%s], \"request_id\": %s, \"server_version\": %s, "
-        "\"wire\": \"%s\", \"heads_fused_on_client\": %s, \"bytes_sent\": %lld, \"messages_sent\": %d, \"warnings\": [%s], "
+        "\"wire\": \"%s\", \"heads_fused_on_client\": %s, \"bytes_sent\": %lld, \"messages_sent\": %d, "
+        "\"sends\": %d, \"peer\": %s, \"warnings\": [%s], \"pictures\": [%s], "
         "\"timing\": {\"client_seconds\": %.6f, \"server_total_seconds\": %.6f, "
         "\"server_compute_seconds\": %.6f}}\n",
         JsonString(opt["out"]).c_str(), absl::StrJoin(out->shape, ", ").c_str(),
@@ -497,8 +530,12 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
         JsonString(response->request_id()).c_str(), JsonString(response->server_version()).c_str(),
         opt.count("wire") ? opt["wire"].c_str() : "fp32",
         stats.heads_fused_on_client ? "true" : "false", static_cast<long long>(stats.bytes_sent), stats.messages_sent,
+        stats.sends, JsonString(stats.peer).c_str(),
         absl::StrJoin(r.warnings(), ", ",
                       [](std::string* o, const std::string& w) { o->append(JsonString(w)); })
+            .c_str(),
+        absl::StrJoin(*pictures_written, ", ",
+                      [](std::string* o, const Written& w) { o->append(JsonString(w.path)); })
             .c_str(),
         stats.seconds,
         response->timing().total_seconds(), response->timing().compute_seconds());
@@ -508,6 +545,7 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
                 opt["out"].c_str(), absl::StrJoin(out->shape, ", ").c_str(),
                 response->results(0).path().c_str(), stats.seconds * 1e3,
                 response->timing().compute_seconds() * 1e3);
+    for (const Written& w : *pictures_written) std::printf("wrote %s: %s\n", w.path.c_str(), w.summary.c_str());
   }
   return 0;
 }

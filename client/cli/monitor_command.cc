@@ -22,7 +22,7 @@
 #include "absl/time/time.h"
 #include "client/cli/cli_common.h"
 #include "client/cli/commands.h"
-#include "client/cli/map_png.h"
+#include "client/cli/pictures.h"
 #include "client/cpp/attnroll_client.h"
 
 namespace attnroll::cli {
@@ -111,9 +111,12 @@ std::string Render(const v1::MonitorResponse& r, const std::string& server) {
   return out.str();
 }
 
-// --png DIR: the live mean map and its shift from the baseline of every
-// model on a grid (exit 1 when a picture cannot be written).
+// --png DIR: the live mean map (viridis) and its shift from the baseline
+// (coolwarm, centred on zero) of every model on a grid, drawn as explain's and
+// audit's pictures are (exit 1 when a picture cannot be written).
 int WritePngs(const v1::MonitorResponse& r, const std::string& dir) {
+  const PictureOptions alone;  // no image under the maps
+  const render::Colormap shift_map = *render::FindColormap("coolwarm", "shift");
   for (const v1::ModelMonitor& m : r.models()) {
     const v1::WindowDrift* overall = nullptr;
     for (const v1::WindowDrift& w : m.windows()) {
@@ -126,10 +129,11 @@ int WritePngs(const v1::MonitorResponse& r, const std::string& dir) {
     }
     const std::vector<float> live = Floats(overall->live().mean_map());
     const std::string mean_path = dir + "/" + m.model() + "_mean.png";
-    if (absl::Status s = WriteMassPng(mean_path, live, m.grid_height(), m.grid_width()); !s.ok()) {
-      return Fail(s);
-    }
-    std::printf("model %s: live mean map %s\n", m.model().c_str(), mean_path.c_str());
+    absl::StatusOr<Written> mean =
+        WriteHeatmapPng(mean_path, live, m.grid_height(), m.grid_width(), alone.colormap, alone);
+    if (!mean.ok()) return Fail(mean.status());
+    std::printf("model %s: live mean map %s: %s\n", m.model().c_str(), mean_path.c_str(),
+                mean->summary.c_str());
     if (!overall->baseline().has_mean_map()) {
       std::printf("model %s: no shift picture (no baseline pinned)\n", m.model().c_str());
       continue;
@@ -138,10 +142,11 @@ int WritePngs(const v1::MonitorResponse& r, const std::string& dir) {
     if (shift.size() != live.size()) continue;
     for (size_t i = 0; i < shift.size(); ++i) shift[i] = live[i] - shift[i];
     const std::string shift_path = dir + "/" + m.model() + "_shift.png";
-    if (absl::Status s = WriteShiftPng(shift_path, shift, m.grid_height(), m.grid_width()); !s.ok()) {
-      return Fail(s);
-    }
-    std::printf("model %s: shift map %s\n", m.model().c_str(), shift_path.c_str());
+    absl::StatusOr<Written> shifted =
+        WriteHeatmapPng(shift_path, shift, m.grid_height(), m.grid_width(), shift_map, alone);
+    if (!shifted.ok()) return Fail(shifted.status());
+    std::printf("model %s: shift map %s: %s\n", m.model().c_str(), shift_path.c_str(),
+                shifted->summary.c_str());
   }
   return 0;
 }

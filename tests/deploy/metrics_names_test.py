@@ -5,7 +5,8 @@ attnroll-server's /metrics.
 
 A server is started on loopback and given traffic through the CLI (a rollout
 pass, a flow pass, a comparison, a pass with a bad value, a pass over a
-limit), then scraped; `promtool check metrics` lints the exposition and
+limit, monitored passes of a model before and after a baseline with a region
+is pinned from them, and a monitored pass of the wrong length), then scraped; `promtool check metrics` lints the exposition and
 prometheus_client parses it. Each PromQL expression (Grafana variables
 substituted, the adapter's templates filled) is parsed by Prometheus's own
 grammar (lezer-promql, tests/deploy/node/promql_names.mjs), and for each
@@ -51,7 +52,7 @@ GRPC_CODES = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEED
               "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
               "UNAUTHENTICATED"}
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$namespace": "ns",
-                     "$pod": ".*"}
+                     "$pod": ".*", "$model": ".*"}
 
 
 # ---- what deploy/ refers to --------------------------------------------------
@@ -205,12 +206,15 @@ def parse(expressions):
 
 
 class MetricsNamesTest(e2e_harness.ServerTestCase):
-    # Small per-pass limits, so a pass can be refused for a limit.
-    server_flags = ("--max-tokens", "16")
     tmp_prefix = "attnroll_deploy_metrics_"
 
     @classmethod
     def setUpClass(cls):
+        # Small per-pass limits, so a pass can be refused for a limit; one
+        # monitored model, so live monitoring's gauges exist.
+        cls.data_dir = tempfile.mkdtemp(prefix="attnroll_deploy_metrics_data_")
+        cls.server_flags = ("--max-tokens", "16", "--monitor-models", "vit", "--data-dir",
+                            cls.data_dir)
         super().setUpClass()
         d = cls.tmp
         uniform = np.full((2, 2, 5, 5), 0.2, np.float32)
@@ -222,6 +226,8 @@ class MetricsNamesTest(e2e_harness.ServerTestCase):
         rng = np.random.default_rng(7)
         np.save(os.path.join(d, "a.npy"), rng.random(16).astype(np.float32) + 0.1)
         np.save(os.path.join(d, "b.npy"), rng.random(16).astype(np.float32) + 0.1)
+        np.save(os.path.join(d, "region.npy"), np.array([1, 0, 0, 0], np.float32))
+        np.save(os.path.join(d, "nine.npy"), np.full((1, 1, 10, 10), 0.1, np.float32))
         out = os.path.join(d, "out.npy")
         server = "127.0.0.1:%d" % cls.port
 
@@ -240,6 +246,25 @@ class MetricsNamesTest(e2e_harness.ServerTestCase):
                            os.path.join(d, "b.npy"), "--grid", "4x4"),
             "info": cli("info"),
         }
+        # Live monitoring: CLS + a 2 x 2 grid, a baseline pinned from the live
+        # window with a region, one more pass; a 3 x 3 map is of the wrong length.
+        monitored = ["explain", "--attention", os.path.join(d, "good.npy"), "--prefix", "1",
+                     "--grid", "2x2", "--monitor-model", "vit", "--out", out]
+        cls.results["monitored"] = cli(*monitored)
+        cls.results["pin"] = cli("baseline", "pin", "ref", "--model", "vit", "--from-live",
+                                 "--region", os.path.join(d, "region.npy"), "--region-name", "object")
+        cls.results["monitored_after"] = cli(*monitored)
+        # Passes folded while a baseline with a region is pinned have per-pass
+        # region shares: a baseline pinned from them has their distribution too
+        # (one baseline per model: the first is removed).
+        cls.results["remove"] = cli("baseline", "remove", "ref")
+        cls.results["pin_again"] = cli("baseline", "pin", "ref2", "--model", "vit", "--from-live",
+                                       "--region", os.path.join(d, "region.npy"), "--region-name",
+                                       "object")
+        cls.results["monitored_last"] = cli(*monitored)
+        cls.results["monitored_shape"] = cli("explain", "--attention", os.path.join(d, "nine.npy"),
+                                             "--prefix", "1", "--grid", "3x3", "--monitor-model",
+                                             "vit", "--out", out)
         cls.body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % cls.metrics_port,
                                           timeout=10).read().decode()
         cls.exposition = Exposition(cls.body)
@@ -249,7 +274,8 @@ class MetricsNamesTest(e2e_harness.ServerTestCase):
 
     def test_the_traffic_happened(self):
         r = self.results
-        for ok in ("rollout", "flow", "compare", "info"):
+        for ok in ("rollout", "flow", "compare", "info", "monitored", "pin", "monitored_after",
+                   "remove", "pin_again", "monitored_last", "monitored_shape"):
             self.assertEqual(r[ok].returncode, 0, (ok, r[ok].stderr))
         self.assertIn("INVALID_ARGUMENT", r["invalid"].stderr)
         self.assertIn("RESOURCE_EXHAUSTED", r["limits"].stderr)
@@ -264,6 +290,7 @@ class MetricsNamesTest(e2e_harness.ServerTestCase):
         self.assertEqual(res.returncode, 0, res.stdout + res.stderr)
 
     def test_every_name_in_the_dashboard_rules_and_adapter_exists(self):
+        self.maxDiff = None
         sources = {p["source"].split(":")[0] for p in self.parsed}
         self.assertTrue({"rules", "adapter"} <= sources, sources)
         self.assertGreaterEqual(len([p for p in self.parsed if p["source"].startswith("deploy/grafana")]), 20)

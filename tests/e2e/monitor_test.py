@@ -8,7 +8,8 @@ the CLI:
   of the grid: the EMD gauge crosses 0.5 cells at the sample the window's
   definition predicts from the maps the passes returned, and every gauge
   value along the way equals scipy's on the reconstructed window;
-- `attnroll monitor --png` decoded by PIL against the Monitor response's maps;
+- `attnroll monitor --png` decoded by Pillow against the Monitor response's maps
+  (the pictures' independent reference, picture_reference.py);
 - `attnroll monitor --json --maps` against scipy (JS, EMD by linprog, centre of
   mass, region shares) and the window's mean map against numpy;
 - a restart of the server on the same --data-dir keeps the baselines; a
@@ -34,13 +35,13 @@ import time
 import urllib.request
 
 import numpy as np
-from PIL import Image
 from scipy.spatial import distance
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "analysis"))
 import e2e_harness  # noqa: E402
+import picture_reference as pics  # noqa: E402
 import numpy_reference as nr  # noqa: E402
 import compare_reference as cr  # noqa: E402  (scipy EMD by linprog, centres of mass)
 
@@ -49,7 +50,7 @@ N = GRID * GRID
 BUCKETS, PER_BUCKET = 4, 10  # --monitor-window-samples 40 --monitor-buckets 4
 LEFT = np.zeros((GRID, GRID), np.float32)
 LEFT[:, :GRID // 2] = 1
-EMD_THRESHOLD = 0.5  # cells, deploy/prometheus/drift-rules.yaml
+EMD_THRESHOLD = 0.5  # cells, AttnrollRelianceMovedEMD in deploy/prometheus/prometheusrule.yaml
 
 
 def scrape(port):
@@ -183,45 +184,27 @@ class MonitorTest(e2e_harness.ServerTestCase):
         return d
 
     def check_pngs(self, state):
-        """`attnroll monitor --png DIR` against the maps of the Monitor response:
-        each cell a 64 x 64 block; grey round(255 v / max v) for the live mean,
-        red (gained) / blue (lost) for live - baseline."""
+        """`attnroll monitor --png DIR` against the maps of the Monitor response,
+        drawn as explain's pictures are (picture_reference.py): the live mean in
+        viridis, live - baseline in coolwarm centred on zero."""
         out = os.path.join(self.tmp, "png")
         os.makedirs(out)
         res = self.cli_ok("png", ["monitor", "--model", "vit", "--png", out])
-        self.assertIn("model vit: live mean map %s/vit_mean.png" % out, res.stdout)
-        self.assertIn("model vit: shift map %s/vit_shift.png" % out, res.stdout)
+        self.assertIn("model vit: live mean map %s/vit_mean.png: " % out, res.stdout)
+        self.assertIn("model vit: shift map %s/vit_shift.png: " % out, res.stdout)
         window = state["windows"][0]
         live32 = np.frombuffer(base64.b64decode(window["live"]["mean_map"]["data"]), np.float32)
         base32 = np.frombuffer(base64.b64decode(window["baseline"]["mean_map"]["data"]), np.float32)
-
-        def cells(path, mode):
-            with Image.open(path) as img:
-                self.assertEqual(img.mode, mode)
-                self.assertEqual(img.size, (GRID * 64, GRID * 64))
-                px = np.asarray(img).astype(np.int64)
-            blocks = px.reshape(GRID, 64, GRID, 64, -1)
-            # Every pixel of a block has its cell's colour.
-            self.assertTrue((blocks == blocks[:, :1, :, :1]).all())
-            return blocks[:, 0, :, 0].reshape(N, -1)
-
-        def level(f):
-            return np.floor(255 * f + 0.5).astype(np.int64)
-
-        live = live32.astype(np.float64)
-        np.testing.assert_array_equal(cells(os.path.join(out, "vit_mean.png"), "L")[:, 0],
-                                      level(live / live.max()))
-        shift = (live32 - base32).astype(np.float64)
-        f = shift / np.abs(shift).max()
-        want = np.where(f[:, None] >= 0,
-                        np.stack([np.full(N, 255), level(1 - f), level(1 - f)], axis=1),
-                        np.stack([level(1 + f), level(1 + f), np.full(N, 255)], axis=1))
-        got = cells(os.path.join(out, "vit_shift.png"), "RGB")
-        np.testing.assert_array_equal(got, want)
-        # The planted shift: the left half lost (blue), the right half gained (red).
-        grid = got.reshape(GRID, GRID, 3)
-        self.assertTrue((grid[:, :GRID // 2, 2] == 255).all() and (grid[:, :GRID // 2, 0] < 255).all())
-        self.assertTrue((grid[:, GRID // 2:, 0] == 255).all() and (grid[:, GRID // 2:, 2] < 255).all())
+        pics.assert_picture(self, os.path.join(out, "vit_mean.png"),
+                            live32.reshape(GRID, GRID).astype(np.float64), "viridis")
+        shift32 = (live32 - base32).reshape(GRID, GRID)
+        got = pics.assert_picture(self, os.path.join(out, "vit_shift.png"),
+                                  shift32.astype(np.float64), "coolwarm", diverging=True)
+        # The planted shift: the left half lost (blue over red), the right half
+        # gained (red over blue), at every cell's centre pixel (16 a cell).
+        centres = got[8::16, 8::16][:GRID, :GRID].astype(np.int64)
+        self.assertTrue((centres[:, :GRID // 2, 2] > centres[:, :GRID // 2, 0]).all(), centres)
+        self.assertTrue((centres[:, GRID // 2:, 0] > centres[:, GRID // 2:, 2]).all(), centres)
 
     def test_1_worked_example_baseline_from_audit_then_planted_shift(self):
         # 1. An audit of the deployed model (baseline = candidate = the left model).
@@ -365,7 +348,7 @@ class MonitorTest(e2e_harness.ServerTestCase):
         missing = os.path.join(self.tmp, "no", "such", "dir")
         res = self.cli("monitor", "--model", "vit", "--png", missing)
         self.assertEqual(res.returncode, 1)
-        self.assertIn("UNAVAILABLE: %s/vit_mean.png: cannot write the PNG" % missing, res.stderr)
+        self.assertIn("PERMISSION_DENIED: %s/vit_mean.png: cannot write (No such file or directory)" % missing, res.stderr)
 
     def test_4_restart_keeps_baselines_and_bad_data_dirs_stop_the_start(self):
         flags = ["--monitor-models", "vit,bert", "--data-dir", self.data_dir]

@@ -1,0 +1,2 @@
+// Must not compile: the rendering library speaks no gRPC.
+#include <grpcpp/grpcpp.h>
