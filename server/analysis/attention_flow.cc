@@ -366,7 +366,10 @@ double AttentionFlow::BlockingFlow(int src, int snk, double limit, double tol) {
     if (v == snk) {
       ret = frame_limit_[d];
       ++stats_.augmentations;
-    } else if (frame_limit_[d] - frame_sent_[d] <= tol) {
+    } else if (frame_limit_[d] - frame_sent_[d] <= (d == 0 ? tol : 0.0)) {
+      // The root stops within tol of what it asks; a node below sends all it
+      // was asked. (Its limit can be an arc's residual below tol: stopping
+      // there would offer the same arc again and again, for ever.)
       ret = frame_sent_[d];
     } else {
       Arc arc;

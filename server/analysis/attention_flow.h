@@ -27,9 +27,11 @@
 //
 // Speed, one core (tests/bench/flow_bench.cc, structured attention): ViT-B/16
 // (L=12, m=197) CLS row, all 197 sources: ~45 ms; the full 197 x 197 matrix:
-// ~7 s; BERT-base (m=512) CLS row: ~0.34 s. Adversarial attention whose flows
-// mostly need cut proofs (near-identity top layers) is ~6x slower. Pairs are
-// independent: parallelise over them with one AttentionFlow per thread.
+// ~7-8 s (~4.2 s on 2 threads); BERT-base (m=512) CLS row: ~0.34-0.41 s.
+// Adversarial attention whose flows mostly need cut proofs (near-identity top
+// layers) is ~6x slower. LEMON's Preflow on the same pairs: 28-126x slower.
+// Pairs are independent: parallelise over them with one AttentionFlow per
+// thread.
 #ifndef ATTNROLL_SERVER_ANALYSIS_ATTENTION_FLOW_H_
 #define ATTNROLL_SERVER_ANALYSIS_ATTENTION_FLOW_H_
 

@@ -389,6 +389,139 @@ TEST(AttentionFlowTest, UnnormalisedRowsUseTheirActualSums) {
   CompareWithLemon(layers, 100, 3, "unnormalised", &totals);
 }
 
+// ---- random layered graphs of several shapes, degenerate graphs ----------------
+
+// Random layered graphs: every capacity drawn from `kind`, rows renormalised
+// unless `normalise` is false.
+enum class Caps { kDense, kSparse, kTies, kZeroLayer };
+std::vector<MatrixF> RandomLayers(int L, int m, uint32_t seed, Caps kind, bool normalise) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uni(0.0f, 1.0f);
+  std::vector<MatrixF> layers;
+  for (int l = 0; l < L; ++l) {
+    MatrixF a(m, m);
+    for (int i = 0; i < m; ++i) {
+      for (int j = 0; j < m; ++j) {
+        float x = uni(rng);
+        switch (kind) {
+          case Caps::kDense: x = x * x * x; break;
+          case Caps::kSparse: x = x < 0.9f ? 0.0f : uni(rng); break;  // ~10% of arcs
+          case Caps::kTies: x = std::floor(x * 4.0f) / 8.0f; break;   // 0, 1/8, 1/4, 3/8
+          case Caps::kZeroLayer: x = l == L / 2 ? 0.0f : x; break;
+        }
+        a(i, j) = x + (i == j && kind != Caps::kZeroLayer ? 0.25f : 0.0f);
+      }
+    }
+    if (normalise) NormalizeRows(a);
+    layers.push_back(a);
+  }
+  return layers;
+}
+
+TEST(AttentionFlowTest, AgreesWithLemonOnRandomLayeredGraphs) {
+  // Dense and sparse random rows (normalised or not) and structured attention,
+  // token counts on both sides of multiples of the solver's 8-arc row scans,
+  // 2 to 7 layers. Dense x^3 rows hold arcs far below the bound's tolerance.
+  Totals totals;
+  uint32_t seed = 500;
+  for (int m : {63, 64, 65, 127, 129}) {
+    for (int L : {2, 3, 7}) {
+      ++seed;
+      const Caps kind = seed % 3 == 0 ? Caps::kSparse : Caps::kDense;
+      const std::string what = "m=" + std::to_string(m) + " L=" + std::to_string(L) +
+                               " seed=" + std::to_string(seed);
+      CompareWithLemon(RandomLayers(L, m, seed, kind, seed % 2 == 0), 40, seed, what, &totals);
+      CompareWithLemon(Structured(L, m, seed, {"residual", 0.5f, 0}), 40, seed, "structured " + what,
+                       &totals);
+    }
+  }
+  EXPECT_GT(totals.below_bound, totals.pairs / 10)
+      << totals.below_bound << " of " << totals.pairs << " pairs below the bound";
+}
+
+TEST(AttentionFlowTest, AgreesWithLemonOnTiesAndSparseArcs) {
+  // Capacities from {0, 1/8, 1/4, 3/8} (+1/4 on the diagonal): many equal
+  // paths and many minimum cuts of the same value; and ~90% exact zeros.
+  Totals totals;
+  for (int rep = 0; rep < 12; ++rep) {
+    const int m = 5 + 11 * rep, L = 1 + rep % 6;
+    const Caps kind = rep % 2 == 0 ? Caps::kTies : Caps::kSparse;
+    CompareWithLemon(RandomLayers(L, m, 700 + rep, kind, rep % 4 < 2), m <= 12 ? m * m : 50, rep,
+                     "rep=" + std::to_string(rep), &totals);
+  }
+  EXPECT_GT(totals.below_bound, 0);
+}
+
+TEST(AttentionFlowTest, ArcsBelowTheBoundToleranceStillCarryFlow) {
+  // An arc whose capacity (5e-13) is above the 1e-15 floor but below the
+  // bound's tolerance (1e-12 x bound): it must carry its flow, and the search
+  // must not offer it again and again (two layers: the closed form).
+  const std::vector<MatrixF> layers = {Mat({{0.5f, 0.5f}, {0.5f, 0.5f}}),
+                                       Mat({{1.0f, 5e-13f}, {0.5f, 0.5f}})};
+  AttentionFlow flow(layers);
+  const double want = 0.5 + static_cast<double>(5e-13f);
+  EXPECT_NEAR(flow.MaxFlow(0, 0), want, 1e-15);
+  LemonFlow lemon(layers);
+  EXPECT_NEAR(lemon(0, 0), want, 1e-15);
+}
+
+TEST(AttentionFlowTest, ZeroLayerCutsEveryFlow) {
+  // A layer of zeros in the middle: every flow is exactly 0 (the bound is not).
+  for (int m : {3, 64, 70}) {
+    const std::vector<MatrixF> layers = RandomLayers(5, m, 31, Caps::kZeroLayer, false);
+    AttentionFlow flow(layers);
+    LemonFlow lemon(layers);
+    for (int i = 0; i < m; i += 7) {
+      for (int j = 0; j < m; j += 5) {
+        EXPECT_GT(flow.Bound(j, i), 0.0);
+        EXPECT_EQ(flow.MaxFlow(j, i), 0.0) << "m " << m << " i " << i << " j " << j;
+        EXPECT_EQ(lemon(j, i), 0.0);
+      }
+    }
+  }
+}
+
+TEST(AttentionFlowTest, ZeroRowsAndColumnsGiveZeroFlows) {
+  // Token 2 attends to nothing in the last layer (a zero row: bound 0) and
+  // nobody attends to token 1 in the first (a zero column: bound 0); token 3
+  // is cut off in the middle layer (zero row and column there).
+  const int m = 66, L = 3;
+  std::vector<MatrixF> layers = RandomLayers(L, m, 41, Caps::kDense, true);
+  layers[2].row(2).setZero();
+  layers[0].col(1).setZero();
+  layers[1].row(3).setZero();
+  layers[1].col(3).setZero();
+  AttentionFlow flow(layers);
+  LemonFlow lemon(layers);
+  for (int j = 0; j < m; ++j) EXPECT_EQ(flow.MaxFlow(j, 2), 0.0);
+  for (int i = 0; i < m; ++i) EXPECT_EQ(flow.MaxFlow(1, i), 0.0);
+  for (int i = 0; i < m; i += 5)
+    for (int j = 0; j < m; j += 3) EXPECT_TRUE(Agrees(flow.MaxFlow(j, i), lemon(j, i))) << i << " " << j;
+}
+
+TEST(AttentionFlowTest, OneLayerOfManyTokensIsTheAttention) {
+  // L = 1: the only path is the arc itself (exact, no tolerance), across words.
+  const std::vector<MatrixF> layers = RandomLayers(1, 130, 43, Caps::kSparse, true);
+  AttentionFlow flow(layers);
+  for (int i = 0; i < 130; i += 3)
+    for (int j = 0; j < 130; ++j)
+      EXPECT_EQ(flow.MaxFlow(j, i), static_cast<double>(layers[0](i, j)) > 1e-15
+                                        ? static_cast<double>(layers[0](i, j))
+                                        : 0.0);
+}
+
+TEST(AttentionFlowTest, UniformAttentionIsOneOverM) {
+  // Every row 1/m (all arcs tie): the source's arcs carry colsum = 1 and the
+  // sink's rowsum = 1, and the graph is complete, so every flow is 1.
+  for (int m : {64, 65}) {
+    const std::vector<MatrixF> layers(4, MatrixF::Constant(m, m, 1.0f / static_cast<float>(m)));
+    AttentionFlow flow(layers);
+    for (int i = 0; i < m; i += 9)
+      for (int j = 0; j < m; j += 4) EXPECT_NEAR(flow.MaxFlow(j, i), flow.Bound(j, i), 1e-12);
+    EXPECT_NEAR(flow.Bound(0, 0), 1.0, 1e-6);
+  }
+}
+
 // ---- the object's contract ------------------------------------------------------
 
 TEST(AttentionFlowTest, FlowRowMatchesMaxFlowAndScratchIsReset) {

@@ -1,6 +1,8 @@
-// Speed of exact attention flow (analysis::AttentionFlow), single-threaded.
-// A pass spreads the (output, input) pairs over the worker pool, so a pass on
-// this 2-core machine takes about half of these times.
+// Speed of exact attention flow (analysis::AttentionFlow), with LEMON's
+// Preflow (an independent exact max flow) timed in the same run on the same
+// graphs as the reference. A pass spreads the (output, input) pairs over the
+// worker pool, one AttentionFlow per worker; the threads:2 cases do the same
+// with two threads (this machine has 2 cores).
 //
 // Attention (seeded, built before timing): fused mean of 12 heads per layer,
 // residual 0.5, rows renormalised, as the service hands it to the solver.
@@ -18,10 +20,19 @@
 //
 // Cases:
 //   flow/vit_b16/<recipe>/cls     L=12 m=197: flow(0, j) for all 197 inputs j
-//   flow/vit_b16/structured/full  the whole 197 x 197 matrix
+//   flow/vit_b16/structured/full/threads:T  the whole 197 x 197 matrix, pairs
+//                                 claimed one by one by T threads (as a pass)
 //   flow/bert_base/<recipe>/cls   L=12 m=512: flow(0, j) for all 512 inputs
+//   flow/bert_base/structured/cls/threads:2  the same on two threads
 //   flow/bert_base/structured/rows8  8 output rows spread over the sequence;
 //                                 the full 512 x 512 matrix is 64 x this
+//   lemon/<shape>/structured/<cls|full>  LEMON Preflow (graph built before
+//                                 timing, as the tests build it) on 24 of the
+//                                 case's pairs spread over it; s_per_pair is
+//                                 its time per pair, attnroll_s_per_pair
+//                                 attnroll's on the same pairs (timed in the
+//                                 same iterations), max_rel_diff the largest |attnroll - LEMON|
+//                                 / LEMON over them
 // Counters: s_per_row (seconds per output row), at_bound (share of pairs that
 // stopped at min(colsum, rowsum), no cut proof), aug_per_pair, arcs_per_pair.
 //
@@ -29,6 +40,7 @@
 // DIR/<shape>_<recipe>.npy (float32 [L, m, m], At_1..At_L) and
 // DIR/<shape>_<recipe>_cls.npy (float64 [m], attnroll's flow(0, j)) for the
 // cases above and exits; tests/bench/networkx_flow.py times networkx on them.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -39,7 +51,14 @@
 #include <string>
 #include <vector>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 #include <benchmark/benchmark.h>
+#include <lemon/preflow.h>
+#include <lemon/smart_graph.h>
+#include <lemon/tolerance.h>
 
 #include "server/analysis/attention_flow.h"
 
@@ -174,6 +193,107 @@ void RunRows(benchmark::State& state, const Shape& s, Recipe recipe, std::vector
   state.SetLabel(std::to_string(sinks.size()) + " rows x " + std::to_string(m) + " sources");
 }
 
+// The given output rows, all sources each, on `threads` threads: pairs are
+// claimed one at a time from a shared counter, one AttentionFlow per thread
+// (what a pass does on its worker pool).
+void RunRowsThreads(benchmark::State& state, const Shape& s, Recipe recipe,
+                    std::vector<int> sinks, int threads) {
+  const std::vector<MatrixF>& layers = Layers(s, recipe);
+  const int m = s.tokens;
+  const int64_t items = static_cast<int64_t>(sinks.size()) * m;
+  std::vector<double> out(static_cast<size_t>(items));
+  std::atomic<int64_t> at_bound{0};
+  for (auto _ : state) {
+    std::atomic<int64_t> next{0};
+    auto worker = [&] {
+      analysis::AttentionFlow flow(layers);
+      int64_t hits = 0;
+      for (int64_t item = next.fetch_add(1); item < items; item = next.fetch_add(1)) {
+        out[item] = flow.MaxFlow(static_cast<int>(item % m), sinks[item / m]);
+        hits += flow.last_stats().hit_bound;
+      }
+      at_bound += hits;
+    };
+    std::vector<std::thread> pool;
+    for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
+    worker();
+    for (std::thread& t : pool) t.join();
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["at_bound"] = static_cast<double>(at_bound.load()) /
+                               (static_cast<double>(items) * static_cast<double>(state.iterations()));
+  state.counters["s_per_row"] = benchmark::Counter(
+      static_cast<double>(sinks.size()),
+      benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  state.SetLabel(std::to_string(sinks.size()) + " rows x " + std::to_string(m) + " sources, " +
+                 std::to_string(threads) + " threads");
+}
+
+// LEMON Preflow on the design's graph (input side to output side), built
+// once, as tests/analysis/attention_flow_test.cc builds it.
+class LemonFlow {
+ public:
+  explicit LemonFlow(const std::vector<MatrixF>& layers)
+      : L_(static_cast<int>(layers.size())), m_(static_cast<int>(layers[0].rows())), cap_(g_) {
+    for (int v = 0; v < (L_ + 1) * m_; ++v) nodes_.push_back(g_.addNode());
+    for (int l = 1; l <= L_; ++l)
+      for (int i = 0; i < m_; ++i)
+        for (int j = 0; j < m_; ++j) {
+          const float c = layers[l - 1](i, j);
+          if (c > 0) cap_[g_.addArc(nodes_[(l - 1) * m_ + j], nodes_[l * m_ + i])] = c;
+        }
+  }
+  double operator()(int source, int sink) {
+    lemon::Preflow<lemon::SmartDigraph, lemon::SmartDigraph::ArcMap<double>> pf(
+        g_, cap_, nodes_[source], nodes_[L_ * m_ + sink]);
+    pf.tolerance(lemon::Tolerance<double>(1e-18));
+    pf.runMinCut();
+    return pf.flowValue();
+  }
+
+ private:
+  int L_, m_;
+  lemon::SmartDigraph g_;
+  lemon::SmartDigraph::ArcMap<double> cap_;
+  std::vector<lemon::SmartDigraph::Node> nodes_;
+};
+
+// LEMON on `count` pairs (output, input) spread evenly over the given rows x
+// all inputs; attnroll on the same pairs (timed separately, same iteration).
+void RunLemon(benchmark::State& state, const Shape& s, Recipe recipe, std::vector<int> sinks,
+              int count) {
+  const std::vector<MatrixF>& layers = Layers(s, recipe);
+  const int m = s.tokens;
+  const int64_t items = static_cast<int64_t>(sinks.size()) * m;
+  std::vector<std::pair<int, int>> pairs;  // (sink, source)
+  for (int t = 0; t < count; ++t) {
+    const int64_t item = (2 * t + 1) * items / (2 * count);
+    pairs.push_back({sinks[item / m], static_cast<int>(item % m)});
+  }
+  LemonFlow lemon(layers);
+  analysis::AttentionFlow flow(layers);
+  double max_rel = 0, ours_seconds = 0;
+  for (auto _ : state) {
+    std::vector<double> want(pairs.size());
+    for (size_t k = 0; k < pairs.size(); ++k) want[k] = lemon(pairs[k].second, pairs[k].first);
+    state.PauseTiming();
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<double> got(pairs.size());
+    for (size_t k = 0; k < pairs.size(); ++k) got[k] = flow.MaxFlow(pairs[k].second, pairs[k].first);
+    ours_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    for (size_t k = 0; k < pairs.size(); ++k)
+      max_rel = std::max(max_rel, std::abs(got[k] - want[k]) / std::max(want[k], 1e-300));
+    state.ResumeTiming();
+  }
+  const double n = static_cast<double>(pairs.size());
+  state.counters["s_per_pair"] = benchmark::Counter(
+      n, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  state.counters["attnroll_s_per_pair"] =
+      ours_seconds / (n * static_cast<double>(state.iterations()));
+  state.counters["max_rel_diff"] = max_rel;
+  state.SetLabel(std::to_string(pairs.size()) + " pairs");
+}
+
 std::vector<int> AllRows(int m) {
   std::vector<int> r(m);
   for (int i = 0; i < m; ++i) r[i] = i;
@@ -194,13 +314,35 @@ void RegisterAll() {
     b->Unit(benchmark::kMillisecond)->UseRealTime();
     if (iterations > 0) b->Iterations(iterations);
   };
+  auto reg_threads = [](const std::string& name, const Shape& s, Recipe recipe,
+                        std::vector<int> sinks, int threads, int iterations) {
+    auto* b = benchmark::RegisterBenchmark(
+        (name + "/threads:" + std::to_string(threads)).c_str(),
+        [s, recipe, sinks, threads](benchmark::State& st) {
+          RunRowsThreads(st, s, recipe, sinks, threads);
+        });
+    b->Unit(benchmark::kMillisecond)->UseRealTime();
+    if (iterations > 0) b->Iterations(iterations);
+  };
+  auto reg_lemon = [](const std::string& name, const Shape& s, std::vector<int> sinks) {
+    auto* b = benchmark::RegisterBenchmark(name.c_str(), [s, sinks](benchmark::State& st) {
+      RunLemon(st, s, Recipe::kStructured, sinks, 24);
+    });
+    b->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
+  };
   for (Recipe r : {Recipe::kStructured, Recipe::kSelfStack, Recipe::kIid})
     reg(std::string("flow/vit_b16/") + RecipeName(r) + "/cls", kVit, r, {0}, 0);
-  reg("flow/vit_b16/structured/full", kVit, Recipe::kStructured, AllRows(kVit.tokens), 1);
+  for (int threads : {1, 2})
+    reg_threads("flow/vit_b16/structured/full", kVit, Recipe::kStructured, AllRows(kVit.tokens),
+                threads, 1);
   for (Recipe r : {Recipe::kStructured, Recipe::kSelfStack})
     reg(std::string("flow/bert_base/") + RecipeName(r) + "/cls", kBert, r, {0}, 1);
+  reg_threads("flow/bert_base/structured/cls", kBert, Recipe::kStructured, {0}, 2, 1);
   reg("flow/bert_base/structured/rows8", kBert, Recipe::kStructured, SpreadRows(kBert.tokens, 8),
       1);
+  reg_lemon("lemon/vit_b16/structured/cls", kVit, {0});
+  reg_lemon("lemon/vit_b16/structured/full", kVit, AllRows(kVit.tokens));
+  reg_lemon("lemon/bert_base/structured/cls", kBert, {0});
 }
 
 // ---- --dump_dir ---------------------------------------------------------------
