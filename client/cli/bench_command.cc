@@ -101,7 +101,11 @@ void PrintBenchUsage() {
       "ok_passes_per_second, bytes_sent,\n"
       "mb_per_second (bytes_sent / elapsed / 10^6), latency_ms {p50, p90, p99, max, mean}\n"
       "(null without a successful pass), status {CODE: count} (sums to passes), stopped\n"
-      "(\"duration\", \"requests\" or \"time_cap\").\n\n"
+      "(\"duration\", \"requests\" or \"time_cap\"), lb_policy and attempts (the global --lb and\n"
+      "--attempts as applied), resent (sends beyond each pass's first: passes sent again\n"
+      "whole after UNAVAILABLE; retries gRPC made inside a call are not seen), peers\n"
+      "{SERVER: {CODE: count}} (each pass by the server its last send reached, as gRPC\n"
+      "names it, e.g. \"ipv4:127.0.0.1:50051\"; --rpc explain only).\n\n"
       "Exit: 0 when the run completed (errors are counted, not fatal), 1 when the server\n"
       "could not be reached (GetServerInfo, with a 10 s deadline, failed), 2 on bad usage.\n",
       kMaxConcurrency, kDefaultMaxChannels, kMaxDurationSeconds,
@@ -361,6 +365,10 @@ struct Outcome {
   absl::StatusCode code = absl::StatusCode::kOk;
   double seconds = 0;
   int64_t bytes = 0;
+  // Sends of the pass (more than 1: re-sent after UNAVAILABLE) and the
+  // server the last one reached (Explain only; empty on streams).
+  int sends = 1;
+  std::string peer;
 };
 
 // Sends one pass at a time for one client thread.
@@ -378,7 +386,7 @@ class ExplainSender : public Sender {
   Outcome Send() override {
     client::CallStats stats;
     absl::StatusOr<v1::ExplainResponse> r = client_->Explain(*pass_, timeout_, &stats);
-    return {r.status().code(), stats.seconds, stats.bytes_sent};
+    return {r.status().code(), stats.seconds, stats.bytes_sent, stats.sends, stats.peer};
   }
 
  private:
@@ -483,8 +491,12 @@ class StreamSender : public Sender {
 // What one thread saw in one phase.
 struct ThreadTally {
   int64_t passes = 0, bytes = 0;
+  // Sends beyond each pass's first (re-sends after UNAVAILABLE).
+  int64_t resent = 0;
   std::vector<double> ok_ms;
   std::map<absl::StatusCode, int64_t> codes;
+  // Each pass's status by the server its last send reached.
+  std::map<std::string, std::map<absl::StatusCode, int64_t>> peers;
   absl::Time last_done = absl::InfinitePast();
 };
 
@@ -504,6 +516,8 @@ std::vector<ThreadTally> RunPhase(std::vector<std::unique_ptr<Sender>>& senders,
         ++t.passes;
         t.bytes += o.bytes;
         ++t.codes[o.code];
+        t.resent += o.sends - 1;
+        if (!o.peer.empty()) ++t.peers[o.peer][o.code];
         if (o.code == absl::StatusCode::kOk) t.ok_ms.push_back(o.seconds * 1e3);
       }
     });
@@ -604,6 +618,10 @@ int RunBench(const GlobalOptions& global, const std::vector<std::string>& args) 
   for (ThreadTally& t : tallies) {
     all.passes += t.passes;
     all.bytes += t.bytes;
+    all.resent += t.resent;
+    for (const auto& [peer, codes] : t.peers) {
+      for (const auto& [code, count] : codes) all.peers[peer][code] += count;
+    }
     all.ok_ms.insert(all.ok_ms.end(), t.ok_ms.begin(), t.ok_ms.end());
     for (const auto& [code, count] : t.codes) all.codes[code] += count;
     all.last_done = std::max(all.last_done, t.last_done);
@@ -626,6 +644,15 @@ int RunBench(const GlobalOptions& global, const std::vector<std::string>& args) 
   if (ok > 0) mean /= static_cast<double>(ok);
   std::vector<std::pair<std::string, int64_t>> codes;
   for (const auto& [code, count] : all.codes) codes.emplace_back(absl::StatusCodeToString(code), count);
+  auto code_counts = [](const std::map<absl::StatusCode, int64_t>& counts, const char* sep,
+                        bool json) {
+    return absl::StrJoin(counts, ", ", [&](std::string* out, const auto& p) {
+      const std::string name = absl::StatusCodeToString(p.first);
+      absl::StrAppend(out, json ? JsonString(name) : name, sep, p.second);
+    });
+  };
+  const client::LbPolicy lb = client::EffectiveLbPolicy(global.server, global.connect.lb);
+  const int attempts = client::EffectiveAttempts(global.server, global.connect);
 
   if (c.json) {
     const std::string latency =
@@ -645,6 +672,7 @@ int RunBench(const GlobalOptions& global, const std::vector<std::string>& args) 
         "\"warmup_passes\": %lld, \"passes\": %lld, \"ok_passes\": %lld, "
         "\"elapsed_seconds\": %s, \"passes_per_second\": %s, \"ok_passes_per_second\": %s, "
         "\"bytes_sent\": %lld, \"mb_per_second\": %s, \"latency_ms\": %s, \"status\": {%s}, "
+        "\"lb_policy\": \"%s\", \"attempts\": %d, \"resent\": %lld, \"peers\": {%s}, "
         "\"stopped\": \"%s\"}\n",
         JsonString(global.server), JsonString(info->version()), static_cast<long long>(c.batch),
         static_cast<long long>(c.layers), static_cast<long long>(c.heads),
@@ -663,6 +691,12 @@ int RunBench(const GlobalOptions& global, const std::vector<std::string>& args) 
         absl::StrJoin(codes, ", ",
                       [](std::string* out, const std::pair<std::string, int64_t>& p) {
                         absl::StrAppend(out, JsonString(p.first), ": ", p.second);
+                      }),
+        client::LbPolicyName(lb), attempts, static_cast<long long>(all.resent),
+        absl::StrJoin(all.peers, ", ",
+                      [&](std::string* out, const auto& p) {
+                        absl::StrAppend(out, JsonString(p.first), ": {",
+                                        code_counts(p.second, ": ", true), "}");
                       }),
         stopped);
     return 0;
@@ -699,6 +733,12 @@ int RunBench(const GlobalOptions& global, const std::vector<std::string>& args) 
                               absl::StrAppend(out, p.first, " ", p.second);
                             })
                   .c_str());
+  std::printf("balance  %s, %d attempt%s per call; %lld pass%s re-sent after UNAVAILABLE\n",
+              client::LbPolicyName(lb), attempts, attempts == 1 ? "" : "s",
+              static_cast<long long>(all.resent), all.resent == 1 ? "" : "es");
+  for (const auto& [peer, counts] : all.peers) {
+    std::printf("replica  %s: %s\n", peer.c_str(), code_counts(counts, " ", false).c_str());
+  }
   return 0;
 }
 

@@ -17,7 +17,7 @@ struct GlobalOptions {
   std::string server = "127.0.0.1:50051";
   double timeout_seconds = 600;
   // --tls-ca, --tls-cert, --tls-key, --tls-server-name; the token from
-  // --token-file or $ATTNROLL_TOKEN.
+  // --token-file or $ATTNROLL_TOKEN; --lb, --attempts.
   client::ConnectOptions connect;
 };
 
@@ -45,6 +45,9 @@ int RunBaseline(const GlobalOptions& global, const std::vector<std::string>& arg
 // Closed-loop load test (exit 0 once the run completed, errors counted; 1
 // when the server cannot be reached; 2 on bad usage).
 int RunBench(const GlobalOptions& global, const std::vector<std::string>& args);
+// Prints the target, load-balancing policy, attempts and service config the
+// global options make (no call).
+int RunChannel(const GlobalOptions& global, const std::vector<std::string>& args);
 // The standard gRPC health check (exit 0 only for SERVING): a container probe.
 int RunHealth(const GlobalOptions& global, const std::vector<std::string>& args);
 // A first run: a synthetic ViT-like pass with a planted salient block, its map

@@ -1,5 +1,6 @@
 // How the CLI reaches the server: --tls-ca, --tls-cert, --tls-key,
-// --tls-server-name, and a token from --token-file or $ATTNROLL_TOKEN.
+// --tls-server-name, a token from --token-file or $ATTNROLL_TOKEN, --lb and
+// --attempts; `attnroll channel` prints what they make of the target.
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -11,18 +12,28 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "client/cli/cli_common.h"
 #include "client/cli/commands.h"
 
 namespace attnroll::cli {
 namespace {
 
-// True for a HOST:PORT on this machine (a token sent there stays on it).
+// True for a target on this machine (a token sent there stays on it):
+// HOST:PORT, dns:///HOST:PORT, or a static ipv4:/ipv6: list whose every
+// address is a loopback one.
 bool Loopback(const std::string& target) {
-  std::string host = target.substr(0, target.rfind(':'));
+  std::string rest = target;
   for (const char* prefix : {"ipv4:", "ipv6:", "dns:///", "dns:"}) {
-    if (host.rfind(prefix, 0) == 0) host = host.substr(std::strlen(prefix));
+    if (rest.rfind(prefix, 0) == 0) {
+      rest = rest.substr(std::strlen(prefix));
+      break;
+    }
   }
-  return host == "localhost" || host == "[::1]" || host.rfind("127.", 0) == 0;
+  for (absl::string_view address : absl::StrSplit(rest, ',')) {
+    const std::string host(address.substr(0, address.rfind(':')));
+    if (host != "localhost" && host != "[::1]" && host.rfind("127.", 0) != 0) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -80,11 +91,34 @@ absl::StatusOr<std::unique_ptr<client::Client>> ConnectClient(const GlobalOption
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
       client::OpenChannel(global.server, global.connect, args);
   if (!channel.ok()) return channel.status();
-  return std::make_unique<client::Client>(*std::move(channel));
+  return std::make_unique<client::Client>(*std::move(channel),
+                                          client::EffectiveAttempts(global.server, global.connect));
 }
 
 absl::StatusOr<std::unique_ptr<client::Client>> ConnectClient(const GlobalOptions& global) {
   return ConnectClient(global, grpc::ChannelArguments());
+}
+
+int RunChannel(const GlobalOptions& global, const std::vector<std::string>& args) {
+  if (!args.empty()) {
+    if (args[0] == "--help" || args[0] == "-h") {
+      std::printf(
+          "Usage: attnroll [--server TARGET] [--lb P] [--attempts N] channel\n\n"
+          "Prints, as one JSON object, how the other commands reach TARGET: the target, the\n"
+          "load-balancing policy (--lb auto resolved), the attempts per call and the gRPC\n"
+          "service config the channel gets. Makes no call.\n");
+      return 0;
+    }
+    return UsageError("channel", absl::StrCat("unexpected argument '", args[0], "'"));
+  }
+  const client::LbPolicy lb = client::EffectiveLbPolicy(global.server, global.connect.lb);
+  std::printf("{\"target\": %s, \"lb_policy\": \"%s\", \"lb_option\": \"%s\", \"attempts\": %d, "
+              "\"service_config\": %s}\n",
+              JsonString(global.server).c_str(), client::LbPolicyName(lb),
+              client::LbPolicyName(global.connect.lb),
+              client::EffectiveAttempts(global.server, global.connect),
+              client::ServiceConfigJson(global.server, global.connect).c_str());
+  return 0;
 }
 
 }  // namespace attnroll::cli

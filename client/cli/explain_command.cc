@@ -521,7 +521,8 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
     std::printf(
         "{\"out\": %s, \"shape\": [%s], \"dtype\": \"float32\", \"method\": %s, \"input\": %s, "
         "\"path\": %s, \"rows\": [%s], \"request_id\": %s, \"server_version\": %s, "
-        "\"wire\": \"%s\", \"heads_fused_on_client\": %s, \"bytes_sent\": %lld, \"messages_sent\": %d, \"warnings\": [%s], \"pictures\": [%s], "
+        "\"wire\": \"%s\", \"heads_fused_on_client\": %s, \"bytes_sent\": %lld, \"messages_sent\": %d, "
+        "\"sends\": %d, \"peer\": %s, \"warnings\": [%s], \"pictures\": [%s], "
         "\"timing\": {\"client_seconds\": %.6f, \"server_total_seconds\": %.6f, "
         "\"server_compute_seconds\": %.6f}}\n",
         JsonString(opt["out"]).c_str(), absl::StrJoin(out->shape, ", ").c_str(),
@@ -529,6 +530,7 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
         JsonString(response->request_id()).c_str(), JsonString(response->server_version()).c_str(),
         opt.count("wire") ? opt["wire"].c_str() : "fp32",
         stats.heads_fused_on_client ? "true" : "false", static_cast<long long>(stats.bytes_sent), stats.messages_sent,
+        stats.sends, JsonString(stats.peer).c_str(),
         absl::StrJoin(r.warnings(), ", ",
                       [](std::string* o, const std::string& w) { o->append(JsonString(w)); })
             .c_str(),

@@ -11,7 +11,8 @@ namespace {
 void PrintUsage() {
   std::printf(
       "attnroll: explain transformers with attention rollout, served by attnroll-server.\n\n"
-      "Usage: attnroll [--server HOST:PORT] [--timeout SECONDS] [TLS and token options] COMMAND\n"
+      "Usage: attnroll [--server TARGET] [--timeout SECONDS] [--lb P] [--attempts N]\n"
+      "                [TLS and token options] COMMAND\n"
       "                [options]\n\n"
       "Commands:\n"
       "  demo      a first run: a synthetic ViT-like pass, its map and a picture (no input needed)\n"
@@ -24,9 +25,21 @@ void PrintUsage() {
       "  bench     closed-loop load test: passes/s, MB/s, latency percentiles, status counts\n"
       "  monitor   live monitoring: each model's window against its pinned baseline (refreshing)\n"
       "  baseline  pin|list|remove the baselines live traffic is compared with\n"
-      "  health    the standard gRPC health check (exit 0 when SERVING): a container probe\n\n"
+      "  health    the standard gRPC health check (exit 0 when SERVING): a container probe\n"
+      "  channel   print the target, load balancing, attempts and service config (no call)\n\n"
       "Global options:\n"
-      "  --server HOST:PORT   server address (default 127.0.0.1:50051)\n"
+      "  --server TARGET      server address (default 127.0.0.1:50051): HOST:PORT, or a pool:\n"
+      "                       dns:///NAME:PORT (every address of NAME) or a static list\n"
+      "                       ipv4:A:P1,B:P2 (ipv6:[A]:P1,[B]:P2)\n"
+      "  --lb auto|round_robin|pick_first  spread calls over the target's addresses\n"
+      "                       (round_robin) or use the first that answers (pick_first);\n"
+      "                       auto (default): round_robin for dns:/// and for a list of more\n"
+      "                       than one address, pick_first for HOST:PORT\n"
+      "  --attempts N         attempts per call on UNAVAILABLE, 1..5 (default 3 with\n"
+      "                       round_robin, 1 with pick_first): gRPC retries a call while it\n"
+      "                       holds all it sent (256 KiB) and no response began; a pass\n"
+      "                       held in memory is sent again whole on another replica\n"
+      "                       (`attnroll channel` prints the resulting service config)\n"
       "  --timeout SECONDS    deadline of each call (default 600)\n"
       "  --tls-ca FILE        TLS: PEM CAs the server's certificate must chain to\n"
       "  --tls-cert FILE      mutual TLS: this PEM client certificate (chain), with --tls-key\n"
@@ -71,6 +84,19 @@ int main(int argc, char** argv) {
       global.connect.key_file = value;
     } else if (arg == "--tls-server-name") {
       global.connect.server_name = value;
+    } else if (arg == "--lb") {
+      if (!attnroll::client::ParseLbPolicy(value, &global.connect.lb)) {
+        std::fprintf(stderr, "attnroll: --lb: expected auto|round_robin|pick_first, got '%s'\n",
+                     value.c_str());
+        return 2;
+      }
+    } else if (arg == "--attempts") {
+      if (!absl::SimpleAtoi(value, &global.connect.attempts) || global.connect.attempts < 1 ||
+          global.connect.attempts > attnroll::client::kMaxAttempts) {
+        std::fprintf(stderr, "attnroll: --attempts: expected 1..%d, got '%s'\n",
+                     attnroll::client::kMaxAttempts, value.c_str());
+        return 2;
+      }
     } else if (arg == "--token-file") {
       token_file = value;
     } else {
@@ -97,6 +123,7 @@ int main(int argc, char** argv) {
   if (command == "demo") return attnroll::cli::RunDemo(global, rest);
   if (command == "bench") return attnroll::cli::RunBench(global, rest);
   if (command == "health") return attnroll::cli::RunHealth(global, rest);
+  if (command == "channel") return attnroll::cli::RunChannel(global, rest);
   if (command == "monitor") return attnroll::cli::RunMonitor(global, rest);
   if (command == "baseline") return attnroll::cli::RunBaseline(global, rest);
   std::fprintf(stderr, "attnroll: unknown command '%s' (see --help)\n", command.c_str());

@@ -20,27 +20,21 @@ absl::Status FromPassError(const v1::PassError& error) {
   return absl::Status(static_cast<absl::StatusCode>(error.code()), error.message());
 }
 
-Client::Client(std::shared_ptr<grpc::Channel> channel)
+Client::Client(std::shared_ptr<grpc::Channel> channel, int pass_attempts)
     : stub_(v1::AttnrollService::NewStub(channel)),
-      health_(grpc::health::v1::Health::NewStub(channel)) {}
+      health_(grpc::health::v1::Health::NewStub(channel)),
+      pass_attempts_(std::clamp(pass_attempts, 1, kMaxAttempts)) {}
 
 std::unique_ptr<Client> Client::Connect(const std::string& target) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(-1);
-  // Layers of attention are megabytes: large HTTP/2 frames and write buffers.
-  args.SetInt(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 1 << 20);
-  args.SetInt(GRPC_ARG_HTTP2_WRITE_BUFFER_SIZE, 8 << 20);
-  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8 << 20);
-  args.SetMaxSendMessageSize(-1);
-  return std::make_unique<Client>(
-      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+  // Default options cannot fail (no files, no token).
+  return *Connect(target, ConnectOptions());
 }
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& target,
                                                         const ConnectOptions& options) {
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = OpenChannel(target, options);
   if (!channel.ok()) return channel.status();
-  return std::make_unique<Client>(*std::move(channel));
+  return std::make_unique<Client>(*std::move(channel), EffectiveAttempts(target, options));
 }
 
 namespace {
@@ -620,25 +614,41 @@ absl::StatusOr<v1::ExplainResponse> Client::ExplainWithProgress(v1::PassHeader h
 
 namespace {
 
-// One client-streaming call: `open(ctx, response)` starts it (a stub
+// One client-streaming pass: `open(ctx, response)` starts a call (a stub
 // method), `write(writer, stats)` sends the messages and returns false when
-// the call ended early; then half-close, the response or the status. Fills
-// *stats (may be null) with write's counts and the call's seconds.
+// the call ended early; then half-close, the response or the status. A call
+// that ends UNAVAILABLE is made again, whole, up to `attempts` calls, after
+// 0.1 s, 0.2 s, ... and within the one deadline. Fills *stats (may be null)
+// with write's counts over every call, the sends, the last call's peer and
+// the seconds of the whole.
 template <typename Response, typename Open, typename Write>
-absl::StatusOr<Response> ClientStreamingCall(absl::Duration timeout, Open&& open, Write&& write,
-                                             CallStats* stats) {
+absl::StatusOr<Response> ClientStreamingCall(absl::Duration timeout, int attempts, Open&& open,
+                                             Write&& write, CallStats* stats) {
   const absl::Time start = absl::Now();
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(start + timeout));
-  Response response;
-  auto writer = open(&ctx, &response);
+  const absl::Time deadline = start + timeout;
   CallStats local;
-  if (write(*writer, &local)) writer->WritesDone();
-  const grpc::Status status = writer->Finish();
-  local.seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  if (stats != nullptr) *stats = local;
-  if (!status.ok()) return FromGrpcStatus(status);
-  return response;
+  local.sends = 0;
+  absl::Duration backoff = absl::Milliseconds(100);
+  for (;;) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(deadline));
+    Response response;
+    auto writer = open(&ctx, &response);
+    ++local.sends;
+    if (write(*writer, &local)) writer->WritesDone();
+    const grpc::Status status = writer->Finish();
+    local.peer = ctx.peer();
+    const bool again = status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+                       local.sends < attempts && absl::Now() + backoff < deadline;
+    if (!again) {
+      local.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+      if (stats != nullptr) *stats = local;
+      if (!status.ok()) return FromGrpcStatus(status);
+      return response;
+    }
+    absl::SleepFor(backoff);
+    backoff *= 2;
+  }
 }
 
 }  // namespace
@@ -653,11 +663,11 @@ absl::StatusOr<v1::ExplainResponse> Client::Explain(v1::PassHeader header,
   if (!fused.ok()) return fused.status();
   const AttentionView& view = fused->empty() ? attention : (*fused)[0].view;
   absl::StatusOr<v1::ExplainResponse> response = ClientStreamingCall<v1::ExplainResponse>(
-      options.timeout,
+      options.timeout, pass_attempts_,
       [&](grpc::ClientContext* ctx, v1::ExplainResponse* r) { return stub_->Explain(ctx, r); },
       [&](grpc::ClientWriter<v1::ExplainRequest>& writer, CallStats* counts) {
         v1::ExplainRequest request;
-        return WritePass(writer, request, std::move(header), view, options, counts);
+        return WritePass(writer, request, header, view, options, counts);
       },
       stats);
   if (stats != nullptr) stats->heads_fused_on_client = !fused->empty();
@@ -667,7 +677,7 @@ absl::StatusOr<v1::ExplainResponse> Client::Explain(v1::PassHeader header,
 absl::StatusOr<v1::ExplainResponse> Client::Explain(const PreparedPass& pass,
                                                     absl::Duration timeout, CallStats* stats) {
   return ClientStreamingCall<v1::ExplainResponse>(
-      timeout,
+      timeout, pass_attempts_,
       [&](grpc::ClientContext* ctx, v1::ExplainResponse* r) { return stub_->Explain(ctx, r); },
       [&](grpc::ClientWriter<v1::ExplainRequest>& writer, CallStats* counts) {
         v1::ExplainRequest request;
@@ -689,11 +699,11 @@ absl::StatusOr<v1::ExplainResponse> Client::ExplainEncoderDecoder(v1::PassHeader
   if (layout->num_heads() == 0) layout->set_num_heads(static_cast<uint32_t>(stacks.encoder.heads));
   if (layout->batch_size() == 0) layout->set_batch_size(static_cast<uint32_t>(stacks.encoder.batch));
   return ClientStreamingCall<v1::ExplainResponse>(
-      options.timeout,
+      options.timeout, pass_attempts_,
       [&](grpc::ClientContext* ctx, v1::ExplainResponse* r) { return stub_->Explain(ctx, r); },
       [&](grpc::ClientWriter<v1::ExplainRequest>& writer, CallStats* counts) {
         v1::ExplainRequest request;
-        *request.mutable_header() = std::move(header);
+        *request.mutable_header() = header;
         ++counts->messages_sent;
         // The encoder's layers, then each decoder layer's self- and
         // cross-attention; each view's messages tagged with its stack.
@@ -726,11 +736,11 @@ absl::StatusOr<v1::PairResponse> Client::ExplainPair(v1::PassHeader header,
   const AttentionView& base = fused->empty() ? baseline : (*fused)[0].view;
   const AttentionView& cand = fused->empty() ? candidate : (*fused)[1].view;
   return ClientStreamingCall<v1::PairResponse>(
-      options.timeout,
+      options.timeout, pass_attempts_,
       [&](grpc::ClientContext* ctx, v1::PairResponse* r) { return stub_->ExplainPair(ctx, r); },
       [&](grpc::ClientWriter<v1::PairRequest>& writer, CallStats* counts) {
         v1::PairRequest request;
-        *request.mutable_header()->mutable_pass() = std::move(header);
+        *request.mutable_header()->mutable_pass() = header;
         *request.mutable_header()->mutable_compare() = compare;
         return writer.Write(request) &&
                SendLayers({&base, &cand}, base.layers, options, counts,

@@ -41,9 +41,18 @@ struct ExplainOptions {
 struct CallStats {
   // The heads were fused on the client (one head per layer message).
   bool heads_fused_on_client = false;
+  // Of every send of the pass (see Client's re-sends).
   int64_t bytes_sent = 0;
   int messages_sent = 0;
   double seconds = 0;
+  // Sends of the whole pass: 1, or more when a send ended UNAVAILABLE and
+  // the pass was sent again (Client's pass_attempts). Retries gRPC made
+  // inside one call (its retry policy) are not counted here.
+  int sends = 1;
+  // The server the last send reached, as gRPC names it
+  // ("ipv4:127.0.0.1:50051"); empty when no connection was made, and from
+  // ExplainWithProgress (a stream, whose peer the client does not see).
+  std::string peer;
 };
 
 absl::Status FromGrpcStatus(const grpc::Status& status);
@@ -139,13 +148,28 @@ struct PassStreamOptions {
 // (ExplainStream, Audit) are stream objects (PassStream, AuditStream).
 // A Client may be used from several threads at once; each call has its own
 // gRPC context.
+//
+// Re-sends. A pass sent over Explain or ExplainPair (every overload of
+// Explain, ExplainEncoderDecoder, ExplainPair) is held by the caller until
+// the call returns, so when the call ends UNAVAILABLE (its replica vanished,
+// is draining, or cannot be reached; gRPC's own retry policy could not help,
+// e.g. because the pass was larger than gRPC's 256 KiB retry buffer) the
+// client sends the whole pass again as a new call, up to pass_attempts sends
+// in all, after 0.1 s, 0.2 s, 0.4 s, ... and within the call's one deadline.
+// On a round_robin channel the new call goes to another ready replica.
+// ExplainWithProgress, the streams (ExplainStream, Audit) and unary calls
+// are not re-sent by the client: a stream's passes are the caller's (and
+// results may already have come back), and unary calls are small enough
+// for gRPC's retry policy (ConnectOptions::attempts) to retry them whole.
 class Client {
  public:
-  explicit Client(std::shared_ptr<grpc::Channel> channel);
+  // pass_attempts: sends of a pass, 1 (no re-send) .. kMaxAttempts.
+  explicit Client(std::shared_ptr<grpc::Channel> channel, int pass_attempts = 1);
   // An insecure channel to HOST:PORT that accepts responses of any size.
   static std::unique_ptr<Client> Connect(const std::string& target);
-  // A channel with TLS, a client certificate and a token as `options` say
-  // (client/cpp/channel.h); errors of the options (an unreadable file) are
+  // A channel with TLS, a client certificate, a token, load balancing and
+  // retries as `options` say (client/cpp/channel.h; pass_attempts is
+  // EffectiveAttempts); errors of the options (an unreadable file) are
   // INVALID_ARGUMENT. A server that refuses the TLS handshake shows as
   // UNAVAILABLE on the first call, a missing or wrong token as
   // UNAUTHENTICATED.
@@ -224,6 +248,8 @@ class Client {
   // header, the deadline) come back from AuditStream::Finish.
   std::unique_ptr<AuditStream> Audit(const v1::AuditHeader& header, AuditOptions options = {});
 
+  int pass_attempts() const { return pass_attempts_; }
+
   // The generated stub, for tests and tools that must send raw messages
   // (e.g. malformed ones on purpose). Everything else has a method above.
   v1::AttnrollService::Stub* stub() { return stub_.get(); }
@@ -231,6 +257,7 @@ class Client {
  private:
   std::unique_ptr<v1::AttnrollService::Stub> stub_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+  int pass_attempts_;
 };
 
 // An open Audit call: items go out with AddMaps and AddPasses, each item's

@@ -1,5 +1,6 @@
 #include "client/cpp/channel.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -53,7 +54,59 @@ class TokenInterceptorFactory final : public grpc::experimental::ClientIntercept
   const std::string value_;  // lives with the channel, which owns the factory
 };
 
+// The addresses of a static ipv4:/ipv6: list; 1 for any other target.
+int StaticAddresses(const std::string& target) {
+  if (target.rfind("ipv4:", 0) != 0 && target.rfind("ipv6:", 0) != 0) return 1;
+  return 1 + static_cast<int>(std::count(target.begin(), target.end(), ','));
+}
+
 }  // namespace
+
+const char* LbPolicyName(LbPolicy lb) {
+  switch (lb) {
+    case LbPolicy::kRoundRobin:
+      return "round_robin";
+    case LbPolicy::kPickFirst:
+      return "pick_first";
+    case LbPolicy::kAuto:
+      break;
+  }
+  return "auto";
+}
+
+bool ParseLbPolicy(const std::string& name, LbPolicy* out) {
+  for (LbPolicy lb : {LbPolicy::kAuto, LbPolicy::kRoundRobin, LbPolicy::kPickFirst}) {
+    if (name == LbPolicyName(lb)) {
+      *out = lb;
+      return true;
+    }
+  }
+  return false;
+}
+
+LbPolicy EffectiveLbPolicy(const std::string& target, LbPolicy lb) {
+  if (lb != LbPolicy::kAuto) return lb;
+  return target.rfind("dns:", 0) == 0 || StaticAddresses(target) > 1 ? LbPolicy::kRoundRobin
+                                                                      : LbPolicy::kPickFirst;
+}
+
+int EffectiveAttempts(const std::string& target, const ConnectOptions& options) {
+  if (options.attempts != 0) return options.attempts;
+  return EffectiveLbPolicy(target, options.lb) == LbPolicy::kRoundRobin ? 3 : 1;
+}
+
+std::string ServiceConfigJson(const std::string& target, const ConnectOptions& options) {
+  std::string json = absl::StrCat(R"({"loadBalancingConfig": [{")",
+                                  LbPolicyName(EffectiveLbPolicy(target, options.lb)), R"(": {}}])");
+  const int attempts = EffectiveAttempts(target, options);
+  if (attempts > 1) {
+    absl::StrAppend(&json, R"(, "methodConfig": [{"name": [{"service": "attnroll.v1.AttnrollService"}], )",
+                    R"("retryPolicy": {"maxAttempts": )", attempts,
+                    R"(, "initialBackoff": "0.1s", "maxBackoff": "1s", "backoffMultiplier": 2, )",
+                    R"("retryableStatusCodes": ["UNAVAILABLE"]}}])");
+  }
+  return json + "}";
+}
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const std::string& target,
                                                           const ConnectOptions& options,
@@ -64,6 +117,13 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const std::string& ta
   args.SetInt(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 1 << 20);
   args.SetInt(GRPC_ARG_HTTP2_WRITE_BUFFER_SIZE, 8 << 20);
   args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8 << 20);
+  if (options.attempts < 0 || options.attempts > kMaxAttempts) {
+    return absl::InvalidArgumentError(absl::StrCat("attempts: expected 1..", kMaxAttempts,
+                                                   " (0: automatic), got ", options.attempts));
+  }
+  args.SetServiceConfigJSON(ServiceConfigJson(target, options));
+  // Ours, never one from DNS TXT records.
+  args.SetInt(GRPC_ARG_SERVICE_CONFIG_DISABLE_RESOLUTION, 1);
   for (char ch : options.token) {
     const auto u = static_cast<unsigned char>(ch);
     if (u < 0x21 || u > 0x7e) {

@@ -253,11 +253,15 @@ std::vector<Flag> Flags(ServerConfig* c) {
   }
   {
     Flag f{kNetwork, "metrics-listen", "HOST:PORT|none",
-           "Prometheus /metrics address (port 0 picks a free port), or none",
+           "Prometheus /metrics address, IPv4 or a host name (port 0 picks a free port), or none",
            "HOST:PORT or none", nullptr, nullptr, absl::StrCat(kAddressForm, " or none")};
     f.current = [c] { return c->metrics_listen.empty() ? std::string("none") : c->metrics_listen; };
     f.set = [c](absl::string_view s, std::string* detail) {
       if (s != "none") *detail = CheckHostPort(s);
+      // Debian 12's civetweb (the metrics endpoint) is built without IPv6.
+      if (detail->empty() && absl::StartsWith(s, "[")) {
+        *detail = "the metrics endpoint has no IPv6 (Debian 12's civetweb is built without it)";
+      }
       if (!detail->empty()) return false;
       c->metrics_listen = std::string(s);
       return true;

@@ -11,6 +11,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -79,6 +80,54 @@ TEST_F(ServerTest, CheckHealthAnswersForTheServerAndTheApiAndNamesUnknownService
   server_.reset();
   auto gone = Client::Connect("127.0.0.1:" + std::to_string(port))->CheckHealth("", absl::Seconds(30));
   EXPECT_EQ(gone.status().code(), absl::StatusCode::kUnavailable) << gone.status();
+}
+
+// Two servers behind one static-list target: round_robin alternates the
+// passes strictly between them (CallStats::peer names each one), and once one
+// is gone every pass goes to the other.
+TEST_F(ServerTest, RoundRobinAlternatesPassesOverAStaticListAndSkipsAServerThatIsGone) {
+  absl::StatusOr<std::unique_ptr<rpc::Server>> second = rpc::Server::Start(Config());
+  ASSERT_TRUE(second.ok()) << second.status();
+  const std::string a = "ipv4:127.0.0.1:" + std::to_string(server_->port());
+  const std::string b = "ipv4:127.0.0.1:" + std::to_string((*second)->port());
+  ConnectOptions options;
+  options.lb = LbPolicy::kRoundRobin;
+  absl::StatusOr<std::unique_ptr<Client>> pool = Client::Connect(
+      "ipv4:127.0.0.1:" + std::to_string(server_->port()) + ",127.0.0.1:" +
+          std::to_string((*second)->port()),
+      options);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  EXPECT_EQ((*pool)->pass_attempts(), 3);
+  const testing::Attention att = testing::UniformAttention(1, 2, 2, 5);
+  // A pass sent just as a server stops may be retried (by gRPC, or sent
+  // again); while both serve, every pass is sent once.
+  bool both_serve = true;
+  auto explain = [&]() {
+    CallStats stats;
+    absl::StatusOr<v1::ExplainResponse> r =
+        (*pool)->Explain(testing::RolloutHeader(att), ViewOf(att), {}, &stats);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (both_serve) {
+      EXPECT_EQ(stats.sends, 1);
+    }
+    return stats.peer;
+  };
+  // Until both connections are up (round_robin picks among ready ones).
+  std::set<std::string> seen;
+  for (int i = 0; i < 200 && seen.size() < 2; ++i) seen.insert(explain());
+  ASSERT_EQ(seen, (std::set<std::string>{a, b}));
+  std::string last = explain();
+  std::map<std::string, int> count;
+  for (int i = 0; i < 10; ++i) {
+    const std::string peer = explain();
+    EXPECT_NE(peer, last) << "pass " << i << " went to the same server twice in a row";
+    ++count[peer];
+    last = peer;
+  }
+  EXPECT_EQ(count, (std::map<std::string, int>{{a, 5}, {b, 5}}));
+  second->reset();  // drains and stops
+  both_serve = false;
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(explain(), a) << i;
 }
 
 TEST_F(ServerTest, AuditStreamTakesMapAndAttentionItemsAndAnswersEachById) {

@@ -103,26 +103,19 @@ class RulesTest(unittest.TestCase):
         broken["groups"][0]["rules"][0]["expr"] = "sum by (pod (rate(attnroll_rpcs_total[5m]))"
         res = self.promtool("check", "rules", self.write_rules(broken))
         self.assertNotEqual(res.returncode, 0)
-        # A threshold moved: the unit tests notice.
-        moved = yaml.safe_load(yaml.safe_dump(spec))
-        for g in moved["groups"]:
-            for r in g["rules"]:
-                if r.get("alert") == "AttnrollServerErrors":
-                    r["expr"] = r["expr"].replace("> 0.01", "> 0.05")
-        self.write_rules(moved)
-        res = self.promtool("test", "rules", "rules_test.yaml")
-        self.assertNotEqual(res.returncode, 0)
-        self.assertIn("AttnrollServerErrors", res.stdout + res.stderr)
-        # A drift threshold moved: live monitoring's unit tests notice.
-        moved = yaml.safe_load(yaml.safe_dump(spec))
-        for g in moved["groups"]:
-            for r in g["rules"]:
-                if r.get("alert") == "AttnrollRelianceMovedEMD":
-                    r["expr"] = r["expr"].replace("> 0.5", "> 0.9")
-        self.write_rules(moved)
-        res = self.promtool("test", "rules", "drift_rules_test.yaml")
-        self.assertNotEqual(res.returncode, 0)
-        self.assertIn("AttnrollRelianceMovedEMD", res.stdout + res.stderr)
+        # A threshold moved: the unit tests of its group notice.
+        for alert, old, new, tests in (("AttnrollServerErrors", "> 0.01", "> 0.05", "rules_test.yaml"),
+                                       ("AttnrollRelianceMovedEMD", "> 0.5", "> 0.9",
+                                        "drift_rules_test.yaml")):
+            moved = yaml.safe_load(yaml.safe_dump(spec))
+            for g in moved["groups"]:
+                for r in g["rules"]:
+                    if r.get("alert") == alert:
+                        r["expr"] = r["expr"].replace(old, new)
+            self.write_rules(moved)
+            res = self.promtool("test", "rules", tests)
+            self.assertNotEqual(res.returncode, 0, alert)
+            self.assertIn(alert, res.stdout + res.stderr)
 
 
 if __name__ == "__main__":

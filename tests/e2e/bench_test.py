@@ -29,6 +29,7 @@ JSON_KEYS = {
     "pass_timeout_seconds", "bytes_per_pass", "messages_per_pass", "warmup_passes", "passes",
     "ok_passes", "elapsed_seconds", "passes_per_second", "ok_passes_per_second", "bytes_sent",
     "mb_per_second", "latency_ms", "status", "stopped", "heads_fused_on_client",
+    "lb_policy", "attempts", "resent", "peers",
 }
 
 
@@ -73,6 +74,13 @@ class BenchCase(e2e_harness.ServerTestCase):
         if d["method"] == "grad-rollout":
             per_pass *= 2
         self.assertEqual(d["bytes_per_pass"], per_pass)
+        # One server by HOST:PORT: pick_first, no retries, nothing re-sent;
+        # over Explain every pass is counted under that server's peer name.
+        self.assertEqual((d["lb_policy"], d["attempts"], d["resent"]), ("pick_first", 1, 0))
+        if d["rpc"] == "explain":
+            self.assertEqual(d["peers"], {"ipv4:127.0.0.1:%d" % self.port: status}, d["peers"])
+        else:
+            self.assertEqual(d["peers"], {})
         if d["ok_passes"] == d["passes"]:
             # Every pass went out whole.
             self.assertEqual(d["bytes_sent"], d["passes"] * per_pass)

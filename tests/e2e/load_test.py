@@ -1111,7 +1111,10 @@ class MemoryAfterBurstTest(LoadCase):
     # buffers for the next pass of their shape: that much may stay, no more.
     CACHE = 16 * MiB
     server_flags = ("--max-memory-bytes", 4 << 30, "--buffer-cache-bytes", CACHE)
-    SLACK = 64 * MiB
+    # What gRPC and the heap still hold 2 s after the burst, beyond the cache:
+    # 29-82 MiB over idle in ten runs here (the peak is about 200 MiB over idle;
+    # what is freed after the last pass's trim stays in the arenas).
+    SLACK = 96 * MiB
 
     def test_rss_back_near_idle_after_a_burst_of_large_passes(self):
         pid = self.server.pid

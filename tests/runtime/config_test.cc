@@ -402,8 +402,14 @@ TEST(ConfigTest, ListenLists) {
 
   ASSERT_THAT(Parse({"--metrics-listen=none"}, &c), IsOk());
   EXPECT_EQ(Resolved(c).metrics_listen, "");
-  ASSERT_THAT(Parse({"--metrics-listen=[::1]:0"}, &c), IsOk());
-  EXPECT_EQ(Resolved(c).metrics_listen, "[::1]:0");
+  // Debian 12's civetweb has no IPv6: refused here, not at the endpoint's start.
+  EXPECT_THAT(Parse({"--metrics-listen=[::1]:0"}, &c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "--metrics-listen: expected HOST:PORT (a non-empty host, a port in [0, "
+                       "65535], IPv6 as [::1]:PORT) or none, got [::1]:0 (the metrics endpoint "
+                       "has no IPv6 (Debian 12's civetweb is built without it))"));
+  ASSERT_THAT(Parse({"--metrics-listen=localhost:0"}, &c), IsOk());
+  EXPECT_EQ(Resolved(c).metrics_listen, "localhost:0");
   EXPECT_THAT(Parse({"--metrics-listen=localhost"}, &c),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        "--metrics-listen: expected HOST:PORT (a non-empty host, a port in [0, "

@@ -11,7 +11,8 @@ maps), with PyTorch capture helpers and pictures.
 
 Modules: client (Client, PassStream), capture (capture_attention; needs
 torch), render (heatmap, overlay, tokens_html; needs Pillow, matplotlib),
-fusion (client-side head fusion), options (keyword options to messages),
+fusion (client-side head fusion), balancing (load balancing and retries over
+replicas), options (keyword options to messages),
 results, tensors, errors (AttnrollError). The generated stubs are
 attnroll.v1.*_pb2 and *_pb2_grpc.
 """

@@ -2,13 +2,14 @@
 
 import itertools
 import queue
+import time
 import uuid
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import grpc
 import numpy as np
 
-from attnroll import fusion, options, tensors
+from attnroll import balancing, fusion, options, tensors
 from attnroll.errors import AttnrollError, code_from_number
 from attnroll.results import AuditResult, Explanation, PairResult, to_python
 from attnroll.v1 import attnroll_pb2, attnroll_pb2_grpc, audit_pb2, pass_pb2
@@ -166,7 +167,9 @@ class Client:
     """A client of attnroll-server.
 
     Args:
-        address: "host:port" of the server.
+        address: "host:port" of the server, or a pool of replicas:
+            "dns:///name:port" (every address the name resolves to) or a
+            static list "ipv4:a:p1,b:p2" ("ipv6:[a]:p1,[b]:p2").
         tls: False (plain text), True (TLS with the system's roots), a
             grpc.ChannelCredentials, or a dict with root_certificates,
             private_key, certificate_chain (bytes or file paths) and
@@ -175,16 +178,36 @@ class Client:
             every call (gRPC's access-token credentials over TLS; the same
             call metadata on a plain-text channel).
         timeout: seconds allowed for each call (None: no deadline).
+        lb: "auto" (default: round_robin for a dns: target or a list of
+            more than one address, pick_first for "host:port"),
+            "round_robin" (a connection to every address, calls in turn over
+            the ready ones) or "pick_first".
+        attempts: attempts per call on UNAVAILABLE, 1..5 (None: 3 with
+            round_robin, 1 with pick_first). gRPC's retry policy re-attempts
+            a call while it still holds all the call sent (256 KiB, its
+            per-call retry buffer) and no response has begun; explain,
+            explain_encoder_decoder and explain_pair of in-memory arrays
+            (which the client holds until the call returns) send the whole
+            pass again as a new call (another replica with round_robin) when
+            it still ends UNAVAILABLE, after 0.1 s, 0.2 s, ..., within the
+            one timeout. Streams (progress, audit, stream_pass) are not
+            re-sent. The service config is .service_config.
 
     Every method raises AttnrollError (gRPC code and message) when the call
     is refused or fails, also for bad input found before sending.
     """
 
     def __init__(self, address: str, *, tls: Any = False, token: Optional[str] = None,
-                 timeout: Optional[float] = None, channel_options: Sequence = ()):
+                 timeout: Optional[float] = None, channel_options: Sequence = (),
+                 lb: str = "auto", attempts: Optional[int] = None):
+        balancing.check(lb, attempts)
         self.address = address
         self.timeout = timeout
-        opts = list(_CHANNEL_OPTIONS) + list(channel_options)
+        self.lb_policy = balancing.effective_lb(address, lb)
+        self.attempts = balancing.effective_attempts(address, lb, attempts)
+        self.service_config = balancing.service_config(address, lb, attempts)
+        opts = (list(_CHANNEL_OPTIONS) + balancing.channel_options(address, lb, attempts)
+                + list(channel_options))
         self._metadata: Tuple = ()
         if tls:
             if isinstance(tls, grpc.ChannelCredentials):
@@ -225,6 +248,27 @@ class Client:
             return method.future(request, **kw) if future else method(request, **kw)
         except grpc.RpcError as e:
             raise AttnrollError.from_rpc_error(e) from None
+
+    def _send_pass(self, method, make_requests, timeout=None):
+        """One pass over a client-streaming method: make_requests() -> a
+        fresh request iterator for each send. A send that ends UNAVAILABLE
+        is made again, up to self.attempts sends, after 0.1 s, 0.2 s, ...
+        within the one timeout. Returns (response, sends)."""
+        total = self.timeout if timeout is None else timeout
+        deadline = None if total is None else time.monotonic() + total
+        backoff, sends = 0.1, 0
+        while True:
+            sends += 1
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return method(make_requests(), timeout=left, metadata=self._metadata), sends
+            except grpc.RpcError as e:
+                again = (e.code() == grpc.StatusCode.UNAVAILABLE and sends < self.attempts
+                         and (deadline is None or time.monotonic() + backoff < deadline))
+                if not again:
+                    raise AttnrollError.from_rpc_error(e) from None
+            time.sleep(backoff)
+            backoff *= 2
 
     # -- calls ----------------------------------------------------------------
 
@@ -297,18 +341,21 @@ class Client:
         header, p, wire = self._single_pass(attentions, gradients, kw, eager=progress is not None)
         if progress is not None:
             return self._explain_stream(header, p, wire, progress, timeout)
-        return Explanation(self._explain_pipelined(header, p, timeout), wire, p.sent_bytes)
+        return self._explain_pipelined(header, p, wire, timeout)
 
-    def _explain_pipelined(self, header, p: _Pass, timeout) -> attnroll_pb2.ExplainResponse:
-        """One Explain call whose layer messages are built (checked, fused,
-        encoded) as gRPC asks for them: gRPC's sending thread runs this
-        generator, so layer l + 1 is fused while layer l is written to the
-        socket and folded in by the server. A layer refused here ends the
+    def _explain_pipelined(self, header, p: _Pass, wire: str, timeout) -> Explanation:
+        """One pass over Explain whose layer messages are built (checked,
+        fused, encoded) as gRPC asks for them: gRPC's sending thread runs
+        this generator, so layer l + 1 is fused while layer l is written to
+        the socket and folded in by the server. A layer refused here ends the
         stream early (the server refuses the short pass and frees it) and
-        the client's refusal is raised."""
+        the client's refusal is raised; a send that ends UNAVAILABLE is made
+        again by _send_pass, the layers fused anew."""
         failure: List[BaseException] = []
 
         def requests():
+            if failure:
+                return
             yield attnroll_pb2.ExplainRequest(header=header)
             for l in range(len(p.layers)):
                 r = attnroll_pb2.ExplainRequest()
@@ -320,14 +367,14 @@ class Client:
                 yield r
 
         try:
-            resp = self._call(self._stub.Explain, requests(), timeout)
+            resp, sends = self._send_pass(self._stub.Explain, requests, timeout)
         except AttnrollError:
             if failure:
                 raise failure[0] from None
             raise
         if failure:
             raise failure[0]
-        return resp
+        return Explanation(resp, wire, p.sent_bytes, sends)
 
     def _explain_stream(self, header, p, wire, progress, timeout):
         rid = header.request_id or uuid.uuid4().hex
@@ -411,9 +458,12 @@ class Client:
                                 prefix_tokens=prefix_tokens, grid=grid, causal=causal,
                                 row_sum_tolerance=row_sum_tolerance, request_id=request_id)
         p = _Pass(header, layers, wire, "off", grads, stacks=stacks, indices=idx)
-        reqs = itertools.chain([attnroll_pb2.ExplainRequest(header=header)],
-                               p.requests(attnroll_pb2.ExplainRequest, "layer"))
-        return Explanation(self._call(self._stub.Explain, reqs, timeout), wire, p.sent_bytes)
+        resp, sends = self._send_pass(
+            self._stub.Explain,
+            lambda: itertools.chain([attnroll_pb2.ExplainRequest(header=header)],
+                                    p.requests(attnroll_pb2.ExplainRequest, "layer")),
+            timeout)
+        return Explanation(resp, wire, p.sent_bytes, sends)
 
     def compare(self, a: Array, b: Array, *, grid=None, top_k: int = 0, top_mass: float = 0.0,
                 region=None, ssim_window: int = 0,
@@ -452,8 +502,8 @@ class Client:
                 r = attnroll_pb2.PairRequest()
                 pc.fill(r.candidate, l)
                 yield r
-        resp = self._call(self._stub.ExplainPair, reqs(), timeout)
-        return PairResult(resp, wire, pb.sent_bytes + pc.sent_bytes)
+        resp, sends = self._send_pass(self._stub.ExplainPair, reqs, timeout)
+        return PairResult(resp, wire, pb.sent_bytes + pc.sent_bytes, sends)
 
     def audit(self, items: Iterable[Dict[str, Any]], *, map_length: int = 0, grid=None,
               compare: Optional[Dict[str, Any]] = None,

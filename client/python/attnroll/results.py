@@ -84,12 +84,15 @@ class Explanation:
         map: the first analysis's map of sequence 0 (the leading axis of
             one read-out row squeezed: [n - P] or [h, w]).
         heads_fused_by_client: the heads were fused here before sending.
-        wire: the wire dtype used; sent_bytes: attention and gradient bytes sent.
+        wire: the wire dtype used; sent_bytes: attention and gradient bytes
+            of one send.
+        sends: sends of the whole pass (more than 1: sent again after
+            UNAVAILABLE, see Client's attempts).
         request_id, server_version, total_seconds, compute_seconds.
     """
 
     def __init__(self, resp: attnroll_pb2.ExplainResponse, wire: str = "fp32",
-                 sent_bytes: int = 0):
+                 sent_bytes: int = 0, sends: int = 1):
         self.results = [AnalysisOutput(r) for r in resp.results]
         self.request_id: str = resp.request_id
         self.server_version: str = resp.server_version
@@ -98,6 +101,7 @@ class Explanation:
         self.compute_seconds: float = resp.timing.compute_seconds
         self.wire = wire
         self.sent_bytes = sent_bytes
+        self.sends = sends
 
     @property
     def maps(self) -> List[np.ndarray]:
@@ -119,9 +123,11 @@ class PairResult:
     """ExplainPair: baseline and candidate Explanations and the comparisons
     of their first analysis's maps (dicts, see to_python)."""
 
-    def __init__(self, resp: attnroll_pb2.PairResponse, wire: str, sent_bytes: int):
-        self.baseline = Explanation(resp.baseline, wire, sent_bytes // 2)
-        self.candidate = Explanation(resp.candidate, wire, sent_bytes // 2)
+    def __init__(self, resp: attnroll_pb2.PairResponse, wire: str, sent_bytes: int,
+                 sends: int = 1):
+        self.baseline = Explanation(resp.baseline, wire, sent_bytes // 2, sends)
+        self.candidate = Explanation(resp.candidate, wire, sent_bytes // 2, sends)
+        self.sends = sends
         self.comparisons: List[Dict[str, Any]] = [to_python(c) for c in resp.comparisons]
 
     def __repr__(self):
