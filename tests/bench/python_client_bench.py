@@ -7,41 +7,88 @@ kept in memory).
     PYTHONPATH=build/python /usr/bin/python3 tests/bench/python_client_bench.py \\
         --bin-dir build [--repeats 30] [--json]
 
-Timed, each the median of --repeats runs after two warm-ups:
-  numpy         tests/bench/numpy_rollout.py's rollout_row (float32, what a user writes)
-  torch         the same ops in torch (float32, torch's threads)
+Timed, each the median of --repeats runs after two warm-ups, the paths
+interleaved (one run of each path per round, so load on the machine hits
+them alike); numpy and torch on one thread:
+  numpy         what a user writes (tests/bench/peers.py's numpy_full: heads
+                averaged, residual 0.5, rows renormalised, R = At R, row 0)
+  numpy row     peers.py's numpy_row (only the CLS row pushed through)
+  torch         numpy_full's ops in torch
   client ...    attnroll.Client.explain(attention, prefix_tokens=1, grid=(14, 14)) against
-                an attnroll-server on 127.0.0.1 started by this script (--workers 2):
-                fp32 every head (client_fusion="off"), fp16 every head, client-fused fp32,
-                client-fused fp16; the arrays are in memory, the time includes encoding,
-                fusing, the call and decoding the map.
-Every client map is checked against numpy's (max abs difference printed).
-A Markdown table on stdout (or one JSON object with --json); the ratio is
-client / numpy. Timing only: nothing here asserts a speed.
+                an attnroll-server on 127.0.0.1 started by this script (--workers 2),
+                with the channel already open and warm (one Client for the whole run,
+                as a user's steady-state calls): fp32 every head (client_fusion="off"),
+                fp16 every head, client-fused fp32, client-fused fp16. The arrays are
+                in memory; the time includes checking, fusing, encoding, the call and
+                decoding the map.
+  streamed      stream_pass as capture_attention does during a forward: layers
+                0..L-2 sent first (the forward's time); timed is what is left once
+                the forward ends: sending the last layer and finish().
+  grpcio alone  the floor under the client-fused path: the same Explain call with
+                the header and the 12 fused layer messages serialized beforehand
+                (bytes in, bytes out: no numpy, no protobuf), on the same channel
+                options; and one header + one 12-token layer (a round trip
+                carrying almost nothing).
+Every client map is checked against numpy's (max abs difference printed);
+"server ms" is the response's timing (header to response, and the workers'
+compute). A Markdown table on stdout (or one JSON object with --json); the
+ratio is path / numpy. Timing only: nothing here asserts a speed.
 """
 
-import argparse
-import json
 import os
-import subprocess
-import sys
-import threading
-import time
 
-import numpy as np
-import torch
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads: one thread
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "examples"))
-import numpy_rollout  # noqa: E402
 import vit_saliency  # noqa: E402
 
 import attnroll  # noqa: E402
+from attnroll import client as client_module, options, tensors  # noqa: E402
 from attnroll.capture import capture_attention  # noqa: E402
+from attnroll.v1 import attnroll_pb2, pass_pb2  # noqa: E402
+
+EXPLAIN = "/attnroll.v1.AttnrollService/Explain"
 
 
-def torch_rollout_row(layers, row):
+def numpy_full(layers, row):
+    n = layers[0].shape[-1]
+    eye = np.eye(n, dtype=np.float32)
+    R = None
+    for A in layers:
+        At = 0.5 * (A.mean(axis=0) + eye)
+        At = At / At.sum(-1, keepdims=True)
+        R = At if R is None else At @ R
+    return R[row].copy()
+
+
+def numpy_row(layers, row):
+    n = layers[0].shape[-1]
+    eye = np.eye(n, dtype=np.float32)
+    kept = []
+    for A in layers[:-1]:
+        At = 0.5 * (A.mean(axis=0) + eye)
+        kept.append(At / At.sum(-1, keepdims=True))
+    v = 0.5 * layers[-1][:, row, :].mean(axis=0)
+    v[row] += 0.5
+    v /= v.sum()
+    for At in reversed(kept):
+        v = v @ At
+    return v
+
+
+def torch_full(layers, row):
     n = layers[0].shape[-1]
     eye = torch.eye(n)
     R = None
@@ -50,17 +97,6 @@ def torch_rollout_row(layers, row):
         At = At / At.sum(-1, keepdim=True)
         R = At if R is None else At @ R
     return R[row].clone()
-
-
-def median_ms(fn, repeats):
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
 
 
 def capture_vit():
@@ -82,78 +118,133 @@ def start_server(bin_dir):
     return srv, line.split("grpc=")[1].split()[0]
 
 
+def serialized_pass(layers, wire):
+    """The header and layer messages of a client-fused pass of layers
+    [H, n, n], as bytes."""
+    H, n, _ = layers[0].shape
+    layout = pass_pb2.Layout(num_layers=len(layers), num_heads=H, num_tokens=n, batch_size=1,
+                             heads_fused_by_client=True)
+    header = options.header(layout, [options.analysis()], prefix_tokens=1,
+                            grid=(14, 14) if n == 197 else None)
+    out = [attnroll_pb2.ExplainRequest(header=header).SerializeToString()]
+    for l, a in enumerate(layers):
+        r = attnroll_pb2.ExplainRequest()
+        r.layer.layer = l
+        tensors.encode_into(r.layer.attention, a.mean(axis=0)[None, None], wire)
+        out.append(r.SerializeToString())
+    return out
+
+
+class Path:
+    """One timed path: run() -> (ms, result or None)."""
+
+    def __init__(self, name, run, check=None):
+        self.name, self.run, self.check = name, run, check
+        self.samples, self.result = [], None
+
+
+def timed(fn):
+    def run():
+        t0 = time.perf_counter()
+        r = fn()
+        return (time.perf_counter() - t0) * 1e3, r
+    return run
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin-dir", default=os.environ.get("ATTNROLL_BIN_DIR", "build"))
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    torch.set_num_threads(1)
     att = capture_vit()
     layers = list(att)
     tlayers = [torch.from_numpy(a) for a in layers]
-    want = numpy_rollout.rollout_row(layers, 0)[1:]
-    rows = [("numpy in process", median_ms(lambda: numpy_rollout.rollout_row(layers, 0),
-                                           args.repeats), None, None)]
-    rows.append(("torch in process (%d threads)" % torch.get_num_threads(),
-                 median_ms(lambda: torch_rollout_row(tlayers, 0), args.repeats), None, None))
+    want = numpy_full(layers, 0)[1:]
+    paths = [Path("numpy in process (float32, what a user writes)",
+                  timed(lambda: numpy_full(layers, 0))),
+             Path("numpy in process, the CLS row only", timed(lambda: numpy_row(layers, 0))),
+             Path("torch in process (1 thread)", timed(lambda: torch_full(tlayers, 0)))]
     srv, addr = start_server(args.bin_dir)
     try:
-        with attnroll.Client(addr, timeout=60) as c:
-            for name, kw in (("client fp32, every head", dict(client_fusion="off")),
-                             ("client fp16, every head", dict(client_fusion="off", wire="fp16")),
-                             ("client fp32, fused on the client", dict(client_fusion="on")),
-                             ("client fp16, fused on the client",
-                              dict(client_fusion="on", wire="fp16"))):
-                out = {}
+        c = attnroll.Client(addr, timeout=60)
+        for name, kw in (("Python client, fp32, every head", dict(client_fusion="off")),
+                         ("Python client, fp16, every head", dict(client_fusion="off", wire="fp16")),
+                         ("Python client, fp32, heads fused on the client", dict(client_fusion="on")),
+                         ("Python client, fp16, heads fused on the client",
+                          dict(client_fusion="on", wire="fp16"))):
+            paths.append(Path(name, timed(lambda kw=kw: c.explain(att, prefix_tokens=1,
+                                                                  grid=(14, 14), **kw)), True))
 
-                def call(kw=kw, out=out):
-                    out["r"] = c.explain(att, prefix_tokens=1, grid=(14, 14), **kw)
-                ms = median_ms(call, args.repeats)
-                r = out["r"]
-                err = float(np.abs(r.map.ravel() - want).max())
-                rows.append((name, ms, r.sent_bytes, err))
-            # Streamed as a capture does during the forward: layers 0..L-2 go out
-            # first (the forward's time); timed is what is left once the forward
-            # ends: sending the last layer and finish().
-            for name, wire in (("client streamed fp32, after the last layer", "fp32"),
-                               ("client streamed fp16, after the last layer", "fp16")):
-                out = {}
-
-                def streamed(wire=wire, out=out):
-                    done = threading.Event()
-                    p = c.stream_pass(len(layers), prefix_tokens=1, grid=(14, 14), wire=wire,
-                                      on_sent=lambda l: l == len(layers) - 2 and done.set())
-                    for a in layers[:-1]:
-                        p.send(a)
-                    done.wait(30)
-                    t0 = time.perf_counter()
-                    p.send(layers[-1])
-                    out["r"] = p.finish()
-                    out["ms"] = (time.perf_counter() - t0) * 1e3
-                samples = []
-                for i in range(args.repeats + 2):
-                    streamed()
-                    if i >= 2:
-                        samples.append(out["ms"])
-                r = out["r"]
-                rows.append((name, float(np.median(samples)), r.sent_bytes,
-                             float(np.abs(r.map.ravel() - want).max())))
+        def streamed(wire):
+            def run():
+                done = threading.Event()
+                p = c.stream_pass(len(layers), prefix_tokens=1, grid=(14, 14), wire=wire,
+                                  on_sent=lambda l: l == len(layers) - 2 and done.set())
+                for a in layers[:-1]:
+                    p.send(a)
+                done.wait(30)
+                t0 = time.perf_counter()
+                p.send(layers[-1])
+                r = p.finish()
+                return (time.perf_counter() - t0) * 1e3, r
+            return run
+        for wire in ("fp32", "fp16"):
+            paths.append(Path("streamed during the forward, left after the last layer "
+                              "(%s, fused)" % wire, streamed(wire), True))
+        # The floor: grpcio alone, on a channel with the client's options.
+        ch = grpc.insecure_channel(addr, client_module._CHANNEL_OPTIONS)
+        raw = ch.stream_unary(EXPLAIN)  # bytes in, bytes out
+        for wire in ("fp32", "fp16"):
+            msgs = serialized_pass(layers, wire)
+            paths.append(Path("grpcio alone: the fused %s pass, pre-serialized" % wire,
+                              timed(lambda msgs=msgs: raw(iter(msgs), timeout=60))))
+            paths[-1].bytes = sum(len(m) for m in msgs)
+        small = layers[0][:, :12, :12]
+        tiny = serialized_pass([small / small.sum(-1, keepdims=True)], "fp32")
+        paths.append(Path("grpcio alone: one round trip (header + one 12 x 12 layer)",
+                          timed(lambda: raw(iter(tiny), timeout=60))))
+        for i in range(args.repeats + 2):
+            for p in paths:
+                ms, r = p.run()
+                if i >= 2:
+                    p.samples.append(ms)
+                p.result = r
+        ch.close()
+        c.close()
     finally:
         srv.terminate()
         srv.wait(timeout=20)
-    base = rows[0][1]
+    base = float(np.median(paths[0].samples))
+    rows = []
+    for p in paths:
+        ms = float(np.median(p.samples))
+        row = dict(median_ms=ms, ratio_to_numpy=ms / base)
+        if p.check:
+            r = p.result
+            row.update(bytes_sent=r.sent_bytes, max_abs_diff=float(np.abs(r.map.ravel() - want).max()),
+                       server_total_ms=r.total_seconds * 1e3, server_compute_ms=r.compute_seconds * 1e3)
+        elif hasattr(p, "bytes"):
+            row.update(bytes_sent=p.bytes)
+        rows.append((p.name, row))
     if args.json:
-        print(json.dumps({n: dict(median_ms=ms, ratio_to_numpy=ms / base, bytes_sent=b,
-                                  max_abs_diff=e) for n, ms, b, e in rows}))
+        print(json.dumps(dict(rows)))
         return
-    print("ViT-B/16 CLS row (L=12, H=12, n=197), median of %d, server on loopback, "
-          "%d cores" % (args.repeats, os.cpu_count()))
+    print("ViT-B/16 CLS row (L=12, H=12, n=197), median of %d (interleaved), server on loopback "
+          "(2 workers), channel open and warm, %d cores, numpy/torch 1 thread"
+          % (args.repeats, os.cpu_count()))
     print()
-    print("| path | median ms | / numpy | bytes sent | max abs diff vs numpy |")
-    print("|---|---:|---:|---:|---:|")
-    for n, ms, b, e in rows:
-        print("| %s | %.2f | %.2f | %s | %s |" % (n, ms, ms / base, "" if b is None else b,
-                                                  "" if e is None else "%.1e" % e))
+    print("| path | median ms | / numpy | bytes sent | server ms (total / compute) "
+          "| max abs diff vs numpy |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, r in rows:
+        srv_ms = ("%.2f / %.2f" % (r["server_total_ms"], r["server_compute_ms"])
+                  if "server_total_ms" in r else "")
+        print("| %s | %.2f | %.2f | %s | %s | %s |" % (
+            name, r["median_ms"], r["ratio_to_numpy"],
+            "{:,}".format(r["bytes_sent"]) if "bytes_sent" in r else "", srv_ms,
+            "%.1e" % r["max_abs_diff"] if "max_abs_diff" in r else ""))
 
 
 if __name__ == "__main__":

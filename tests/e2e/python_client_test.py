@@ -309,6 +309,50 @@ class PythonClientTest(e2e_harness.ServerTestCase):
                                 "last < num_layers = 3, got 0:3", self.client.explain, att, layers=(0, 3),
                            client_fusion="off")
 
+    def test_pipelined_fusion_refuses_in_the_cpp_clients_order(self):
+        # explain checks and fuses each layer as gRPC sends the one before;
+        # a refusal still names the first bad row in the C++ client's order
+        # (sequence, layer, head), ends the call, and leaves the client usable.
+        rng = np.random.default_rng(21)
+        att = f32(nr.make_attention(rng, 4, 3, 9, batch=2)).transpose(1, 0, 2, 3, 4).copy()
+        bad = att.copy()
+        bad[0, 1, 2, 5, 0] += 0.01   # layer 0, sequence 1: found first while sending
+        bad[2, 0, 1, 4, 3] = -0.001  # layer 2, sequence 0: first in the C++ order
+        bad[2, 0, 1, 4, 2] += 0.001
+        inv = grpc.StatusCode.INVALID_ARGUMENT
+        self.assertRefused(inv, "attention (layer 2, head 1, sequence 0, row 4): expected "
+                                "probabilities >= 0, got -0.001 at column 3, found by the client "
+                                "while fusing heads", self.client.explain, bad)
+        only_late = att.copy()
+        only_late[3, 1, 0, 8, 8] = np.nan
+        self.assertRefused(inv, "attention (layer 3, head 0, sequence 1, row 8): expected finite "
+                                "values, got nan at column 8, found by the client while fusing "
+                                "heads", self.client.explain, only_late)
+        # -0.0 has its sign bit set: the fast check flags it, the exact check accepts it.
+        signed_zero = att.copy()
+        signed_zero[1, 0, 2, 3, np.argmin(signed_zero[1, 0, 2, 3])] = -0.0
+        r = self.client.explain(signed_zero)
+        self.assertTrue(r.heads_fused_by_client)
+        for b in range(2):
+            self.assertMaps(r.maps[b], nr.rollout_maps(signed_zero[:, b]), "sequence %d" % b)
+        # Padding (outside valid_lengths) is never checked, whatever it holds.
+        padded = att.copy()
+        padded[:, 1, :, 7:, :] = np.nan
+        padded[:, 1, :, :7, 7:] = 0.0
+        padded[:, 1, :, :7, :7] /= padded[:, 1, :, :7, :7].sum(-1, keepdims=True)
+        r = self.client.explain(padded, valid_lengths=[9, 7])
+        self.assertTrue(r.heads_fused_by_client)
+        self.assertMaps(r.maps[1], nr.rollout_maps(padded[:, 1, :, :7, :7]))
+        self.assertMaps(r.maps[0], nr.rollout_maps(att[:, 0]))
+
+    def test_mean_fusion_into_a_given_buffer(self):
+        rng = np.random.default_rng(22)
+        x = f32(nr.make_attention(rng, 2, 5, 7))  # [B = 2, H = 5, 7, 7] as one layer
+        out = np.full((2, 1, 7, 7), np.nan, dtype=np.float32)
+        got = fusion.fuse_layer(x, [2.0] * 5, 0, out=out)
+        self.assertIs(got, out)
+        np.testing.assert_allclose(got[:, 0], x.astype(np.float64).mean(1), rtol=1e-6, atol=1e-7)
+
     # -- the C++ client's head fusion agrees ---------------------------------
 
     def cli_error(self, att, extra):

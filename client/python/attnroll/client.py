@@ -17,8 +17,14 @@ from attnroll.v1 import attnroll_pb2, attnroll_pb2_grpc, audit_pb2, pass_pb2
 Array = Any  # a numpy array or a torch tensor
 ProgressCallback = Callable[[int, int, int], None]
 
+# As the C++ client's channel: no message size cap, 1 MiB HTTP/2 frames, and
+# 8 MiB of write buffer and receive window, so a layer message is written
+# without waiting for flow-control round trips.
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1),
-                    ("grpc.max_send_message_length", -1)]
+                    ("grpc.max_send_message_length", -1),
+                    ("grpc.http2.max_frame_size", 1 << 20),
+                    ("grpc.http2.write_buffer_size", 8 << 20),
+                    ("grpc.http2.lookahead_bytes", 8 << 20)]
 
 
 def _read(v: Union[str, bytes, None]) -> Optional[bytes]:
@@ -71,36 +77,69 @@ def _per_layer(values, n_layers: int, what: str, unbatched: bool) -> Optional[Li
 
 
 class _Pass:
-    """The layer messages of one pass, encoded (and fused when allowed)."""
+    """The layer messages of one pass, encoded (and fused when allowed).
+
+    With eager=True every head is checked here, before anything is sent
+    (the C++ client's order: sequence, layer, head). With eager=False
+    (explain's pipelined path) each layer is checked and fused as its
+    message is built by fill(), so the fusion of layer l + 1 runs while
+    layer l is on the wire and in the server; a layer that fails the exact
+    check makes fill() check every layer in the C++ client's order, so the
+    error raised is the same either way."""
 
     def __init__(self, header: pass_pb2.PassHeader, layers: List[np.ndarray], wire: str,
                  client_fusion: str, gradients=None, value_norms=None, residual_weights=None,
-                 stacks: Optional[List[int]] = None, indices: Optional[List[int]] = None):
+                 stacks: Optional[List[int]] = None, indices: Optional[List[int]] = None,
+                 eager: bool = True):
         self.header = header
         weights = fusion.check_fusable(header, int(layers[0].shape[1]), client_fusion,
                                        gradients is not None, value_norms is not None)
+        self.weights = weights
+        self.checks: Optional[fusion.HeadChecks] = None
+        self._scratch: Optional[np.ndarray] = None
         if weights is not None:
-            checks = fusion.HeadChecks(header, wire)
-            f32 = [np.asarray(a, dtype=np.float32) for a in layers]
-            for b in range(f32[0].shape[0]):          # the C++ client's order: sequence, layer, head
-                for l, a in enumerate(f32):
-                    fusion.check_layer(a, l, checks, b)
-            layers = [fusion.fuse_layer(a, weights, l) for l, a in enumerate(f32)]
+            self.checks = fusion.HeadChecks(header, wire)
+            layers = [np.asarray(a, dtype=np.float32) for a in layers]
+            if eager:
+                for a in layers:
+                    if not fusion.layer_clean(a, self.checks):
+                        fusion.check_layers_in_order(layers, self.checks)
+                        break
+                self.checks = None  # checked: fill() only fuses
             header.layout.heads_fused_by_client = True
         self.fused = weights is not None
-        self.sent_bytes = 0
         self.layers, self.wire = layers, wire
         self.gradients, self.value_norms, self.residual_weights = (gradients, value_norms,
                                                                    residual_weights)
         self.stacks, self.indices = stacks, indices
-        self.sent_bytes = sum(a.size for a in layers) * tensors.WIRE_BYTES[wire]
+        per_head = 1 if self.fused else int(layers[0].shape[1])
+        self.sent_bytes = sum(a.size // a.shape[1] * per_head for a in layers) * \
+            tensors.WIRE_BYTES[wire]
         if gradients is not None:
             self.sent_bytes += sum(g.size for g in gradients) * tensors.WIRE_BYTES[wire]
+
+    def attention(self, l: int) -> np.ndarray:
+        """Layer l as sent: fused into a scratch buffer (reused by the next
+        call: the message copies it) when the heads are fused here."""
+        a = self.layers[l]
+        if self.weights is None:
+            return a
+        if self.checks is not None and not fusion.layer_clean(a, self.checks):
+            try:
+                for b in range(a.shape[0]):
+                    fusion.check_layer(a, l, self.checks, b)
+            except AttnrollError:
+                fusion.check_layers_in_order(self.layers, self.checks)
+                raise
+        B, _, n, _ = a.shape
+        if self._scratch is None or self._scratch.shape != (B, 1, n, n):
+            self._scratch = np.empty((B, 1, n, n), dtype=np.float32)
+        return fusion.fuse_layer(a, self.weights, l, out=self._scratch)
 
     def fill(self, c: pass_pb2.LayerChunk, l: int) -> pass_pb2.LayerChunk:
         """Sets c (a field of the request being built) to layer message l."""
         c.layer = l if self.indices is None else self.indices[l]
-        tensors.encode_into(c.attention, self.layers[l], self.wire)
+        tensors.encode_into(c.attention, self.attention(l), self.wire)
         if self.stacks is not None:
             c.stack = self.stacks[l]
         if self.gradients is not None:
@@ -238,7 +277,7 @@ class Client:
         return to_python(self._call(self._stub.GetServerInfo,
                                     attnroll_pb2.GetServerInfoRequest(), timeout))
 
-    def _single_pass(self, attentions, gradients, kw, what="attentions"):
+    def _single_pass(self, attentions, gradients, kw, what="attentions", eager=True):
         """(header, _Pass) of a single-stack pass from explain's arguments."""
         analyses = kw.pop("analyses", None)
         wire = kw.pop("wire", None)
@@ -266,7 +305,8 @@ class Client:
         header = options.header(layout, analyses, **l_opts)
         p = _Pass(header, layers, wire, mode, grads,
                   _per_layer(value_norms, len(layers), "value_norms", unbatched),
-                  _per_layer(residual_weights, len(layers), "residual_weights", unbatched))
+                  _per_layer(residual_weights, len(layers), "residual_weights", unbatched),
+                  eager=eager)
         return header, p, wire
 
     def explain(self, attentions, *, gradients=None, progress: Optional[ProgressCallback] = None,
@@ -298,14 +338,42 @@ class Client:
         Returns:
             Explanation: .map, .maps, .results, .heads_fused_by_client, ...
         """
-        header, p, wire = self._single_pass(attentions, gradients, kw)
+        header, p, wire = self._single_pass(attentions, gradients, kw, eager=progress is not None)
         if progress is not None:
             return self._explain_stream(header, p, wire, progress, timeout)
-        resp, sends = self._send_pass(
-            self._stub.Explain,
-            lambda: itertools.chain([attnroll_pb2.ExplainRequest(header=header)],
-                                    p.requests(attnroll_pb2.ExplainRequest, "layer")),
-            timeout)
+        return self._explain_pipelined(header, p, wire, timeout)
+
+    def _explain_pipelined(self, header, p: _Pass, wire: str, timeout) -> Explanation:
+        """One pass over Explain whose layer messages are built (checked,
+        fused, encoded) as gRPC asks for them: gRPC's sending thread runs
+        this generator, so layer l + 1 is fused while layer l is written to
+        the socket and folded in by the server. A layer refused here ends the
+        stream early (the server refuses the short pass and frees it) and
+        the client's refusal is raised; a send that ends UNAVAILABLE is made
+        again by _send_pass, the layers fused anew."""
+        failure: List[BaseException] = []
+
+        def requests():
+            if failure:
+                return
+            yield attnroll_pb2.ExplainRequest(header=header)
+            for l in range(len(p.layers)):
+                r = attnroll_pb2.ExplainRequest()
+                try:
+                    p.fill(r.layer, l)
+                except BaseException as e:  # surfaced after the call (gRPC would hide it)
+                    failure.append(e)
+                    return
+                yield r
+
+        try:
+            resp, sends = self._send_pass(self._stub.Explain, requests, timeout)
+        except AttnrollError:
+            if failure:
+                raise failure[0] from None
+            raise
+        if failure:
+            raise failure[0]
         return Explanation(resp, wire, p.sent_bytes, sends)
 
     def _explain_stream(self, header, p, wire, progress, timeout):
