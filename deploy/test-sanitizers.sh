@@ -27,6 +27,8 @@ fuzz_seconds="${ATTNROLL_FUZZ_SECONDS:-30}"
 # (-fno-sanitize-recover=all), with a stack.
 export ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:check_initialization_order=1:detect_stack_use_after_return=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+# Leaks inside Debian's own libraries only (tests/asan/lsan_suppressions.txt).
+export LSAN_OPTIONS="suppressions=$PWD/tests/asan/lsan_suppressions.txt:print_suppressions=0"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:history_size=4:suppressions=$PWD/tests/tsan/suppressions.txt"
 
 total_start=$(date +%s)

@@ -12,6 +12,7 @@
 #include <grpcpp/support/client_interceptor.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace attnroll::client {
 namespace {
@@ -100,7 +101,15 @@ std::string ServiceConfigJson(const std::string& target, const ConnectOptions& o
                                   LbPolicyName(EffectiveLbPolicy(target, options.lb)), R"(": {}}])");
   const int attempts = EffectiveAttempts(target, options);
   if (attempts > 1) {
-    absl::StrAppend(&json, R"(, "methodConfig": [{"name": [{"service": "attnroll.v1.AttnrollService"}], )",
+    // Every method but PinBaseline and RemoveBaseline (not safe to repeat).
+    static constexpr const char* kRetried[] = {"Explain", "ExplainStream", "GetServerInfo",
+                                               "Compare", "ExplainPair",   "Audit",
+                                               "Monitor", "ListBaselines"};
+    std::vector<std::string> names;
+    for (const char* m : kRetried) {
+      names.push_back(absl::StrCat(R"({"service": "attnroll.v1.AttnrollService", "method": ")", m, R"("})"));
+    }
+    absl::StrAppend(&json, R"(, "methodConfig": [{"name": [)", absl::StrJoin(names, ", "), "], ",
                     R"("retryPolicy": {"maxAttempts": )", attempts,
                     R"(, "initialBackoff": "0.1s", "maxBackoff": "1s", "backoffMultiplier": 2, )",
                     R"("retryableStatusCodes": ["UNAVAILABLE"]}}])");

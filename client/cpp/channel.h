@@ -74,9 +74,12 @@ LbPolicy EffectiveLbPolicy(const std::string& target, LbPolicy lb);
 int EffectiveAttempts(const std::string& target, const ConnectOptions& options);
 // The service config OpenChannel gives the channel (JSON): the policy as
 // loadBalancingConfig, and, with more than one attempt, a retryPolicy for
-// every method of attnroll.v1.AttnrollService (not the health service: a
-// probe asks the replica it reaches) retrying UNAVAILABLE only, backoff
-// 0.1 s doubling up to 1 s.
+// the methods of attnroll.v1.AttnrollService that are safe to repeat (not
+// PinBaseline and RemoveBaseline: a replica may have done one and died before
+// answering; not the health service: a probe asks the replica it reaches),
+// retrying UNAVAILABLE only, backoff 0.1 s doubling up to 1 s. A pass the
+// client also re-sends itself may so be attempted up to attempts x attempts
+// times.
 std::string ServiceConfigJson(const std::string& target, const ConnectOptions& options);
 
 // A channel to `target` with `options` (the files are read now) and `args`

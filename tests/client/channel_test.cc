@@ -113,8 +113,16 @@ TEST(ChannelTest, ServiceConfigNamesThePolicyAndRetriesUnavailableOnTheApiOnly) 
   ConnectOptions o;
   EXPECT_EQ(ServiceConfigJson("127.0.0.1:50051", o), R"({"loadBalancingConfig": [{"pick_first": {}}]})");
   EXPECT_EQ(ServiceConfigJson("ipv4:127.0.0.1:1,127.0.0.1:2", o),
-            R"({"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": [{"name": )"
-            R"([{"service": "attnroll.v1.AttnrollService"}], "retryPolicy": {"maxAttempts": 3, )"
+            R"({"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": [{"name": [)"
+            R"({"service": "attnroll.v1.AttnrollService", "method": "Explain"}, )"
+            R"({"service": "attnroll.v1.AttnrollService", "method": "ExplainStream"}, )"
+            R"({"service": "attnroll.v1.AttnrollService", "method": "GetServerInfo"}, )"
+            R"({"service": "attnroll.v1.AttnrollService", "method": "Compare"}, )"
+            R"({"service": "attnroll.v1.AttnrollService", "method": "ExplainPair"}, )"
+            R"({"service": "attnroll.v1.AttnrollService", "method": "Audit"}, )"
+            R"({"service": "attnroll.v1.AttnrollService", "method": "Monitor"}, )"
+            R"({"service": "attnroll.v1.AttnrollService", "method": "ListBaselines"}], )"
+            R"("retryPolicy": {"maxAttempts": 3, )"
             R"("initialBackoff": "0.1s", "maxBackoff": "1s", "backoffMultiplier": 2, )"
             R"("retryableStatusCodes": ["UNAVAILABLE"]}}]})");
   o.attempts = 1;  // round robin without retries

@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -213,6 +214,7 @@ class MetricsNamesTest(e2e_harness.ServerTestCase):
         # Small per-pass limits, so a pass can be refused for a limit; one
         # monitored model, so live monitoring's gauges exist.
         cls.data_dir = tempfile.mkdtemp(prefix="attnroll_deploy_metrics_data_")
+        cls.addClassCleanup(shutil.rmtree, cls.data_dir, ignore_errors=True)
         cls.server_flags = ("--max-tokens", "16", "--monitor-models", "vit", "--data-dir",
                             cls.data_dir)
         super().setUpClass()

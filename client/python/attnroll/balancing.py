@@ -54,16 +54,24 @@ def effective_attempts(target: str, lb: str = "auto", attempts: Optional[int] = 
     return 3 if effective_lb(target, lb) == "round_robin" else 1
 
 
+# Every method but PinBaseline and RemoveBaseline (not safe to repeat).
+RETRIED_METHODS = ("Explain", "ExplainStream", "GetServerInfo", "Compare", "ExplainPair", "Audit",
+                   "Monitor", "ListBaselines")
+
+
 def service_config(target: str, lb: str = "auto", attempts: Optional[int] = None) -> Dict[str, Any]:
     """The channel's service config: the policy, and with more than one
-    attempt a retry policy for every method of attnroll.v1.AttnrollService
-    (not health: a probe asks the replica it reaches) retrying UNAVAILABLE
-    only, backoff 0.1 s doubling up to 1 s."""
+    attempt a retry policy for the methods of attnroll.v1.AttnrollService
+    that are safe to repeat (not PinBaseline and RemoveBaseline: a replica
+    may have done one and died before answering; not health: a probe asks
+    the replica it reaches) retrying UNAVAILABLE only, backoff 0.1 s doubling
+    up to 1 s."""
     config: Dict[str, Any] = {"loadBalancingConfig": [{effective_lb(target, lb): {}}]}
     n = effective_attempts(target, lb, attempts)
     if n > 1:
         config["methodConfig"] = [{
-            "name": [{"service": "attnroll.v1.AttnrollService"}],
+            "name": [{"service": "attnroll.v1.AttnrollService", "method": m}
+                     for m in RETRIED_METHODS],
             "retryPolicy": {"maxAttempts": n, "initialBackoff": "0.1s", "maxBackoff": "1s",
                             "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
         }]

@@ -96,7 +96,7 @@ class _Pass:
                                        gradients is not None, value_norms is not None)
         self.weights = weights
         self.checks: Optional[fusion.HeadChecks] = None
-        self._scratch: Optional[np.ndarray] = None
+        self._scratch: Dict[str, np.ndarray] = {}
         if weights is not None:
             self.checks = fusion.HeadChecks(header, wire)
             layers = [np.asarray(a, dtype=np.float32) for a in layers]
@@ -118,9 +118,12 @@ class _Pass:
         if gradients is not None:
             self.sent_bytes += sum(g.size for g in gradients) * tensors.WIRE_BYTES[wire]
 
-    def attention(self, l: int) -> np.ndarray:
+    def attention(self, l: int, scratch: Optional[Dict[str, np.ndarray]] = None) -> np.ndarray:
         """Layer l as sent: fused into a scratch buffer (reused by the next
-        call: the message copies it) when the heads are fused here."""
+        call: the message copies it) when the heads are fused here. Each
+        request generator passes its own `scratch`: after an UNAVAILABLE,
+        gRPC's thread may still run the previous send's generator while the
+        next send's fuses."""
         a = self.layers[l]
         if self.weights is None:
             return a
@@ -132,14 +135,18 @@ class _Pass:
                 fusion.check_layers_in_order(self.layers, self.checks)
                 raise
         B, _, n, _ = a.shape
-        if self._scratch is None or self._scratch.shape != (B, 1, n, n):
-            self._scratch = np.empty((B, 1, n, n), dtype=np.float32)
-        return fusion.fuse_layer(a, self.weights, l, out=self._scratch)
+        store = self._scratch if scratch is None else scratch
+        buf = store.get("fused")
+        if buf is None or buf.shape != (B, 1, n, n):
+            buf = store["fused"] = np.empty((B, 1, n, n), dtype=np.float32)
+        return fusion.fuse_layer(a, self.weights, l, out=buf)
 
-    def fill(self, c: pass_pb2.LayerChunk, l: int) -> pass_pb2.LayerChunk:
-        """Sets c (a field of the request being built) to layer message l."""
+    def fill(self, c: pass_pb2.LayerChunk, l: int,
+             scratch: Optional[Dict[str, np.ndarray]] = None) -> pass_pb2.LayerChunk:
+        """Sets c (a field of the request being built) to layer message l
+        (fused in `scratch`, a request generator's own; see attention)."""
         c.layer = l if self.indices is None else self.indices[l]
-        tensors.encode_into(c.attention, self.attention(l), self.wire)
+        tensors.encode_into(c.attention, self.attention(l, scratch), self.wire)
         if self.stacks is not None:
             c.stack = self.stacks[l]
         if self.gradients is not None:
@@ -152,9 +159,10 @@ class _Pass:
 
     def requests(self, make, field: str):
         """make() -> a request; yields one per layer with its `field` filled."""
+        scratch: Dict[str, np.ndarray] = {}
         for l in range(len(self.layers)):
             req = make()
-            self.fill(getattr(req, field), l)
+            self.fill(getattr(req, field), l, scratch)
             yield req
 
     @property
@@ -356,11 +364,12 @@ class Client:
         def requests():
             if failure:
                 return
+            scratch: Dict[str, np.ndarray] = {}  # this send's own (see _Pass.attention)
             yield attnroll_pb2.ExplainRequest(header=header)
             for l in range(len(p.layers)):
                 r = attnroll_pb2.ExplainRequest()
                 try:
-                    p.fill(r.layer, l)
+                    p.fill(r.layer, l, scratch)
                 except BaseException as e:  # surfaced after the call (gRPC would hide it)
                     failure.append(e)
                     return
@@ -494,13 +503,15 @@ class Client:
         getattr(ph, "pass").CopyFrom(header)  # "pass" is a Python keyword
         ph.compare.CopyFrom(options.compare_options(**(compare or {})))
         def reqs():
+            scratch_b: Dict[str, np.ndarray] = {}  # this send's own (see _Pass.attention)
+            scratch_c: Dict[str, np.ndarray] = {}
             yield attnroll_pb2.PairRequest(header=ph)
             for l in range(len(pb.layers)):  # the sides interleaved, layer by layer
                 r = attnroll_pb2.PairRequest()
-                pb.fill(r.baseline, l)
+                pb.fill(r.baseline, l, scratch_b)
                 yield r
                 r = attnroll_pb2.PairRequest()
-                pc.fill(r.candidate, l)
+                pc.fill(r.candidate, l, scratch_c)
                 yield r
         resp, sends = self._send_pass(self._stub.ExplainPair, reqs, timeout)
         return PairResult(resp, wire, pb.sent_bytes + pc.sent_bytes, sends)
