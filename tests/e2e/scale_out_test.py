@@ -402,7 +402,10 @@ class ScaleOutTest(unittest.TestCase):
         self.assertEqual(set(sends) - {1, 2}, set(), sends)
         after = [r.ok_passes() - s for r, s in zip(survivors, stuck)]
         self.assertEqual(sum(after), len(sends) - passes_before_kill)
-        self.assertLessEqual(abs(after[0] - after[1]), 1, after)
+        # Both survivors take the load. Not strictly alternating: while the
+        # killed replica's connection fails, round_robin's picker is rebuilt
+        # and may start again at either survivor (8 and 6 seen under ASan).
+        self.assertLessEqual(abs(after[0] - after[1]), max(2, sum(after) // 4), after)
 
 
 if __name__ == "__main__":
