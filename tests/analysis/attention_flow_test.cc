@@ -9,6 +9,7 @@
 // zeros) and no-residual layers, and the suite checks that many pairs end with
 // a cut proof rather than at the bound.
 #include "server/analysis/attention_flow.h"
+#include "tests/analysis/lemon_flow_testutil.h"
 #include "tests/testutil/run_command.h"
 
 #include <algorithm>
@@ -24,9 +25,6 @@
 #include <vector>
 
 #include <gtest/gtest.h>
-#include <lemon/preflow.h>
-#include <lemon/smart_graph.h>
-#include <lemon/tolerance.h>
 
 #ifndef ATTNROLL_SOURCE_DIR
 #error "ATTNROLL_SOURCE_DIR must name the source tree (set by tests/CMakeLists.txt)"
@@ -146,36 +144,7 @@ std::vector<MatrixF> IidResidual(int L, int m, uint32_t seed) {
 
 // ---- independent references ---------------------------------------------------
 
-// LEMON Preflow on the design's graph (input side to output side), with a
-// tolerance far below the test's. Builds the graph once; one call per pair.
-class LemonFlow {
- public:
-  explicit LemonFlow(const std::vector<MatrixF>& layers)
-      : L_(static_cast<int>(layers.size())), m_(static_cast<int>(layers[0].rows())), cap_(g_) {
-    for (int v = 0; v < (L_ + 1) * m_; ++v) nodes_.push_back(g_.addNode());
-    for (int l = 1; l <= L_; ++l) {
-      for (int i = 0; i < m_; ++i) {
-        for (int j = 0; j < m_; ++j) {
-          const float c = layers[l - 1](i, j);
-          if (c > 0) cap_[g_.addArc(nodes_[(l - 1) * m_ + j], nodes_[l * m_ + i])] = c;
-        }
-      }
-    }
-  }
-  double operator()(int source, int sink) {
-    lemon::Preflow<lemon::SmartDigraph, lemon::SmartDigraph::ArcMap<double>> pf(
-        g_, cap_, nodes_[source], nodes_[L_ * m_ + sink]);
-    pf.tolerance(lemon::Tolerance<double>(1e-18));
-    pf.runMinCut();
-    return pf.flowValue();
-  }
-
- private:
-  int L_, m_;
-  lemon::SmartDigraph g_;
-  lemon::SmartDigraph::ArcMap<double> cap_;
-  std::vector<lemon::SmartDigraph::Node> nodes_;
-};
+using testutil::LemonFlow;
 
 // |got - want| <= 1e-6 |want| + 1e-12.
 ::testing::AssertionResult Agrees(double got, double want) {

@@ -56,11 +56,9 @@
 #include <thread>
 
 #include <benchmark/benchmark.h>
-#include <lemon/preflow.h>
-#include <lemon/smart_graph.h>
-#include <lemon/tolerance.h>
 
 #include "server/analysis/attention_flow.h"
+#include "tests/analysis/lemon_flow_testutil.h"
 
 namespace {
 
@@ -229,34 +227,7 @@ void RunRowsThreads(benchmark::State& state, const Shape& s, Recipe recipe,
                  std::to_string(threads) + " threads");
 }
 
-// LEMON Preflow on the design's graph (input side to output side), built
-// once, as tests/analysis/attention_flow_test.cc builds it.
-class LemonFlow {
- public:
-  explicit LemonFlow(const std::vector<MatrixF>& layers)
-      : L_(static_cast<int>(layers.size())), m_(static_cast<int>(layers[0].rows())), cap_(g_) {
-    for (int v = 0; v < (L_ + 1) * m_; ++v) nodes_.push_back(g_.addNode());
-    for (int l = 1; l <= L_; ++l)
-      for (int i = 0; i < m_; ++i)
-        for (int j = 0; j < m_; ++j) {
-          const float c = layers[l - 1](i, j);
-          if (c > 0) cap_[g_.addArc(nodes_[(l - 1) * m_ + j], nodes_[l * m_ + i])] = c;
-        }
-  }
-  double operator()(int source, int sink) {
-    lemon::Preflow<lemon::SmartDigraph, lemon::SmartDigraph::ArcMap<double>> pf(
-        g_, cap_, nodes_[source], nodes_[L_ * m_ + sink]);
-    pf.tolerance(lemon::Tolerance<double>(1e-18));
-    pf.runMinCut();
-    return pf.flowValue();
-  }
-
- private:
-  int L_, m_;
-  lemon::SmartDigraph g_;
-  lemon::SmartDigraph::ArcMap<double> cap_;
-  std::vector<lemon::SmartDigraph::Node> nodes_;
-};
+using attnroll::testutil::LemonFlow;
 
 // LEMON on `count` pairs (output, input) spread evenly over the given rows x
 // all inputs; attnroll on the same pairs (timed separately, same iteration).
