@@ -339,9 +339,11 @@ class SoakTest(LoadCase):
     # streams of ~1 MB messages) fill it, and its destructive reclamation
     # then abandons a stream of an admitted pass now and then (measured: 15
     # of 2505 passes in 25 s, RESOURCE_EXHAUSTED at the client, CANCELLED in
-    # the server's counts). At 128 MiB the quota saw no reclamation at all
-    # in 30 s of this load.
-    GRPC_MEMORY = 128 * MiB
+    # the server's counts). At 128 MiB it saw none in most 30 s runs, but two
+    # of four full runs ended one pass INTERNAL or stalled every pass for
+    # about 9 s near the end (not yet explained; quota pressure is the first
+    # suspect): 256 MiB, with the bound below counting it, until that is known.
+    GRPC_MEMORY = 256 * MiB
     # Allowance above the process's idle RSS (code, gRPC's threads and
     # arenas, the metrics server) before the budgets count.
     BASE_SLACK = 64 * MiB
