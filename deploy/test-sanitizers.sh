@@ -33,14 +33,7 @@ export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:history_size=4:supp
 
 total_start=$(date +%s)
 quiet() { "$@" >/dev/null; }  # a command whose stdout is not wanted
-stage() {  # stage NAME COMMAND...: a banner, the command, its wall time
-  local name="$1" start
-  shift
-  echo "==== ${name} ===="
-  start=$(date +%s)
-  "$@"
-  echo "==== ${name}: $(( $(date +%s) - start )) s ===="
-}
+source deploy/stage.sh  # stage NAME COMMAND...
 
 stage "asan+ubsan: configure" quiet cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Release \
   -DATTNROLL_SANITIZE=address,undefined -DATTNROLL_BUILD_FUZZERS=ON -DATTNROLL_BUILD_BENCHMARKS=OFF \

@@ -9,14 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 total_start=$(date +%s)
-stage() {  # stage NAME COMMAND...: a banner, the command, its wall time
-  local name="$1" start
-  shift
-  echo "==== ${name} ===="
-  start=$(date +%s)
-  "$@"
-  echo "==== ${name}: $(( $(date +%s) - start )) s ===="
-}
+source deploy/stage.sh  # stage NAME COMMAND...
 stage "release: install and build" deploy/build.sh
 stage "release: ctest" ctest --test-dir build --output-on-failure -j"$(nproc)" --timeout 600
 if [ "${ATTNROLL_SKIP_IMAGE_TEST:-0}" != 1 ]; then

@@ -25,7 +25,6 @@ Run: /usr/bin/python3 tests/deploy/manifests_test.py --bin-dir BUILD_DIR
 (npm installs the checks' packages into BUILD_DIR/deploy-node the first time.)
 """
 
-import argparse
 import copy
 import json
 import os
@@ -40,6 +39,8 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import deploy_testutil as du  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e"))
+import e2e_harness  # noqa: E402  (take_bin_dir)
 
 BIN_DIR = None
 MIB = 1 << 20
@@ -461,8 +462,7 @@ class ManifestsTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--bin-dir", required=True)
-    args, rest = parser.parse_known_args()
-    BIN_DIR = args.bin_dir
-    unittest.main(argv=[sys.argv[0]] + rest)
+    BIN_DIR, argv = e2e_harness.take_bin_dir(sys.argv)
+    if not BIN_DIR:
+        sys.exit("--bin-dir BUILD_DIR is required")
+    unittest.main(argv=argv)

@@ -14,12 +14,14 @@ must then fail naming it.
 Run: /usr/bin/python3 tests/deploy/runtime_packages_test.py --bin-dir BUILD_DIR
 """
 
-import argparse
 import os
 import re
 import subprocess
 import sys
 import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e"))
+import e2e_harness  # noqa: E402  (take_bin_dir)
 
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOCKERFILE = os.path.join(SRC, "Dockerfile")
@@ -169,8 +171,7 @@ class RuntimePackagesTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--bin-dir", required=True)
-    args, rest = parser.parse_known_args()
-    BIN_DIR = args.bin_dir
-    unittest.main(argv=[sys.argv[0]] + rest)
+    BIN_DIR, argv = e2e_harness.take_bin_dir(sys.argv)
+    if not BIN_DIR:
+        sys.exit("--bin-dir BUILD_DIR is required")
+    unittest.main(argv=argv)
