@@ -226,19 +226,50 @@ bool SendLayers(std::initializer_list<const AttentionView*> views, int64_t layer
   return true;
 }
 
+// The payload a message of several layers (LayerBatch) aims at: per message,
+// gRPC costs about as much as ~100 KB of payload on loopback.
+constexpr int64_t kBatchBytes = 512 * 1024;
+
 // Writes the header, then every layer, reusing `request` (ExplainRequest or
 // StreamRequest); false when the call ended early (its Finish says why).
+// Heads fused on the client (one small head per layer): consecutive layers
+// go together in LayerBatch messages of about kBatchBytes (within
+// max_message_bytes); otherwise one layer message per chunk.
 template <typename Request, typename Stream>
 bool WritePass(Stream& stream, Request& request, v1::PassHeader header,
                const AttentionView& attention, const ExplainOptions& options, CallStats* stats) {
+  const bool batch = header.layout().heads_fused_by_client();
+  const int64_t target = std::min(kBatchBytes, options.max_message_bytes - 1024);
   *request.mutable_header() = std::move(header);
   if (stats != nullptr) ++stats->messages_sent;
   if (!stream.Write(request)) return false;
-  return SendLayers({&attention}, attention.layers, options, stats,
-                    [&](size_t, v1::LayerChunk& chunk) {
-                      *request.mutable_layer() = std::move(chunk);
-                      return stream.Write(request);
-                    });
+  int64_t held = 0, chunks = 0, writes = 0;
+  auto flush = [&] {
+    if (held == 0) return true;
+    held = 0;
+    ++writes;
+    const bool ok = stream.Write(request);
+    request.mutable_layers()->clear_layers();
+    return ok;
+  };
+  const bool ok = SendLayers({&attention}, attention.layers, options, stats,
+                             [&](size_t, v1::LayerChunk& chunk) {
+                               ++chunks;
+                               const int64_t bytes = static_cast<int64_t>(chunk.ByteSizeLong());
+                               if (!batch || bytes >= target) {
+                                 if (!flush()) return false;
+                                 ++writes;
+                                 *request.mutable_layer() = std::move(chunk);
+                                 return stream.Write(request);
+                               }
+                               if (held > 0 && held + bytes > target && !flush()) return false;
+                               *request.mutable_layers()->add_layers() = std::move(chunk);
+                               held += bytes;
+                               return true;
+                             }) &&
+                  flush();
+  if (stats != nullptr) stats->messages_sent += writes - chunks;  // SendLayers counted chunks
+  return ok;
 }
 
 // Lends `message` to `request`'s field for one write, then takes it back:

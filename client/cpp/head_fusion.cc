@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "client/cpp/layer_fusion.h"
 #include "proto/cpp/client_fusion.h"
 
 namespace attnroll::client {
@@ -68,43 +69,38 @@ absl::StatusOr<FusedAttention> FuseHeads(const AttentionView& a, const std::vect
   for (float w : weights) sum += w;
   std::vector<float> scale(weights.size());
   for (size_t h = 0; h < weights.size(); ++h) scale[h] = static_cast<float>(weights[h] / sum);
+  const bool equal = std::all_of(weights.begin(), weights.end(),
+                                 [&](float w) { return w == weights.front(); });
   const int64_t rows = a.rows(), n = a.tokens, elems = rows * n;
   FusedAttention out;
-  out.data.assign(static_cast<size_t>(a.batch * a.layers * elems), 0.0f);
+  out.data.resize(static_cast<size_t>(a.batch * a.layers * elems));
+  std::vector<analysis::RowStats> stats;
   for (int64_t b = 0; b < a.batch; ++b) {
     // Only the valid block is checked: padding is never read by the server.
     const int m = checks == nullptr || checks->valid.empty() || b >= static_cast<int64_t>(checks->valid.size())
                       ? static_cast<int>(n)
                       : std::clamp(checks->valid[b], 1, static_cast<int>(n));
     for (int64_t l = 0; l < a.layers; ++l) {
-      float* dst = out.data.data() + (b * a.layers + l) * elems;
+      LayerFusion f;
+      f.heads = a.data + (b * a.layers + l) * a.heads * elems;
+      f.num_heads = static_cast<int>(a.heads);
+      f.rows = static_cast<int>(rows);
+      f.n = static_cast<int>(n);
+      f.valid = m;
+      f.scale = equal ? nullptr : scale.data();
+      f.mean_scale = scale.front();
+      f.causal = checks != nullptr && checks->causal;
+      f.out = out.data.data() + (b * a.layers + l) * elems;
+      const int measured = MeasuredRows(f);
+      stats.resize(static_cast<size_t>(a.heads) * measured);
+      FuseLayer(f, stats.data());
+      if (checks == nullptr) continue;
+      // In head order, then row order: the first row the exact check refuses.
       for (int64_t h = 0; h < a.heads; ++h) {
-        const float* src = a.data + ((b * a.layers + l) * a.heads + h) * elems;
-        const float s = scale[static_cast<size_t>(h)];
-        for (int64_t i = 0; i < rows; ++i) {
-          const float* __restrict in = src + i * n;
-          float* __restrict acc = dst + i * n;
-          if (checks == nullptr || i >= m) {
-            for (int64_t j = 0; j < n; ++j) acc[j] += s * in[j];
-            continue;
-          }
-          // Fuse and gather the row's sum, minimum and largest entry above
-          // the diagonal in one pass; the exact check runs only on a
-          // suspicious row. A finite sum rules out NaN and Inf.
-          float row_sum = 0.0f, row_min = INFINITY, upper = 0.0f;
-          for (int64_t j = 0; j < n; ++j) {
-            const float v = in[j];
-            acc[j] += s * v;
-            if (j < m) {
-              row_sum += v;
-              row_min = std::min(row_min, v);
-              if (j > i) upper = std::max(upper, v);
-            }
-          }
-          const bool ok = std::isfinite(row_sum) && std::abs(row_sum - 1.0f) <= checks->tolerance &&
-                          row_min >= 0.0f && (!checks->causal || upper <= checks->tolerance);
-          if (ok) continue;
-          if (absl::Status st = CheckRow(in, m, static_cast<int>(i), l, h, b, *checks); !st.ok()) {
+        for (int i = 0; i < measured; ++i) {
+          if (PassesFastCheck(stats[h * measured + i], checks->tolerance, checks->causal)) continue;
+          if (absl::Status st = CheckRow(f.heads + h * elems + i * n, m, i, l, h, b, *checks);
+              !st.ok()) {
             return st;
           }
         }

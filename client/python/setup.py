@@ -9,6 +9,9 @@ Runtime dependencies come from Debian (python3-grpcio, python3-protobuf,
 python3-numpy; python3-torch for attnroll.capture, python3-pil and
 python3-matplotlib for attnroll.render) and are visible in a venv made with
 --system-site-packages. ATTNROLL_PROTO_DIR overrides where the protos are.
+ATTNROLL_NATIVE_LIB names a built attnroll/_native.so (the build tree's
+build/python/attnroll/_native.so) to install with the package: its fast
+path for client-side head fusion (without it, numpy does the same work).
 """
 
 import glob
@@ -42,6 +45,11 @@ class BuildWithStubs(build_py):
                         "--grpc_out=" + out, "--plugin=protoc-gen-grpc=" + plugin] + protos,
                        check=True)
         open(os.path.join(out, "attnroll", "v1", "__init__.py"), "a").close()
+        native = os.environ.get("ATTNROLL_NATIVE_LIB")
+        if native:
+            if not os.path.isfile(native):
+                raise SystemExit("ATTNROLL_NATIVE_LIB: no such file: %s" % native)
+            shutil.copy(native, os.path.join(out, "attnroll", "_native.so"))
 
 
 setup(

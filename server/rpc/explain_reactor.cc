@@ -102,9 +102,26 @@ void ExplainReactor::HandleMessage() {
       ReadNext();
       if (absl::Status s = pass_.session->AddChunk(request_.layer()); !s.ok()) return End(s);
       break;
+    case v1::ExplainRequest::kLayers:
+      if (!pass_.open()) {
+        return End(absl::InvalidArgumentError(
+            "header: expected a PassHeader as the first message, got layers"));
+      }
+      if (request_.layers().layers().empty()) {
+        return End(absl::InvalidArgumentError(
+            absl::StrCat("layers (message ", messages_, "): expected at least one layer message, got none")));
+      }
+      for (const v1::LayerChunk& chunk : request_.layers().layers()) {
+        ctx_->metrics->AttentionBytes(chunk.attention().data().size() + chunk.gradient().data().size());
+      }
+      ReadNext();  // as for one layer: the next message is read while these are folded in
+      for (const v1::LayerChunk& chunk : request_.layers().layers()) {
+        if (absl::Status s = pass_.session->AddChunk(chunk); !s.ok()) return End(s);
+      }
+      break;
     default:
       return End(absl::InvalidArgumentError(absl::StrCat(
-          "message ", messages_, ": expected a header or a layer, got neither")));
+          "message ", messages_, ": expected a header, a layer or layers, got none of them")));
   }
   request_.Clear();
   StepDone();  // the last use of `this` in this task

@@ -160,6 +160,26 @@ bool StreamReactor::HandleOne() {
       if (absl::Status s = it->second.pass.session->AddChunk(request_.layer()); !s.ok()) FailPass(id, s);
       return true;
     }
+    case v1::StreamRequest::kLayers: {
+      if (it == passes_.end()) {
+        FailPass(id, absl::InvalidArgumentError(
+                         absl::StrCat("request_id: no open pass '", id, "': send its header first")));
+        return true;
+      }
+      it->second.last_message = absl::Now();
+      if (request_.layers().layers().empty()) {
+        FailPass(id, absl::InvalidArgumentError("layers: expected at least one layer message, got none"));
+        return true;
+      }
+      for (const v1::LayerChunk& chunk : request_.layers().layers()) {
+        ctx_->metrics->AttentionBytes(chunk.attention().data().size() + chunk.gradient().data().size());
+        if (absl::Status s = it->second.pass.session->AddChunk(chunk); !s.ok()) {
+          FailPass(id, s);
+          break;
+        }
+      }
+      return true;
+    }
     case v1::StreamRequest::kEnd: {
       if (it == passes_.end()) {
         FailPass(id, absl::InvalidArgumentError(absl::StrCat("request_id: no open pass '", id, "' to end")));

@@ -26,6 +26,8 @@ namespace attnroll::client {
 namespace {
 
 using ::testing::ElementsAre;
+using ::testing::FloatNear;
+using ::testing::Pointwise;
 using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAre;
 
@@ -280,7 +282,7 @@ TEST_F(ServerTest, PassStreamMultiplexesPassesAndReportsErrorsInBand) {
   ASSERT_TRUE(stream->AddLayer("b", 0, layer_of_b(0)).ok());
   CallStats stats;
   ASSERT_TRUE(stream->AddPass("a", testing::RolloutHeader(a), ViewOf(a), {}, &stats).ok());
-  EXPECT_EQ(stats.messages_sent, 1 + 2);  // the header and 2 layers
+  EXPECT_EQ(stats.messages_sent, 1 + 1);  // the header, and its 2 fused layers in one LayerBatch
   ASSERT_TRUE(stream->AddLayer("b", 1, layer_of_b(1)).ok());
   ExplainOptions every_head;  // so the server, not the client's fusion, finds the bad value
   every_head.client_fusion = ClientFusion::kOff;
@@ -316,6 +318,30 @@ testing::Attention RandomAttention(int64_t batch, int64_t layers, int64_t heads,
   return testing::MakeAttention(batch, layers, heads, tokens, [&](int64_t, int64_t, int64_t) {
     return testing::RandomStochastic(static_cast<int>(tokens), rng, 2.0f);
   });
+}
+
+TEST_F(ServerTest, FusedLayersGoSeveralPerMessageWithinTheMessageCap) {
+  const testing::Attention a = RandomAttention(1, 12, 4, 40, 12);  // 6.4 KB per fused layer
+  v1::PassHeader header;
+  header.add_analyses()->mutable_rollout()->mutable_readout()->add_rows(2);
+  ExplainOptions every_head;
+  every_head.client_fusion = ClientFusion::kOff;
+  absl::StatusOr<v1::ExplainResponse> want = client_->Explain(header, ViewOf(a), every_head);
+  ASSERT_TRUE(want.ok()) << want.status();
+  // Default cap: the 12 fused layers in one LayerBatch; a 20 KB cap: 3 per message.
+  for (const auto& [cap, messages] : std::vector<std::pair<int64_t, int>>{{int64_t{4} << 20, 1 + 1},
+                                                                          {20 * 1024, 1 + 4}}) {
+    ExplainOptions options;
+    options.max_message_bytes = cap;
+    CallStats stats;
+    absl::StatusOr<v1::ExplainResponse> r = client_->Explain(header, ViewOf(a), options, &stats);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(stats.heads_fused_on_client);
+    EXPECT_EQ(stats.messages_sent, messages) << "cap " << cap;
+    EXPECT_EQ(stats.bytes_sent, 12 * 40 * 40 * 4);
+    EXPECT_THAT(testing::MapValues(r->results(0).maps(0)),
+                Pointwise(FloatNear(1e-6), testing::MapValues(want->results(0).maps(0))));
+  }
 }
 
 TEST_F(ServerTest, PreparedPassHoldsTheMessagesExplainSendsAndGivesTheSameMaps) {

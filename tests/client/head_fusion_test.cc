@@ -55,6 +55,56 @@ TEST(FuseHeadsTest, IsTheWeightedMeanOverHeadsNormalisedByTheWeights) {
   }
 }
 
+// The arithmetic both clients share with the server's own fusion, bit for bit:
+// mean (equal weights): the heads summed in head order in fp32, times
+// fl(w_0 / sum w); other weights: fl(w_h / sum w) A_h added in head order,
+// each product rounded before its sum. Padding (past a sequence's valid
+// length) is fused the same way; more than kMaxFuseGroup heads cross the
+// kernels' head groups.
+TEST(FuseHeadsTest, FusedValuesAreTheSharedArithmeticBitForBit) {
+  const int64_t B = 2, L = 2, H = 7, n = 9, e = n * n;
+  testing::Attention a = RandomAttention(B, L, H, n, 3);
+  HeadChecks checks;
+  checks.valid = {9, 6};
+  // Sequence 1's valid 6 x 6 block rows sum to 1; its padding keeps other values.
+  for (int64_t l = 0; l < L; ++l) {
+    for (int64_t h = 0; h < H; ++h) {
+      float* m = a.at(1, l, h);
+      for (int i = 0; i < 6; ++i) {
+        double s = 0;
+        for (int j = 0; j < 6; ++j) s += m[i * n + j];
+        for (int j = 0; j < 6; ++j) m[i * n + j] = static_cast<float>(m[i * n + j] / s);
+      }
+    }
+  }
+  for (const std::vector<float>& w :
+       {std::vector<float>(H, 2.0f), std::vector<float>{1.0f, 2.0f, 0.0f, 0.5f, 3.0f, 0.25f, 1.0f}}) {
+    const bool equal = w[1] == w[0];
+    double sum = 0;
+    for (float x : w) sum += x;
+    std::vector<float> want(static_cast<size_t>(B * L * e));
+    for (int64_t bl = 0; bl < B * L; ++bl) {
+      for (int64_t i = 0; i < e; ++i) {
+        float acc = 0.0f;
+        for (int64_t h = 0; h < H; ++h) {
+          const float v = a.values[(bl * H + h) * e + i];
+          const float t = equal ? v : static_cast<float>(w[h] / sum) * v;
+          acc = h == 0 ? t : acc + t;
+        }
+        want[bl * e + i] = equal ? acc * static_cast<float>(w[0] / sum) : acc;
+      }
+    }
+    for (const HeadChecks* c : std::vector<const HeadChecks*>{nullptr, &checks}) {
+      absl::StatusOr<FusedAttention> f = FuseHeads(ViewOf(a), w, c);
+      ASSERT_TRUE(f.ok()) << f.status();
+      ASSERT_EQ(f->data.size(), want.size());
+      for (size_t i = 0; i < want.size(); ++i) {
+        ASSERT_EQ(f->data[i], want[i]) << (equal ? "mean" : "weighted") << ", entry " << i;
+      }
+    }
+  }
+}
+
 TEST(FuseHeadsTest, EachModeFusesOnlyWhenThePassAllowsIt) {
   const testing::Attention a = RandomAttention(1, 2, 3, 4, 2);
   const AttentionView view = ViewOf(a);

@@ -27,7 +27,7 @@ import e2e_harness  # noqa: E402
 import numpy_reference as nr  # noqa: E402
 
 import attnroll  # noqa: E402
-from attnroll import fusion  # noqa: E402
+from attnroll import client as client_module, fusion, native  # noqa: E402
 from attnroll.v1 import attnroll_pb2, attnroll_pb2_grpc  # noqa: E402
 
 RTOL, ATOL = 1e-4, 1e-6
@@ -416,6 +416,93 @@ class PythonClientTest(e2e_harness.ServerTestCase):
         # One head: auto sends it as it is, in both clients.
         one = f32(nr.make_attention(rng, 2, 1, 6))
         self.assertFalse(self.client.explain(one).heads_fused_by_client)
+
+    def test_native_fusion_is_numpys_bit_for_bit_with_the_same_checks(self):
+        if not native.available():
+            if os.environ.get("ATTNROLL_NATIVE_EXPECTED", "1") == "1":
+                self.fail("attnroll/_native.so did not load from this build tree")
+            self.skipTest("no native library in this tree (sanitizer build)")
+        self.assertIn(native.kernel_isa(), ("avx2", "portable"))
+        rng = np.random.default_rng(31)
+
+        def numpy_path(x, w, checks):
+            saved, native._LIB = native._LIB, None
+            try:
+                return fusion.fuse_layer(x, w, 0, checks)
+            finally:
+                native._LIB = saved
+
+        def header(valid=(), causal=False):
+            from attnroll.v1 import pass_pb2
+            return pass_pb2.PassHeader(layout=pass_pb2.Layout(
+                num_layers=1, num_heads=7, num_tokens=9, batch_size=2, valid_lengths=valid,
+                causal=causal))
+        x = f32(nr.make_attention(rng, 2, 7, 9))           # [B = 2, H = 7, 9, 9] as one layer
+        padded = x.copy()
+        padded[1, :, :6, :6] /= padded[1, :, :6, :6].sum(-1, keepdims=True)
+        padded[1, :, 6:, :] = np.nan                         # padding: never checked
+        causal = f32(nr.make_causal_attention(rng, 2, 7, 9))
+        weights = ([1.0] * 7, [1.0, 2.0, 0.0, 0.5, 3.0, 0.25, 1.0])
+        for name, a, hdr in (("plain", x, header()), ("padded", padded, header((9, 6))),
+                             ("causal", causal, header(causal=True))):
+            checks = fusion.HeadChecks(hdr)
+            for w in weights:
+                out = np.full((2, 1, 9, 9), -1.0, dtype=np.float32)
+                self.assertIs(fusion.fuse_native(a, w, checks, out), True, name)
+                np.testing.assert_array_equal(out, numpy_path(a, w, checks), name)
+                np.testing.assert_array_equal(fusion.fuse_layer(a, w, 0, checks), out, name)
+        # Every kind of bad row is flagged (the exact check then names it, as numpy's path).
+        checks = fusion.HeadChecks(header())
+        bad = []
+        b = x.copy(); b[1, 3, 2, 1] = -0.001; b[1, 2, 2, 1] += 0.001; bad.append(b)  # noqa: E702
+        b = x.copy(); b[0, 6, 8, 0] += 0.002; bad.append(b)                           # noqa: E702
+        b = x.copy(); b[0, 0, 0, 0] = np.nan; bad.append(b)                           # noqa: E702
+        for b in bad:
+            self.assertIs(fusion.fuse_native(b, weights[0], checks, np.empty((2, 1, 9, 9), np.float32)),
+                          False)
+        cb = causal.copy(); cb[1, 4, 3, 6] = 0.01; cb[1, 4, 3, 0] -= 0.01              # noqa: E702
+        self.assertIs(fusion.fuse_native(cb, weights[0], fusion.HeadChecks(header(causal=True)),
+                                         np.empty((2, 1, 9, 9), np.float32)), False)
+        # Through explain, with and without the library: the same refusals, word for word.
+        att = f32(nr.make_attention(rng, 3, 4, 8))
+        broken = []
+        b = att.copy(); b[2, 1, 5, 0] += 0.02; broken.append(b)                      # noqa: E702
+        b = att.copy(); b[0, 3, 2, 1] = -0.001; b[0, 2, 2, 1] += 0.001; broken.append(b)  # noqa
+        b = att.copy(); b[1, 0, 0, 0] = np.nan; broken.append(b)                      # noqa: E702
+        for b in broken:
+            msgs = []
+            for lib in (native._LIB, None):
+                saved, native._LIB = native._LIB, lib
+                try:
+                    with self.assertRaises(attnroll.AttnrollError) as ctx:
+                        self.client.explain(b, client_fusion="on")
+                finally:
+                    native._LIB = saved
+                msgs.append(ctx.exception.message)
+            self.assertEqual(msgs[0], msgs[1])
+
+    def test_fused_layers_go_several_per_message_with_the_same_maps(self):
+        rng = np.random.default_rng(32)
+        att = f32(nr.make_attention(rng, 12, 6, 40))       # 6.4 KB per fused layer
+        r = self.client.explain(att, rows=[0, 3])
+        self.assertTrue(r.heads_fused_by_client)
+        hdr, p, _ = self.client._single_pass(att, None, dict(rows=[0, 3]), eager=False)
+        self.assertEqual(p.layers_per_message(), 12)     # all of them in one LayerBatch
+        saved, client_module.BATCH_BYTES = client_module.BATCH_BYTES, 1
+        try:
+            self.assertEqual(p.layers_per_message(), 1)
+            one_by_one = self.client.explain(att, rows=[0, 3])
+        finally:
+            client_module.BATCH_BYTES = saved
+        client_module.BATCH_BYTES = 3 * 40 * 40 * 4       # 3 layers per message
+        try:
+            self.assertEqual(p.layers_per_message(), 3)
+            threes = self.client.explain(att, rows=[0, 3])
+        finally:
+            client_module.BATCH_BYTES = saved
+        np.testing.assert_array_equal(r.maps[0], one_by_one.maps[0])
+        np.testing.assert_array_equal(r.maps[0], threes.maps[0])
+        self.assertMaps(r.maps[0], nr.rollout_maps(att, rows=(0, 3)))
 
     def test_fusion_arithmetic(self):
         rng = np.random.default_rng(15)

@@ -53,6 +53,29 @@ TEST_F(ServerTest, ExplainUniformClosedFormOverEveryWireDtype) {
   }
 }
 
+TEST_F(ServerTest, LayersInOneMessageGiveTheMapsOfLayerMessages) {
+  std::mt19937 rng(7);
+  auto a = testing::MakeAttention(1, 5, 3, 9, [&](int64_t, int64_t, int64_t) {
+    return testing::RandomStochastic(9, rng);
+  });
+  const v1::PassHeader h = testing::RolloutHeader(a);
+  const std::vector<v1::ExplainRequest> single = Pass(a, h);  // header, layers 0..4
+  ASSERT_EQ(single.size(), 6u);
+  auto one = RawExplain(single);
+  ASSERT_TRUE(one.ok()) << one.status();
+  // Every layer in one batch; and batches of 2, 1 (a layer message between), 2.
+  std::vector<v1::ExplainRequest> all = {single[0], v1::ExplainRequest()};
+  for (int l = 1; l <= 5; ++l) *all[1].mutable_layers()->add_layers() = single[l].layer();
+  std::vector<v1::ExplainRequest> mixed = {single[0], v1::ExplainRequest(), single[3], v1::ExplainRequest()};
+  for (int l : {1, 2}) *mixed[1].mutable_layers()->add_layers() = single[l].layer();
+  for (int l : {4, 5}) *mixed[3].mutable_layers()->add_layers() = single[l].layer();
+  for (const auto& msgs : {all, mixed}) {
+    auto r = RawExplain(msgs);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(testing::MapValues(r->results(0).maps(0)), testing::MapValues(one->results(0).maps(0)));
+  }
+}
+
 TEST_F(ServerTest, BadInputsGetInvalidArgumentNamingTheField) {
   auto a = testing::UniformAttention(1, 2, 2, 4);
   const v1::PassHeader h = testing::RolloutHeader(a);
@@ -67,7 +90,7 @@ TEST_F(ServerTest, BadInputsGetInvalidArgumentNamingTheField) {
   expect_invalid({good[0], good[2]}, "layer: out of order: expected layer 0, got 1");
   expect_invalid({good[0], good[1], good[1]}, "layer: duplicate: layer 0");
   expect_invalid({good[0], good[1]}, "layer: missing: the stream ended after 1 complete layers");
-  expect_invalid({good[0], v1::ExplainRequest()}, "message 2: expected a header or a layer, got neither");
+  expect_invalid({good[0], v1::ExplainRequest()}, "message 2: expected a header, a layer or layers, got none of them");
 
   auto mutate = [&](auto f) {
     std::vector<v1::ExplainRequest> m = good;
@@ -111,6 +134,25 @@ TEST_F(ServerTest, BadInputsGetInvalidArgumentNamingTheField) {
   bad.mutable_layout()->set_causal(true);
   expect_invalid({HeaderMsg(bad), good[1], good[2]},
                  "causal layout expects no attention above the diagonal");
+
+  // Layers in one message: each handled as if it came alone.
+  auto batch = [&](std::vector<int> idx) {
+    v1::ExplainRequest m;
+    m.mutable_layers();  // set, even when empty
+    for (int i : idx) *m.mutable_layers()->add_layers() = good[i].layer();
+    return m;
+  };
+  expect_invalid({batch({1, 2})}, "header: expected a PassHeader as the first message, got layers");
+  expect_invalid({good[0], batch({})}, "layers (message 2): expected at least one layer message, got none");
+  expect_invalid({good[0], batch({2, 1})}, "layer: out of order: expected layer 0, got 1");
+  expect_invalid({good[0], batch({1, 1})}, "layer: duplicate: layer 0");
+  expect_invalid({good[0], batch({1})}, "layer: missing: the stream ended after 1 complete layers");
+  {
+    std::vector<v1::ExplainRequest> m = {good[0], batch({1, 2})};
+    reinterpret_cast<float*>(m[1].mutable_layers()->mutable_layers(1)->mutable_attention()->mutable_data()->data())[20] =
+        -0.25f;
+    expect_invalid(m, "attention (layer 1, head 1, sequence 0, row 1): expected probabilities >= 0");
+  }
 
   // The server is still healthy after all of that.
   auto r = RawExplain(good);

@@ -9,12 +9,14 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import grpc
 import numpy as np
 
-from attnroll import balancing, fusion, options, tensors
+from attnroll import balancing, fusion, options, pipeline, tensors
 from attnroll.errors import AttnrollError, code_from_number
 from attnroll.results import AuditResult, Explanation, PairResult, to_python
 from attnroll.v1 import attnroll_pb2, attnroll_pb2_grpc, audit_pb2, pass_pb2
 
 Array = Any  # a numpy array or a torch tensor
+# The payload an Explain message of several layers aims at (_Pass.layers_per_message).
+BATCH_BYTES = 512 * 1024
 ProgressCallback = Callable[[int, int, int], None]
 
 # As the C++ client's channel: no message size cap, 1 MiB HTTP/2 frames, and
@@ -127,18 +129,23 @@ class _Pass:
         a = self.layers[l]
         if self.weights is None:
             return a
-        if self.checks is not None and not fusion.layer_clean(a, self.checks):
+        B, _, n, _ = a.shape
+        store = self._scratch if scratch is None else scratch
+        buf = store.get("fused")
+        if buf is None or buf.shape != (B, 1, n, n):
+            buf = store["fused"] = np.empty((B, 1, n, n), dtype=np.float32)
+        # Native: checked and fused in one pass; numpy: checked, then fused.
+        clean = fusion.fuse_native(a, self.weights, self.checks, buf)
+        if self.checks is not None and not clean and (
+                clean is not None or not fusion.layer_clean(a, self.checks)):
             try:
                 for b in range(a.shape[0]):
                     fusion.check_layer(a, l, self.checks, b)
             except AttnrollError:
                 fusion.check_layers_in_order(self.layers, self.checks)
                 raise
-        B, _, n, _ = a.shape
-        store = self._scratch if scratch is None else scratch
-        buf = store.get("fused")
-        if buf is None or buf.shape != (B, 1, n, n):
-            buf = store["fused"] = np.empty((B, 1, n, n), dtype=np.float32)
+        if clean is not None:
+            return buf
         return fusion.fuse_layer(a, self.weights, l, out=buf)
 
     def fill(self, c: pass_pb2.LayerChunk, l: int,
@@ -156,6 +163,14 @@ class _Pass:
         if self.residual_weights is not None:
             tensors.encode_into(c.residual_weights, self.residual_weights[l], "fp32")
         return c
+
+    def layers_per_message(self) -> int:
+        """Layers per Explain message: as many as fit in about BATCH_BYTES
+        (LayerBatch), at least one. gRPC's cost per message is about that of
+        ~100 KB of payload on loopback, so small layers (heads fused here)
+        go a few at a time."""
+        per_layer = max(1, self.sent_bytes // max(1, len(self.layers)))
+        return max(1, min(len(self.layers), BATCH_BYTES // per_layer))
 
     def requests(self, make, field: str):
         """make() -> a request; yields one per layer with its `field` filled."""
@@ -237,11 +252,13 @@ class Client:
                 self._metadata = (("authorization", "Bearer " + token),)
             self._channel = grpc.insecure_channel(address, opts)
         self._stub = attnroll_pb2_grpc.AttnrollServiceStub(self._channel)
+        self._fuser = pipeline.Builder()
 
     # -- plumbing -------------------------------------------------------------
 
     def close(self) -> None:
         """Closes the channel."""
+        self._fuser.close()
         self._channel.close()
 
     def __enter__(self) -> "Client":
@@ -365,15 +382,34 @@ class Client:
             if failure:
                 return
             scratch: Dict[str, np.ndarray] = {}  # this send's own (see _Pass.attention)
-            yield attnroll_pb2.ExplainRequest(header=header)
-            for l in range(len(p.layers)):
+
+            L = len(p.layers)
+            per = p.layers_per_message()
+
+            def build(k: int):
+                """The k-th message of layers: layers [k per, (k + 1) per)."""
                 r = attnroll_pb2.ExplainRequest()
-                try:
-                    p.fill(r.layer, l, scratch)
-                except BaseException as e:  # surfaced after the call (gRPC would hide it)
-                    failure.append(e)
-                    return
-                yield r
+                if per == 1:
+                    p.fill(r.layer, k, scratch)
+                else:
+                    for l in range(k * per, min(L, (k + 1) * per)):
+                        p.fill(r.layers.layers.add(), l, scratch)
+                return r
+
+            count = (L + per - 1) // per
+            ahead = self._fuser.ahead(build, count) if p.fused else None
+            try:
+                yield attnroll_pb2.ExplainRequest(header=header)
+                for k in range(count):
+                    try:
+                        r = ahead.result(k) if ahead is not None else build(k)
+                    except BaseException as e:  # surfaced after the call (gRPC would hide it)
+                        failure.append(e)
+                        return
+                    yield r
+            finally:
+                if ahead is not None:
+                    ahead.cancel()
 
         try:
             resp, sends = self._send_pass(self._stub.Explain, requests, timeout)

@@ -20,6 +20,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from attnroll import native
 from attnroll.errors import AttnrollError
 from attnroll.v1 import analysis_pb2, pass_pb2
 
@@ -226,25 +227,53 @@ def check_layers_in_order(layers: Sequence[np.ndarray], c: HeadChecks) -> None:
             check_layer(a, l, c, b)
 
 
+def fuse_native(x: np.ndarray, weights: Sequence[float], checks: Optional[HeadChecks],
+                out: np.ndarray) -> Optional[bool]:
+    """One layer x [B, H, n, n] fused into out [B, 1, n, n] by the native
+    kernels (attnroll.native), its rows measured on the way: True when every
+    valid row passed the fast check (or checks is None), False when a row
+    needs the exact check, None when the native path is not available (out
+    untouched). The values are fuse_layer's, bit for bit."""
+    ws = [float(w) for w in weights]
+    total = float(sum(ws))
+    equal = all(w == ws[0] for w in ws)
+    n = x.shape[-1]
+    valid = None
+    if checks is not None and checks.valid:
+        valid = [checks.valid_length(s, n) for s in range(x.shape[0])]
+    ok = native.fuse(x, None if equal else [np.float32(w / total) for w in ws], ws[0] / total,
+                     valid, checks is not None and checks.causal,
+                     checks.tolerance if checks is not None else float("inf"), out)
+    if ok is None:
+        return None
+    return True if checks is None else ok
+
+
 def fuse_layer(x: np.ndarray, weights: Sequence[float], layer: int,
                checks: Optional[HeadChecks] = None,
                out: Optional[np.ndarray] = None) -> np.ndarray:
     """F^ = sum_h w_h x[:, h] / sum_h w_h for one layer x [B, H, n, n]
     (float32), summed in fp32 in head order; [B, 1, n, n] (written into out
     when given, a float32 C-order array of that shape). With checks, every
-    head's valid block is validated first (sequence by sequence).
+    head's valid block is validated too (sequence by sequence).
 
-    Mean fusion is one np.add.reduce over the heads (numpy adds the head
+    With the native library (attnroll.native) one pass does both. Otherwise
+    mean fusion is one np.add.reduce over the heads (numpy adds the head
     slices one after the other, in head order) and one scaling, both in
     place; weighted fusion adds w_h / sum(w) x[:, h] head by head through
-    one scratch buffer."""
+    one scratch buffer. Both give the same values bit for bit."""
     x = np.asarray(x, dtype=np.float32)
     B, H, n, _ = x.shape
+    if out is None:
+        out = np.empty((B, 1, n, n), dtype=np.float32)
+    clean = fuse_native(x, weights, checks, out)
+    if clean is not None:
+        if not clean:
+            check_layer(x, layer, checks)  # raises, or the suspect rows were fine
+        return out
     total = float(sum(float(w) for w in weights))
     if checks is not None:
         check_layer(x, layer, checks)
-    if out is None:
-        out = np.empty((B, 1, n, n), dtype=np.float32)
     acc = out[:, 0]
     ws = [float(w) for w in weights]
     if all(w == ws[0] for w in ws):
