@@ -13,8 +13,9 @@ namespace attnroll::analysis::kernels {
 namespace {
 
 constexpr float kInf = __builtin_inff();
-// How far ahead of the fp32 loop each head's row is prefetched (4 lines;
-// measured best of 128..2048 on the rollout_bench fp32 row cases).
+// How far ahead of the fp32 loop each head's row is prefetched (4 lines:
+// the best of 128..2048 on the rollout_bench fp32 row cases, a few percent
+// faster than none).
 constexpr int kPrefetchBytes = 256;
 
 inline int Min(int a, int b) { return a < b ? a : b; }
@@ -160,10 +161,10 @@ __attribute__((always_inline)) inline void Segment(const char* const* row, float
   int j = from;
   if constexpr (T == WireType::kF32) {
     // 16 columns (one 64-byte line of each head) per iteration, each head's
-    // line kPrefetchBytes ahead prefetched: the hardware prefetchers alone
-    // leave 4-byte rows read from 4 KiB pages well below the core's read
-    // bandwidth. A prefetch past the end of a buffer is harmless (it never
-    // faults). Small groups keep two sets of accumulators.
+    // line kPrefetchBytes ahead prefetched (the wire bytes sit on 4 KiB
+    // pages, where the hardware prefetchers stop at every page). A prefetch
+    // past the end of a buffer is harmless (it never faults). Small groups
+    // keep two sets of accumulators.
     for (; j + 16 <= to; j += 16) {
 #pragma GCC unroll 4
       for (int g = 0; g < G; ++g) _mm_prefetch(row[g] + 4 * j + kPrefetchBytes, _MM_HINT_T0);
