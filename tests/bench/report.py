@@ -91,6 +91,7 @@ def main():
         return None if r is None or "error" in r else r.get(key)
 
     bw = counter("probe/read_bandwidth", "GB/s")
+    bw_4k = counter("probe/read_bandwidth_4k_pages", "GB/s")
     copy = counter("probe/memcpy", "GB/s")
     p = print
     if quick:
@@ -103,6 +104,8 @@ def main():
     p("|---|---:|")
     if bw:
         p("| read bandwidth (sum of a 1 GiB buffer) | %.1f GB/s |" % bw)
+    if bw_4k:
+        p("| the same on 4 KiB pages (where wire bytes are) | %.1f GB/s |" % bw_4k)
     if copy:
         p("| memcpy (256 MiB) | %.1f GB/s |" % copy)
     peak = {}

@@ -14,7 +14,7 @@
 //   pass/*_per_layer/...             per-layer read-outs (chain path)
 //   math/...                         SequenceRollout alone on decoded fp32
 //   decode/..., validate/...         one head of the session's decode / checks
-//   probe/read_bandwidth, probe/memcpy, probe/sgemm_{openblas,eigen}/N
+//   probe/read_bandwidth[_4k_pages], probe/memcpy, probe/sgemm_{openblas,eigen}/N
 //                                    this machine's bounds, in the same run
 // Counters: GB/s = attention bytes as sent (wire dtype) / wall time;
 // faults_per_pass = minor page faults per pass (large buffers pooled as the
@@ -310,15 +310,22 @@ __attribute__((target("avx2"))) float SumAvx2(const float* a, size_t n) {
   return out[0] + out[1] + out[2] + out[3] + out[4] + out[5] + out[6] + out[7];
 }
 
-void BM_ReadBandwidth(benchmark::State& state) {
+float* MapFloats(size_t n, bool huge_pages) {
+  void* p = mmap(nullptr, n * 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  madvise(p, n * 4, huge_pages ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+  float* f = static_cast<float*>(p);
+  for (size_t i = 0; i < n; ++i) f[i] = 1.0f;
+  return f;
+}
+
+// On transparent huge pages (the bound), and on 4 KiB pages: where the wire
+// bytes of a pass are (protobuf's strings, allocated by malloc).
+void BM_ReadBandwidth(benchmark::State& state, bool huge_pages) {
   const size_t n = size_t{1} << 28;  // 1 GiB of floats
-  static float* buf = [n] {
-    void* p = mmap(nullptr, n * 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    madvise(p, n * 4, MADV_HUGEPAGE);
-    float* f = static_cast<float*>(p);
-    for (size_t i = 0; i < n; ++i) f[i] = 1.0f;
-    return f;
-  }();
+  static float* huge = nullptr;
+  static float* small = nullptr;
+  float*& buf = huge_pages ? huge : small;
+  if (buf == nullptr) buf = MapFloats(n, huge_pages);
   for (auto _ : state) benchmark::DoNotOptimize(SumAvx2(buf, n));
   SetBytesCounter(state, static_cast<int64_t>(n) * 4);
 }
@@ -414,7 +421,9 @@ void RegisterAll() {
   }
 
   // The bounds of this machine, in this run.
-  RegisterBenchmark("probe/read_bandwidth", BM_ReadBandwidth)
+  RegisterBenchmark("probe/read_bandwidth", BM_ReadBandwidth, true)
+      ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.5);
+  RegisterBenchmark("probe/read_bandwidth_4k_pages", BM_ReadBandwidth, false)
       ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.5);
   RegisterBenchmark("probe/memcpy", BM_Memcpy)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.5);
   for (int m : {512, 577, 1024}) {
