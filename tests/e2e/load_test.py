@@ -428,6 +428,10 @@ class OverloadTest(LoadCase):
         self.assertEqual(set(status) - {"OK", "RESOURCE_EXHAUSTED"}, set(), status)
         self.assertGreaterEqual(ok, 1)
         self.assertGreaterEqual(refused, 1, "16 clients against 2 passes in flight: none refused")
+        # The report names the first refusal: the limit that kept it out.
+        first = d["errors"]["RESOURCE_EXHAUSTED"]["message"]
+        self.assertRegex(first, r"^(passes: |server: worker queue full)", first)
+        self.assertEqual(set(d["errors"]), {"RESOURCE_EXHAUSTED"}, d["errors"])
         self.assertEqual(self.value(s, "attnroll_rpcs_total", rpc="Explain", code="OK"), ok)
         self.assertEqual(self.value(s, "attnroll_rpcs_total", rpc="Explain",
                                     code="RESOURCE_EXHAUSTED"), refused)
