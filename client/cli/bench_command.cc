@@ -105,7 +105,9 @@ void PrintBenchUsage() {
       "--attempts as applied), resent (sends beyond each pass's first: passes sent again\n"
       "whole after UNAVAILABLE; retries gRPC made inside a call are not seen), peers\n"
       "{SERVER: {CODE: count}} (each pass by the server its last send reached, as gRPC\n"
-      "names it, e.g. \"ipv4:127.0.0.1:50051\"; --rpc explain only).\n\n"
+      "names it, e.g. \"ipv4:127.0.0.1:50051\"; --rpc explain only), errors {CODE:\n"
+      "{message, at_seconds}} (the first failed pass of each code: its status message and\n"
+      "when it ended, seconds from the start of the measured phase).\n\n"
       "Exit: 0 when the run completed (errors are counted, not fatal), 1 when the server\n"
       "could not be reached (GetServerInfo, with a 10 s deadline, failed), 2 on bad usage.\n",
       kMaxConcurrency, kDefaultMaxChannels, kMaxDurationSeconds,
@@ -369,6 +371,8 @@ struct Outcome {
   // server the last one reached (Explain only; empty on streams).
   int sends = 1;
   std::string peer;
+  // The status message of a pass that failed.
+  std::string message;
 };
 
 // Sends one pass at a time for one client thread.
@@ -386,7 +390,8 @@ class ExplainSender : public Sender {
   Outcome Send() override {
     client::CallStats stats;
     absl::StatusOr<v1::ExplainResponse> r = client_->Explain(*pass_, timeout_, &stats);
-    return {r.status().code(), stats.seconds, stats.bytes_sent, stats.sends, stats.peer};
+    return {r.status().code(), stats.seconds, stats.bytes_sent, stats.sends, stats.peer,
+            std::string(r.status().message())};
   }
 
  private:
@@ -422,8 +427,10 @@ class StreamSender : public Sender {
     out.bytes = stats.bytes_sent;
     if (!sent.ok()) {
       // The call has ended: its status is the pass's.
-      out.code = EndStream();
-      if (out.code == absl::StatusCode::kOk) out.code = absl::StatusCode::kUnknown;
+      const absl::Status ended = EndStream();
+      out.code = ended.ok() ? absl::StatusCode::kUnknown : ended.code();
+      out.message = ended.ok() ? "the stream ended OK while a pass was being sent"
+                               : std::string(ended.message());
       out.seconds = absl::ToDoubleSeconds(absl::Now() - start);
       return out;
     }
@@ -436,14 +443,22 @@ class StreamSender : public Sender {
       // writes may have outlasted it before the wait began).
       out.seconds = absl::ToDoubleSeconds(result_time_ - start);
       out.code = result_time_ - start > timeout_ ? absl::StatusCode::kDeadlineExceeded : *result_;
+      if (out.code == absl::StatusCode::kDeadlineExceeded && *result_ != out.code) {
+        out.message = "the result came after the pass's deadline";
+      } else {
+        out.message = result_message_;
+      }
       return out;
     }
     lock.unlock();
     if (!answered) stream_->Cancel();
-    const absl::StatusCode ended = EndStream();
-    out.code = !answered                          ? absl::StatusCode::kDeadlineExceeded
-               : ended != absl::StatusCode::kOk ? ended
-                                                : absl::StatusCode::kUnknown;
+    const absl::Status ended = EndStream();
+    out.code = !answered   ? absl::StatusCode::kDeadlineExceeded
+               : !ended.ok() ? ended.code()
+                             : absl::StatusCode::kUnknown;
+    out.message = !answered   ? "no result within the pass's deadline"
+                  : !ended.ok() ? std::string(ended.message())
+                                : "the stream ended OK without the pass's result";
     return out;
   }
 
@@ -459,6 +474,7 @@ class StreamSender : public Sender {
       std::lock_guard<std::mutex> lock(mu_);
       if (id != waiting_for_) return;
       result_ = r.status().code();
+      result_message_ = std::string(r.status().message());
       result_time_ = absl::Now();
       cv_.notify_all();
     };
@@ -469,10 +485,10 @@ class StreamSender : public Sender {
     };
     stream_ = client_->ExplainStream(std::move(options));
   }
-  absl::StatusCode EndStream() {
+  absl::Status EndStream() {
     const absl::Status status = stream_->Finish();
     stream_.reset();
-    return status.code();
+    return status;
   }
 
   client::Client* client_;
@@ -484,6 +500,7 @@ class StreamSender : public Sender {
   std::condition_variable cv_;
   std::string waiting_for_;
   std::optional<absl::StatusCode> result_;
+  std::string result_message_;
   absl::Time result_time_;
   bool done_ = false;
 };
@@ -495,6 +512,9 @@ struct ThreadTally {
   int64_t resent = 0;
   std::vector<double> ok_ms;
   std::map<absl::StatusCode, int64_t> codes;
+  // The first message of each code other than OK, with the seconds from the
+  // phase's start to that pass's end.
+  std::map<absl::StatusCode, std::pair<std::string, double>> first_error;
   // Each pass's status by the server its last send reached.
   std::map<std::string, std::map<absl::StatusCode, int64_t>> peers;
   absl::Time last_done = absl::InfinitePast();
@@ -506,6 +526,7 @@ std::vector<ThreadTally> RunPhase(std::vector<std::unique_ptr<Sender>>& senders,
                                   std::atomic<int64_t>* tickets, int64_t max_tickets) {
   std::vector<ThreadTally> tallies(senders.size());
   std::vector<std::thread> threads;
+  const absl::Time start = absl::Now();
   for (size_t i = 0; i < senders.size(); ++i) {
     threads.emplace_back([&, i] {
       ThreadTally& t = tallies[i];
@@ -518,7 +539,11 @@ std::vector<ThreadTally> RunPhase(std::vector<std::unique_ptr<Sender>>& senders,
         ++t.codes[o.code];
         t.resent += o.sends - 1;
         if (!o.peer.empty()) ++t.peers[o.peer][o.code];
-        if (o.code == absl::StatusCode::kOk) t.ok_ms.push_back(o.seconds * 1e3);
+        if (o.code == absl::StatusCode::kOk) {
+          t.ok_ms.push_back(o.seconds * 1e3);
+        } else if (!t.first_error.count(o.code)) {
+          t.first_error[o.code] = {o.message, absl::ToDoubleSeconds(t.last_done - start)};
+        }
       }
     });
   }
@@ -624,6 +649,12 @@ int RunBench(const GlobalOptions& global, const std::vector<std::string>& args) 
     }
     all.ok_ms.insert(all.ok_ms.end(), t.ok_ms.begin(), t.ok_ms.end());
     for (const auto& [code, count] : t.codes) all.codes[code] += count;
+    for (const auto& [code, first] : t.first_error) {
+      auto it = all.first_error.find(code);
+      if (it == all.first_error.end() || first.second < it->second.second) {
+        all.first_error[code] = first;
+      }
+    }
     all.last_done = std::max(all.last_done, t.last_done);
   }
   const double elapsed =
@@ -673,7 +704,7 @@ int RunBench(const GlobalOptions& global, const std::vector<std::string>& args) 
         "\"elapsed_seconds\": %s, \"passes_per_second\": %s, \"ok_passes_per_second\": %s, "
         "\"bytes_sent\": %lld, \"mb_per_second\": %s, \"latency_ms\": %s, \"status\": {%s}, "
         "\"lb_policy\": \"%s\", \"attempts\": %d, \"resent\": %lld, \"peers\": {%s}, "
-        "\"stopped\": \"%s\"}\n",
+        "\"errors\": {%s}, \"stopped\": \"%s\"}\n",
         JsonString(global.server), JsonString(info->version()), static_cast<long long>(c.batch),
         static_cast<long long>(c.layers), static_cast<long long>(c.heads),
         static_cast<long long>(c.tokens), c.wire_name,
@@ -697,6 +728,12 @@ int RunBench(const GlobalOptions& global, const std::vector<std::string>& args) 
                       [&](std::string* out, const auto& p) {
                         absl::StrAppend(out, JsonString(p.first), ": {",
                                         code_counts(p.second, ": ", true), "}");
+                      }),
+        absl::StrJoin(all.first_error, ", ",
+                      [](std::string* out, const auto& p) {
+                        absl::StrAppend(out, JsonString(absl::StatusCodeToString(p.first)),
+                                        ": {\"message\": ", JsonString(p.second.first),
+                                        ", \"at_seconds\": ", JsonNumber(p.second.second), "}");
                       }),
         stopped);
     return 0;
@@ -736,6 +773,10 @@ int RunBench(const GlobalOptions& global, const std::vector<std::string>& args) 
   std::printf("balance  %s, %d attempt%s per call; %lld pass%s re-sent after UNAVAILABLE\n",
               client::LbPolicyName(lb), attempts, attempts == 1 ? "" : "s",
               static_cast<long long>(all.resent), all.resent == 1 ? "" : "es");
+  for (const auto& [code, first] : all.first_error) {
+    std::printf("error    %s (first at %.3f s): %s\n", absl::StatusCodeToString(code).c_str(),
+                first.second, first.first.c_str());
+  }
   for (const auto& [peer, counts] : all.peers) {
     std::printf("replica  %s: %s\n", peer.c_str(), code_counts(counts, " ", false).c_str());
   }

@@ -29,7 +29,7 @@ JSON_KEYS = {
     "pass_timeout_seconds", "bytes_per_pass", "messages_per_pass", "warmup_passes", "passes",
     "ok_passes", "elapsed_seconds", "passes_per_second", "ok_passes_per_second", "bytes_sent",
     "mb_per_second", "latency_ms", "status", "stopped", "heads_fused_on_client",
-    "lb_policy", "attempts", "resent", "peers",
+    "lb_policy", "attempts", "resent", "peers", "errors",
 }
 
 
@@ -58,6 +58,12 @@ class BenchCase(e2e_harness.ServerTestCase):
         self.assertEqual(sum(status.values()), d["passes"], status)
         self.assertEqual(status.get("OK", 0), d["ok_passes"], status)
         self.assertGreater(d["passes"], 0)
+        # The first failure of every code that failed, no other.
+        self.assertEqual(set(d["errors"]), set(status) - {"OK"}, d["errors"])
+        for first in d["errors"].values():
+            self.assertEqual(set(first), {"message", "at_seconds"}, first)
+            self.assertIsInstance(first["message"], str)
+            self.assertGreaterEqual(first["at_seconds"], 0)
         elapsed = d["elapsed_seconds"]
         self.assertGreater(elapsed, 0)
         self.assertAlmostEqual(d["passes_per_second"], d["passes"] / elapsed,
@@ -268,6 +274,8 @@ class TinyLimitBenchTest(BenchCase):
                                "--rpc", rpc, "--warmup", 0)
                 self.check_consistent(d)
                 self.assertEqual(d["status"], {"RESOURCE_EXHAUSTED": 20})
+                # The first refusal's message, as the server wrote it: the field.
+                self.assertIn("layout.num_tokens", d["errors"]["RESOURCE_EXHAUSTED"]["message"])
                 self.assertEqual(d["ok_passes"], 0)
                 self.assertEqual(d["ok_passes_per_second"], 0)
 

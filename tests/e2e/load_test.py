@@ -341,8 +341,18 @@ class SoakTest(LoadCase):
     # of 2505 passes in 25 s, RESOURCE_EXHAUSTED at the client, CANCELLED in
     # the server's counts). At 128 MiB it saw none in most 30 s runs, but two
     # of four full runs ended one pass INTERNAL or stalled every pass for
-    # about 9 s near the end (not yet explained; quota pressure is the first
-    # suspect): 256 MiB, with the bound below counting it, until that is known.
+    # about 9 s near the end. The INTERNAL is gRPC's transport, not the
+    # server: reproduced at 128 MiB with concurrency 16 (1 pass of 2983 in
+    # 20 s), the client got "Received RST_STREAM with error code 1" (an HTTP/2
+    # PROTOCOL_ERROR reset by the server's transport) for a pass the server
+    # had received whole and counted OK. gRPC's trace of such a run names it:
+    # "frame of size 0 overflows local window of -3312496" (the client's empty
+    # END_STREAM frame, checked against a stream window gone negative: gRPC
+    # 1.51's bandwidth-delay probe had grown the windows to its estimate, up
+    # to 17.6 MB here, and shrinks them under quota pressure), then "Pending
+    # writes failed due to stream closure" for the OK trailers. The ~9 s stall
+    # was not reproduced in isolated runs. 256 MiB, with the bound below
+    # counting it, until the server's windows are fixed.
     GRPC_MEMORY = 256 * MiB
     # Allowance above the process's idle RSS (code, gRPC's threads and
     # arenas, the metrics server) before the budgets count.
@@ -428,6 +438,10 @@ class OverloadTest(LoadCase):
         self.assertEqual(set(status) - {"OK", "RESOURCE_EXHAUSTED"}, set(), status)
         self.assertGreaterEqual(ok, 1)
         self.assertGreaterEqual(refused, 1, "16 clients against 2 passes in flight: none refused")
+        # The report names the first refusal: the limit that kept it out.
+        first = d["errors"]["RESOURCE_EXHAUSTED"]["message"]
+        self.assertRegex(first, r"^(passes: |server: worker queue full)", first)
+        self.assertEqual(set(d["errors"]), {"RESOURCE_EXHAUSTED"}, d["errors"])
         self.assertEqual(self.value(s, "attnroll_rpcs_total", rpc="Explain", code="OK"), ok)
         self.assertEqual(self.value(s, "attnroll_rpcs_total", rpc="Explain",
                                     code="RESOURCE_EXHAUSTED"), refused)
