@@ -1,5 +1,8 @@
 #include "client/cli/attention_input.h"
 
+#include <functional>
+#include <numeric>
+
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -74,8 +77,20 @@ absl::StatusOr<AttentionInput> ReadAttentionInput(const std::string& path, Input
   npy::Array a;  // [B, L, H, rows, cols] once normalised
   std::string how;
   if (IsSingleArrayFile(path)) {
-    absl::StatusOr<npy::Array> one = npy::ReadNpy(path);
-    if (!one.ok()) return one.status();
+    // Mapped: a float32 file is used in place (no copy of its bytes, no page
+    // faults beyond the page cache's); 5-D lbhnn arrays are reordered below.
+    absl::StatusOr<npy::MappedArray> mapped = npy::MapNpy(path);
+    if (!mapped.ok()) return mapped.status();
+    if (mapped->keep != nullptr && layout != InputLayout::kLayerFirst) {
+      in.mapped = mapped->data;
+      in.mapping = mapped->keep;
+    } else if (mapped->keep != nullptr) {
+      const size_t count = static_cast<size_t>(
+          std::accumulate(mapped->array.shape.begin(), mapped->array.shape.end(), int64_t{1},
+                          std::multiplies<int64_t>()));
+      mapped->array.values.assign(mapped->data, mapped->data + count);
+    }
+    absl::StatusOr<npy::Array> one = std::move(mapped->array);
     const std::vector<int64_t> s = one->shape;
     how = absl::StrCat("one array ", ShapeOf(s));
     if (s.size() == 4) {
@@ -151,6 +166,10 @@ absl::StatusOr<npy::Array> ReadGradientInput(const std::string& path, InputLayou
     return absl::InvalidArgumentError(absl::StrCat(what, " ", path, ": expected the attention's shape, L=",
                                                    attention.layers, " H=", attention.heads, " n=", attention.cols,
                                                    " B=", attention.batch, "; got ", g->summary));
+  }
+  if (g->mapped != nullptr) {  // the caller owns the values: copy them out of the mapping
+    const int64_t count = g->batch * g->layers * g->heads * g->rows * g->cols;
+    g->array.values.assign(g->mapped, g->mapped + count);
   }
   return std::move(g->array);
 }

@@ -12,6 +12,7 @@
 #define ATTNROLL_CLIENT_CLI_ATTENTION_INPUT_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,7 +28,12 @@ enum class InputLayout { kUnset, kBatchFirst /* blhnn */, kLayerFirst /* lbhnn *
 bool ParseInputLayout(const std::string& name, InputLayout* out);
 
 struct AttentionInput {
-  npy::Array array;  // [B, L, H, rows, cols]
+  npy::Array array;  // [B, L, H, rows, cols]; its values are empty when `mapped` holds them
+  // A float32 .npy file mapped read-only and used in place (mapping keeps it).
+  const float* mapped = nullptr;
+  std::shared_ptr<const void> mapping;
+  // The values, [B, L, H, rows, cols] row-major.
+  const float* values() const { return mapped != nullptr ? mapped : array.values.data(); }
   int64_t batch = 1, layers = 0, heads = 0, rows = 0, cols = 0;
   bool batched = false;  // the input had a batch axis (the maps keep one)
   bool per_layer_files = false;  // read from a .npz archive or a directory

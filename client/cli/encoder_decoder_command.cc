@@ -23,7 +23,7 @@ absl::StatusOr<AttentionInput> ReadStack(const std::string& path, const char* wh
                                          bool square, client::AttentionView* view) {
   absl::StatusOr<AttentionInput> a = ReadAttentionInput(path, layout, what, square);
   if (!a.ok()) return a.status();
-  view->data = a->array.values.data();
+  view->data = a->values();
   view->batch = a->batch;
   view->layers = a->layers;
   view->heads = a->heads;

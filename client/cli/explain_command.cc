@@ -438,7 +438,7 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
     if (!gradient.ok()) return Fail(gradient.status());
   }
   client::AttentionView view;
-  view.data = input->array.values.data();
+  view.data = input->values();
   if (grad) view.gradient = gradient->values.data();
   view.batch = input->batch;
   view.layers = input->layers;

@@ -73,9 +73,9 @@ int RunExplainPair(const GlobalOptions& global, const std::vector<std::string>& 
         "--candidate: expected the baseline's shape, ", a->summary, "; got ", b->summary)));
   }
   const bool batched = a->batched;
-  client::AttentionView va{a->array.values.data(), a->batch, a->layers, a->heads, a->cols};
+  client::AttentionView va{a->values(), a->batch, a->layers, a->heads, a->cols};
   client::AttentionView vb = va;
-  vb.data = b->array.values.data();
+  vb.data = b->values();
   absl::StatusOr<std::unique_ptr<client::Client>> connected = ConnectClient(global);
   if (!connected.ok()) return Fail(connected.status());
   const std::unique_ptr<client::Client> client = *std::move(connected);

@@ -175,7 +175,12 @@ absl::StatusOr<std::string> ReadMember(zip_t* archive, zip_uint64_t index, const
 
 }  // namespace
 
-absl::StatusOr<Array> ParseNpy(absl::string_view bytes, const std::string& name) {
+namespace {
+
+// ParseNpy, and with `in_place` a float32 array's data is not copied: *in_place
+// points at it in `bytes` (when aligned for floats) and values stay empty.
+absl::StatusOr<Array> ParseNpyInto(absl::string_view bytes, const std::string& name,
+                                   const float** in_place) {
   if (bytes.size() < 8 || bytes.substr(0, 6) != kNpyMagic) {
     return absl::InvalidArgumentError(
         absl::StrCat(name, ": not a .npy file (expected the magic \\x93NUMPY)"));
@@ -254,6 +259,11 @@ absl::StatusOr<Array> ParseNpy(absl::string_view bytes, const std::string& name)
         name, ": truncated data (expected ", need, " bytes for shape (", shape_str, ") of ",
         elem * 8, "-bit floats, got ", data.size(), ")"));
   }
+  if (in_place != nullptr && elem == 4 &&
+      reinterpret_cast<uintptr_t>(data.data()) % alignof(float) == 0) {
+    *in_place = reinterpret_cast<const float*>(data.data());
+    return array;
+  }
   array.values.resize(count);
   if (count == 0) return array;  // values.data() may be null: no memcpy from or to it
   if (elem == 4) {
@@ -272,6 +282,30 @@ absl::StatusOr<Array> ParseNpy(absl::string_view bytes, const std::string& name)
     }
   }
   return array;
+}
+
+}  // namespace
+
+absl::StatusOr<Array> ParseNpy(absl::string_view bytes, const std::string& name) {
+  return ParseNpyInto(bytes, name, nullptr);
+}
+
+absl::StatusOr<MappedArray> MapNpy(const std::string& path) {
+  absl::StatusOr<MappedFile> file = MappedFile::Open(path);
+  if (!file.ok()) return file.status();
+  auto keep = std::make_shared<MappedFile>(*std::move(file));
+  const float* in_place = nullptr;
+  absl::StatusOr<Array> array = ParseNpyInto(keep->bytes(), path, &in_place);
+  if (!array.ok()) return array.status();
+  MappedArray out;
+  out.array = *std::move(array);
+  if (in_place != nullptr) {
+    out.data = in_place;
+    out.keep = std::move(keep);
+  } else {
+    out.data = out.array.values.data();
+  }
+  return out;
 }
 
 absl::StatusOr<Array> ReadNpy(const std::string& path) {

@@ -8,6 +8,7 @@
 #define ATTNROLL_CLIENT_NPY_NPY_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,6 +32,17 @@ using NamedArray = std::pair<std::string, Array>;
 // Big-endian, Fortran-order and other dtypes are refused (INVALID_ARGUMENT),
 // as is a file shorter than its header says; a missing file is NOT_FOUND.
 absl::StatusOr<Array> ReadNpy(const std::string& path);
+
+// A .npy file's values as float32 without copying a float32 file: it is
+// mapped read-only and `data` points into the mapping, which `keep` holds
+// (array.values stays empty; array.shape is set). Other dtypes are converted
+// into array.values and `data` points there. The same checks as ReadNpy.
+struct MappedArray {
+  Array array;
+  const float* data = nullptr;
+  std::shared_ptr<const void> keep;
+};
+absl::StatusOr<MappedArray> MapNpy(const std::string& path);
 
 // Parses the bytes of a .npy file; `name` only labels the errors.
 absl::StatusOr<Array> ParseNpy(absl::string_view bytes, const std::string& name);

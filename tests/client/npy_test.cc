@@ -150,6 +150,27 @@ TEST_F(NpyTest, ReadsFloat32Float16AndFloat64Exactly) {
   for (int i = 0; i < 10; ++i) EXPECT_EQ(f64->values[i], static_cast<float>(i / 3.0)) << i;
 }
 
+TEST_F(NpyTest, MapNpyUsesFloat32InPlaceAndConvertsTheOthers) {
+  absl::StatusOr<MappedArray> f32 = MapNpy(Path("f32.npy"));
+  ASSERT_TRUE(f32.ok()) << f32.status();
+  EXPECT_THAT(f32->array.shape, ElementsAre(2, 3, 4));
+  EXPECT_NE(f32->keep, nullptr);            // the mapping holds the values
+  EXPECT_TRUE(f32->array.values.empty());  // nothing copied
+  for (int i = 0; i < 24; ++i) EXPECT_EQ(f32->data[i], static_cast<float>(i / 7.0)) << i;
+
+  absl::StatusOr<MappedArray> f16 = MapNpy(Path("f16.npy"));
+  ASSERT_TRUE(f16.ok()) << f16.status();
+  EXPECT_EQ(f16->keep, nullptr);
+  ASSERT_EQ(f16->array.values.size(), 24u);
+  EXPECT_EQ(f16->data, f16->array.values.data());
+  for (int i = 0; i < 24; ++i) EXPECT_EQ(f16->data[i], (i - 12) / 8.0f) << i;
+
+  // The same refusals as ReadNpy.
+  absl::StatusOr<MappedArray> missing = MapNpy(Path("no_such_file.npy"));
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(missing.status().message(), ReadNpy(Path("no_such_file.npy")).status().message());
+}
+
 TEST_F(NpyTest, ReadsFormatVersionsTwoAndThreeScalarsAndEmptyArrays) {
   for (const char* name : {"v2.npy", "v3.npy"}) {
     absl::StatusOr<Array> a = ReadNpy(Path(name));
