@@ -239,7 +239,8 @@ template <typename Request, typename Stream>
 bool WritePass(Stream& stream, Request& request, v1::PassHeader header,
                const AttentionView& attention, const ExplainOptions& options, CallStats* stats) {
   const bool batch = header.layout().heads_fused_by_client();
-  const int64_t target = std::min(kBatchBytes, options.max_message_bytes - 1024);
+  // Within the cap, leaving room for the request's own fields (a stream's request_id).
+  const int64_t target = std::min(kBatchBytes, options.max_message_bytes - 1024 - 256);
   *request.mutable_header() = std::move(header);
   if (stats != nullptr) ++stats->messages_sent;
   if (!stream.Write(request)) return false;
@@ -255,7 +256,8 @@ bool WritePass(Stream& stream, Request& request, v1::PassHeader header,
   const bool ok = SendLayers({&attention}, attention.layers, options, stats,
                              [&](size_t, v1::LayerChunk& chunk) {
                                ++chunks;
-                               const int64_t bytes = static_cast<int64_t>(chunk.ByteSizeLong());
+                               // The chunk, its tag and length in the batch.
+                               const int64_t bytes = static_cast<int64_t>(chunk.ByteSizeLong()) + 8;
                                if (!batch || bytes >= target) {
                                  if (!flush()) return false;
                                  ++writes;

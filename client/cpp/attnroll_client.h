@@ -77,8 +77,11 @@ class PassStream;
 // once. Move-only (a pass is large; copies are explicit, through chunks()).
 class PreparedPass {
  public:
-  // Encodes `attention` as Explain would send it: `header` with its layout
-  // filled from the view where left at 0, then every layer, split under
+  // Encodes `attention` as Explain would send it, one message per layer
+  // chunk (Explain itself sends the small layers of a pass fused on the
+  // client several per message, as LayerBatch; a prepared pass does not):
+  // `header` with its layout filled from the view where left at 0, then
+  // every layer, split under
   // options.max_message_bytes, at options.wire, heads fused when
   // options.client_fusion allows (kOn as kAuto: a constructor cannot refuse;
   // see heads_fused_on_client()). options.timeout is not used.

@@ -98,7 +98,7 @@ absl::StatusOr<FusedAttention> FuseHeads(const AttentionView& a, const std::vect
       // In head order, then row order: the first row the exact check refuses.
       for (int64_t h = 0; h < a.heads; ++h) {
         for (int i = 0; i < measured; ++i) {
-          if (PassesFastCheck(stats[h * measured + i], checks->tolerance, checks->causal)) continue;
+          if (analysis::PassesFastCheck(stats[h * measured + i], checks->tolerance, checks->causal)) continue;
           if (absl::Status st = CheckRow(f.heads + h * elems + i * n, m, i, l, h, b, *checks);
               !st.ok()) {
             return st;

@@ -5,8 +5,9 @@
 // No protobuf and no absl here: the Python client's native library
 // (client/python/native) is built from this file too.
 //
-// Fused values, bit for bit the Python client's and the server's own fusion:
-// equal weights (mean): F = (A_0 + A_1 + ... + A_{H-1}) * (w_0 / sum w), the
+// Fused values, bit for bit the Python client's (the server's own fusion of
+// every head uses the same kernels in the same order but folds the weights
+// in differently, so it agrees to fp32 rounding): equal weights (mean): F = (A_0 + A_1 + ... + A_{H-1}) * (w_0 / sum w), the
 // sum in head order in fp32; other weights: F = s_0 A_0 + s_1 A_1 + ... with
 // s_h = w_h / sum w, each product rounded before its sum (never an FMA).
 #ifndef ATTNROLL_CLIENT_CPP_LAYER_FUSION_H_
@@ -38,15 +39,7 @@ inline int MeasuredRows(const LayerFusion& f) { return f.rows < f.valid ? f.rows
 // (over its valid columns) to stats[h * MeasuredRows(f) + r].
 void FuseLayer(const LayerFusion& f, analysis::RowStats* stats);
 
-// The service's fast check of one row's statistics: a finite sum within
-// `tolerance` of 1 (which rules out NaN and Inf anywhere in the row), no
-// negative entry, and (causal) nothing above the diagonal beyond the
-// tolerance. A row that fails it is not necessarily invalid: the exact check
-// decides.
-inline bool PassesFastCheck(const analysis::RowStats& st, float tolerance, bool causal) {
-  return std::isfinite(st.sum) && std::abs(st.sum - 1.0f) <= tolerance && st.min >= 0.0f &&
-         (!causal || st.upper_max <= tolerance);
-}
+// The fast check of each row's statistics: analysis::PassesFastCheck.
 
 }  // namespace attnroll::client
 

@@ -12,6 +12,7 @@
 #ifndef ATTNROLL_SERVER_ANALYSIS_FUSE_KERNELS_H_
 #define ATTNROLL_SERVER_ANALYSIS_FUSE_KERNELS_H_
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -23,6 +24,16 @@ struct RowStats {
   float min = 0;
   float upper_max = 0;  // max over columns j > i (row i); 0 when not asked for or none
 };
+
+// The service's fast check of one row's statistics: a finite sum within
+// `tolerance` of 1 (which rules out NaN and Inf anywhere in the row), no
+// negative entry, and (causal) nothing above the diagonal beyond the
+// tolerance. A row that fails it is not necessarily invalid: the exact check
+// (in double) decides.
+inline bool PassesFastCheck(const RowStats& st, float tolerance, bool causal) {
+  return std::isfinite(st.sum) && std::abs(st.sum - 1.0f) <= tolerance && st.min >= 0.0f &&
+         (!causal || st.upper_max <= tolerance);
+}
 
 // How the attention values are stored (little-endian).
 enum class WireType { kF32, kF16, kBF16 };

@@ -111,11 +111,10 @@ void ExplainReactor::HandleMessage() {
         return End(absl::InvalidArgumentError(
             absl::StrCat("layers (message ", messages_, "): expected at least one layer message, got none")));
       }
-      for (const v1::LayerChunk& chunk : request_.layers().layers()) {
-        ctx_->metrics->AttentionBytes(chunk.attention().data().size() + chunk.gradient().data().size());
-      }
       ReadNext();  // as for one layer: the next message is read while these are folded in
       for (const v1::LayerChunk& chunk : request_.layers().layers()) {
+        // Counted as each would be alone: a chunk after a refused one is never counted.
+        ctx_->metrics->AttentionBytes(chunk.attention().data().size() + chunk.gradient().data().size());
         if (absl::Status s = pass_.session->AddChunk(chunk); !s.ok()) return End(s);
       }
       break;

@@ -168,7 +168,8 @@ bool StreamReactor::HandleOne() {
       }
       it->second.last_message = absl::Now();
       if (request_.layers().layers().empty()) {
-        FailPass(id, absl::InvalidArgumentError("layers: expected at least one layer message, got none"));
+        FailPass(id, absl::InvalidArgumentError(absl::StrCat(
+                         "layers (message ", messages_, "): expected at least one layer message, got none")));
         return true;
       }
       for (const v1::LayerChunk& chunk : request_.layers().layers()) {
@@ -212,7 +213,7 @@ bool StreamReactor::HandleOne() {
     }
     default:
       FailPass(id, absl::InvalidArgumentError(absl::StrCat(
-                       "message ", messages_, ": expected a header, a layer or an end, got none")));
+                       "message ", messages_, ": expected a header, a layer, layers or an end, got none of them")));
       return true;
   }
 }

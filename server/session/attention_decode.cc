@@ -130,10 +130,7 @@ absl::Status ValidateAttentionRows(const float* a, int rows, int cols, int64_t s
                                    const analysis::RowStats* stats) {
   for (int r = 0; r < rows; ++r) {
     const analysis::RowStats& st = stats[r];
-    // A finite sum rules out NaN and Inf anywhere in the row.
-    const bool ok = std::isfinite(st.sum) && std::abs(st.sum - 1.0f) <= tolerance &&
-                    st.min >= 0.0f && (!causal || st.upper_max <= tolerance);
-    if (ok) continue;
+    if (analysis::PassesFastCheck(st, tolerance, causal)) continue;
     if (absl::Status s = CheckRowExactly(a + r * stride, cols, row0 + r, tolerance, causal, where);
         !s.ok()) {
       return s;
@@ -149,9 +146,7 @@ absl::Status ValidateWireRows(int dtype, const char* data, int64_t stride, int r
   std::vector<float> row;
   for (int r = 0; r < rows; ++r) {
     const analysis::RowStats& st = stats[r];
-    const bool ok = std::isfinite(st.sum) && std::abs(st.sum - 1.0f) <= tolerance &&
-                    st.min >= 0.0f && (!causal || st.upper_max <= tolerance);
-    if (ok) continue;
+    if (analysis::PassesFastCheck(st, tolerance, causal)) continue;
     row.resize(cols);
     analysis::DecodeRows(WireTypeOf(dtype), data + r * stride * size, stride, 1, cols, row.data(), cols);
     if (absl::Status s = CheckRowExactly(row.data(), cols, row0 + r, tolerance, causal, where); !s.ok()) {

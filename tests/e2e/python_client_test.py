@@ -494,12 +494,20 @@ class PythonClientTest(e2e_harness.ServerTestCase):
             one_by_one = self.client.explain(att, rows=[0, 3])
         finally:
             client_module.BATCH_BYTES = saved
-        client_module.BATCH_BYTES = 3 * 40 * 40 * 4       # 3 layers per message
+        client_module.BATCH_BYTES = 3 * (40 * 40 * 4 + 64)  # 3 layers (and their framing) per message
         try:
             self.assertEqual(p.layers_per_message(), 3)
             threes = self.client.explain(att, rows=[0, 3])
         finally:
             client_module.BATCH_BYTES = saved
+        # Within the server's max_message_bytes (GetServerInfo), leaving room for the request.
+        self.assertEqual(self.client._message_cap(), self.client.server_info()["limits"]["max_message_bytes"])
+        self.assertEqual(p.layers_per_message(cap=1024 + 256 + 2 * (40 * 40 * 4 + 64)), 2)
+        self.assertEqual(p.layers_per_message(cap=2048), 1)
+        # Every head sent: one layer per message, as the C++ client.
+        _, every, _ = self.client._single_pass(att, None, dict(rows=[0, 3], client_fusion="off"),
+                                               eager=False)
+        self.assertEqual(every.layers_per_message(), 1)
         np.testing.assert_array_equal(r.maps[0], one_by_one.maps[0])
         np.testing.assert_array_equal(r.maps[0], threes.maps[0])
         self.assertMaps(r.maps[0], nr.rollout_maps(att, rows=(0, 3)))

@@ -32,6 +32,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (!open) return 0;  // a layer before the header
         if (!driver.Add(request.layer(), message_bytes)) return 0;
         break;
+      case v1::ExplainRequest::kLayers:  // each chunk as if it came alone
+        if (!open) return 0;
+        for (const v1::LayerChunk& chunk : request.layers().layers()) {
+          if (!driver.Add(chunk, message_bytes)) return 0;
+        }
+        break;
       default:
         return 0;
     }

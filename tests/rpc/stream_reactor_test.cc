@@ -104,6 +104,52 @@ TEST_F(ServerTest, ExplainStreamMultiplexesAndReportsFailuresInBand) {
               HasSubstr("request_id: expected at most 256 bytes, got 300"));
 }
 
+TEST_F(ServerTest, ExplainStreamTakesLayersInOneMessageAndFailsThemInBand) {
+  auto a = testing::UniformAttention(1, 3, 2, 4);
+  auto ma = Pass(a, testing::RolloutHeader(a));  // header, layers 0..2
+  auto bad = ma;
+  reinterpret_cast<float*>(bad[2].mutable_layer()->mutable_attention()->mutable_data()->data())[0] = -1;
+  auto batch = [](const std::string& id, const std::vector<v1::ExplainRequest>& m, std::vector<int> idx) {
+    v1::StreamRequest r;
+    r.set_request_id(id);
+    r.mutable_layers();  // set, even when empty
+    for (int i : idx) *r.mutable_layers()->add_layers() = m[i].layer();
+    return r;
+  };
+  grpc::ClientContext ctx;
+  auto stream = client_->stub()->ExplainStream(&ctx);
+  // a: every layer in one message. x: its bad layer 1 in the middle of a batch, then a batch
+  // after its failure (dropped). e: an empty batch. n: a batch before any header.
+  std::vector<v1::StreamRequest> msgs = {
+      StreamMsg("a", ma[0]),        StreamMsg("x", bad[0]),     batch("a", ma, {1, 2, 3}),
+      batch("x", bad, {1, 2, 3}),   batch("x", bad, {1}),       StreamMsg("e", ma[0]),
+      batch("e", ma, {}),           batch("n", ma, {1}),        StreamEnd("a"),
+      StreamEnd("x")};
+  std::thread writer([&] {
+    for (auto& m : msgs) stream->Write(m);
+    stream->WritesDone();
+  });
+  std::map<std::string, v1::StreamResponse> got;
+  std::vector<std::string> order;
+  v1::StreamResponse r;
+  while (stream->Read(&r)) {
+    order.push_back(r.request_id());
+    got[r.request_id()] = r;
+  }
+  writer.join();
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_THAT(order, ::testing::UnorderedElementsAre("a", "x", "e", "n"));
+  ASSERT_TRUE(got["a"].has_result()) << got["a"].DebugString();
+  EXPECT_THAT(testing::MapValues(got["a"].result().results(0).maps(0)),
+              Pointwise(FloatNear(1e-6), UniformRollout(4, 3, 0)));
+  ASSERT_TRUE(got["x"].has_error());
+  EXPECT_THAT(got["x"].error().message(),
+              HasSubstr("attention (layer 1, head 0, sequence 0, row 0): expected probabilities >= 0"));
+  EXPECT_THAT(got["e"].error().message(), HasSubstr("expected at least one layer message, got none"));
+  EXPECT_THAT(got["n"].error().message(), HasSubstr("no open pass 'n': send its header first"));
+  ExpectMemoryReleased();
+}
+
 TEST_F(ServerTest, ExplainStreamLimitsOpenPassesAndAbandonsUnendedOnes) {
   auto a = testing::UniformAttention(1, 1, 1, 4);
   auto m = Pass(a, testing::RolloutHeader(a));

@@ -164,13 +164,17 @@ class _Pass:
             tensors.encode_into(c.residual_weights, self.residual_weights[l], "fp32")
         return c
 
-    def layers_per_message(self) -> int:
-        """Layers per Explain message: as many as fit in about BATCH_BYTES
-        (LayerBatch), at least one. gRPC's cost per message is about that of
-        ~100 KB of payload on loopback, so small layers (heads fused here)
-        go a few at a time."""
-        per_layer = max(1, self.sent_bytes // max(1, len(self.layers)))
-        return max(1, min(len(self.layers), BATCH_BYTES // per_layer))
+    def layers_per_message(self, cap: int = 0) -> int:
+        """Layers per Explain message: with the heads fused here, as many as
+        fit in about BATCH_BYTES (LayerBatch) and within `cap` (the server's
+        max_message_bytes; 0: unknown), at least one; one otherwise (as the
+        C++ client). gRPC's cost per message is about that of ~100 KB of
+        payload on loopback, so small layers go a few at a time."""
+        if not self.fused:
+            return 1
+        target = BATCH_BYTES if cap <= 0 else min(BATCH_BYTES, cap - 1024 - 256)
+        per_layer = max(1, self.sent_bytes // max(1, len(self.layers))) + 64
+        return max(1, min(len(self.layers), target // per_layer))
 
     def requests(self, make, field: str):
         """make() -> a request; yields one per layer with its `field` filled."""
@@ -253,6 +257,7 @@ class Client:
             self._channel = grpc.insecure_channel(address, opts)
         self._stub = attnroll_pb2_grpc.AttnrollServiceStub(self._channel)
         self._fuser = pipeline.Builder()
+        self._max_message_bytes: Optional[int] = None  # the server's, once asked (_message_cap)
 
     # -- plumbing -------------------------------------------------------------
 
@@ -294,6 +299,17 @@ class Client:
                     raise AttnrollError.from_rpc_error(e) from None
             time.sleep(backoff)
             backoff *= 2
+
+    def _message_cap(self) -> int:
+        """The server's max_message_bytes (GetServerInfo, asked once per
+        Client), 0 when it cannot be had: then layers go one per message."""
+        if self._max_message_bytes is None:
+            try:
+                info = self._call(self._stub.GetServerInfo, attnroll_pb2.GetServerInfoRequest())
+                self._max_message_bytes = int(info.limits.max_message_bytes)
+            except AttnrollError:
+                return 0  # asked again next time
+        return self._max_message_bytes
 
     # -- calls ----------------------------------------------------------------
 
@@ -384,7 +400,7 @@ class Client:
             scratch: Dict[str, np.ndarray] = {}  # this send's own (see _Pass.attention)
 
             L = len(p.layers)
-            per = p.layers_per_message()
+            per = p.layers_per_message(self._message_cap()) if p.fused else 1
 
             def build(k: int):
                 """The k-th message of layers: layers [k per, (k + 1) per)."""
@@ -397,8 +413,9 @@ class Client:
                 return r
 
             count = (L + per - 1) // per
-            ahead = self._fuser.ahead(build, count) if p.fused else None
+            ahead = None
             try:
+                ahead = self._fuser.ahead(build, count) if p.fused else None
                 yield attnroll_pb2.ExplainRequest(header=header)
                 for k in range(count):
                     try:

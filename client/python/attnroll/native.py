@@ -54,12 +54,15 @@ def fuse(x: np.ndarray, scale: Optional[Sequence[float]], mean_scale: float,
     when the native path cannot take x (no library, another dtype or
     layout): use numpy."""
     if (_LIB is None or x.dtype != np.float32 or not x.flags.c_contiguous or x.ndim != 4
-            or out.dtype != np.float32 or not out.flags.c_contiguous
+            or not x.flags.aligned or out.dtype != np.float32 or not out.flags.c_contiguous
+            or not out.flags.aligned or not out.flags.writeable
             or out.shape != (x.shape[0], 1) + x.shape[2:]):
         return None
     B, H, r, n = x.shape
     sc = None if scale is None else np.ascontiguousarray(scale, dtype=np.float32)
     vl = None if valid is None else np.ascontiguousarray(valid, dtype=np.int32)
+    if (sc is not None and sc.shape != (H,)) or (vl is not None and vl.shape != (B,)):
+        return None  # numpy's path raises what it raises
     rc = _LIB.attnroll_fuse_layer(
         x.ctypes.data, B, H, r, n, None if vl is None else vl.ctypes.data,
         None if sc is None else sc.ctypes.data, float(np.float32(mean_scale)), int(causal),

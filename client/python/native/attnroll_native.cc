@@ -37,7 +37,7 @@ int attnroll_fuse_layer(const float* heads, int batch, int num_heads, int rows, 
     stats.resize(static_cast<size_t>(num_heads) * measured);
     attnroll::client::FuseLayer(f, stats.data());
     for (const attnroll::analysis::RowStats& st : stats) {
-      if (!attnroll::client::PassesFastCheck(st, tolerance, f.causal)) suspect = 1;
+      if (!attnroll::analysis::PassesFastCheck(st, tolerance, f.causal)) suspect = 1;
     }
   }
   return suspect;
