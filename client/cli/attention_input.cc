@@ -1,8 +1,5 @@
 #include "client/cli/attention_input.h"
 
-#include <functional>
-#include <numeric>
-
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -77,20 +74,21 @@ absl::StatusOr<AttentionInput> ReadAttentionInput(const std::string& path, Input
   npy::Array a;  // [B, L, H, rows, cols] once normalised
   std::string how;
   if (IsSingleArrayFile(path)) {
-    // Mapped: a float32 file is used in place (no copy of its bytes, no page
-    // faults beyond the page cache's); 5-D lbhnn arrays are reordered below.
-    absl::StatusOr<npy::MappedArray> mapped = npy::MapNpy(path);
-    if (!mapped.ok()) return mapped.status();
-    if (mapped->keep != nullptr && layout != InputLayout::kLayerFirst) {
-      in.mapped = mapped->data;
-      in.mapping = mapped->keep;
-    } else if (mapped->keep != nullptr) {
-      const size_t count = static_cast<size_t>(
-          std::accumulate(mapped->array.shape.begin(), mapped->array.shape.end(), int64_t{1},
-                          std::multiplies<int64_t>()));
-      mapped->array.values.assign(mapped->data, mapped->data + count);
+    absl::StatusOr<npy::Array> one;
+    if (layout == InputLayout::kLayerFirst) {
+      one = npy::ReadNpy(path);  // reordered below, into an array of its own
+    } else {
+      // Mapped: a float32 file is used in place (no copy of its bytes, no
+      // page faults beyond the page cache's).
+      absl::StatusOr<npy::MappedArray> mapped = npy::MapNpy(path);
+      if (!mapped.ok()) return mapped.status();
+      if (mapped->keep != nullptr) {
+        in.mapped = mapped->data;
+        in.mapping = std::move(mapped->keep);
+      }
+      one = std::move(mapped->array);
     }
-    absl::StatusOr<npy::Array> one = std::move(mapped->array);
+    if (!one.ok()) return one.status();
     const std::vector<int64_t> s = one->shape;
     how = absl::StrCat("one array ", ShapeOf(s));
     if (s.size() == 4) {

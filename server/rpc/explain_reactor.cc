@@ -90,34 +90,35 @@ void ExplainReactor::HandleMessage() {
       return OpenPassAsync(*ctx_, request_.header(), state_.rpc(), state_.Request(1, "the pass"),
                            [this](absl::StatusOr<OpenPass> pass) { Opened(std::move(pass)); });
     case v1::ExplainRequest::kLayer:
+    case v1::ExplainRequest::kLayers: {
+      // One layer message, or several in one (each handled as if it came alone).
+      const bool one = request_.has_layer();
       if (!pass_.open()) {
-        return End(absl::InvalidArgumentError(
-            "header: expected a PassHeader as the first message, got a layer"));
+        return End(absl::InvalidArgumentError(absl::StrCat(
+            "header: expected a PassHeader as the first message, got ", one ? "a layer" : "layers")));
       }
-      ctx_->metrics->AttentionBytes(request_.layer().attention().data().size() +
-                                    request_.layer().gradient().data().size());
+      if (!one && request_.layers().layers().empty()) {
+        return End(absl::InvalidArgumentError(
+            absl::StrCat("layers (message ", messages_, "): expected at least one layer message, got none")));
+      }
       // The message is parsed (buffer_ is free): read the next one while
       // this one is folded in. This step still owns the call (busy_), so
       // the call cannot end under it.
       ReadNext();
-      if (absl::Status s = pass_.session->AddChunk(request_.layer()); !s.ok()) return End(s);
-      break;
-    case v1::ExplainRequest::kLayers:
-      if (!pass_.open()) {
-        return End(absl::InvalidArgumentError(
-            "header: expected a PassHeader as the first message, got layers"));
-      }
-      if (request_.layers().layers().empty()) {
-        return End(absl::InvalidArgumentError(
-            absl::StrCat("layers (message ", messages_, "): expected at least one layer message, got none")));
-      }
-      ReadNext();  // as for one layer: the next message is read while these are folded in
-      for (const v1::LayerChunk& chunk : request_.layers().layers()) {
-        // Counted as each would be alone: a chunk after a refused one is never counted.
+      // Counted as each would be alone: a chunk after a refused one is never counted.
+      auto add = [&](const v1::LayerChunk& chunk) {
         ctx_->metrics->AttentionBytes(chunk.attention().data().size() + chunk.gradient().data().size());
-        if (absl::Status s = pass_.session->AddChunk(chunk); !s.ok()) return End(s);
+        return pass_.session->AddChunk(chunk);
+      };
+      if (one) {
+        if (absl::Status s = add(request_.layer()); !s.ok()) return End(s);
+        break;
+      }
+      for (const v1::LayerChunk& chunk : request_.layers().layers()) {
+        if (absl::Status s = add(chunk); !s.ok()) return End(s);
       }
       break;
+    }
     default:
       return End(absl::InvalidArgumentError(absl::StrCat(
           "message ", messages_, ": expected a header, a layer or layers, got none of them")));

@@ -148,18 +148,7 @@ bool StreamReactor::HandleOne() {
                     [this, id](absl::StatusOr<OpenPass> pass) { Opened(id, std::move(pass)); });
       return false;
     }
-    case v1::StreamRequest::kLayer: {
-      if (it == passes_.end()) {
-        FailPass(id, absl::InvalidArgumentError(
-                         absl::StrCat("request_id: no open pass '", id, "': send its header first")));
-        return true;
-      }
-      it->second.last_message = absl::Now();
-      ctx_->metrics->AttentionBytes(request_.layer().attention().data().size() +
-                                    request_.layer().gradient().data().size());
-      if (absl::Status s = it->second.pass.session->AddChunk(request_.layer()); !s.ok()) FailPass(id, s);
-      return true;
-    }
+    case v1::StreamRequest::kLayer:
     case v1::StreamRequest::kLayers: {
       if (it == passes_.end()) {
         FailPass(id, absl::InvalidArgumentError(
@@ -167,17 +156,24 @@ bool StreamReactor::HandleOne() {
         return true;
       }
       it->second.last_message = absl::Now();
+      // One layer message, or several in one (each handled as if it came alone).
+      auto add = [&](const v1::LayerChunk& chunk) {
+        ctx_->metrics->AttentionBytes(chunk.attention().data().size() + chunk.gradient().data().size());
+        absl::Status s = it->second.pass.session->AddChunk(chunk);
+        if (!s.ok()) FailPass(id, s);
+        return s.ok();
+      };
+      if (request_.has_layer()) {
+        add(request_.layer());
+        return true;
+      }
       if (request_.layers().layers().empty()) {
         FailPass(id, absl::InvalidArgumentError(absl::StrCat(
                          "layers (message ", messages_, "): expected at least one layer message, got none")));
         return true;
       }
       for (const v1::LayerChunk& chunk : request_.layers().layers()) {
-        ctx_->metrics->AttentionBytes(chunk.attention().data().size() + chunk.gradient().data().size());
-        if (absl::Status s = it->second.pass.session->AddChunk(chunk); !s.ok()) {
-          FailPass(id, s);
-          break;
-        }
+        if (!add(chunk)) break;
       }
       return true;
     }

@@ -52,9 +52,13 @@ def parse_args():
     return ap.parse_args()
 
 
-ARGS = parse_args()
-for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[var] = str(ARGS.threads)
+# Run as a script: the options (and the thread variables, which must be set
+# before numpy loads). Imported (tests/bench/python_client_bench.py): the
+# importer sets them itself and uses the peer functions.
+ARGS = parse_args() if __name__ == "__main__" else None
+if ARGS is not None:
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(ARGS.threads)
 
 import numpy as np  # noqa: E402  (after the thread variables)
 
@@ -106,9 +110,10 @@ def numpy_row(layers, row):
     return v
 
 
-def torch_peers():
+def torch_peers(threads):
+    """(torch, full, row_only) with torch on `threads` threads."""
     import torch
-    torch.set_num_threads(ARGS.threads)
+    torch.set_num_threads(threads)
 
     def full(layers, row):
         n = layers[0].shape[-1]
@@ -142,7 +147,7 @@ def main():
     rng = np.random.default_rng(ARGS.seed)
     torch = tfull = trow = None
     if any(p.startswith("torch") for p in ARGS.peers):
-        torch, tfull, trow = torch_peers()
+        torch, tfull, trow = torch_peers(ARGS.threads)
         log("torch %s, %d thread(s)" % (torch.__version__, torch.get_num_threads()))
     log("numpy %s, OPENBLAS_NUM_THREADS=%s" % (np.__version__, os.environ["OPENBLAS_NUM_THREADS"]))
     results = {}

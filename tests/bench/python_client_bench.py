@@ -13,7 +13,7 @@ them alike); numpy and torch on one thread:
   numpy         what a user writes (tests/bench/peers.py's numpy_full: heads
                 averaged, residual 0.5, rows renormalised, R = At R, row 0)
   numpy row     peers.py's numpy_row (only the CLS row pushed through)
-  torch         numpy_full's ops in torch
+  torch         peers.py's torch full chain (numpy_full's ops in torch)
   client ...    attnroll.Client.explain(attention, prefix_tokens=1, grid=(14, 14)) against
                 an attnroll-server on 127.0.0.1 started by this script (--workers 2),
                 with the channel already open and warm (one Client for the whole run,
@@ -53,6 +53,8 @@ import torch  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "examples"))
 import vit_saliency  # noqa: E402
+sys.path.insert(0, HERE)
+from peers import numpy_full, numpy_row, torch_peers  # noqa: E402  (the same peers as run_benchmarks.sh)
 
 import attnroll  # noqa: E402
 from attnroll import client as client_module, options, tensors  # noqa: E402
@@ -60,43 +62,6 @@ from attnroll.capture import capture_attention  # noqa: E402
 from attnroll.v1 import attnroll_pb2, pass_pb2  # noqa: E402
 
 EXPLAIN = "/attnroll.v1.AttnrollService/Explain"
-
-
-def numpy_full(layers, row):
-    n = layers[0].shape[-1]
-    eye = np.eye(n, dtype=np.float32)
-    R = None
-    for A in layers:
-        At = 0.5 * (A.mean(axis=0) + eye)
-        At = At / At.sum(-1, keepdims=True)
-        R = At if R is None else At @ R
-    return R[row].copy()
-
-
-def numpy_row(layers, row):
-    n = layers[0].shape[-1]
-    eye = np.eye(n, dtype=np.float32)
-    kept = []
-    for A in layers[:-1]:
-        At = 0.5 * (A.mean(axis=0) + eye)
-        kept.append(At / At.sum(-1, keepdims=True))
-    v = 0.5 * layers[-1][:, row, :].mean(axis=0)
-    v[row] += 0.5
-    v /= v.sum()
-    for At in reversed(kept):
-        v = v @ At
-    return v
-
-
-def torch_full(layers, row):
-    n = layers[0].shape[-1]
-    eye = torch.eye(n)
-    R = None
-    for A in layers:
-        At = 0.5 * (A.mean(0) + eye)
-        At = At / At.sum(-1, keepdim=True)
-        R = At if R is None else At @ R
-    return R[row].clone()
 
 
 def capture_vit():
@@ -157,7 +122,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    _, torch_full, _ = torch_peers(1)
     att = capture_vit()
     layers = list(att)
     tlayers = [torch.from_numpy(a) for a in layers]

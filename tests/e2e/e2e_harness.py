@@ -77,6 +77,15 @@ def take_bin_dir(argv):
     return bin_dir, rest
 
 
+def kill_all(procs):
+    """Kills every process of `procs` still running and reaps it (a test's
+    tearDown: benches and clients it started)."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+
+
 def main():
     """Entry point of a test file: --bin-dir, then unittest.main()."""
     global BIN_DIR

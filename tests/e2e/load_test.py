@@ -238,10 +238,7 @@ class LoadCase(e2e_harness.ServerTestCase):
         for h in HeldPass.every:
             h.abandon()
         HeldPass.every.clear()
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=10)
+        e2e_harness.kill_all(self.procs)
         for c in self.channels:
             c.close()
 

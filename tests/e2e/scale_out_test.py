@@ -122,10 +122,7 @@ class ScaleOutTest(unittest.TestCase):
         self.target = "ipv4:" + ",".join(r.address for r in self.replicas)
 
     def tearDown(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=10)
+        e2e_harness.kill_all(self.procs)
         for r in self.replicas:
             r.stop()
         for name in os.listdir(self.tmp):

@@ -24,6 +24,33 @@ using testing::ServerTest;
 using testing::UniformRollout;
 using testing::ViewOf;
 
+// What one ExplainStream call answered: the request ids in reply order, and
+// each id's last reply.
+struct StreamReplies {
+  std::vector<std::string> order;
+  std::map<std::string, v1::StreamResponse> last;
+};
+
+// Writes `msgs` on one ExplainStream (from another thread), half-closes, reads
+// every reply; the call must end OK.
+StreamReplies RunStream(v1::AttnrollService::Stub* stub, const std::vector<v1::StreamRequest>& msgs) {
+  grpc::ClientContext ctx;
+  auto stream = stub->ExplainStream(&ctx);
+  std::thread writer([&] {
+    for (const auto& m : msgs) stream->Write(m);
+    stream->WritesDone();
+  });
+  StreamReplies replies;
+  v1::StreamResponse r;
+  while (stream->Read(&r)) {
+    replies.order.push_back(r.request_id());
+    replies.last[r.request_id()] = r;
+  }
+  writer.join();
+  EXPECT_TRUE(stream->Finish().ok());
+  return replies;
+}
+
 TEST_F(ServerTest, FlowReportsProgressOnTheStreamAndMatchesExplain) {
   std::mt19937 rng(3);
   auto a = testing::MakeAttention(1, 3, 2, 12, [&](int64_t, int64_t, int64_t) {
@@ -64,29 +91,16 @@ TEST_F(ServerTest, ExplainStreamMultiplexesAndReportsFailuresInBand) {
   auto bad = ma;
   reinterpret_cast<float*>(bad[1].mutable_layer()->mutable_attention()->mutable_data()->data())[0] = -1;
 
-  grpc::ClientContext ctx;
-  auto stream = client_->stub()->ExplainStream(&ctx);
   // Interleave: A header, B header, X header, A l0, X bad l0, B l0, A l1, X l1 (dropped),
   // B l1, B l2, A end, X end, B end; then an empty id, an unknown id, a 300-byte id.
-  std::vector<v1::StreamRequest> msgs = {
-      StreamMsg("a", ma[0]), StreamMsg("b", mb[0]),     StreamMsg("x", bad[0]), StreamMsg("a", ma[1]),
-      StreamMsg("x", bad[1]), StreamMsg("b", mb[1]),    StreamMsg("a", ma[2]),  StreamMsg("x", bad[2]),
-      StreamMsg("b", mb[2]), StreamMsg("b", mb[3]),     StreamEnd("a"),         StreamEnd("x"),
-      StreamEnd("b"),        StreamMsg("", ma[0]),      StreamMsg("ghost", ma[1]),
-      StreamMsg(std::string(300, 'z'), ma[0])};
-  std::thread writer([&] {
-    for (auto& m : msgs) stream->Write(m);
-    stream->WritesDone();
-  });
-  std::map<std::string, v1::StreamResponse> got;
-  std::vector<std::string> order;
-  v1::StreamResponse r;
-  while (stream->Read(&r)) {
-    order.push_back(r.request_id());
-    got[r.request_id()] = r;
-  }
-  writer.join();
-  EXPECT_TRUE(stream->Finish().ok());
+  const StreamReplies replies = RunStream(
+      client_->stub(),
+      {StreamMsg("a", ma[0]), StreamMsg("b", mb[0]), StreamMsg("x", bad[0]), StreamMsg("a", ma[1]),
+       StreamMsg("x", bad[1]), StreamMsg("b", mb[1]), StreamMsg("a", ma[2]), StreamMsg("x", bad[2]),
+       StreamMsg("b", mb[2]), StreamMsg("b", mb[3]), StreamEnd("a"), StreamEnd("x"), StreamEnd("b"),
+       StreamMsg("", ma[0]), StreamMsg("ghost", ma[1]), StreamMsg(std::string(300, 'z'), ma[0])});
+  const std::vector<std::string>& order = replies.order;
+  std::map<std::string, v1::StreamResponse> got = replies.last;
   // x fails at its bad layer, before a and b finish; its later messages are dropped.
   EXPECT_THAT(order, ::testing::ElementsAre("x", "a", "b", "", "ghost", std::string(256, 'z')));
   ASSERT_TRUE(got["a"].has_result());
@@ -116,28 +130,15 @@ TEST_F(ServerTest, ExplainStreamTakesLayersInOneMessageAndFailsThemInBand) {
     for (int i : idx) *r.mutable_layers()->add_layers() = m[i].layer();
     return r;
   };
-  grpc::ClientContext ctx;
-  auto stream = client_->stub()->ExplainStream(&ctx);
   // a: every layer in one message. x: its bad layer 1 in the middle of a batch, then a batch
   // after its failure (dropped). e: an empty batch. n: a batch before any header.
-  std::vector<v1::StreamRequest> msgs = {
-      StreamMsg("a", ma[0]),        StreamMsg("x", bad[0]),     batch("a", ma, {1, 2, 3}),
-      batch("x", bad, {1, 2, 3}),   batch("x", bad, {1}),       StreamMsg("e", ma[0]),
-      batch("e", ma, {}),           batch("n", ma, {1}),        StreamEnd("a"),
-      StreamEnd("x")};
-  std::thread writer([&] {
-    for (auto& m : msgs) stream->Write(m);
-    stream->WritesDone();
-  });
-  std::map<std::string, v1::StreamResponse> got;
-  std::vector<std::string> order;
-  v1::StreamResponse r;
-  while (stream->Read(&r)) {
-    order.push_back(r.request_id());
-    got[r.request_id()] = r;
-  }
-  writer.join();
-  EXPECT_TRUE(stream->Finish().ok());
+  const StreamReplies replies = RunStream(
+      client_->stub(),
+      {StreamMsg("a", ma[0]), StreamMsg("x", bad[0]), batch("a", ma, {1, 2, 3}),
+       batch("x", bad, {1, 2, 3}), batch("x", bad, {1}), StreamMsg("e", ma[0]), batch("e", ma, {}),
+       batch("n", ma, {1}), StreamEnd("a"), StreamEnd("x")});
+  const std::vector<std::string>& order = replies.order;
+  std::map<std::string, v1::StreamResponse> got = replies.last;
   EXPECT_THAT(order, ::testing::UnorderedElementsAre("a", "x", "e", "n"));
   ASSERT_TRUE(got["a"].has_result()) << got["a"].DebugString();
   EXPECT_THAT(testing::MapValues(got["a"].result().results(0).maps(0)),

@@ -134,19 +134,18 @@ class _Pass:
         buf = store.get("fused")
         if buf is None or buf.shape != (B, 1, n, n):
             buf = store["fused"] = np.empty((B, 1, n, n), dtype=np.float32)
-        # Native: checked and fused in one pass; numpy: checked, then fused.
-        clean = fusion.fuse_native(a, self.weights, self.checks, buf)
-        if self.checks is not None and not clean and (
-                clean is not None or not fusion.layer_clean(a, self.checks)):
-            try:
-                for b in range(a.shape[0]):
-                    fusion.check_layer(a, l, self.checks, b)
-            except AttnrollError:
-                fusion.check_layers_in_order(self.layers, self.checks)
-                raise
-        if clean is not None:
-            return buf
-        return fusion.fuse_layer(a, self.weights, l, out=buf)
+        # Native: measured and fused in one pass; numpy: measured, then fused.
+        fused = fusion.fuse_native(a, self.weights, self.checks, buf)
+        if self.checks is not None:
+            clean = fusion.layer_clean(a, self.checks) if fused is None else fused
+            if not clean:  # the exact check names the first bad row, in the C++ client's order
+                try:
+                    for b in range(a.shape[0]):
+                        fusion.check_layer(a, l, self.checks, b)
+                except AttnrollError:
+                    fusion.check_layers_in_order(self.layers, self.checks)
+                    raise
+        return buf if fused is not None else fusion.fuse_layer(a, self.weights, l, out=buf)
 
     def fill(self, c: pass_pb2.LayerChunk, l: int,
              scratch: Optional[Dict[str, np.ndarray]] = None) -> pass_pb2.LayerChunk:

@@ -268,8 +268,9 @@ def fuse_layer(x: np.ndarray, weights: Sequence[float], layer: int,
         out = np.empty((B, 1, n, n), dtype=np.float32)
     clean = fuse_native(x, weights, checks, out)
     if clean is not None:
-        if not clean:
-            check_layer(x, layer, checks)  # raises, or the suspect rows were fine
+        if not clean:  # raises, or the suspect rows were fine
+            for b in range(B):
+                check_layer(x, layer, checks, b)
         return out
     total = float(sum(float(w) for w in weights))
     if checks is not None:
