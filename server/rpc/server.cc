@@ -1,5 +1,6 @@
 #include "server/rpc/server.h"
 
+#include <malloc.h>
 #include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -105,6 +106,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const runtime::ServerConfi
   s->ctx_.pool = s->pool_.get();
   s->ctx_.admission = s->admission_.get();
   s->ctx_.timers = s->timers_.get();
+  // After a second without a pass in flight, the heap's free pages go back
+  // to the OS (on a worker: trimming is work).
+  runtime::WorkerPool* pool = s->pool_.get();
+  runtime::Admission* admission = s->admission_.get();
+  s->idle_trim_ = std::make_unique<runtime::IdleTrim>(
+      absl::Seconds(1), s->timers_.get(), [admission] { return admission->units() == 0; },
+      [pool] { (void)pool->Submit(runtime::Lane::kStep, [] { malloc_trim(0); }); });
+  s->ctx_.idle_trim = s->idle_trim_.get();
   s->ctx_.metrics = &s->metrics_;
   // Monitoring and the stored baselines (a data dir that cannot be used, or a
   // corrupt baseline file, stops the start here, naming the path).
@@ -283,6 +292,7 @@ void Server::StopForExit() {
   reloader_.reset();
   if (server_ != nullptr) Shutdown(absl::ZeroDuration());
   server_.reset();
+  if (idle_trim_ != nullptr) idle_trim_->Stop();  // its trim submits to the pool
   pool_.reset();
   // Never stopped: see the header.
   (void)metrics_endpoint_.release();
@@ -292,6 +302,7 @@ Server::~Server() {
   if (server_ != nullptr) Shutdown(absl::ZeroDuration());
   StopMetricsEndpoint();
   server_.reset();
+  if (idle_trim_ != nullptr) idle_trim_->Stop();  // its trim submits to the pool
   pool_.reset();  // runs queued tasks (they see cancelled calls) and joins
 }
 

@@ -20,6 +20,7 @@
 #include "server/rpc/tls_files.h"
 #include "server/runtime/admission.h"
 #include "server/runtime/config.h"
+#include "server/runtime/idle_trim.h"
 #include "server/runtime/metrics.h"
 #include "server/runtime/periodic.h"
 #include "server/runtime/timers.h"
@@ -77,6 +78,7 @@ class Server {
   runtime::Metrics metrics_;
   std::unique_ptr<runtime::WorkerPool> pool_;
   std::unique_ptr<runtime::Admission> admission_;
+  std::unique_ptr<runtime::IdleTrim> idle_trim_;  // before the pool and admission it uses
   std::unique_ptr<session::Monitor> monitor_;
   std::unique_ptr<runtime::TokenStore> tokens_;
   std::unique_ptr<Authenticator> auth_;

@@ -1,7 +1,5 @@
 #include "server/rpc/service_context.h"
 
-#include <malloc.h>
-
 #include <utility>
 
 #include "server/runtime/refusal.h"
@@ -76,11 +74,9 @@ void ClosePass(ServiceContext& ctx, OpenPass& pass, const std::string& rpc, cons
   pass.session.reset();
   pass.ticket.Release();
   ctx.metrics->PassFinished(rpc, status.code(), absl::ToDoubleSeconds(absl::Now() - pass.started));
-  // The last pass out gives the heap's free pages back to the OS (on a
-  // worker: trimming is work), so memory falls back after a burst.
-  if (ctx.admission->units() == 0) {
-    (void)ctx.pool->Submit(runtime::Lane::kStep, [] { malloc_trim(0); });
-  }
+  // The last pass out: the heap's free pages go back to the OS once the
+  // server stays idle (IdleTrim), so memory falls back after a burst.
+  if (ctx.admission->units() == 0) ctx.idle_trim->Idle();
 }
 
 void FoldMonitored(ServiceContext& ctx, const OpenPass& pass, v1::ExplainResponse* response) {

@@ -20,6 +20,7 @@
 #include "attnroll/v1/attnroll.pb.h"
 #include "server/runtime/admission.h"
 #include "server/runtime/config.h"
+#include "server/runtime/idle_trim.h"
 #include "server/runtime/metrics.h"
 #include "server/runtime/timers.h"
 #include "server/runtime/worker_pool.h"
@@ -36,6 +37,7 @@ struct ServiceContext {
   runtime::WorkerPool* pool;
   runtime::Admission* admission;
   runtime::Timers* timers;
+  runtime::IdleTrim* idle_trim;  // told when the last pass in flight ends
   runtime::Metrics* metrics;
   session::Monitor* monitor;  // live monitoring and baselines (never null)
   std::atomic<bool> shutting_down{false};
@@ -63,7 +65,8 @@ void OpenPassAsync(ServiceContext& ctx, const v1::PassHeader& header, const std:
                    runtime::Admission::Request who, std::function<void(absl::StatusOr<OpenPass>)> done);
 
 // Frees an open pass's memory (then its ticket) and records its outcome
-// under `rpc` in the metrics; nothing for a pass that is not open.
+// under `rpc` in the metrics; nothing for a pass that is not open. The last
+// pass out arms the idle trim of the heap.
 void ClosePass(ServiceContext& ctx, OpenPass& pass, const std::string& rpc, const absl::Status& status);
 
 // The context a pass's Finish runs with on behalf of `call`: cancelled with
