@@ -4,11 +4,9 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__F16C__) && defined(__AVX__)
-#include <immintrin.h>
-#endif
-
 #include <Eigen/Core>
+
+#include "client/cpp/half_encode.h"
 
 namespace attnroll::client {
 
@@ -36,18 +34,10 @@ void AppendEncoded(v1::DType dtype, const float* src, size_t count, std::string*
   for (size_t i0 = 0; i0 < count; i0 += kBlock) {
     const size_t n = std::min(kBlock, count - i0);
     const float* in = src + i0;
-    size_t i = 0;
     if (dtype == v1::DTYPE_FP16) {
-#if defined(__F16C__) && defined(__AVX__)
-      // Round to nearest, ties to even: what Eigen::half's conversion does.
-      for (; i + 8 <= n; i += 8) {
-        const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(block + i), h);
-      }
-#endif
-      for (; i < n; ++i) block[i] = Eigen::numext::bit_cast<uint16_t>(Eigen::half(in[i]));
+      EncodeHalf(in, n, block);
     } else {
-      for (; i < n; ++i) block[i] = Eigen::numext::bit_cast<uint16_t>(Eigen::bfloat16(in[i]));
+      for (size_t i = 0; i < n; ++i) block[i] = Eigen::numext::bit_cast<uint16_t>(Eigen::bfloat16(in[i]));
     }
     out->append(reinterpret_cast<const char*>(block), n * 2);
   }

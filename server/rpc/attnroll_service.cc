@@ -31,6 +31,7 @@ v1::ServerInfo ServerInfoOf(const runtime::ServerConfig& c) {
     info.add_analyses(a);
   }
   for (v1::DType d : {v1::DTYPE_FP32, v1::DTYPE_FP16, v1::DTYPE_BF16}) info.add_dtypes(d);
+  for (const char* form : {"header", "layer", "layers", "whole_pass"}) info.add_request_forms(form);
   return info;
 }
 

@@ -66,6 +66,10 @@ void ExplainReactor::Dispatch(bool ok) {
                   &ExplainReactor::Complete);
   }
   ++messages_;
+  if (whole_pass_) {
+    return End(absl::InvalidArgumentError(absl::StrCat(
+        "message ", messages_, ": expected the end of the call after a whole_pass, got another message")));
+  }
   // The first message would open a pass: new work, bounded. Later ones
   // belong to an admitted pass: steps, never refused.
   Submit(pass_.open() ? runtime::Lane::kStep : runtime::Lane::kNew, &ExplainReactor::HandleMessage);
@@ -105,31 +109,49 @@ void ExplainReactor::HandleMessage() {
       // this one is folded in. This step still owns the call (busy_), so
       // the call cannot end under it.
       ReadNext();
-      // Counted as each would be alone: a chunk after a refused one is never counted.
-      auto add = [&](const v1::LayerChunk& chunk) {
-        ctx_->metrics->AttentionBytes(chunk.attention().data().size() + chunk.gradient().data().size());
-        return pass_.session->AddChunk(chunk);
-      };
       if (one) {
-        if (absl::Status s = add(request_.layer()); !s.ok()) return End(s);
+        if (absl::Status s = AddChunk(request_.layer()); !s.ok()) return End(s);
         break;
       }
       for (const v1::LayerChunk& chunk : request_.layers().layers()) {
-        if (absl::Status s = add(chunk); !s.ok()) return End(s);
+        if (absl::Status s = AddChunk(chunk); !s.ok()) return End(s);
       }
       break;
     }
+    case v1::ExplainRequest::kWholePass:
+      if (pass_.open()) {
+        return End(absl::InvalidArgumentError(absl::StrCat(
+            "whole_pass (message ", messages_, "): expected the only message of the call, "
+            "got it after a header")));
+      }
+      state_.SetRequestId(request_.whole_pass().header().request_id());
+      // Opened adds its layers once the pass is admitted and allocated.
+      return OpenPassAsync(*ctx_, request_.whole_pass().header(), state_.rpc(),
+                           state_.Request(1, "the pass"),
+                           [this](absl::StatusOr<OpenPass> pass) { Opened(std::move(pass)); });
     default:
       return End(absl::InvalidArgumentError(absl::StrCat(
-          "message ", messages_, ": expected a header, a layer or layers, got none of them")));
+          "message ", messages_, ": expected a header, a layer, layers or a whole_pass, got none of them")));
   }
   request_.Clear();
   StepDone();  // the last use of `this` in this task
 }
 
+absl::Status ExplainReactor::AddChunk(const v1::LayerChunk& chunk) {
+  // Counted as each would be alone: a chunk after a refused one is never counted.
+  ctx_->metrics->AttentionBytes(chunk.attention().data().size() + chunk.gradient().data().size());
+  return pass_.session->AddChunk(chunk);
+}
+
 void ExplainReactor::Opened(absl::StatusOr<OpenPass> pass) {
   if (!pass.ok()) return End(pass.status());
   pass_ = *std::move(pass);
+  if (request_.has_whole_pass()) {
+    whole_pass_ = true;
+    for (const v1::LayerChunk& chunk : request_.whole_pass().layers()) {
+      if (absl::Status s = AddChunk(chunk); !s.ok()) return End(s);
+    }
+  }
   request_.Clear();
   {
     absl::MutexLock lock(&mu_);

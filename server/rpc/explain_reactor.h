@@ -1,4 +1,5 @@
-// Explain: one pass per call (header, layers, half-close -> one response).
+// Explain: one pass per call (header, layers, half-close -> one response;
+// or the whole pass in one message, then half-close).
 // Every message is parsed and handled on the worker pool: the first (the
 // header) as new work, bounded, then admitted; once admitted, every layer is
 // a step that always waits for a worker. Read-ahead: once a layer message is
@@ -44,6 +45,8 @@ class ExplainReactor : public HandOffs<grpc::ServerReadReactor<grpc::ByteBuffer>
   void StepDone();
   void Submit(runtime::Lane lane, void (ExplainReactor::*step)());
   void HandleMessage();  // worker
+  // A layer message of the open pass, counted in the metrics.
+  absl::Status AddChunk(const v1::LayerChunk& chunk);  // worker
   void Opened(absl::StatusOr<OpenPass> pass);  // worker
   void Complete();       // worker
   void End(const absl::Status& status);
@@ -55,6 +58,7 @@ class ExplainReactor : public HandOffs<grpc::ServerReadReactor<grpc::ByteBuffer>
   grpc::ByteBuffer buffer_;
   v1::ExplainRequest request_;
   int64_t messages_ = 0;
+  bool whole_pass_ = false;  // the pass came whole: the call must end next
   OpenPass pass_;
   absl::Mutex mu_;
   bool busy_ ABSL_GUARDED_BY(mu_) = false;     // a step owns the call's state

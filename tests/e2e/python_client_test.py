@@ -27,7 +27,7 @@ import e2e_harness  # noqa: E402
 import numpy_reference as nr  # noqa: E402
 
 import attnroll  # noqa: E402
-from attnroll import client as client_module, fusion, native  # noqa: E402
+from attnroll import client as client_module, fusion, native, tensors  # noqa: E402
 from attnroll.v1 import attnroll_pb2, attnroll_pb2_grpc  # noqa: E402
 
 RTOL, ATOL = 1e-4, 1e-6
@@ -417,6 +417,38 @@ class PythonClientTest(e2e_harness.ServerTestCase):
         one = f32(nr.make_attention(rng, 2, 1, 6))
         self.assertFalse(self.client.explain(one).heads_fused_by_client)
 
+    def test_native_half_encoding_is_numpys_bit_for_bit(self):
+        if not native.available():
+            if os.environ.get("ATTNROLL_NATIVE_EXPECTED", "1") == "1":
+                self.fail("attnroll/_native.so did not load from this build tree")
+            self.skipTest("no native library in this tree (sanitizer build)")
+        rng = np.random.default_rng(33)
+        # Every finite half, the midpoints between neighbours (ties: to even) and
+        # the floats just above them, normal values of every scale, subnormals,
+        # overflow to infinity, signed zeros and infinities; 3 mod 8 values
+        # left over for the scalar tail.
+        h = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+        h = np.sort(h[np.isfinite(h)])
+        mid = ((h[:-1].astype(np.float64) + h[1:]) / 2).astype(np.float32)
+        scales = [np.float32(10.0 ** e) for e in range(-9, 6)]
+        x = np.concatenate([h, mid, np.nextafter(mid, np.float32(np.inf)),
+                            np.nextafter(mid, np.float32(-np.inf))]
+                           + [rng.standard_normal(4096).astype(np.float32) * sc for sc in scales]
+                           + [np.array([0.0, -0.0, np.inf, -np.inf, 65504, 65519.996, 65520,
+                                        1e-45, -3e-8, 7e4, -7e4], dtype=np.float32)])
+        with np.errstate(over="ignore"):
+            want = x.astype(np.float16).view(np.uint16)
+        got = native.encode_half(x)
+        self.assertEqual(got.shape, x.shape)
+        np.testing.assert_array_equal(got, want)
+        # Through the wire encoder: the same bytes as numpy's cast.
+        from attnroll.v1 import tensor_pb2
+        t = tensor_pb2.Tensor()
+        tensors.encode_into(t, x[:1001].reshape(7, 11, 13), "fp16")
+        self.assertEqual(t.data, x[:1001].astype("<f2").tobytes())
+        self.assertIsNone(native.encode_half(x[::2]))       # not C order: numpy's path
+        self.assertIsNone(native.encode_half(x.astype(np.float64)))
+
     def test_native_fusion_is_numpys_bit_for_bit_with_the_same_checks(self):
         if not native.available():
             if os.environ.get("ATTNROLL_NATIVE_EXPECTED", "1") == "1":
@@ -481,35 +513,56 @@ class PythonClientTest(e2e_harness.ServerTestCase):
                 msgs.append(ctx.exception.message)
             self.assertEqual(msgs[0], msgs[1])
 
-    def test_fused_layers_go_several_per_message_with_the_same_maps(self):
+    def test_fused_layers_go_whole_or_several_per_message_with_the_same_maps(self):
         rng = np.random.default_rng(32)
         att = f32(nr.make_attention(rng, 12, 6, 40))       # 6.4 KB per fused layer
         r = self.client.explain(att, rows=[0, 3])
         self.assertTrue(r.heads_fused_by_client)
+        self.assertEqual(r.messages, 1)                    # the whole pass, one unary call
         hdr, p, _ = self.client._single_pass(att, None, dict(rows=[0, 3]), eager=False)
         self.assertEqual(p.layers_per_message(), 12)     # all of them in one LayerBatch
-        saved, client_module.BATCH_BYTES = client_module.BATCH_BYTES, 1
+        saved_whole, client_module.WHOLE_PASS_BYTES = client_module.WHOLE_PASS_BYTES, 0
+        saved = client_module.BATCH_BYTES
         try:
+            batched = self.client.explain(att, rows=[0, 3])
+            self.assertEqual(batched.messages, 2)          # header + one LayerBatch
+            client_module.BATCH_BYTES = 1
             self.assertEqual(p.layers_per_message(), 1)
             one_by_one = self.client.explain(att, rows=[0, 3])
-        finally:
-            client_module.BATCH_BYTES = saved
-        client_module.BATCH_BYTES = 3 * (40 * 40 * 4 + 64)  # 3 layers (and their framing) per message
-        try:
+            self.assertEqual(one_by_one.messages, 13)
+            client_module.BATCH_BYTES = 3 * (40 * 40 * 4 + 64)  # 3 layers (and their framing) per message
             self.assertEqual(p.layers_per_message(), 3)
             threes = self.client.explain(att, rows=[0, 3])
+            self.assertEqual(threes.messages, 5)
         finally:
             client_module.BATCH_BYTES = saved
-        # Within the server's max_message_bytes (GetServerInfo), leaving room for the request.
-        self.assertEqual(self.client._message_cap(), self.client.server_info()["limits"]["max_message_bytes"])
+            client_module.WHOLE_PASS_BYTES = saved_whole
+        # Within the server's max_message_bytes (GetServerInfo), leaving room for the request;
+        # only the forms the server lists.
+        cap, forms = self.client._wire_info()
+        self.assertEqual(cap, self.client.server_info()["limits"]["max_message_bytes"])
+        self.assertEqual(sorted(forms), ["header", "layer", "layers", "whole_pass"])
         self.assertEqual(p.layers_per_message(cap=1024 + 256 + 2 * (40 * 40 * 4 + 64)), 2)
         self.assertEqual(p.layers_per_message(cap=2048), 1)
+        saved_info = self.client._server_wire
+        try:
+            # A pass over the server's max_message_bytes (77 KB over 64 KB) is not sent whole.
+            self.client._server_wire = (64 << 10, forms)
+            capped = self.client.explain(att, rows=[0, 3])
+            self.assertEqual(capped.messages, 1 + 2)     # 6 layers per message fit in 64 KB
+            # A server that lists no forms (older than the field) gets one layer per message.
+            self.client._server_wire = (cap, frozenset())
+            old_style = self.client.explain(att, rows=[0, 3])
+            self.assertEqual(old_style.messages, 13)
+        finally:
+            self.client._server_wire = saved_info
         # Every head sent: one layer per message, as the C++ client.
         _, every, _ = self.client._single_pass(att, None, dict(rows=[0, 3], client_fusion="off"),
                                                eager=False)
         self.assertEqual(every.layers_per_message(), 1)
-        np.testing.assert_array_equal(r.maps[0], one_by_one.maps[0])
-        np.testing.assert_array_equal(r.maps[0], threes.maps[0])
+        self.assertEqual(self.client.explain(att, rows=[0, 3], client_fusion="off").messages, 13)
+        for other in (batched, one_by_one, threes, capped, old_style):
+            np.testing.assert_array_equal(r.maps[0], other.maps[0])
         self.assertMaps(r.maps[0], nr.rollout_maps(att, rows=(0, 3)))
 
     def test_fusion_arithmetic(self):

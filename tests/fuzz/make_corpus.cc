@@ -226,6 +226,12 @@ void PassSeed(const std::string& name, const v1::PassHeader& h, const std::vecto
   std::vector<std::string> messages = {Message(h)};
   for (const v1::LayerChunk& c : chunks) messages.push_back(Message(c));
   Write("pass_chunks", name, JoinMessages(messages));
+  if (!valid) return;
+  // The same pass as one message (ExplainRequest.whole_pass).
+  v1::ExplainRequest whole;
+  *whole.mutable_whole_pass()->mutable_header() = h;
+  for (const v1::LayerChunk& c : chunks) *whole.mutable_whole_pass()->add_layers() = c;
+  Write("pass_chunks", name + "-whole", JoinMessages({whole.SerializeAsString()}));
 }
 
 void HeaderSeed(const std::string& name, const v1::PassHeader& h, bool valid = true) {

@@ -1,5 +1,6 @@
 // The messages of an Explain call, each parsed from the bytes the server
-// would receive (an ExplainRequest: a header, then layer chunks), driven
+// would receive (an ExplainRequest: a header, then layer chunks, or the
+// whole pass in one), driven
 // through the pass exactly as ExplainReactor does: the header planned and
 // started, each chunk checked, decoded (fp32, fp16, bf16) and folded in,
 // Finish after the last message. The first refusal ends the call.
@@ -16,8 +17,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace attnroll;
   const std::vector<std::string> messages = fuzz::SplitMessages(data, size);
   fuzz::PassDriver driver;
-  bool open = false;
+  bool open = false, whole = false;
   for (const std::string& bytes : messages) {
+    if (whole) return 0;  // a message after a whole pass
     const int64_t before = fuzz::PassDriver::Allocated();
     v1::ExplainRequest request;
     if (!request.ParseFromString(bytes)) return 0;  // INVALID_ARGUMENT: does not parse
@@ -35,6 +37,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case v1::ExplainRequest::kLayers:  // each chunk as if it came alone
         if (!open) return 0;
         for (const v1::LayerChunk& chunk : request.layers().layers()) {
+          if (!driver.Add(chunk, message_bytes)) return 0;
+        }
+        break;
+      case v1::ExplainRequest::kWholePass:  // the header, then each chunk as if it came alone
+        if (open) return 0;  // only as the call's one message
+        if (!driver.Open(request.whole_pass().header())) return 0;
+        open = whole = true;
+        for (const v1::LayerChunk& chunk : request.whole_pass().layers()) {
           if (!driver.Add(chunk, message_bytes)) return 0;
         }
         break;

@@ -53,7 +53,7 @@ TEST_F(ServerTest, ExplainUniformClosedFormOverEveryWireDtype) {
   }
 }
 
-TEST_F(ServerTest, LayersInOneMessageGiveTheMapsOfLayerMessages) {
+TEST_F(ServerTest, LayersOrTheWholePassInOneMessageGiveTheMapsOfLayerMessages) {
   std::mt19937 rng(7);
   auto a = testing::MakeAttention(1, 5, 3, 9, [&](int64_t, int64_t, int64_t) {
     return testing::RandomStochastic(9, rng);
@@ -69,7 +69,11 @@ TEST_F(ServerTest, LayersInOneMessageGiveTheMapsOfLayerMessages) {
   std::vector<v1::ExplainRequest> mixed = {single[0], v1::ExplainRequest(), single[3], v1::ExplainRequest()};
   for (int l : {1, 2}) *mixed[1].mutable_layers()->add_layers() = single[l].layer();
   for (int l : {4, 5}) *mixed[3].mutable_layers()->add_layers() = single[l].layer();
-  for (const auto& msgs : {all, mixed}) {
+  // And the whole pass in one message (the header with every layer).
+  std::vector<v1::ExplainRequest> whole(1);
+  *whole[0].mutable_whole_pass()->mutable_header() = h;
+  for (int l = 1; l <= 5; ++l) *whole[0].mutable_whole_pass()->add_layers() = single[l].layer();
+  for (const auto& msgs : {all, mixed, whole}) {
     auto r = RawExplain(msgs);
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(testing::MapValues(r->results(0).maps(0)), testing::MapValues(one->results(0).maps(0)));
@@ -90,7 +94,7 @@ TEST_F(ServerTest, BadInputsGetInvalidArgumentNamingTheField) {
   expect_invalid({good[0], good[2]}, "layer: out of order: expected layer 0, got 1");
   expect_invalid({good[0], good[1], good[1]}, "layer: duplicate: layer 0");
   expect_invalid({good[0], good[1]}, "layer: missing: the stream ended after 1 complete layers");
-  expect_invalid({good[0], v1::ExplainRequest()}, "message 2: expected a header, a layer or layers, got none of them");
+  expect_invalid({good[0], v1::ExplainRequest()}, "message 2: expected a header, a layer, layers or a whole_pass, got none of them");
 
   auto mutate = [&](auto f) {
     std::vector<v1::ExplainRequest> m = good;
@@ -153,6 +157,30 @@ TEST_F(ServerTest, BadInputsGetInvalidArgumentNamingTheField) {
         -0.25f;
     expect_invalid(m, "attention (layer 1, head 1, sequence 0, row 1): expected probabilities >= 0");
   }
+
+  // The whole pass in one message: its layers handled as if they came alone.
+  auto whole = [&](const v1::PassHeader& header, std::vector<int> idx) {
+    v1::ExplainRequest m;
+    *m.mutable_whole_pass()->mutable_header() = header;
+    for (int i : idx) *m.mutable_whole_pass()->add_layers() = good[i].layer();
+    return m;
+  };
+  expect_invalid({good[0], whole(h, {1, 2})},
+                 "whole_pass (message 2): expected the only message of the call, got it after a header");
+  expect_invalid({whole(h, {1, 2}), good[2]},
+                 "message 2: expected the end of the call after a whole_pass, got another message");
+  expect_invalid({whole(h, {2, 1})}, "layer: out of order: expected layer 0, got 1");
+  expect_invalid({whole(h, {1})}, "layer: missing: the stream ended after 1 complete layers");
+  expect_invalid({whole(h, {})}, "layer: missing: the stream ended after 0 complete layers");
+  {
+    std::vector<v1::ExplainRequest> m = {whole(h, {1, 2})};
+    reinterpret_cast<float*>(m[0].mutable_whole_pass()->mutable_layers(1)->mutable_attention()->mutable_data()->data())[20] =
+        -0.25f;
+    expect_invalid(m, "attention (layer 1, head 1, sequence 0, row 1): expected probabilities >= 0");
+  }
+  bad = h;
+  bad.mutable_analyses(0)->mutable_rollout()->mutable_readout()->add_rows(4);
+  expect_invalid({whole(bad, {1, 2})}, "readout.rows: row 4 out of range");
 
   // The server is still healthy after all of that.
   auto r = RawExplain(good);

@@ -32,6 +32,7 @@ TEST_F(ServerTest, GetServerInfoReportsLimits) {
   EXPECT_THAT(info->analyses(), ::testing::ElementsAre("rollout", "grad-rollout", "flow", "encoder-decoder", "validate",
                                                         "compare", "audit", "explain-pair", "monitor"));
   EXPECT_EQ(info->limits().max_flow_cost(), 1e11);
+  EXPECT_THAT(info->request_forms(), ::testing::ElementsAre("header", "layer", "layers", "whole_pass"));
 }
 
 TEST_F(ServerTest, MessageOverMaxMessageBytesIsRefusedByGrpc) {

@@ -88,11 +88,14 @@ class Explanation:
             of one send.
         sends: sends of the whole pass (more than 1: sent again after
             UNAVAILABLE, see Client's attempts).
+        messages: gRPC messages of one send on explain (1: the pass went
+            whole as one unary call; header + layer messages otherwise),
+            None elsewhere.
         request_id, server_version, total_seconds, compute_seconds.
     """
 
     def __init__(self, resp: attnroll_pb2.ExplainResponse, wire: str = "fp32",
-                 sent_bytes: int = 0, sends: int = 1):
+                 sent_bytes: int = 0, sends: int = 1, messages: Optional[int] = None):
         self.results = [AnalysisOutput(r) for r in resp.results]
         self.request_id: str = resp.request_id
         self.server_version: str = resp.server_version
@@ -102,6 +105,7 @@ class Explanation:
         self.wire = wire
         self.sent_bytes = sent_bytes
         self.sends = sends
+        self.messages = messages
 
     @property
     def maps(self) -> List[np.ndarray]:

@@ -1,14 +1,15 @@
 """Arrays to and from `attnroll.v1.Tensor`: numpy or torch in, numpy out.
 
 Wire dtypes: "fp32", "fp16", "bf16". fp32 is rounded to fp16 or bf16 to
-nearest, ties to even (numpy's float16 cast; bf16 by integer rounding of the
-fp32 bits), as the C++ client does.
+nearest, ties to even (numpy's float16 cast, or the native library's: the
+same bits; bf16 by integer rounding of the fp32 bits), as the C++ client does.
 """
 
 from typing import Any, Optional
 
 import numpy as np
 
+from attnroll import native
 from attnroll.v1 import tensor_pb2
 
 WIRE_DTYPES = {"fp32": tensor_pb2.DTYPE_FP32, "fp16": tensor_pb2.DTYPE_FP16,
@@ -80,7 +81,8 @@ def encode_into(t: tensor_pb2.Tensor, x: Any, wire: Optional[str] = None, shape=
     if wire == "fp32":
         data = a.astype("<f4", copy=False).tobytes()
     elif wire == "fp16":
-        data = a.astype("<f2", copy=False).tobytes()
+        bits = native.encode_half(a) if a.dtype == np.float32 else None
+        data = (a.astype("<f2", copy=False) if bits is None else bits).tobytes()
     else:
         data = bf16_bits(a.astype(np.float32, copy=False)).astype("<u2", copy=False).tobytes()
     t.dtype = WIRE_DTYPES[wire]
