@@ -18,7 +18,8 @@ them alike); numpy and torch on one thread:
                 an attnroll-server on 127.0.0.1 started by this script (--workers 2),
                 with the channel already open and warm (one Client for the whole run,
                 as a user's steady-state calls): fp32 every head (client_fusion="off"),
-                fp16 every head, client-fused fp32, client-fused fp16. The arrays are
+                fp16 every head, client-fused fp32, client-fused fp16 (a fused pass
+                this size goes whole: one message, a unary call). The arrays are
                 in memory; the time includes checking, fusing, encoding, the call and
                 decoding the map.
   streamed      stream_pass as capture_attention does during a forward: layers
@@ -27,8 +28,9 @@ them alike); numpy and torch on one thread:
   grpcio alone  the floor under the client-fused path: the same Explain call with
                 the header and the 12 fused layer messages serialized beforehand
                 (bytes in, bytes out: no numpy, no protobuf), on the same channel
-                options; and one header + one 12-token layer (a round trip
-                carrying almost nothing).
+                options, streamed (13 messages) and whole (one whole_pass message,
+                a unary call: what the client sends); and one header + one
+                12-token layer (a round trip carrying almost nothing).
 Every client map is checked against numpy's (max abs difference printed);
 "server ms" is the response's timing (header to response, and the workers'
 compute). A Markdown table on stdout (or one JSON object with --json); the
@@ -100,6 +102,16 @@ def serialized_pass(layers, wire):
     return out
 
 
+def whole_pass(msgs):
+    """serialized_pass's messages as one ExplainRequest.whole_pass, as bytes."""
+    reqs = [attnroll_pb2.ExplainRequest.FromString(m) for m in msgs]
+    r = attnroll_pb2.ExplainRequest()
+    r.whole_pass.header.CopyFrom(reqs[0].header)
+    for q in reqs[1:]:
+        r.whole_pass.layers.add().CopyFrom(q.layer)
+    return r.SerializeToString()
+
+
 class Path:
     """One timed path: run() -> (ms, result or None)."""
 
@@ -161,11 +173,18 @@ def main():
         # The floor: grpcio alone, on a channel with the client's options.
         ch = grpc.insecure_channel(addr, client_module._CHANNEL_OPTIONS)
         raw = ch.stream_unary(EXPLAIN)  # bytes in, bytes out
+        unary = ch.unary_unary(EXPLAIN)  # a pass sent whole: one message
         for wire in ("fp32", "fp16"):
             msgs = serialized_pass(layers, wire)
-            paths.append(Path("grpcio alone: the fused %s pass, pre-serialized" % wire,
+            paths.append(Path("grpcio alone: the fused %s pass, pre-serialized, streamed "
+                              "(13 messages)" % wire,
                               timed(lambda msgs=msgs: raw(iter(msgs), timeout=60))))
             paths[-1].bytes = sum(len(m) for m in msgs)
+            whole = whole_pass(msgs)
+            paths.append(Path("grpcio alone: the fused %s pass, pre-serialized, whole "
+                              "(one unary call)" % wire,
+                              timed(lambda whole=whole: unary(whole, timeout=60))))
+            paths[-1].bytes = len(whole)
         small = layers[0][:, :12, :12]
         tiny = serialized_pass([small / small.sum(-1, keepdims=True)], "fp32")
         paths.append(Path("grpcio alone: one round trip (header + one 12 x 12 layer)",
