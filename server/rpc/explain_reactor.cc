@@ -82,6 +82,7 @@ void ExplainReactor::Submit(runtime::Lane lane, void (ExplainReactor::*step)()) 
 void ExplainReactor::HandleMessage() {
   // Deadlines and cancellation stop the pass between messages.
   if (call_->IsCancelled()) return End(state_.CancelledStatus("the pass"));
+  const size_t received = buffer_.Length();
   if (absl::Status s = ParseMessage(buffer_, messages_, "ExplainRequest", &request_); !s.ok()) return End(s);
   switch (request_.message_case()) {
     case v1::ExplainRequest::kHeader:
@@ -118,17 +119,20 @@ void ExplainReactor::HandleMessage() {
       }
       break;
     }
-    case v1::ExplainRequest::kWholePass:
+    case v1::ExplainRequest::kWholePass: {
       if (pass_.open()) {
         return End(absl::InvalidArgumentError(absl::StrCat(
             "whole_pass (message ", messages_, "): expected the only message of the call, "
             "got it after a header")));
       }
       state_.SetRequestId(request_.whole_pass().header().request_id());
-      // Opened adds its layers once the pass is admitted and allocated.
-      return OpenPassAsync(*ctx_, request_.whole_pass().header(), state_.rpc(),
-                           state_.Request(1, "the pass"),
+      // The parsed message is held until Opened has added its layers: it
+      // counts against the memory budget with the pass's working memory.
+      runtime::Admission::Request who = state_.Request(1, "the pass");
+      who.bytes = static_cast<int64_t>(received);
+      return OpenPassAsync(*ctx_, request_.whole_pass().header(), state_.rpc(), std::move(who),
                            [this](absl::StatusOr<OpenPass> pass) { Opened(std::move(pass)); });
+    }
     default:
       return End(absl::InvalidArgumentError(absl::StrCat(
           "message ", messages_, ": expected a header, a layer, layers or a whole_pass, got none of them")));
@@ -149,6 +153,7 @@ void ExplainReactor::Opened(absl::StatusOr<OpenPass> pass) {
   if (request_.has_whole_pass()) {
     whole_pass_ = true;
     for (const v1::LayerChunk& chunk : request_.whole_pass().layers()) {
+      if (call_->IsCancelled()) return End(state_.CancelledStatus("the pass"));
       if (absl::Status s = AddChunk(chunk); !s.ok()) return End(s);
     }
   }

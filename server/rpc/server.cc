@@ -106,14 +106,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const runtime::ServerConfi
   s->ctx_.pool = s->pool_.get();
   s->ctx_.admission = s->admission_.get();
   s->ctx_.timers = s->timers_.get();
-  // After a second without a pass in flight, the heap's free pages go back
-  // to the OS (on a worker: trimming is work).
+  // After a second with nothing admitted (no pass, Compare or audit in
+  // flight), the heap's free pages go back to the OS (on a worker: trimming
+  // is work), so memory falls back after a burst.
   runtime::WorkerPool* pool = s->pool_.get();
   runtime::Admission* admission = s->admission_.get();
   s->idle_trim_ = std::make_unique<runtime::IdleTrim>(
       absl::Seconds(1), s->timers_.get(), [admission] { return admission->units() == 0; },
       [pool] { (void)pool->Submit(runtime::Lane::kStep, [] { malloc_trim(0); }); });
-  s->ctx_.idle_trim = s->idle_trim_.get();
+  runtime::IdleTrim* trim = s->idle_trim_.get();
+  s->admission_->SetOnIdle([trim] { trim->Idle(); });
   s->ctx_.metrics = &s->metrics_;
   // Monitoring and the stored baselines (a data dir that cannot be used, or a
   // corrupt baseline file, stops the start here, naming the path).
@@ -304,6 +306,7 @@ Server::~Server() {
   server_.reset();
   if (idle_trim_ != nullptr) idle_trim_->Stop();  // its trim submits to the pool
   pool_.reset();  // runs queued tasks (they see cancelled calls) and joins
+  if (admission_ != nullptr) admission_->SetOnIdle(nullptr);  // idle_trim_ goes first
 }
 
 }  // namespace attnroll::rpc

@@ -38,7 +38,7 @@ void OpenPassAsync(ServiceContext& ctx, const v1::PassHeader& header, const std:
     refuse(plan.status());
     return done(plan.status());
   }
-  who.bytes = plan->working_bytes();
+  who.bytes += plan->working_bytes();  // and what the caller holds for it (a whole pass's message)
   auto shared_plan = std::make_shared<session::PlannedPass>(*std::move(plan));
   ServiceContext* c = &ctx;
   ctx.admission->Admit(std::move(who), [c, rpc, started, shared_plan, refuse, monitor_ticket,
@@ -74,9 +74,6 @@ void ClosePass(ServiceContext& ctx, OpenPass& pass, const std::string& rpc, cons
   pass.session.reset();
   pass.ticket.Release();
   ctx.metrics->PassFinished(rpc, status.code(), absl::ToDoubleSeconds(absl::Now() - pass.started));
-  // The last pass out: the heap's free pages go back to the OS once the
-  // server stays idle (IdleTrim), so memory falls back after a burst.
-  if (ctx.admission->units() == 0) ctx.idle_trim->Idle();
 }
 
 void FoldMonitored(ServiceContext& ctx, const OpenPass& pass, v1::ExplainResponse* response) {

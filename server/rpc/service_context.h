@@ -20,7 +20,6 @@
 #include "attnroll/v1/attnroll.pb.h"
 #include "server/runtime/admission.h"
 #include "server/runtime/config.h"
-#include "server/runtime/idle_trim.h"
 #include "server/runtime/metrics.h"
 #include "server/runtime/timers.h"
 #include "server/runtime/worker_pool.h"
@@ -37,7 +36,6 @@ struct ServiceContext {
   runtime::WorkerPool* pool;
   runtime::Admission* admission;
   runtime::Timers* timers;
-  runtime::IdleTrim* idle_trim;  // told when the last pass in flight ends
   runtime::Metrics* metrics;
   session::Monitor* monitor;  // live monitoring and baselines (never null)
   std::atomic<bool> shutting_down{false};
@@ -55,7 +53,8 @@ struct OpenPass {
 
 // Header -> an OpenPass, asynchronously: refuses new passes while shutting
 // down, plans the pass (limits, options), asks admission for `units` passes
-// and the plan's working memory (waiting a short while for room), then
+// and the plan's working memory on top of `who.bytes` (what the caller holds
+// for the pass: a whole pass's parsed message; waiting a short while for room), then
 // allocates it on a worker and calls `done` there. A pass's monitor tag is
 // checked first (only on Explain and ExplainStream) and may replace an
 // unsampled monitor-only pass's analyses by a validation. `done` gets the refusal
@@ -65,8 +64,7 @@ void OpenPassAsync(ServiceContext& ctx, const v1::PassHeader& header, const std:
                    runtime::Admission::Request who, std::function<void(absl::StatusOr<OpenPass>)> done);
 
 // Frees an open pass's memory (then its ticket) and records its outcome
-// under `rpc` in the metrics; nothing for a pass that is not open. The last
-// pass out arms the idle trim of the heap.
+// under `rpc` in the metrics; nothing for a pass that is not open.
 void ClosePass(ServiceContext& ctx, OpenPass& pass, const std::string& rpc, const absl::Status& status);
 
 // The context a pass's Finish runs with on behalf of `call`: cancelled with

@@ -173,6 +173,7 @@ void Admission::Expire(uint64_t id) {
 void Admission::Give(Ticket& ticket) {
   std::vector<std::pair<Done, Ticket>> admitted;
   std::vector<Timers::Id> timers;
+  bool idle;
   {
     absl::MutexLock lock(&mu_);
     total_.units -= ticket.units_;
@@ -195,9 +196,11 @@ void Admission::Give(Ticket& ticket) {
       timers.push_back(it->second.timer);
       it = waiters_.erase(it);
     }
+    idle = total_.units == 0;
   }
   for (Timers::Id id : timers) timers_->Cancel(id);
   for (auto& [done, t] : admitted) done(std::move(t));
+  if (idle && on_idle_) on_idle_();
 }
 
 void Admission::Shutdown() {

@@ -79,6 +79,11 @@ class Admission {
   // waiters included.
   void Shutdown();
 
+  // Called whenever a release leaves no unit held, on the releasing thread
+  // after the lock and the admitted waiters (the server's idle heap trim).
+  // Set before the first request.
+  void SetOnIdle(std::function<void()> on_idle) { on_idle_ = std::move(on_idle); }
+
   int units() const;
   int64_t bytes() const;
   int64_t capacity() const { return limits_.max_bytes; }
@@ -107,6 +112,7 @@ class Admission {
 
   const Limits limits_;
   Timers* const timers_;
+  std::function<void()> on_idle_;
   mutable absl::Mutex mu_;
   Usage total_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Usage> clients_ ABSL_GUARDED_BY(mu_);

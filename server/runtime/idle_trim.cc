@@ -34,7 +34,7 @@ void IdleTrim::Fire() {
   absl::MutexLock lock(&mu_);
   timer_ = 0;
   if (stopping_) return;
-  // Busy again: the pass that ends it calls Idle and arms a new timer.
+  // Busy again: the release that ends it calls Idle and arms a new timer.
   if (!idle_()) return;
   const absl::Time due = idle_since_ + quiet_;
   if (absl::Now() < due) {  // idle again since this timer was armed

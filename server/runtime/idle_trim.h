@@ -27,8 +27,11 @@ class IdleTrim {
   IdleTrim(const IdleTrim&) = delete;
   IdleTrim& operator=(const IdleTrim&) = delete;
 
-  // The last pass in flight has ended: trim once the server has stayed idle
-  // for `quiet` since the latest such call (one timer at a time).
+  // Nothing is in flight any more (the last admission ticket was given
+  // back): trim once the server has stayed idle for `quiet` since the latest
+  // such call (one timer at a time). A timer that fires while the server is
+  // busy again does nothing: the release that ends that busy spell calls
+  // Idle again.
   void Idle();
   // Drops a trim not yet due; Idle does nothing from here on. Call it
   // before what trim() uses goes away (a Fire that is running finishes first).

@@ -28,7 +28,7 @@ import numpy_reference as nr  # noqa: E402
 
 import attnroll  # noqa: E402
 from attnroll import client as client_module, fusion, native, tensors  # noqa: E402
-from attnroll.v1 import attnroll_pb2, attnroll_pb2_grpc  # noqa: E402
+from attnroll.v1 import attnroll_pb2, attnroll_pb2_grpc, tensor_pb2  # noqa: E402
 
 RTOL, ATOL = 1e-4, 1e-6
 
@@ -442,12 +442,20 @@ class PythonClientTest(e2e_harness.ServerTestCase):
         self.assertEqual(got.shape, x.shape)
         np.testing.assert_array_equal(got, want)
         # Through the wire encoder: the same bytes as numpy's cast.
-        from attnroll.v1 import tensor_pb2
         t = tensor_pb2.Tensor()
         tensors.encode_into(t, x[:1001].reshape(7, 11, 13), "fp16")
         self.assertEqual(t.data, x[:1001].astype("<f2").tobytes())
         self.assertIsNone(native.encode_half(x[::2]))       # not C order: numpy's path
         self.assertIsNone(native.encode_half(x.astype(np.float64)))
+        # A library built before the half encoder: numpy encodes, the same bytes.
+        saved, native._HALF = native._HALF, None
+        try:
+            self.assertIsNone(native.encode_half(x))
+            t2 = tensor_pb2.Tensor()
+            tensors.encode_into(t2, x[:1001].reshape(7, 11, 13), "fp16")
+            self.assertEqual(t2.data, t.data)
+        finally:
+            native._HALF = saved
 
     def test_native_fusion_is_numpys_bit_for_bit_with_the_same_checks(self):
         if not native.available():
@@ -549,7 +557,7 @@ class PythonClientTest(e2e_harness.ServerTestCase):
             # A pass over the server's max_message_bytes (77 KB over 64 KB) is not sent whole.
             self.client._server_wire = (64 << 10, forms)
             capped = self.client.explain(att, rows=[0, 3])
-            self.assertEqual(capped.messages, 1 + 2)     # 6 layers per message fit in 64 KB
+            self.assertEqual(capped.messages, 1 + 2)     # 9 layers per message fit in 64 KB
             # A server that lists no forms (older than the field) gets one layer per message.
             self.client._server_wire = (cap, frozenset())
             old_style = self.client.explain(att, rows=[0, 3])
@@ -564,6 +572,61 @@ class PythonClientTest(e2e_harness.ServerTestCase):
         for other in (batched, one_by_one, threes, capped, old_style):
             np.testing.assert_array_equal(r.maps[0], other.maps[0])
         self.assertMaps(r.maps[0], nr.rollout_maps(att, rows=(0, 3)))
+
+    def test_whole_pass_refuses_a_bad_layer_before_sending_and_server_info_fallbacks(self):
+        rng = np.random.default_rng(34)
+        att = f32(nr.make_attention(rng, 5, 4, 12))
+        bad = att.copy()
+        bad[3, 2, 7, 1] += 0.05
+        calls = []
+        real = self.client._explain_whole
+        self.client._explain_whole = lambda *a, **k: calls.append(1) or real(*a, **k)
+        try:
+            with self.assertRaises(attnroll.AttnrollError) as ctx:
+                self.client.explain(bad, client_fusion="on")
+            self.assertEqual(calls, [])                  # nothing was sent
+            self.assertEqual(ctx.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("layer 3, head 2, sequence 0, row 7", ctx.exception.message)
+            self.assertEqual(self.client.explain(att, client_fusion="on").messages, 1)
+            self.assertEqual(calls, [1])
+        finally:
+            self.client._explain_whole = real
+        # GetServerInfo failing: one layer per message; asked again only when it may answer later.
+        class Refused(grpc.RpcError):
+            def __init__(self, code):
+                self._code = code
+
+            def code(self):
+                return self._code
+
+            def details(self):
+                return "no"
+
+        saved_stub, saved_info = self.client._stub, self.client._server_wire
+        asked = []
+
+        class Stub:
+            Explain = saved_stub.Explain
+
+            def __init__(self, code):
+                self.code = code
+
+            def GetServerInfo(self, request, **kw):
+                asked.append(kw.get("timeout"))
+                raise Refused(self.code)
+        try:
+            want = self.client.explain(att, rows=[0, 4]).maps[0]
+            for code, cached in ((grpc.StatusCode.UNAVAILABLE, False),
+                                 (grpc.StatusCode.UNIMPLEMENTED, True)):
+                self.client._stub, self.client._server_wire = Stub(code), None
+                del asked[:]
+                for _ in range(2):
+                    r = self.client.explain(att, rows=[0, 4], timeout=30)
+                    self.assertEqual(r.messages, 1 + 5)  # header + one layer per message
+                    np.testing.assert_array_equal(r.maps[0], want)
+                self.assertEqual(asked, [30] if cached else [30, 30], code)
+        finally:
+            self.client._stub, self.client._server_wire = saved_stub, saved_info
 
     def test_fusion_arithmetic(self):
         rng = np.random.default_rng(15)

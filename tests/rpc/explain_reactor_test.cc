@@ -13,13 +13,16 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "client/cpp/attnroll_client.h"
+#include "server/session/pass.h"
 #include "tests/testutil/server_fixture.h"
 #include "tests/testutil/status_matchers.h"
 
 namespace attnroll::rpc {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::FloatNear;
 using ::testing::HasSubstr;
 using ::testing::Pointwise;
@@ -517,6 +520,35 @@ TEST_F(ServerTest, SizeLimitsGetResourceExhausted) {
   h.mutable_layout()->set_num_layers(20);
   EXPECT_THAT(RawExplain({HeaderMsg(h)}),
               StatusIs(kExhausted, HasSubstr("of the server's max_memory_bytes of 67108864")));
+}
+
+TEST_F(ServerTest, AWholePassCountsItsMessageAgainstTheMemoryBudget) {
+  // The parsed message is held until the pass's layers are added: admission
+  // counts it with the pass's working memory, a streamed pass has no such message.
+  auto a = testing::UniformAttention(1, 2, 2, 160);  // 409,600 bytes of attention
+  const v1::PassHeader h = testing::RolloutHeader(a);
+  const std::vector<v1::ExplainRequest> streamed = Pass(a, h);
+  v1::ExplainRequest whole;
+  *whole.mutable_whole_pass()->mutable_header() = h;
+  for (size_t i = 1; i < streamed.size(); ++i) *whole.mutable_whole_pass()->add_layers() = streamed[i].layer();
+  const int64_t message = static_cast<int64_t>(whole.ByteSizeLong());
+  auto plan = session::PlanFromHeader(h, Config().limits, 2);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  runtime::ServerConfig c = Config();
+  c.client_share = 1.0;  // the budget is the limit, not one client's share of it
+  c.max_memory_bytes = plan->working_bytes() + message / 2;
+  StartServer(c);
+  auto r = RawExplain(streamed);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(RawExplain({whole}),
+              StatusIs(kExhausted, AllOf(HasSubstr(absl::StrCat("needs ", plan->working_bytes() + message,
+                                                                " bytes of working memory")),
+                                         HasSubstr(absl::StrCat("max_memory_bytes of ", c.max_memory_bytes)))));
+  c.max_memory_bytes = plan->working_bytes() + 2 * message;
+  StartServer(c);
+  auto w = RawExplain({whole});
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(testing::MapValues(w->results(0).maps(0)), testing::MapValues(r->results(0).maps(0)));
 }
 
 TEST_F(ServerTest, DeadlineStopsAnIdlePassAndFreesItsMemory) {

@@ -73,6 +73,38 @@ TEST(AdmissionTest, AdmitsWhatFitsAndRefusesWhatNeverCanAtOnce) {
   EXPECT_EQ(a.bytes(), 0);
 }
 
+TEST(AdmissionTest, OnIdleRunsWhenAReleaseLeavesNothingHeld) {
+  Timers timers;
+  Admission::Limits limits = SmallLimits();
+  limits.max_wait = absl::Seconds(60);  // the waiter below waits for a release, however slow
+  Admission a(limits, &timers);
+  int idle = 0;
+  a.SetOnIdle([&] { ++idle; });
+  auto t1 = a.TryAdmit(Req("x", 600));
+  auto t2 = a.TryAdmit(Req("y", 100));
+  ASSERT_THAT(t1, IsOk());
+  ASSERT_THAT(t2, IsOk());
+  t1->Release();
+  EXPECT_EQ(idle, 0);  // y still holds one
+  // A waiter admitted by a release keeps the server busy: no idle call.
+  auto t3 = a.TryAdmit(Req("z", 950));  // 100 + 950 > 1000
+  EXPECT_THAT(t3.status(), StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("memory")));
+  absl::Notification admitted;
+  Admission::Ticket waiter;
+  a.Admit(Req("z", 950), [&](absl::StatusOr<Admission::Ticket> t) {
+    ASSERT_THAT(t, IsOk());
+    waiter = *std::move(t);
+    admitted.Notify();
+  });
+  t2->Release();
+  ASSERT_TRUE(admitted.WaitForNotificationWithTimeout(absl::Seconds(5)));
+  EXPECT_EQ(idle, 0);
+  waiter.Release();
+  EXPECT_EQ(idle, 1);
+  waiter.Release();  // released already: nothing given back
+  EXPECT_EQ(idle, 1);
+}
+
 TEST(AdmissionTest, AWaiterIsAdmittedWhenRoomIsFreed) {
   Timers timers;
   Admission::Limits l = SmallLimits();

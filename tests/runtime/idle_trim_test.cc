@@ -96,5 +96,17 @@ TEST(IdleTrimTest, ATrimNotYetDueIsDroppedWithTheObject) {
   EXPECT_EQ(trims.load(), 0);
 }
 
+TEST(IdleTrimTest, StopDropsATrimNotYetDueAndLaterIdleCallsDoNothing) {
+  Timers timers;
+  std::atomic<int> trims{0};
+  IdleTrim t(absl::Milliseconds(50), &timers, [] { return true; }, [&] { trims++; });
+  t.Idle();
+  t.Stop();
+  t.Idle();
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(trims.load(), 0);
+  EXPECT_EQ(t.trims(), 0);
+}
+
 }  // namespace
 }  // namespace attnroll::runtime

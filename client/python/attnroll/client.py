@@ -314,15 +314,19 @@ class Client:
             time.sleep(backoff)
             backoff *= 2
 
-    def _wire_info(self) -> Tuple[int, FrozenSet[str]]:
+    def _wire_info(self, timeout: Optional[float] = None) -> Tuple[int, FrozenSet[str]]:
         """The server's max_message_bytes and the ExplainRequest forms it
-        takes (GetServerInfo, asked once per Client); (0, none) when it
-        cannot be had (asked again next time): then layers go one per
-        message."""
+        takes (GetServerInfo, asked once per Client, within `timeout`);
+        (0, none) when it cannot be had: then layers go one per message. A
+        server that cannot say (UNIMPLEMENTED, PERMISSION_DENIED, ...) is
+        not asked again; one that is unavailable or slow is, next time."""
         if self._server_wire is None:
             try:
-                info = self._call(self._stub.GetServerInfo, attnroll_pb2.GetServerInfoRequest())
-            except AttnrollError:
+                info = self._call(self._stub.GetServerInfo, attnroll_pb2.GetServerInfoRequest(),
+                                  timeout)
+            except AttnrollError as e:
+                if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    self._server_wire = (0, frozenset())
                 return 0, frozenset()
             self._server_wire = (int(info.limits.max_message_bytes), frozenset(info.request_forms))
         return self._server_wire
@@ -410,7 +414,7 @@ class Client:
         again by _send_pass, the layers fused anew. A client-fused pass up to
         WHOLE_PASS_BYTES goes whole instead (_explain_whole_pass), and
         layers go in batches only to a server that lists them (GetServerInfo)."""
-        cap, forms = self._wire_info() if p.fused else (0, frozenset())
+        cap, forms = self._wire_info(timeout) if p.fused else (0, frozenset())
         L = len(p.layers)
         if "whole_pass" in forms and p.whole_pass_bytes() <= min(WHOLE_PASS_BYTES, cap):
             return self._explain_whole_pass(header, p, wire, timeout)

@@ -46,7 +46,7 @@ int attnroll_fuse_layer(const float* heads, int batch, int num_heads, int rows, 
 }
 
 // src [count] fp32 -> dst [count] IEEE half bits, rounded to nearest even
-// (numpy's astype(float16), about ten times faster).
+// (numpy's astype(float16) bit for bit, about ten times faster).
 void attnroll_encode_half(const float* src, long long count, uint16_t* dst) {
   attnroll::client::EncodeHalf(src, static_cast<size_t>(count), dst);
 }
