@@ -205,6 +205,11 @@ absl::Status CheckSameShape(const AttentionView& baseline, const AttentionView& 
 // send(i, chunk), i the view's index in `views`, for each, and stops at the
 // first false (then returns false). Counts messages and tensor bytes in
 // *stats (may be null).
+// The attention and gradient bytes a layer message carries (CallStats::bytes_sent).
+int64_t TensorBytes(const v1::LayerChunk& chunk) {
+  return static_cast<int64_t>(chunk.attention().data().size() + chunk.gradient().data().size());
+}
+
 template <typename Send>
 bool SendLayers(std::initializer_list<const AttentionView*> views, int64_t layers,
                 const ExplainOptions& options, CallStats* stats, Send&& send) {
@@ -214,8 +219,7 @@ bool SendLayers(std::initializer_list<const AttentionView*> views, int64_t layer
       for (v1::LayerChunk& chunk :
            LayerChunks(*view, static_cast<int>(l), options.wire, options.max_message_bytes)) {
         if (stats != nullptr) {
-          stats->bytes_sent +=
-              static_cast<int64_t>(chunk.attention().data().size() + chunk.gradient().data().size());
+          stats->bytes_sent += TensorBytes(chunk);
           ++stats->messages_sent;
         }
         if (!send(side, chunk)) return false;
@@ -241,37 +245,37 @@ bool WritePass(Stream& stream, Request& request, v1::PassHeader header,
   const bool batch = header.layout().heads_fused_by_client();
   // Within the cap, leaving room for the request's own fields (a stream's request_id).
   const int64_t target = std::min(kBatchBytes, options.max_message_bytes - 1024 - 256);
+  // Messages and bytes are counted here, as written: several chunks may share one.
+  auto write = [&] {
+    if (stats != nullptr) ++stats->messages_sent;
+    return stream.Write(request);
+  };
   *request.mutable_header() = std::move(header);
-  if (stats != nullptr) ++stats->messages_sent;
-  if (!stream.Write(request)) return false;
-  int64_t held = 0, chunks = 0, writes = 0;
+  if (!write()) return false;
+  int64_t held = 0;
   auto flush = [&] {
     if (held == 0) return true;
     held = 0;
-    ++writes;
-    const bool ok = stream.Write(request);
+    const bool ok = write();
     request.mutable_layers()->clear_layers();
     return ok;
   };
-  const bool ok = SendLayers({&attention}, attention.layers, options, stats,
-                             [&](size_t, v1::LayerChunk& chunk) {
-                               ++chunks;
-                               // The chunk, its tag and length in the batch.
-                               const int64_t bytes = static_cast<int64_t>(chunk.ByteSizeLong()) + 8;
-                               if (!batch || bytes >= target) {
-                                 if (!flush()) return false;
-                                 ++writes;
-                                 *request.mutable_layer() = std::move(chunk);
-                                 return stream.Write(request);
-                               }
-                               if (held > 0 && held + bytes > target && !flush()) return false;
-                               *request.mutable_layers()->add_layers() = std::move(chunk);
-                               held += bytes;
-                               return true;
-                             }) &&
-                  flush();
-  if (stats != nullptr) stats->messages_sent += writes - chunks;  // SendLayers counted chunks
-  return ok;
+  return SendLayers({&attention}, attention.layers, options, nullptr,
+                    [&](size_t, v1::LayerChunk& chunk) {
+                      if (stats != nullptr) stats->bytes_sent += TensorBytes(chunk);
+                      // The chunk, its tag and length in the batch.
+                      const int64_t bytes = static_cast<int64_t>(chunk.ByteSizeLong()) + 8;
+                      if (!batch || bytes >= target) {
+                        if (!flush()) return false;
+                        *request.mutable_layer() = std::move(chunk);
+                        return write();
+                      }
+                      if (held > 0 && held + bytes > target && !flush()) return false;
+                      *request.mutable_layers()->add_layers() = std::move(chunk);
+                      held += bytes;
+                      return true;
+                    }) &&
+         flush();
 }
 
 // Lends `message` to `request`'s field for one write, then takes it back:
@@ -303,8 +307,7 @@ bool WritePrepared(Stream& stream, Request& request, const PreparedPass& pass, C
       return false;
     }
     if (stats != nullptr) {
-      stats->bytes_sent +=
-          static_cast<int64_t>(chunk.attention().data().size() + chunk.gradient().data().size());
+      stats->bytes_sent += TensorBytes(chunk);
       ++stats->messages_sent;
     }
   }

@@ -13,7 +13,6 @@
 #ifndef ATTNROLL_CLIENT_CPP_LAYER_FUSION_H_
 #define ATTNROLL_CLIENT_CPP_LAYER_FUSION_H_
 
-#include <cmath>
 #include <cstdint>
 
 #include "server/analysis/fuse_kernels.h"

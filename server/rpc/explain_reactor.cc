@@ -111,11 +111,11 @@ void ExplainReactor::HandleMessage() {
       // the call cannot end under it.
       ReadNext();
       if (one) {
-        if (absl::Status s = AddChunk(request_.layer()); !s.ok()) return End(s);
+        if (absl::Status s = AddChunk(*ctx_, pass_, request_.layer()); !s.ok()) return End(s);
         break;
       }
       for (const v1::LayerChunk& chunk : request_.layers().layers()) {
-        if (absl::Status s = AddChunk(chunk); !s.ok()) return End(s);
+        if (absl::Status s = AddChunk(*ctx_, pass_, chunk); !s.ok()) return End(s);
       }
       break;
     }
@@ -141,12 +141,6 @@ void ExplainReactor::HandleMessage() {
   StepDone();  // the last use of `this` in this task
 }
 
-absl::Status ExplainReactor::AddChunk(const v1::LayerChunk& chunk) {
-  // Counted as each would be alone: a chunk after a refused one is never counted.
-  ctx_->metrics->AttentionBytes(chunk.attention().data().size() + chunk.gradient().data().size());
-  return pass_.session->AddChunk(chunk);
-}
-
 void ExplainReactor::Opened(absl::StatusOr<OpenPass> pass) {
   if (!pass.ok()) return End(pass.status());
   pass_ = *std::move(pass);
@@ -154,7 +148,7 @@ void ExplainReactor::Opened(absl::StatusOr<OpenPass> pass) {
     whole_pass_ = true;
     for (const v1::LayerChunk& chunk : request_.whole_pass().layers()) {
       if (call_->IsCancelled()) return End(state_.CancelledStatus("the pass"));
-      if (absl::Status s = AddChunk(chunk); !s.ok()) return End(s);
+      if (absl::Status s = AddChunk(*ctx_, pass_, chunk); !s.ok()) return End(s);
     }
   }
   request_.Clear();

@@ -45,8 +45,6 @@ class ExplainReactor : public HandOffs<grpc::ServerReadReactor<grpc::ByteBuffer>
   void StepDone();
   void Submit(runtime::Lane lane, void (ExplainReactor::*step)());
   void HandleMessage();  // worker
-  // A layer message of the open pass, counted in the metrics.
-  absl::Status AddChunk(const v1::LayerChunk& chunk);  // worker
   void Opened(absl::StatusOr<OpenPass> pass);  // worker
   void Complete();       // worker
   void End(const absl::Status& status);

@@ -105,8 +105,7 @@ void PairReactor::HandleMessage() {
         return End(absl::InvalidArgumentError("header: expected a PairHeader first, got a layer"));
       }
       const v1::LayerChunk& chunk = base ? request_.baseline() : request_.candidate();
-      ctx_->metrics->AttentionBytes(chunk.attention().data().size() + chunk.gradient().data().size());
-      if (absl::Status s = side.session->AddChunk(chunk); !s.ok()) {
+      if (absl::Status s = AddChunk(*ctx_, side, chunk); !s.ok()) {
         return End(session::Whose(base ? "baseline" : "candidate", s));
       }
       break;

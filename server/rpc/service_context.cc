@@ -69,6 +69,11 @@ void OpenPassAsync(ServiceContext& ctx, const v1::PassHeader& header, const std:
   });
 }
 
+absl::Status AddChunk(ServiceContext& ctx, OpenPass& pass, const v1::LayerChunk& chunk) {
+  ctx.metrics->AttentionBytes(chunk.attention().data().size() + chunk.gradient().data().size());
+  return pass.session->AddChunk(chunk);
+}
+
 void ClosePass(ServiceContext& ctx, OpenPass& pass, const std::string& rpc, const absl::Status& status) {
   if (!pass.open()) return;
   pass.session.reset();

@@ -63,6 +63,10 @@ struct OpenPass {
 void OpenPassAsync(ServiceContext& ctx, const v1::PassHeader& header, const std::string& rpc,
                    runtime::Admission::Request who, std::function<void(absl::StatusOr<OpenPass>)> done);
 
+// Adds a layer message to an open pass, its attention and gradient bytes
+// counted in the metrics first (a chunk after a refused one is never counted).
+absl::Status AddChunk(ServiceContext& ctx, OpenPass& pass, const v1::LayerChunk& chunk);
+
 // Frees an open pass's memory (then its ticket) and records its outcome
 // under `rpc` in the metrics; nothing for a pass that is not open.
 void ClosePass(ServiceContext& ctx, OpenPass& pass, const std::string& rpc, const absl::Status& status);

@@ -158,8 +158,7 @@ bool StreamReactor::HandleOne() {
       it->second.last_message = absl::Now();
       // One layer message, or several in one (each handled as if it came alone).
       auto add = [&](const v1::LayerChunk& chunk) {
-        ctx_->metrics->AttentionBytes(chunk.attention().data().size() + chunk.gradient().data().size());
-        absl::Status s = it->second.pass.session->AddChunk(chunk);
+        absl::Status s = AddChunk(*ctx_, it->second.pass, chunk);
         if (!s.ok()) FailPass(id, s);
         return s.ok();
       };

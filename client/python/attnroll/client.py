@@ -419,6 +419,7 @@ class Client:
         if "whole_pass" in forms and p.whole_pass_bytes() <= min(WHOLE_PASS_BYTES, cap):
             return self._explain_whole_pass(header, p, wire, timeout)
         per = p.layers_per_message(cap) if "layers" in forms else 1
+        count = (L + per - 1) // per  # layer messages
         failure: List[BaseException] = []
 
         def requests():
@@ -436,7 +437,6 @@ class Client:
                         p.fill(r.layers.layers.add(), l, scratch)
                 return r
 
-            count = (L + per - 1) // per
             ahead = None
             try:
                 ahead = self._fuser.ahead(build, count) if p.fused else None
@@ -460,7 +460,7 @@ class Client:
             raise
         if failure:
             raise failure[0]
-        return Explanation(resp, wire, p.sent_bytes, sends, messages=1 + (L + per - 1) // per)
+        return Explanation(resp, wire, p.sent_bytes, sends, messages=1 + count)
 
     def _explain_whole_pass(self, header, p: _Pass, wire: str, timeout) -> Explanation:
         """A client-fused pass that fits one message, sent whole as a unary

@@ -26,7 +26,6 @@ if os.environ.get("ATTNROLL_NATIVE", "1") != "0":
         except OSError:  # e.g. built for another machine: numpy it is
             _LIB = None
 if _LIB is not None:
-    _F = ctypes.POINTER(ctypes.c_float)
     _LIB.attnroll_fuse_layer.argtypes = [
         ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_int, ctypes.c_float,
@@ -79,11 +78,11 @@ def fuse(x: np.ndarray, scale: Optional[Sequence[float]], mean_scale: float,
 def encode_half(x: np.ndarray) -> Optional[np.ndarray]:
     """x (float32, C order) as IEEE half bits (uint16, x's shape), rounded to
     nearest even: numpy's x.astype(float16) bit for bit, about ten times
-    faster (0.1 against 1.1 ms for ViT-B/16's 12 fused layers). None when the native path cannot take x: use numpy."""
+    faster (0.1 against 1.1 ms for ViT-B/16's 12 fused layers). None when
+    the native path cannot take x: use numpy."""
     if (_LIB is None or _HALF is None or x.dtype != np.float32 or not x.flags.c_contiguous
             or not x.flags.aligned):
         return None
     out = np.empty(x.shape, dtype=np.uint16)
     _HALF(x.ctypes.data, x.size, out.ctypes.data)
     return out
-
