@@ -9,8 +9,10 @@ Needs Debian's python3-grpcio, python3-protobuf, python3-numpy and protoc
 (health/reflection messages are generated from /usr/share/grpc-proto).
 """
 
+import atexit
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +30,7 @@ import numpy_reference as nr  # noqa: E402  (the numpy reference, same directory
 GRPC_PROTO = "/usr/share/grpc-proto"
 
 TMP = tempfile.mkdtemp(prefix="attnroll_proc_")
+atexit.register(shutil.rmtree, TMP, ignore_errors=True)
 # Generated as top-level modules: a grpc/ package here would shadow grpcio's.
 for sub, name in (("grpc/health/v1", "health.proto"), ("grpc/reflection/v1alpha", "reflection.proto")):
     subprocess.run(["protoc", "-I", os.path.join(GRPC_PROTO, sub), "--python_out", TMP, name],
