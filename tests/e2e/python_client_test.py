@@ -591,7 +591,7 @@ class PythonClientTest(e2e_harness.ServerTestCase):
             self.assertEqual(calls, [1])
         finally:
             self.client._explain_whole = real
-        # GetServerInfo failing: one layer per message; asked again only when it may answer later.
+
         class Refused(grpc.RpcError):
             def __init__(self, code):
                 self._code = code
@@ -601,6 +601,24 @@ class PythonClientTest(e2e_harness.ServerTestCase):
 
             def details(self):
                 return "no"
+
+        # A send that ends UNAVAILABLE: the same bytes are sent again (fused once).
+        want = self.client.explain(att, client_fusion="on")
+        with attnroll.Client(self.client.address, timeout=30, attempts=2) as two:
+            sent = []
+            real_two = two._explain_whole
+
+            def flaky(request, **kw):
+                sent.append(request)
+                if len(sent) == 1:
+                    raise Refused(grpc.StatusCode.UNAVAILABLE)
+                return real_two(request, **kw)
+            two._explain_whole = flaky
+            again = two.explain(att, client_fusion="on")
+        self.assertEqual((again.sends, again.messages, len(sent)), (2, 1, 2))
+        self.assertIs(sent[0], sent[1])
+        np.testing.assert_array_equal(again.maps[0], want.maps[0])
+        # GetServerInfo failing: one layer per message; asked again only when it may answer later.
 
         saved_stub, saved_info = self.client._stub, self.client._server_wire
         asked = []

@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Seq
 import grpc
 import numpy as np
 
-from attnroll import balancing, fusion, options, pipeline, tensors
+from attnroll import balancing, fusion, options, pipeline, tensors, whole_pass
 from attnroll.errors import AttnrollError, code_from_number
 from attnroll.results import AuditResult, Explanation, PairResult, to_python
 from attnroll.v1 import attnroll_pb2, attnroll_pb2_grpc, audit_pb2, pass_pb2
@@ -156,8 +156,12 @@ class _Pass:
              scratch: Optional[Dict[str, np.ndarray]] = None) -> pass_pb2.LayerChunk:
         """Sets c (a field of the request being built) to layer message l
         (fused in `scratch`, a request generator's own; see attention)."""
-        c.layer = l if self.indices is None else self.indices[l]
         tensors.encode_into(c.attention, self.attention(l, scratch), self.wire)
+        return self.fill_side(c, l)
+
+    def fill_side(self, c: pass_pb2.LayerChunk, l: int) -> pass_pb2.LayerChunk:
+        """Sets c's fields other than the attention to layer message l's."""
+        c.layer = l if self.indices is None else self.indices[l]
         if self.stacks is not None:
             c.stack = self.stacks[l]
         if self.gradients is not None:
@@ -266,10 +270,10 @@ class Client:
             self._channel = grpc.insecure_channel(address, opts)
         self._stub = attnroll_pb2_grpc.AttnrollServiceStub(self._channel)
         self._fuser = pipeline.Builder()
-        # Explain as a unary call, for a pass sent whole (ExplainRequest.whole_pass).
+        # Explain as a unary call, for a pass sent whole (ExplainRequest.whole_pass):
+        # the request is already its bytes (whole_pass.serialize).
         self._explain_whole = self._channel.unary_unary(
             "/attnroll.v1.AttnrollService/Explain",
-            request_serializer=attnroll_pb2.ExplainRequest.SerializeToString,
             response_deserializer=attnroll_pb2.ExplainResponse.FromString)
         self._server_wire: Optional[Tuple[int, FrozenSet[str]]] = None  # once asked (_wire_info)
 
@@ -464,18 +468,12 @@ class Client:
 
     def _explain_whole_pass(self, header, p: _Pass, wire: str, timeout) -> Explanation:
         """A client-fused pass that fits one message, sent whole as a unary
-        call: each layer checked and fused into the message as it is built,
-        so a refused layer raises before anything is sent (as from the
-        pipelined path); re-sent whole after UNAVAILABLE by _send_pass."""
-        def request():
-            r = attnroll_pb2.ExplainRequest()
-            r.whole_pass.header.CopyFrom(header)
-            scratch: Dict[str, np.ndarray] = {}
-            for l in range(len(p.layers)):
-                p.fill(r.whole_pass.layers.add(), l, scratch)
-            return r
-
-        resp, sends = self._send_pass(self._explain_whole, request, timeout)
+        call: each layer checked and fused straight into the message's bytes
+        (whole_pass.serialize), so a refused layer raises before anything is
+        sent (as from the pipelined path); the same bytes are sent again
+        after UNAVAILABLE by _send_pass."""
+        request = whole_pass.serialize(header, p, self._fuser)
+        resp, sends = self._send_pass(self._explain_whole, lambda: request, timeout)
         return Explanation(resp, wire, p.sent_bytes, sends, messages=1)
 
     def _explain_stream(self, header, p, wire, progress, timeout):

@@ -25,14 +25,24 @@ class Builder:
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._lock = threading.Lock()
 
+    @property
+    def threads(self) -> int:
+        return self._threads
+
     def ahead(self, build: Callable[[int], object], count: int) -> "Ahead":
         """Starts build(0) now; see Ahead."""
+        return Ahead(self._get_pool(), build, count)
+
+    def submit(self, fn: Callable, *args) -> concurrent.futures.Future:
+        """fn(*args) on one of the threads."""
+        return self._get_pool().submit(fn, *args)
+
+    def _get_pool(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._lock:
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(
                     self._threads, thread_name_prefix="attnroll-build")
-            pool = self._pool
-        return Ahead(pool, build, count)
+            return self._pool
 
     def close(self) -> None:
         with self._lock:

@@ -78,17 +78,22 @@ def encode_into(t: tensor_pb2.Tensor, x: Any, wire: Optional[str] = None, shape=
         raise ValueError("wire: expected one of fp32, fp16, bf16, got %r" % (wire,))
     a = to_numpy(x, dtype=None)
     shape = list(a.shape if shape is None else shape)
-    if wire == "fp32":
-        data = a.astype("<f4", copy=False).tobytes()
-    elif wire == "fp16":
-        bits = native.encode_half(a) if a.dtype == np.float32 else None
-        data = (a.astype("<f2", copy=False) if bits is None else bits).tobytes()
-    else:
-        data = bf16_bits(a.astype(np.float32, copy=False)).astype("<u2", copy=False).tobytes()
+    data = wire_array(a, wire).tobytes()
     t.dtype = WIRE_DTYPES[wire]
     del t.shape[:]
     t.shape.extend(int(d) for d in shape)
     t.data = data
+
+
+def wire_array(a: np.ndarray, wire: str) -> np.ndarray:
+    """a (float32 or float16, C order) as the little-endian array whose bytes
+    are its `Tensor.data` at the wire dtype (a itself when it already is)."""
+    if wire == "fp32":
+        return a.astype("<f4", copy=False)
+    if wire == "fp16":
+        bits = native.encode_half(a) if a.dtype == np.float32 else None
+        return a.astype("<f2", copy=False) if bits is None else bits
+    return bf16_bits(a.astype(np.float32, copy=False)).astype("<u2", copy=False)
 
 
 def decode(t: tensor_pb2.Tensor) -> np.ndarray:
