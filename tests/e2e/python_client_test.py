@@ -417,6 +417,23 @@ class PythonClientTest(e2e_harness.ServerTestCase):
         one = f32(nr.make_attention(rng, 2, 1, 6))
         self.assertFalse(self.client.explain(one).heads_fused_by_client)
 
+    def test_the_native_library_loads_only_on_a_cpu_that_runs_it(self):
+        haswell = ("flags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 movbe popcnt xsave avx f16c "
+                   "abm fma bmi1 avx2 bmi2 erms")
+        sandy_bridge = "flags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 popcnt xsave avx"
+        self.assertTrue(native.cpu_runs_library(haswell, "x86_64"))
+        self.assertFalse(native.cpu_runs_library(sandy_bridge, "x86_64"))  # SIGILL otherwise
+        for missing in native.X86_64_V3_FLAGS:
+            line = " ".join(f for f in haswell.split() if f != missing)
+            self.assertFalse(native.cpu_runs_library(line, "x86_64"), missing)
+        self.assertFalse(native.cpu_runs_library("processor\t: 0\n", "x86_64"))  # no flags line
+        self.assertTrue(native.cpu_runs_library("", "aarch64"))
+        with open("/proc/cpuinfo") as f:
+            here = native.cpu_runs_library(f.read())
+        self.assertEqual(here, native.cpu_runs_library())
+        if os.environ.get("ATTNROLL_NATIVE_EXPECTED", "1") == "1":
+            self.assertEqual(native.available(), here)
+
     def test_native_half_encoding_is_numpys_bit_for_bit(self):
         if not native.available():
             if os.environ.get("ATTNROLL_NATIVE_EXPECTED", "1") == "1":

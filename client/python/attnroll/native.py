@@ -6,19 +6,47 @@ numpy needs three passes over a layer for the same work (the row sums, the
 sign check and the fusion), about 3.6 ms for ViT-B/16's 22 MB against about
 1 ms here; ctypes releases the GIL during the call, so the next layer is
 fused while gRPC's thread sends the one before. Without the library
-(ATTNROLL_NATIVE=0, or not built) fuse() returns None and the numpy path
-runs: the same values bit for bit, the same checks and messages.
+(ATTNROLL_NATIVE=0, not built, or a CPU without x86-64-v3's instructions)
+fuse() returns None and the numpy path runs: the same values bit for bit,
+the same checks and messages.
 """
 
 import ctypes
 import os
+import platform
 from typing import Optional, Sequence
 
 import numpy as np
 
+# The library is built, as the server is, for x86-64-v3 (the project's
+# default -march): on an older x86 CPU its code would end the whole process
+# with SIGILL, so there it is not loaded (numpy does the work). The flags are
+# /proc/cpuinfo's names of x86-64-v3's instructions (abm: LZCNT).
+X86_64_V3_FLAGS = ("avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe")
+
+
+def cpu_runs_library(cpuinfo: Optional[str] = None, machine: Optional[str] = None) -> bool:
+    """Whether this CPU runs the library's instructions: on x86-64, every
+    flag of X86_64_V3_FLAGS in /proc/cpuinfo (or the text `cpuinfo`);
+    elsewhere the library is built for the compiler's default."""
+    if (machine or platform.machine()) not in ("x86_64", "AMD64"):
+        return True
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            return all(f in flags for f in X86_64_V3_FLAGS)
+    return False
+
+
 _LIB = None
 _HALF = None  # attnroll_encode_half, when the library has it
-if os.environ.get("ATTNROLL_NATIVE", "1") != "0":
+if os.environ.get("ATTNROLL_NATIVE", "1") != "0" and cpu_runs_library():
     _path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_native.so")
     if os.path.exists(_path):
         try:
