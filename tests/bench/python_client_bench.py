@@ -5,7 +5,7 @@ attention of torchvision's vit_b_16 with random weights, captured once and
 kept in memory).
 
     PYTHONPATH=build/python /usr/bin/python3 tests/bench/python_client_bench.py \\
-        --bin-dir build [--repeats 30] [--json]
+        --bin-dir build [--repeats 30] [--ablation] [--json]
 
 Timed, each the median of --repeats runs after two warm-ups, the paths
 interleaved (one run of each path per round, so load on the machine hits
@@ -31,6 +31,9 @@ them alike); numpy and torch on one thread:
                 options, streamed (13 messages) and whole (one whole_pass message,
                 a unary call: what the client sends); and one header + one
                 12-token layer (a round trip carrying almost nothing).
+  ablation      (--ablation) the client-fused whole pass built the earlier way, with
+                protobuf objects on the calling thread, and written directly into its
+                bytes but fused on one thread only (the client: directly, on two).
 Every client map is checked against numpy's (max abs difference printed);
 "server ms" is the response's timing (header to response, and the workers'
 compute). A Markdown table on stdout (or one JSON object with --json); the
@@ -59,7 +62,7 @@ sys.path.insert(0, HERE)
 from peers import numpy_full, numpy_row, torch_peers  # noqa: E402  (the same peers as run_benchmarks.sh)
 
 import attnroll  # noqa: E402
-from attnroll import client as client_module, options, tensors  # noqa: E402
+from attnroll import client as client_module, options, pipeline, tensors, whole_pass  # noqa: E402
 from attnroll.capture import capture_attention  # noqa: E402
 from attnroll.v1 import attnroll_pb2, pass_pb2  # noqa: E402
 
@@ -102,13 +105,24 @@ def serialized_pass(layers, wire):
     return out
 
 
-def whole_pass(msgs):
+def as_whole_pass(msgs):
     """serialized_pass's messages as one ExplainRequest.whole_pass, as bytes."""
     reqs = [attnroll_pb2.ExplainRequest.FromString(m) for m in msgs]
     r = attnroll_pb2.ExplainRequest()
     r.whole_pass.header.CopyFrom(reqs[0].header)
     for q in reqs[1:]:
         r.whole_pass.layers.add().CopyFrom(q.layer)
+    return r.SerializeToString()
+
+
+def protobuf_whole_pass(header, p, builder):
+    """--ablation: the whole pass built with protobuf objects on this thread
+    (what the client did before whole_pass.serialize)."""
+    r = attnroll_pb2.ExplainRequest()
+    r.whole_pass.header.CopyFrom(header)
+    scratch = {}
+    for l in range(len(p.layers)):
+        p.fill(r.whole_pass.layers.add(), l, scratch)
     return r.SerializeToString()
 
 
@@ -132,6 +146,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin-dir", default=os.environ.get("ATTNROLL_BIN_DIR", "build"))
     ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--ablation", action="store_true",
+                    help="also the whole pass built with protobuf objects, and fused on one thread")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     _, torch_full, _ = torch_peers(1)
@@ -153,6 +169,26 @@ def main():
                           dict(client_fusion="on", wire="fp16"))):
             paths.append(Path(name, timed(lambda kw=kw: c.explain(att, prefix_tokens=1,
                                                                   grid=(14, 14), **kw)), True))
+
+        one_thread = pipeline.Builder(1)
+        if args.ablation:
+            def variant(serialize, builder, wire):
+                def call():
+                    saved = whole_pass.serialize, c._fuser
+                    whole_pass.serialize, c._fuser = serialize, builder
+                    try:
+                        return c.explain(att, prefix_tokens=1, grid=(14, 14), client_fusion="on",
+                                         wire=wire)
+                    finally:
+                        whole_pass.serialize, c._fuser = saved
+                return call
+            for wire in ("fp32", "fp16"):
+                paths.append(Path("ablation: client-fused %s, the whole pass built with protobuf "
+                                  "objects" % wire,
+                                  timed(variant(protobuf_whole_pass, c._fuser, wire)), True))
+                paths.append(Path("ablation: client-fused %s, written directly, fused on one "
+                                  "thread" % wire,
+                                  timed(variant(whole_pass.serialize, one_thread, wire)), True))
 
         def streamed(wire):
             def run():
@@ -180,7 +216,7 @@ def main():
                               "(13 messages)" % wire,
                               timed(lambda msgs=msgs: raw(iter(msgs), timeout=60))))
             paths[-1].bytes = sum(len(m) for m in msgs)
-            whole = whole_pass(msgs)
+            whole = as_whole_pass(msgs)
             paths.append(Path("grpcio alone: the fused %s pass, pre-serialized, whole "
                               "(one unary call)" % wire,
                               timed(lambda whole=whole: unary(whole, timeout=60))))
@@ -197,6 +233,7 @@ def main():
                 p.result = r
         ch.close()
         c.close()
+        one_thread.close()
     finally:
         srv.terminate()
         srv.wait(timeout=20)

@@ -635,8 +635,8 @@ class PythonClientTest(e2e_harness.ServerTestCase):
         self.assertEqual((again.sends, again.messages, len(sent)), (2, 1, 2))
         self.assertIs(sent[0], sent[1])
         np.testing.assert_array_equal(again.maps[0], want.maps[0])
-        # GetServerInfo failing: one layer per message; asked again only when it may answer later.
 
+        # GetServerInfo failing: one layer per message; asked again only when it may answer later.
         saved_stub, saved_info = self.client._stub, self.client._server_wire
         asked = []
 

@@ -15,13 +15,23 @@ import threading
 from typing import Callable, Dict, Optional
 
 
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may run on (a container's share)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class Builder:
     """A small pool of threads shared by one Client's calls (created on first
-    use). Each call has at most one message being built at a time, so a
-    call's builds run one after the other and may share scratch buffers."""
+    use; as many as the CPUs this process may use, at most 4). A streamed
+    call has at most one message being built at a time (Ahead), so its
+    builds run one after the other and may share scratch buffers; a whole
+    pass (whole_pass.serialize) fuses on this pool and on the calling thread
+    at once, each with scratch buffers of its own."""
 
     def __init__(self, threads: Optional[int] = None):
-        self._threads = threads or min(4, os.cpu_count() or 1)
+        self._threads = threads or min(4, _usable_cpus())
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._lock = threading.Lock()
 

@@ -1,17 +1,20 @@
 """A client-fused pass as the bytes of one ExplainRequest.whole_pass, each
 layer fused straight into them.
 
-Built with protobuf, every fused layer is copied three more times (numpy to
-bytes, bytes into the message, the message serialized): about 0.6 ms of
-ViT-B/16's pass. Here everything but the fused values is serialized by
-protobuf, the fused values are written once into the buffer that is sent,
-and two threads fuse half the layers each (ctypes releases the GIL; reading
-ViT-B/16's 22 MB of heads took 1.15 ms on two threads against 1.84 ms on
-one). The bytes are those of ExplainRequest(whole_pass=...).SerializeToString()
-exactly: protobuf writes fields in field-number order, and so does this.
+Built with protobuf objects, every fused layer is copied three more times
+(numpy to bytes, bytes into the message, the message serialized). Here
+everything but the fused values is serialized by protobuf, each layer is
+fused into a scratch buffer and copied once into the message's buffer (which
+is copied once more into the bytes grpcio sends), and two threads take the
+layers in turn (ctypes releases the GIL, so the second core reads its share
+of the heads meanwhile). The bytes are those of
+ExplainRequest(whole_pass=...).SerializeToString() exactly: protobuf writes
+fields in field-number order, and so does this. tests/bench/python_client_bench.py
+--ablation measures the three ways side by side.
 """
 
-from typing import Dict, List, Optional, Sequence, Tuple
+import concurrent.futures
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -67,16 +70,17 @@ def serialize(header: pass_pb2.PassHeader, p, builder: Optional[pipeline.Builder
     """The ExplainRequest of header and every layer of p (a client._Pass whose
     heads are fused here), as bytes. Each layer is checked and fused as
     p.fill would (p.attention): a bad layer raises its AttnrollError, the
-    same whichever thread meets it. builder: the Client's threads (None:
-    every layer on this one)."""
+    same whichever thread meets it. builder: the Client's threads (None, a
+    single one, or shut down: every layer on this thread)."""
+    assert p.fused, "whole_pass.serialize: the heads must be fused on the client"
     L = len(p.layers)
     wire = p.wire
     B, _, r, c = p.layers[0].shape
-    shape = [B, 1, r, c]
     data_len = B * r * c * tensors.WIRE_BYTES[wire]
-    tensor = tensor_pb2.Tensor(dtype=tensors.WIRE_DTYPES[wire], shape=shape)
+    tensor = tensor_pb2.Tensor(dtype=tensors.WIRE_DTYPES[wire], shape=[B, 1, r, c])
     tensor_head = tensor.SerializeToString() + _delimited(_DATA, data_len)
     tensor_len = len(tensor_head) + data_len
+    attention = _delimited(_ATTENTION, tensor_len) + tensor_head  # the same for every layer
     head = header.SerializeToString()
 
     segments: List[Tuple[int, bytes]] = []  # (offset in the WholePass, bytes)
@@ -94,10 +98,8 @@ def serialize(header: pass_pb2.PassHeader, p, builder: Optional[pipeline.Builder
         side = pass_pb2.LayerChunk()
         p.fill_side(side, l)
         before, after = _around_attention(side)
-        chunk_len = (len(before) + len(_ATTENTION) + len(_varint(tensor_len)) + tensor_len
-                     + len(after))
-        put(_delimited(_LAYERS, chunk_len) + before + _delimited(_ATTENTION, tensor_len)
-            + tensor_head)
+        put(_delimited(_LAYERS, len(before) + len(attention) + data_len + len(after)) + before
+            + attention)
         data_at.append(at)
         at += data_len
         put(after)
@@ -108,22 +110,28 @@ def serialize(header: pass_pb2.PassHeader, p, builder: Optional[pipeline.Builder
     for o, b in segments:
         buf[base + o:base + o + len(b)] = b
     dst = np.frombuffer(buf, dtype=np.uint8)
+    layers = iter(range(L))  # shared: each layer is taken by whichever thread is free
 
-    def fill(layers: Sequence[int]) -> None:
+    def fill() -> None:
         scratch: Dict[str, np.ndarray] = {}  # this thread's own (see _Pass.attention)
         for l in layers:
             values = tensors.wire_array(p.attention(l, scratch), wire)
             start = base + data_at[l]
             dst[start:start + data_len] = values.reshape(-1).view(np.uint8)
 
-    half = (L + 1) // 2
-    split = builder is not None and builder.threads > 1 and L > 1
-    other = builder.submit(fill, range(half, L)) if split else None
+    other = None
+    if builder is not None and builder.threads > 1 and L > 1:
+        try:
+            other = builder.submit(fill)
+        except RuntimeError:  # the Client was closed meanwhile: this thread does it all
+            other = None
     try:
-        fill(range(half) if other is not None else range(L))
+        fill()
     finally:
-        if other is not None:
-            other.exception()  # waits: the buffer is not handed on while it is written
-    if other is not None and other.exception() is not None:
+        # Not started yet (the pool busy with other calls): nothing is left for
+        # it. Running: the buffer is not handed on while it writes.
+        if other is not None and not other.cancel():
+            concurrent.futures.wait([other])
+    if other is not None and not other.cancelled() and other.exception() is not None:
         raise other.exception()
     return bytes(buf)
