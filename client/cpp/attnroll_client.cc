@@ -200,16 +200,16 @@ absl::Status CheckSameShape(const AttentionView& baseline, const AttentionView& 
       what, "candidate: expected the baseline's shape [B, L, H, rows, n] = ", a, ", got ", b));
 }
 
-// Every layer message of `views` (each with `layers` layers): layer by
-// layer and, within a layer, view by view, split by LayerChunks. Calls
-// send(i, chunk), i the view's index in `views`, for each, and stops at the
-// first false (then returns false). Counts messages and tensor bytes in
-// *stats (may be null).
 // The attention and gradient bytes a layer message carries (CallStats::bytes_sent).
 int64_t TensorBytes(const v1::LayerChunk& chunk) {
   return static_cast<int64_t>(chunk.attention().data().size() + chunk.gradient().data().size());
 }
 
+// Every layer message of `views` (each with `layers` layers): layer by
+// layer and, within a layer, view by view, split by LayerChunks. Calls
+// send(i, chunk), i the view's index in `views`, for each, and stops at the
+// first false (then returns false). Counts messages and tensor bytes in
+// *stats (may be null).
 template <typename Send>
 bool SendLayers(std::initializer_list<const AttentionView*> views, int64_t layers,
                 const ExplainOptions& options, CallStats* stats, Send&& send) {

@@ -132,6 +132,7 @@ def serialize(header: pass_pb2.PassHeader, p, builder: Optional[pipeline.Builder
         # it. Running: the buffer is not handed on while it writes.
         if other is not None and not other.cancel():
             concurrent.futures.wait([other])
-    if other is not None and not other.cancelled() and other.exception() is not None:
-        raise other.exception()
+    error = other.exception() if other is not None and not other.cancelled() else None
+    if error is not None:
+        raise error
     return bytes(buf)
