@@ -71,23 +71,24 @@ ENV DEBIAN_FRONTEND=noninteractive
 # Runtime libraries: the Debian packages of the libraries attnroll-server and
 # attnroll link (one a line; tests/deploy/runtime_packages_test.py derives the
 # same set from ldd + dpkg -S and fails on a missing or an extra one).
+# gRPC, protobuf and abseil are linked from their static archives
+# (cmake/static_deps.cmake), so none of their packages is here.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libabsl20220623 \
+      libc-ares2 \
       libc6 \
       libcivetweb1 \
       libgcc-s1 \
-      libgrpc++1.51 \
-      libgrpc29 \
       libjpeg62-turbo \
       libopenblas0-pthread \
       libprometheus-cpp-core1.0 \
       libprometheus-cpp-pull1.0 \
       libpng16-16 \
-      libprotobuf32 \
+      libre2-9 \
       libssl3 \
       libstdc++6 \
       libzip4 \
+      zlib1g \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 attnroll \
  && useradd --system --uid 10001 --gid attnroll --home-dir /nonexistent --no-create-home \
