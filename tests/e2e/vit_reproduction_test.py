@@ -85,9 +85,16 @@ RAW_RTOL, RAW_ATOL = 1e-4, 1e-5
 # How far (max abs difference of the max-scaled maps) each published bug must
 # move the map, and attnroll must stay from the buggy map: about half the size
 # measured on this model, and at least 100 x TOL.  None: the bug cannot show.
+# HIGH: the high discard ratio (below).
 COLUMN_BUG_CASES = (   # (fusion, discard_ratio, margin) of vit-explain's rollout
-    ("mean", 0.0, None), ("mean", 0.9, 0.01), ("max", 0.0, 0.05), ("max", 0.9, 0.1),
-    ("min", 0.0, 1e-3), ("min", 0.9, 1e-3))
+    ("mean", 0.0, None), ("mean", "HIGH", 0.01), ("max", 0.0, 0.05), ("max", "HIGH", 0.1),
+    ("min", 0.0, 1e-3), ("min", "HIGH", 1e-3))
+# The high discard ratio: the first of these whose every discard decision is
+# farther from its boundary than the float32 error bound (DiscardStats). The
+# captured attention differs in its last bits between CPUs (torch's kernels),
+# so a near-tie at 0.9 on one machine is none at 0.899; the server's result is
+# then determined, and the comparison with the float64 reference is exact.
+HIGH_DISCARD_RATIOS = (0.9, 0.899, 0.901, 0.898, 0.902, 0.897, 0.903, 0.896, 0.904)
 GRAD_COLUMN_BUG_MARGIN = 0.01
 REVERSED_PAIRING_MARGIN = 0.5
 PLACEMENT_MARGIN = 0.1   # attnroll 0.1's discard placement against vit-explain's
@@ -145,6 +152,21 @@ class DiscardStats:
             self.min_ratio, self.tightest = ratio, where
         if ratio <= 1.0:
             self.unsafe.append((where, gap, bound))
+
+
+def well_conditioned_discard_ratio(a64, g64):
+    """The first of HIGH_DISCARD_RATIOS at which no discard decision of
+    vit-explain's rollout (mean, max, min fusion) or grad_rollout is within
+    float32 rounding of its boundary, with the DiscardStats of it (of the
+    last candidate if none is)."""
+    for ratio in HIGH_DISCARD_RATIOS:
+        stats = DiscardStats()
+        for fusion in ("mean", "max", "min"):
+            vit_explain_rollout(a64, ratio, fusion, stats=stats)
+        vit_explain_grad_rollout(a64, g64, ratio, stats=stats)
+        if not stats.unsafe:
+            break
+    return ratio, stats
 
 
 def discard_lowest(F, ratio, spare_corner, err=None, stats=None, where=""):
@@ -439,7 +461,9 @@ class ViTReproductionTest(e2e_harness.ServerTestCase):
         # The references see what the server sees: the float32 arrays, widened.
         cls.a64 = cls.att.astype(np.float64)
         cls.g64 = cls.grad.astype(np.float64)
-        cls.discard_stats = DiscardStats()
+        cls.high_ratio, cls.discard_stats = well_conditioned_discard_ratio(cls.a64, cls.g64)
+        cls.measured["high discard ratio (first well-conditioned of %s)"
+                     % ", ".join("%g" % r for r in HIGH_DISCARD_RATIOS)] = "%g" % cls.high_ratio
         cls.server_maps = {}
         cls.measured["torch forward/backward passes (s)"] = "%.1f" % cls.t_torch
 
@@ -541,10 +565,9 @@ class ViTReproductionTest(e2e_harness.ServerTestCase):
 
     def test_vit_explain_rollout_fixed(self):
         for fusion in ("mean", "max", "min"):
-            for ratio in (0.0, 0.9):
+            for ratio in (0.0, self.high_ratio):
                 with self.subTest(fusion=fusion, discard_ratio=ratio):
-                    want = cls_map(vit_explain_rollout(self.a64, ratio, fusion,
-                                                       stats=self.discard_stats))
+                    want = cls_map(vit_explain_rollout(self.a64, ratio, fusion))
                     got = self.explain("vit_explain_%s_%g" % (fusion, ratio),
                                        ["--fusion", fusion, "--discard-ratio", repr(ratio)])
                     self.assert_maps_agree("vit-explain rollout %s discard %g" % (fusion, ratio),
@@ -557,6 +580,7 @@ class ViTReproductionTest(e2e_harness.ServerTestCase):
         # invisible there; elsewhere its size follows how much the row sums
         # vary across tokens (a common factor cancels in the max scaling).
         for fusion, ratio, margin in COLUMN_BUG_CASES:
+            ratio = self.high_ratio if ratio == "HIGH" else ratio
             with self.subTest(fusion=fusion, discard_ratio=ratio):
                 fixed = cls_map(vit_explain_rollout(self.a64, ratio, fusion))
                 buggy = cls_map(vit_explain_rollout(self.a64, ratio, fusion, column_bug=True))
@@ -572,17 +596,17 @@ class ViTReproductionTest(e2e_harness.ServerTestCase):
                     self.assert_bug_separates(name, got, fixed, buggy, margin)
 
     def test_discard_placement_of_attnroll_0_1_differs(self):
-        ratio = 0.9
+        ratio = self.high_ratio
         old = cls_map(renorm_before_residual_rollout(self.a64, ratio))
         vit = cls_map(vit_explain_rollout(self.a64, ratio, "mean"))
         got_old = self.explain("placement_0_1", ["--discard-ratio", repr(ratio),
                                                  "--prune-placement", "before",
                                                  "--renorm-before-residual"])
-        got_new = self.explain("vit_explain_mean_0.9", ["--fusion", "mean",
+        got_new = self.explain("vit_explain_mean_%g" % ratio, ["--fusion", "mean",
                                                         "--discard-ratio", repr(ratio)])
-        self.assert_maps_agree("attnroll 0.1 placement, discard 0.9", got_old, old)
+        self.assert_maps_agree("attnroll 0.1 placement, discard %g" % ratio, got_old, old)
         size = max_abs(max_scaled(old), max_scaled(vit))
-        self.measured["0.1 placement vs vit-explain's, discard 0.9 (max-scaled)"] = "%.3f" % size
+        self.measured["0.1 placement vs vit-explain's, discard %g (max-scaled)" % ratio] = "%.3f" % size
         self.measured["  same, attnroll's two placements"] = "%.3f" % max_abs(got_old, got_new)
         self.assertGreater(size, PLACEMENT_MARGIN)
         self.assertGreater(max_abs(got_old, got_new), PLACEMENT_MARGIN)
@@ -590,10 +614,9 @@ class ViTReproductionTest(e2e_harness.ServerTestCase):
     # -- gradient-weighted --------------------------------------------------
 
     def test_vit_explain_grad_rollout_fixed(self):
-        for ratio in (0.0, 0.9):
+        for ratio in (0.0, self.high_ratio):
             with self.subTest(discard_ratio=ratio):
-                want = cls_map(vit_explain_grad_rollout(self.a64, self.g64, ratio,
-                                                        stats=self.discard_stats))
+                want = cls_map(vit_explain_grad_rollout(self.a64, self.g64, ratio))
                 got = self.explain("grad_vit_explain_%g" % ratio,
                                    ["--method", "grad-rollout", "--rule", "vit_explain",
                                     "--discard-ratio", repr(ratio)], gradient=True)
@@ -601,7 +624,7 @@ class ViTReproductionTest(e2e_harness.ServerTestCase):
         self.assert_discards_well_conditioned()
 
     def test_vit_explain_grad_rollout_bugs(self):
-        for ratio in (0.0, 0.9):
+        for ratio in (0.0, self.high_ratio):
             with self.subTest(discard_ratio=ratio):
                 got = self.explain("grad_vit_explain_%g" % ratio,
                                    ["--method", "grad-rollout", "--rule", "vit_explain",
