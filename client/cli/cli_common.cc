@@ -1,7 +1,10 @@
 #include "client/cli/cli_common.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <vector>
@@ -14,6 +17,24 @@
 
 namespace attnroll::cli {
 
+
+int ExitWithoutTeardown(int code) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  return code;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+  return code;
+#endif
+#endif
+  std::fflush(nullptr);
+  std::_Exit(code);
+}
+
+int UsableCpus() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+  return std::max(1, CPU_COUNT(&set));
+}
 
 int Fail(const absl::Status& status) {
   std::fprintf(stderr, "attnroll: %s: %s\n", absl::StatusCodeToString(status.code()).c_str(),

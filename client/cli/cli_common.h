@@ -26,6 +26,15 @@ using npy::WriteNpy;
 
 // Prints "attnroll: CODE: message" on stderr; returns exit code 1.
 int Fail(const absl::Status& status);
+// Ends the process with `code` after flushing stdout and stderr, without
+// destroying what the caller still holds: tearing down the gRPC channel (its
+// threads) and unmapping a large input took milliseconds of a short command,
+// and the kernel drops both at exit anyway. Call it when every file the
+// command writes is closed. Sanitizer builds return `code` instead, so their
+// leak and race checks still see every object destroyed.
+int ExitWithoutTeardown(int code);
+// The CPUs this process may run on (its affinity mask: a container's share).
+int UsableCpus();
 // Prints "attnroll COMMAND: message (see ...--help)"; returns exit code 2.
 int UsageError(const std::string& command, const std::string& message);
 // Parses a command's arguments: `--NAME VALUE` for names in `valued`,

@@ -91,6 +91,9 @@ absl::StatusOr<std::unique_ptr<client::Client>> ConnectClient(const GlobalOption
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
       client::OpenChannel(global.server, global.connect, args);
   if (!channel.ok()) return channel.status();
+  // Start connecting now: the TCP and HTTP/2 handshakes then run on gRPC's
+  // threads while the command reads and fuses its input, not after.
+  (*channel)->GetState(/*try_to_connect=*/true);
   return std::make_unique<client::Client>(*std::move(channel),
                                           client::EffectiveAttempts(global.server, global.connect));
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <future>
 #include <unistd.h>
 #include <map>
 #include <set>
@@ -422,6 +423,9 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
   client::ExplainOptions options;
   options.timeout = absl::Seconds(global.timeout_seconds);
   if (std::string bad = BuildExplainRequest(opt, &header, &options); !bad.empty()) return Usage(bad);
+  // Nothing else runs in the CLI while it fuses: up to 4 of its CPUs share
+  // the layers (bandwidth-bound beyond that).
+  options.fusion_threads = std::min(4, UsableCpus());
   const bool grad = header.analyses(0).has_rollout() && header.analyses(0).rollout().has_gradient();
   const bool flow = header.analyses(0).has_flow();
   const std::string method = flow ? "flow" : grad ? "grad-rollout" : "rollout";
@@ -429,8 +433,16 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
   if (opt.count("layout") && !ParseInputLayout(opt["layout"], &input_layout)) {
     return Usage("--layout: expected blhnn ([B, L, H, n, n]) or lbhnn ([L, B, H, n, n])");
   }
+  // The channel is made (gRPC's start-up) and starts connecting on another
+  // thread while this one maps the input; the handshake then overlaps reading
+  // and fusing it. An unreadable input is still reported before the server.
+  std::future<absl::StatusOr<std::unique_ptr<client::Client>>> connecting =
+      std::async(std::launch::async, [&global] { return ConnectClient(global); });
   absl::StatusOr<AttentionInput> input = ReadAttentionInput(opt["attention"], input_layout, "--attention");
   if (!input.ok()) return Fail(input.status());
+  absl::StatusOr<std::unique_ptr<client::Client>> connected = connecting.get();
+  if (!connected.ok()) return Fail(connected.status());
+  const std::unique_ptr<client::Client> client = *std::move(connected);
   const bool batched = input->batched;
   absl::StatusOr<Array> gradient;
   if (grad) {
@@ -460,9 +472,6 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
     view.value_norms = value_norms->values.data();
   }
 
-  absl::StatusOr<std::unique_ptr<client::Client>> connected = ConnectClient(global);
-  if (!connected.ok()) return Fail(connected.status());
-  const std::unique_ptr<client::Client> client = *std::move(connected);
   client::CallStats stats;
   absl::StatusOr<v1::ExplainResponse> response;
   if (flow) {
@@ -547,7 +556,7 @@ int RunExplain(const GlobalOptions& global, const std::vector<std::string>& args
                 response->timing().compute_seconds() * 1e3);
     for (const Written& w : *pictures_written) std::printf("wrote %s: %s\n", w.path.c_str(), w.summary.c_str());
   }
-  return 0;
+  return ExitWithoutTeardown(0);
 }
 
 int RunInfo(const GlobalOptions& global, const std::vector<std::string>& args) {

@@ -324,7 +324,7 @@ PreparedPass::PreparedPass(v1::PassHeader header, const AttentionView& attention
   absl::StatusOr<std::vector<FusedAttention>> fused = MaybeFuseHeads(
       &header_, {&attention},
       options.client_fusion == ClientFusion::kOff ? ClientFusion::kOff : ClientFusion::kAuto,
-      options.wire);
+      options.wire, options.fusion_threads);
   heads_fused_on_client_ = fused.ok() && !fused->empty();
   const AttentionView& view = heads_fused_on_client_ ? (*fused)[0].view : attention;
   for (int64_t l = 0; l < view.layers; ++l) {
@@ -492,7 +492,8 @@ absl::Status AuditStream::AddPasses(const std::string& id, const std::string& gr
   }
   CompleteLayout(baseline, pass_header.mutable_layout());
   absl::StatusOr<std::vector<FusedAttention>> fused =
-      MaybeFuseHeads(&pass_header, {&baseline, &candidate}, options.client_fusion, options.wire);
+      MaybeFuseHeads(&pass_header, {&baseline, &candidate}, options.client_fusion, options.wire,
+                     options.fusion_threads);
   if (!fused.ok()) return fused.status();
   const AttentionView& base = fused->empty() ? baseline : (*fused)[0].view;
   const AttentionView& cand = fused->empty() ? candidate : (*fused)[1].view;
@@ -566,7 +567,8 @@ absl::Status PassStream::AddPass(const std::string& request_id, v1::PassHeader h
                                  CallStats* stats) {
   CompleteLayout(attention, header.mutable_layout());
   absl::StatusOr<std::vector<FusedAttention>> fused =
-      MaybeFuseHeads(&header, {&attention}, options.client_fusion, options.wire);
+      MaybeFuseHeads(&header, {&attention}, options.client_fusion, options.wire,
+                     options.fusion_threads);
   if (!fused.ok()) return fused.status();
   if (stats != nullptr) stats->heads_fused_on_client = !fused->empty();
   const AttentionView& view = fused->empty() ? attention : (*fused)[0].view;
@@ -695,7 +697,8 @@ absl::StatusOr<v1::ExplainResponse> Client::Explain(v1::PassHeader header,
                                                     CallStats* stats) {
   CompleteLayout(attention, header.mutable_layout());
   absl::StatusOr<std::vector<FusedAttention>> fused =
-      MaybeFuseHeads(&header, {&attention}, options.client_fusion, options.wire);
+      MaybeFuseHeads(&header, {&attention}, options.client_fusion, options.wire,
+                     options.fusion_threads);
   if (!fused.ok()) return fused.status();
   const AttentionView& view = fused->empty() ? attention : (*fused)[0].view;
   absl::StatusOr<v1::ExplainResponse> response = ClientStreamingCall<v1::ExplainResponse>(
@@ -767,7 +770,8 @@ absl::StatusOr<v1::PairResponse> Client::ExplainPair(v1::PassHeader header,
   if (absl::Status same = CheckSameShape(baseline, candidate, ""); !same.ok()) return same;
   CompleteLayout(baseline, header.mutable_layout());
   absl::StatusOr<std::vector<FusedAttention>> fused =
-      MaybeFuseHeads(&header, {&baseline, &candidate}, options.client_fusion, options.wire);
+      MaybeFuseHeads(&header, {&baseline, &candidate}, options.client_fusion, options.wire,
+                     options.fusion_threads);
   if (!fused.ok()) return fused.status();
   const AttentionView& base = fused->empty() ? baseline : (*fused)[0].view;
   const AttentionView& cand = fused->empty() ? candidate : (*fused)[1].view;

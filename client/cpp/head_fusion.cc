@@ -1,7 +1,9 @@
 #include "client/cpp/head_fusion.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "client/cpp/layer_fusion.h"
@@ -64,7 +66,7 @@ HeadChecks ChecksFor(const v1::PassHeader& header, v1::DType wire) {
 }
 
 absl::StatusOr<FusedAttention> FuseHeads(const AttentionView& a, const std::vector<float>& weights,
-                                         const HeadChecks* checks) {
+                                         const HeadChecks* checks, int threads) {
   double sum = 0;
   for (float w : weights) sum += w;
   std::vector<float> scale(weights.size());
@@ -74,39 +76,65 @@ absl::StatusOr<FusedAttention> FuseHeads(const AttentionView& a, const std::vect
   const int64_t rows = a.rows(), n = a.tokens, elems = rows * n;
   FusedAttention out;
   out.data.resize(static_cast<size_t>(a.batch * a.layers * elems));
-  std::vector<analysis::RowStats> stats;
-  for (int64_t b = 0; b < a.batch; ++b) {
+  // Fuses (and checks) unit u = b * L + l, the layer l of sequence b.
+  auto fuse_unit = [&](int64_t u, std::vector<analysis::RowStats>& stats) -> absl::Status {
+    const int64_t b = u / a.layers, l = u % a.layers;
     // Only the valid block is checked: padding is never read by the server.
     const int m = checks == nullptr || checks->valid.empty() || b >= static_cast<int64_t>(checks->valid.size())
                       ? static_cast<int>(n)
                       : std::clamp(checks->valid[b], 1, static_cast<int>(n));
-    for (int64_t l = 0; l < a.layers; ++l) {
-      LayerFusion f;
-      f.heads = a.data + (b * a.layers + l) * a.heads * elems;
-      f.num_heads = static_cast<int>(a.heads);
-      f.rows = static_cast<int>(rows);
-      f.n = static_cast<int>(n);
-      f.valid = m;
-      f.scale = equal ? nullptr : scale.data();
-      f.mean_scale = scale.front();
-      f.causal = checks != nullptr && checks->causal;
-      f.out = out.data.data() + (b * a.layers + l) * elems;
-      const int measured = MeasuredRows(f);
-      stats.resize(static_cast<size_t>(a.heads) * measured);
-      FuseLayer(f, stats.data());
-      if (checks == nullptr) continue;
-      // In head order, then row order: the first row the exact check refuses.
-      for (int64_t h = 0; h < a.heads; ++h) {
-        for (int i = 0; i < measured; ++i) {
-          if (analysis::PassesFastCheck(stats[h * measured + i], checks->tolerance, checks->causal)) continue;
-          if (absl::Status st = CheckRow(f.heads + h * elems + i * n, m, i, l, h, b, *checks);
-              !st.ok()) {
-            return st;
-          }
+    LayerFusion f;
+    f.heads = a.data + u * a.heads * elems;
+    f.num_heads = static_cast<int>(a.heads);
+    f.rows = static_cast<int>(rows);
+    f.n = static_cast<int>(n);
+    f.valid = m;
+    f.scale = equal ? nullptr : scale.data();
+    f.mean_scale = scale.front();
+    f.causal = checks != nullptr && checks->causal;
+    f.out = out.data.data() + u * elems;
+    const int measured = MeasuredRows(f);
+    stats.resize(static_cast<size_t>(a.heads) * measured);
+    FuseLayer(f, stats.data());
+    if (checks == nullptr) return absl::OkStatus();
+    // In head order, then row order: the first row the exact check refuses.
+    for (int64_t h = 0; h < a.heads; ++h) {
+      for (int i = 0; i < measured; ++i) {
+        if (analysis::PassesFastCheck(stats[h * measured + i], checks->tolerance, checks->causal)) continue;
+        if (absl::Status st = CheckRow(f.heads + h * elems + i * n, m, i, l, h, b, *checks); !st.ok()) {
+          return st;
         }
       }
     }
+    return absl::OkStatus();
+  };
+  // The threads claim units in order from one counter; a thread stops at its
+  // first refused unit, and units after the first refused one are skipped.
+  // Every unit before it was claimed, and is finished by its claimer, so the
+  // error returned is the first in (sequence, layer) order, as on one thread.
+  const int64_t units = a.batch * a.layers;
+  std::atomic<int64_t> next{0}, first_bad{units};
+  std::vector<absl::Status> refused(static_cast<size_t>(units));
+  auto work = [&] {
+    std::vector<analysis::RowStats> stats;
+    for (int64_t u = next++; u < units && u < first_bad.load(); u = next++) {
+      absl::Status st = fuse_unit(u, stats);
+      if (st.ok()) continue;
+      refused[u] = std::move(st);
+      for (int64_t seen = first_bad.load(); u < seen && !first_bad.compare_exchange_weak(seen, u);) {
+      }
+      return;
+    }
+  };
+  const int64_t bytes = a.batch * a.layers * a.heads * elems * static_cast<int64_t>(sizeof(float));
+  std::vector<std::thread> helpers;
+  if (bytes >= kParallelFusionBytes) {
+    const int64_t extra = std::min<int64_t>(threads, units) - 1;
+    for (int64_t t = 0; t < extra; ++t) helpers.emplace_back(work);
   }
+  work();
+  for (std::thread& t : helpers) t.join();
+  if (first_bad.load() < units) return refused[first_bad.load()];
   out.view = a;
   out.view.heads = 1;
   out.view.data = out.data.data();
@@ -115,7 +143,7 @@ absl::StatusOr<FusedAttention> FuseHeads(const AttentionView& a, const std::vect
 
 absl::StatusOr<std::vector<FusedAttention>> MaybeFuseHeads(
     v1::PassHeader* header, std::initializer_list<const AttentionView*> views, ClientFusion mode,
-    v1::DType wire) {
+    v1::DType wire, int threads) {
   std::vector<FusedAttention> fused;
   if (mode == ClientFusion::kOff || header->layout().heads_fused_by_client() || views.size() == 0) {
     return fused;
@@ -143,7 +171,7 @@ absl::StatusOr<std::vector<FusedAttention>> MaybeFuseHeads(
   }
   const HeadChecks checks = ChecksFor(*header, wire);
   for (const AttentionView* v : views) {
-    absl::StatusOr<FusedAttention> f = FuseHeads(*v, *weights, &checks);
+    absl::StatusOr<FusedAttention> f = FuseHeads(*v, *weights, &checks, threads);
     if (!f.ok()) return f.status();
     fused.push_back(*std::move(f));
   }

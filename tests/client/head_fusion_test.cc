@@ -4,6 +4,7 @@
 // fewer bytes and gets the maps of the pass sent with every head.
 #include "client/cpp/head_fusion.h"
 
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <random>
@@ -221,6 +222,40 @@ TEST(FuseHeadsTest, EveryHeadIsValidatedAsTheServerWouldBeforeFusing) {
   EXPECT_THAT(std::string(MaybeFuseHeads(&h4, {&dv}, ClientFusion::kAuto).status().message()),
               ::testing::StartsWith("attention (layer 0, head 2, sequence 0, row 0): causal layout "
                                     "expects no attention above the diagonal, got 0.1 at column 1"));
+}
+
+// A pass over kParallelFusionBytes fused on 1, 2 and 4 threads: the same
+// values bit for bit, and with two refused rows (layers 2 and 7, whichever
+// thread meets its own first) the one of the earlier layer.
+TEST(FuseHeadsTest, SeveralThreadsGiveOneThreadsValuesAndItsFirstError) {
+  testing::Attention a = RandomAttention(2, 8, 4, 160, 21);  // 6.6 MB
+  const AttentionView view = ViewOf(a);
+  ASSERT_GE(view.batch * view.layers * view.heads * view.tokens * view.tokens * 4,
+            kParallelFusionBytes);
+  const std::vector<float> weights(4, 1.0f);
+  HeadChecks checks;
+  const absl::StatusOr<FusedAttention> one = FuseHeads(view, weights, &checks, 1);
+  ASSERT_TRUE(one.ok()) << one.status();
+  for (int threads : {2, 4}) {
+    const absl::StatusOr<FusedAttention> many = FuseHeads(view, weights, &checks, threads);
+    ASSERT_TRUE(many.ok()) << many.status();
+    ASSERT_EQ(many->data.size(), one->data.size());
+    EXPECT_EQ(std::memcmp(many->data.data(), one->data.data(), one->data.size() * sizeof(float)), 0)
+        << threads << " threads";
+  }
+  // Sequence 1: layer 7, head 0, row 5 and layer 2, head 3, row 9 sum to 1.01.
+  for (int j = 0; j < 160; ++j) a.at(1, 7, 0)[5 * 160 + j] *= 1.01f;
+  for (int j = 0; j < 160; ++j) a.at(1, 2, 3)[9 * 160 + j] *= 1.01f;
+  for (int threads : {1, 2, 4}) {
+    for (int round = 0; round < 20; ++round) {
+      const absl::Status st = FuseHeads(view, weights, &checks, threads).status();
+      ASSERT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+      ASSERT_THAT(std::string(st.message()),
+                  ::testing::StartsWith("attention (layer 2, head 3, sequence 1, row 9): expected "
+                                        "the row over the 160 valid tokens to sum to 1 +- 0.001"))
+          << threads << " threads, round " << round;
+    }
+  }
 }
 
 TEST_F(ServerTest, ExplainFusesMeanPassesAndGetsTheMapsOfEveryHead) {
