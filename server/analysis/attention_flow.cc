@@ -304,7 +304,10 @@ bool AttentionFlow::TrySplit(int source, int sink, double* value) {
     lower_layers_.push_back(std::move(top));
     lower_ = std::make_unique<AttentionFlow>(lower_layers_);
     // Upper graph: a dummy first layer (its capacities come from y) and
-    // At_{b+1}..At_L.
+    // At_{b+1}..At_L. Only LeafPush reads y (dcap_); the BFS and a layer-1
+    // frame see the dummy's zeros, so an upper search that would need a BFS
+    // phase ends below the bound and the pair is solved in full (never a
+    // wrong certificate: capacities are only ever under-read).
     upper_layers_.push_back(MatrixF::Zero(m, m));
     upper_layers_.insert(upper_layers_.end(), layers_.begin() + b, layers_.end());
     upper_ = std::make_unique<AttentionFlow>(upper_layers_);
