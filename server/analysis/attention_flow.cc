@@ -9,18 +9,32 @@
 // Residual graph. flow_ holds the flow of every arc (L m^2 doubles, reset
 // sparsely after each pair: only touched entries). The backward residual arc
 // (l-1, j) -> (l, i) exists while that arc carries flow; back_[(l-1, j)] lists
-// those i (appended on first flow; an entry whose flow went back to zero is
-// skipped, and dropped by the next BFS).
+// those i (an entry whose flow went back to zero is skipped, and dropped by
+// the next BFS). Phase 0 uses no backward arc, so the lists are only built,
+// from the touched entries, before the first BFS (BuildBack), and kept up to
+// date from then on.
 //
 // Phases. Phase 0 needs no BFS: with no flow, the distance of (l, i) from the
 // top is L - l. Later phases get levels by BFS from the top node (stopping at
 // the sink's level). In each phase a multi-push DFS with current-arc pointers
 // sends a blocking flow; a node with no admissible arc left is retired for the
 // phase. The DFS tries the diagonal arc first (the residual connection makes it
-// the widest of most rows), then the rest of the row in index order. Row scans
+// the widest of most rows), then the arc into the source's own column (the
+// flow has to end up there: nearly all of it reaches (0, source) down that
+// token's diagonal), then the rest of the row in index order. Row scans
 // look at 8 arcs per AVX2 instruction; when few nodes of the layer below are
 // still live (DFS) or unvisited (BFS), a list of them is walked instead of the
 // row, which keeps both the death of a layer and the BFS after it cheap.
+//
+// Layer 2 (LeafPush). When a layer-2 node's admissible arcs can only lead, one
+// step further, to the sink (always in phase 0), the DFS does not push frames
+// for the layer-1 node and the sink: the node walks its row and sends each
+// amount straight on through (1, j) -> (0, source), whose capacities and
+// flows are kept for the pair in two contiguous arrays (dcap_, dflow_; the
+// capacities come from a transposed copy of At_1, and flow_ is written too,
+// for the BFS). That is half the frames of a typical augmenting path (most
+// end by saturating an arc of layers 2-5), and no strided read of column
+// `source` per layer-1 node.
 //
 // Early exit. Every flow is at most min(colsum At_1[:, source], rowsum
 // At_L[sink, :]) (the source's and the sink's arcs); the root of the DFS asks
@@ -126,16 +140,115 @@ AttentionFlow::AttentionFlow(const std::vector<MatrixF>& layers)
   live_count_.assign(L + 1, 0);
   live_valid_.assign(L + 1, 0);
   live_list_.resize(L + 1);
+  uses_.assign(m, 0);
+  split_ = L >= 4 ? (2 * L + 2) / 3 : 0;  // L = 12: 8
+  dcap_.assign(m, 0.0);
+  dflow_.assign(m, 0.0);
+  if (L >= 2) {
+    at1t_.resize(static_cast<size_t>(m) * m);
+    const MatrixF& first = layers.front();
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < m; ++j) at1t_[static_cast<size_t>(j) * m + i] = first(i, j);
+  }
 }
 
-int64_t AttentionFlow::WorkingBytes(int num_layers, int m) {
+// back_ and touched_nodes_ from touched_ (every entry of flow_ made non-zero,
+// each once: phase 0 only adds flow).
+void AttentionFlow::BuildBack() {
+  const size_t m = static_cast<size_t>(m_), mm = m * m;
+  for (double* p : touched_) {
+    const size_t o = static_cast<size_t>(p - flow_.data());
+    const size_t lm1 = o / mm, i = (o % mm) / m, j = o % m;
+    const int head = static_cast<int>(lm1 * m + j);
+    if (back_[head].empty()) touched_nodes_.push_back(head);
+    back_[head].push_back(static_cast<int>(i));
+  }
+  back_valid_ = true;
+}
+
+// Node v on layer 2 whose admissible arcs all lead to layer-1 nodes one step
+// from snk: sends up to `limit` down its row, each amount straight on to snk.
+double AttentionFlow::LeafPush(int v, int snk, double limit, double tol) {
+  const size_t m = static_cast<size_t>(m_);
+  double* f1 = flow_.data();
+  const double* dcap = dcap_.data();
+  double* dflow = dflow_.data();
+  double sent = 0.0;
+  Arc arc;
+  while (limit - sent > tol) {
+    if (!NextArc(v, snk, &arc)) {
+      Kill(v);
+      return sent;
+    }
+    const int u = arc.head;
+    if (arc.cap < 0) {  // a back arc up to layer 3: cannot reach snk in one step
+      Kill(u);
+      continue;
+    }
+    const int j = node_index_[u];
+    const double cs = dcap[j], fs0 = dflow[j];
+    const double rs = cs - fs0;
+    if (!(rs > kEps)) {
+      Kill(u);
+      continue;
+    }
+    double* f = arc.flow;
+    const double c = arc.cap;
+    const double r = c - *f;
+    const double amt = std::min(std::min(limit - sent, r), rs);
+    ++stats_.augmentations;
+    if (*f == 0.0) {
+      touched_.push_back(f);
+      if (back_valid_) {
+        if (back_[u].empty()) touched_nodes_.push_back(u);
+        back_[u].push_back(node_index_[v]);
+      }
+    }
+    *f = amt >= r ? c : *f + amt;
+    double* fs = f1 + static_cast<size_t>(j) * m + snk;
+    if (fs0 == 0.0) {
+      touched_.push_back(fs);
+      if (back_valid_) {
+        if (back_[snk].empty()) touched_nodes_.push_back(snk);
+        back_[snk].push_back(j);
+      }
+    }
+    const double fs1 = amt >= rs ? cs : fs0 + amt;
+    dflow[j] = fs1;
+    *fs = fs1;
+    if (!(cs - fs1 > kEps)) Kill(u);
+    sent += amt;
+  }
+  return sent;
+}
+
+namespace {
+int64_t SolverBytes(int num_layers, int m) {
   const int64_t nodes = static_cast<int64_t>(num_layers + 1) * m;
   const int64_t arcs = static_cast<int64_t>(num_layers) * m * m;
   // flow_ plus, at worst, every arc touched (touched_ pointer + back_ entry).
+  // Plus the transposed At_1 (m^2 floats) and two m-arrays of doubles.
   return arcs * static_cast<int64_t>(sizeof(double) + sizeof(double*) + sizeof(int)) +
+         static_cast<int64_t>(m) * m * static_cast<int64_t>(sizeof(float)) +
+         2 * static_cast<int64_t>(m) * static_cast<int64_t>(sizeof(double)) +
          nodes * static_cast<int64_t>(6 * sizeof(int) + 3 * sizeof(double) + sizeof(double*) +
                                       sizeof(std::vector<int>)) +
          (num_layers + 1) * static_cast<int64_t>(m) * static_cast<int64_t>(sizeof(int));
+}
+}  // namespace
+
+int64_t AttentionFlow::WorkingBytes(int num_layers, int m) {
+  int64_t bytes = SolverBytes(num_layers, m) + static_cast<int64_t>(m) * sizeof(int);
+  if (num_layers >= 4) {
+    // The split certificate's solvers (b + 1 and L - b + 1 layers), their
+    // copies of the layers (L + 2 matrices) and m doubles per source.
+    const int b = (2 * num_layers + 2) / 3;
+    const int64_t mm = static_cast<int64_t>(m) * m;
+    bytes += SolverBytes(b + 1, m) + SolverBytes(num_layers - b + 1, m) +
+             (num_layers + 2) * mm * static_cast<int64_t>(sizeof(float)) +
+             mm * static_cast<int64_t>(sizeof(double));
+  }
+  return bytes;
 }
 
 double AttentionFlow::Bound(int source, int sink) const {
@@ -153,9 +266,85 @@ double AttentionFlow::MaxFlow(int source, int sink) {
   assert(source >= 0 && source < m_ && sink >= 0 && sink < m_);
   stats_ = Stats();
   if (num_layers_ == 0) return source == sink ? std::numeric_limits<double>::infinity() : 0.0;
-  const double value = Solve(source, sink);
+  double value;
+  if (split_ > 0 && TrySplit(source, sink, &value)) return value;
+  value = Solve(source, sink);
   ResetFlows();
   return value;
+}
+
+// Split certificate. For a layer b (split_), let G be a flow from (0, source)
+// into layer b delivering y_k to (b, k) (a max flow of At_1..At_b into a super
+// sink, computed once per source, on its second use), and H a flow from
+// (L, sink) down to layer b that takes at most y_k out at (b, k) (the upper
+// layers At_{b+1}..At_L, with y as the capacities of the last arcs). Scaling
+// the paths of G that end at (b, k) by H's amount there over y_k gives a
+// flow from (0, source) into layer b delivering exactly H's amounts (a part
+// of a flow is a flow; the two halves use disjoint arcs), which glues to H:
+// a flow from input `source` to output `sink` of H's value. When that value
+// is the pair's bound (min(colsum, rowsum), within 2e-12 relative: the two
+// tolerances), the bound is the max flow, exactly, without solving the pair.
+// Otherwise the pair is solved in full. H's search is ~6x cheaper than the
+// full pair's: nearly all the augmenting paths of a pair end by saturating
+// arcs of the lower layers, which G has already fanned out.
+bool AttentionFlow::TrySplit(int source, int sink, double* value) {
+  if (++uses_[source] < 2) return false;  // one use: G would cost as much as the pair
+  if (split_tries_ >= 64 && split_hits_ * 4 < split_tries_) return false;  // seldom holds
+  const int m = m_, b = split_;
+  if (!lower_) {
+    // Lower graph: At_1..At_b and a top layer whose row 0 feeds every (b, k)
+    // with more than row k of At_b can carry (the super sink).
+    lower_layers_.assign(layers_.begin(), layers_.begin() + b);
+    MatrixF top = MatrixF::Zero(m, m);
+    for (int k = 0; k < m; ++k) {
+      double s = 0;
+      for (int j = 0; j < m; ++j) s += layers_[b - 1](k, j);
+      top(0, k) = static_cast<float>(2.0 * s + 1.0);
+    }
+    lower_layers_.push_back(std::move(top));
+    lower_ = std::make_unique<AttentionFlow>(lower_layers_);
+    // Upper graph: a dummy first layer (its capacities come from y) and
+    // At_{b+1}..At_L. Only LeafPush reads y (dcap_); the BFS and a layer-1
+    // frame see the dummy's zeros, so an upper search that would need a BFS
+    // phase ends below the bound and the pair is solved in full (never a
+    // wrong certificate: capacities are only ever under-read).
+    upper_layers_.push_back(MatrixF::Zero(m, m));
+    upper_layers_.insert(upper_layers_.end(), layers_.begin() + b, layers_.end());
+    upper_ = std::make_unique<AttentionFlow>(upper_layers_);
+    split_in_.assign(m, {});
+    split_in_sum_.assign(m, 0.0);
+  }
+  std::vector<double>& y = split_in_[source];
+  if (y.empty()) {
+    lower_->stats_ = Stats();
+    lower_->Solve(source, 0);
+    y.resize(m);
+    const double* f = lower_->flow_.data() + static_cast<size_t>(b) * m * m;  // top row 0
+    double s = 0;
+    for (int k = 0; k < m; ++k) s += (y[k] = f[k]);
+    split_in_sum_[source] = s;
+    lower_->ResetFlows();
+    stats_.phases += lower_->stats_.phases;
+    stats_.augmentations += lower_->stats_.augmentations;
+    stats_.arcs_scanned += lower_->stats_.arcs_scanned;
+  }
+  const double bound = Bound(source, sink);
+  const double tol = std::max(kEps, bound * kBoundTol);
+  const double upper_bound = std::min(split_in_sum_[source], rowsum_last_[sink]);
+  if (!(bound > kEps) || !(upper_bound >= bound - tol)) return false;
+  ++split_tries_;
+  upper_->stats_ = Stats();
+  upper_->SolveWith(0, sink, y.data(), upper_bound);
+  upper_->ResetFlows();
+  stats_.phases += upper_->stats_.phases;
+  stats_.augmentations += upper_->stats_.augmentations;
+  stats_.arcs_scanned += upper_->stats_.arcs_scanned;
+  if (!upper_->stats_.hit_bound) return false;
+  ++split_hits_;
+  stats_.hit_bound = true;
+  stats_.split = true;
+  *value = bound;
+  return true;
 }
 
 bool AttentionFlow::FlowRow(int sink, double* out, const std::function<bool()>& cancelled) {
@@ -262,9 +451,10 @@ bool AttentionFlow::Bfs(int src, int snk) {
 }
 
 // The next admissible arc out of v (level + 1, residual > kEps) from v's
-// cursor, advancing the cursor. Cursor: -1 = the diagonal, 0..m-1 = forward
-// arc j, m + k = back_[v][k].
-bool AttentionFlow::NextArc(int v, int snk, Arc* arc) {
+// cursor, advancing the cursor. Cursor: -2 = the diagonal, -1 = the arc into
+// the source's column (for nodes above layer 1), 0..m-1 = forward arc j,
+// m + k = back_[v][k].
+__attribute__((always_inline)) inline bool AttentionFlow::NextArc(int v, int snk, Arc* arc) {
   const int m = m_, L = num_layers_;
   const size_t mm = static_cast<size_t>(m) * m;
   const int l = node_layer_[v], i = node_index_[v];
@@ -283,10 +473,19 @@ bool AttentionFlow::NextArc(int v, int snk, Arc* arc) {
       cur = j >= 0 ? j : m;
       ++scanned;
     } else {
-      if (cur < 0) {
+      if (cur == -2) {
         ++scanned;
         if (lev[i] == want && static_cast<double>(cap[i]) - f[i] > kEps) {
           j = i;
+        } else {
+          cur = -1;
+        }
+      }
+      if (j < 0 && cur == -1) {
+        ++scanned;
+        const int jj = snk;  // the source's own column
+        if (lev[jj] == want && static_cast<double>(cap[jj]) - f[jj] > kEps) {
+          j = jj;
         } else {
           cur = 0;
         }
@@ -371,6 +570,9 @@ double AttentionFlow::BlockingFlow(int src, int snk, double limit, double tol) {
       // was asked. (Its limit can be an arc's residual below tol: stopping
       // there would offer the same arc again and again, for ever.)
       ret = frame_sent_[d];
+    } else if (node_layer_[v] == 2 && snk_level == level_[v] + 2) {
+      ret = frame_sent_[d] +
+            LeafPush(v, snk, frame_limit_[d] - frame_sent_[d], d == 0 ? tol : 0.0);
     } else {
       Arc arc;
       bool found = false;
@@ -405,9 +607,11 @@ double AttentionFlow::BlockingFlow(int src, int snk, double limit, double tol) {
         if (*f == 0.0) {
           // First flow on (l, i) -> (l-1, j): a back arc of (l-1, j).
           touched_.push_back(f);
-          const int head = frame_node_[d];
-          if (back_[head].empty()) touched_nodes_.push_back(head);
-          back_[head].push_back(node_index_[frame_node_[d - 1]]);
+          if (back_valid_) {
+            const int head = frame_node_[d];
+            if (back_[head].empty()) touched_nodes_.push_back(head);
+            back_[head].push_back(node_index_[frame_node_[d - 1]]);
+          }
         }
         *f = ret >= c - *f ? c : *f + ret;
       } else {
@@ -420,24 +624,38 @@ double AttentionFlow::BlockingFlow(int src, int snk, double limit, double tol) {
 }
 
 double AttentionFlow::Solve(int source, int sink) {
+  return SolveWith(source, sink, nullptr, Bound(source, sink));
+}
+
+double AttentionFlow::SolveWith(int source, int sink, const double* dcap, double bound) {
   const int m = m_, L = num_layers_;
   const int src = L * m + sink;  // reversed: flow starts at the output node
   const int snk = source;        // node (0, source)
-  const double bound = Bound(source, sink);
   if (!(bound > kEps)) return 0.0;  // at most kEps: nothing to route
   const double tol = std::max(kEps, bound * kBoundTol);
   double total = 0.0;
+  back_valid_ = false;  // built by the first BFS (phase 0 uses no backward arc)
+  if (L >= 2) {
+    if (dcap != nullptr) {
+      std::copy(dcap, dcap + m, dcap_.begin());
+    } else {
+      const float* t = at1t_.data() + static_cast<size_t>(source) * m;
+      for (int j = 0; j < m; ++j) dcap_[j] = t[j];
+    }
+    std::fill(dflow_.begin(), dflow_.end(), 0.0);
+  }
   for (int phase = 0;; ++phase) {
     if (phase == 0) {
       // No flow yet: the residual graph is the layered DAG itself.
       for (int l = 0; l <= L; ++l)
         std::fill(level_.begin() + static_cast<size_t>(l) * m,
                   level_.begin() + static_cast<size_t>(l + 1) * m, L - l);
-    } else if (!Bfs(src, snk)) {
-      break;  // no augmenting path: total is the max flow
+    } else {
+      if (!back_valid_) BuildBack();  // the BFS needs the backward arcs
+      if (!Bfs(src, snk)) break;      // no augmenting path: total is the max flow
     }
     ++stats_.phases;
-    std::fill(cursor_.begin(), cursor_.end(), -1);
+    std::fill(cursor_.begin(), cursor_.end(), -2);
     for (int l = 0; l <= L; ++l) {
       const int* lev = level_.data() + static_cast<size_t>(l) * m;
       int n = 0;

@@ -11,25 +11,40 @@
 // divide it by its sum (or return it raw).
 //
 // Algorithm (attention_flow.cc has the details): Dinic's blocking flows,
-// specialised to the layered dense DAG, with an early exit. Each flow is at
-// most min(column sum of At_1 at j, row sum of At_L at i); the DFS asks for
+// specialised to the layered dense DAG (diagonal arc first, then the source's
+// column; layer-2 nodes push straight on to the sink), with an early exit.
+// Each flow is at most min(column sum of At_1 at j, row sum of At_L at i); the DFS asks for
 // exactly that much and stops when it gets it, so on real-looking attention
 // most pairs end without any cut proof. The others end when a BFS of the
 // residual graph no longer reaches the output node (that BFS is the proof).
+// Split certificate, for objects that see a source more than once (several
+// output rows): a flow from the source into layer b = (2L+2)/3 is computed
+// once per source, and each of its pairs first searches only the upper layers
+// for a flow that the lower one can feed; reaching the bound that way proves
+// the bound exactly (TrySplit in attention_flow.cc). Pairs it does not settle
+// are solved in full.
 //
 // Exactness: capacities are the float inputs widened to double (never
 // rounded); flows are double sums. A pair that reaches its bound to within
-// 1e-12 relative returns the bound; otherwise the value is the max flow up to
+// 1e-12 relative (2e-12 when the split certificate settles it) returns the
+// bound; otherwise the value is the max flow up to
 // rounding (~1e-15 per arc of the cut). Arcs of capacity <= 1e-15 (and
 // residuals that small) count as absent, which moves a flow by at most their
 // total. Tests: LEMON Preflow and networkx agree to 1e-6 relative on
 // structured attention (tests/analysis/attention_flow_test.cc).
 //
-// Speed, one core (tests/bench/flow_bench.cc, structured attention): ViT-B/16
-// (L=12, m=197) CLS row, all 197 sources: ~45 ms; the full 197 x 197 matrix:
-// ~7-8 s (~4.2 s on 2 threads); BERT-base (m=512) CLS row: ~0.34-0.41 s.
-// Adversarial attention whose flows mostly need cut proofs (near-identity top
-// layers) is ~6x slower. LEMON's Preflow on the same pairs: 28-126x slower.
+// Speed (tests/bench/flow_bench.cc, structured attention; a 2-core AMD EPYC
+// VM, medians): ViT-B/16 (L=12, m=197) CLS row, all 197 sources: ~50-57 ms
+// on one core; the full 197 x 197 matrix: ~2.2 s on one core (the split
+// certificate settles nearly every pair; ~8.5 s searching every pair in
+// full); BERT-base
+// (m=512) CLS row: ~0.39-0.46 s on one core, ~0.22 s on 2 threads; BERT-base
+// 8 rows: ~1.45 s. A pair searched in full takes ~2,000 augmenting paths (the
+// flow fans out over ~3,700 arcs; most paths end by saturating an arc of
+// layers 2-5); a pair settled by the split ~10x fewer. Adversarial attention
+// whose flows mostly need cut proofs (near-identity top layers) is ~8x slower
+// per row. LEMON's Preflow on the same pairs: ~40x (ViT-B) to ~300x
+// (BERT-base) slower.
 // Pairs are independent: parallelise over them with one AttentionFlow per
 // thread.
 //
@@ -44,6 +59,18 @@
 // layers every time. A greedy top-down preflow steered by per-node upper
 // bounds of what can still reach the source delivers only ~45% of the bound
 // (the rest sticks above the bottleneck layers), so it saves no search either.
+// Widest-first arc order (each row's K widest arcs, capacity descending, ties
+// by index, before the rest in index order; a partial sort per row at
+// construction) barely changes the paths: ViT-B/16 CLS row 2,015 augmenting
+// paths per pair with the diagonal first, 1,969 with K = 4, 1,872 with
+// K = 16, at 69.5 / 70.4 / 75.4 ms. The flow has to fan out over thousands of
+// narrow arcs below the bottleneck layers whatever the order; the diagonal is
+// already the widest arc of most rows. The split the other way round (one
+// flow from the output into layer b per output row, each source searching the
+// lower layers fed by it), which would serve a single row, does not pay: on
+// the ViT-B/16 CLS row it certifies 1% of the pairs for b <= 4, and all of
+// them for b >= 6, where the lower search costs what the whole pair does
+// (52-62 vs 59-66 ms for the row).
 #ifndef ATTNROLL_SERVER_ANALYSIS_ATTENTION_FLOW_H_
 #define ATTNROLL_SERVER_ANALYSIS_ATTENTION_FLOW_H_
 
@@ -51,6 +78,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "server/analysis/types.h"
@@ -66,7 +94,11 @@ class AttentionFlow {
   // (the input is only read; every object has its own scratch). One object is
   // not thread-safe. The scratch (8 L m^2 bytes of flows plus small per-node
   // arrays, see WorkingBytes) is allocated here and reused by every call, so
-  // a worker should keep one object for all the pairs it computes.
+  // a worker should keep one object for all the pairs it computes. The first
+  // time a source comes a second time, the split certificate's two smaller
+  // solvers are built (copies of the layers and their own scratch: about as
+  // much again; WorkingBytes counts them), and m more doubles per source seen
+  // twice.
   explicit AttentionFlow(const std::vector<MatrixF>& layers);
 
   AttentionFlow(const AttentionFlow&) = delete;
@@ -95,6 +127,7 @@ class AttentionFlow {
     int64_t augmentations = 0; // augmenting paths
     int64_t arcs_scanned = 0;  // arcs looked at by the DFS and BFS
     bool hit_bound = false;    // finished by reaching Bound() (no cut proof)
+    bool split = false;        // ... certified by the split (no search of its own)
   };
   const Stats& last_stats() const { return stats_; }
 
@@ -110,9 +143,15 @@ class AttentionFlow {
     double cap;    // capacity of a forward arc; -1 for a backward arc
   };
   double Solve(int source, int sink);
+  // Solve with the arcs (1, k) -> (0, source) of capacity dcap[k] (nullptr:
+  // At_1[k, source]) and `bound` for the root's demand.
+  double SolveWith(int source, int sink, const double* dcap, double bound);
+  bool TrySplit(int source, int sink, double* value);
   bool Bfs(int src, int snk);
   bool NextArc(int v, int snk, Arc* arc);
   double BlockingFlow(int src, int snk, double limit, double tol);
+  double LeafPush(int v, int snk, double limit, double tol);
+  void BuildBack();
   void Kill(int v);
   void ResetFlows();
 
@@ -131,6 +170,9 @@ class AttentionFlow {
   std::vector<int> touched_nodes_;         // nodes whose back_ is non-empty
   std::vector<int> level_;                 // BFS level; < 0: unreached or retired
   std::vector<int> cursor_;                // current arc (see NextArc)
+  std::vector<float> at1t_;                // At_1 transposed
+  std::vector<double> dcap_, dflow_;       // per pair: arcs (1, j) -> (0, source)
+  bool back_valid_ = true;                 // back_ lists kept up to date
   std::vector<int> queue_;
   std::vector<int> node_layer_, node_index_;
   std::vector<int> live_count_;            // per layer: nodes with level >= 0
@@ -142,6 +184,15 @@ class AttentionFlow {
   std::vector<double*> frame_flow_;
   std::vector<double> frame_cap_;
   Stats stats_;
+  // Split certificate (see TrySplit): layer split_ (0: off), per source its
+  // uses and, from the second, a flow from (0, source) into layer split_.
+  int split_ = 0;
+  std::vector<int> uses_;
+  std::vector<std::vector<double>> split_in_;
+  std::vector<double> split_in_sum_;
+  std::vector<MatrixF> lower_layers_, upper_layers_;
+  std::unique_ptr<AttentionFlow> lower_, upper_;
+  int64_t split_tries_ = 0, split_hits_ = 0;
 };
 
 // Estimated work of `num_sinks` output rows (num_sinks * m max flows) on L

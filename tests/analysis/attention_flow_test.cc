@@ -227,6 +227,7 @@ TEST(AttentionFlowTest, IidAttentionReachesTheBound) {
 struct Totals {
   int pairs = 0;
   int below_bound = 0;
+  int split = 0;  // certified by the split (AttentionFlow::TrySplit)
 };
 
 void CompareWithLemon(const std::vector<MatrixF>& layers, int max_pairs, uint32_t seed,
@@ -251,7 +252,46 @@ void CompareWithLemon(const std::vector<MatrixF>& layers, int max_pairs, uint32_
     EXPECT_LE(got, flow.Bound(j, i) * (1 + 1e-12));
     ++totals->pairs;
     totals->below_bound += want < flow.Bound(j, i) * (1 - 1e-6);
+    totals->split += flow.last_stats().split;
   }
+}
+
+TEST(AttentionFlowTest, SplitCertificateAgreesWithLemonAndWithFreshObjects) {
+  // One object over all pairs: from a source's second pair on, its pairs are
+  // first tried with the split certificate (a flow of the lower layers fixed
+  // per source, glued to a search of the upper layers). Deep residual stacks
+  // (every pair at its bound, most certified), unnormalised and pruned rows
+  // (some certificates fail and the pair is solved in full), and shallow
+  // stacks whose split layer is low.
+  const Recipe recipes[] = {{"residual", 0.5f, 0}, {"pruned_top3", 0.5f, 3},
+                            {"light_residual", 0.2f, 4}};
+  const std::pair<int, int> shapes[] = {{12, 30}, {8, 24}, {5, 17}, {4, 9}};
+  Totals totals;
+  uint32_t seed = 900;
+  for (const Recipe& r : recipes) {
+    for (auto [L, m] : shapes) {
+      ++seed;
+      std::vector<MatrixF> layers = Structured(L, m, seed, r);
+      if (seed % 2 == 0) layers[L / 2] *= 1.7f;  // rows summing to 1.7: other bounds
+      const std::string what = std::string(r.name) + " L=" + std::to_string(L) +
+                               " m=" + std::to_string(m) + " seed=" + std::to_string(seed);
+      CompareWithLemon(layers, m * m, seed, what, &totals);
+      // A fresh object per pair never uses the split (each source once).
+      AttentionFlow flow(layers);
+      for (int i = 0; i < m; i += 3) {
+        for (int j = 0; j < m; ++j) {
+          AttentionFlow fresh(layers);
+          const double want = fresh.MaxFlow(j, i);
+          EXPECT_FALSE(fresh.last_stats().split);
+          EXPECT_TRUE(Agrees(flow.MaxFlow(j, i), want)) << what << " output " << i << " input " << j;
+        }
+      }
+    }
+  }
+  RecordProperty("pairs", totals.pairs);
+  RecordProperty("split", totals.split);
+  EXPECT_GT(totals.split, totals.pairs / 8) << totals.split << " of " << totals.pairs;
+  EXPECT_LT(totals.split, totals.pairs);
 }
 
 TEST(AttentionFlowTest, AgreesWithLemonOnStructuredAttention) {

@@ -34,7 +34,9 @@
 //                                 same iterations), max_rel_diff the largest |attnroll - LEMON|
 //                                 / LEMON over them
 // Counters: s_per_row (seconds per output row), at_bound (share of pairs that
-// stopped at min(colsum, rowsum), no cut proof), aug_per_pair, arcs_per_pair.
+// stopped at min(colsum, rowsum), no cut proof), split (share of pairs the
+// split certificate settled: an object's pairs from a source's second use
+// on), aug_per_pair (including the split's searches), arcs_per_pair.
 //
 // --dump_dir=DIR (taken out of argv before Google Benchmark parses it) writes
 // DIR/<shape>_<recipe>.npy (float32 [L, m, m], At_1..At_L) and
@@ -164,7 +166,7 @@ void RunRows(benchmark::State& state, const Shape& s, Recipe recipe, std::vector
   const std::vector<MatrixF>& layers = Layers(s, recipe);
   const int m = s.tokens;
   std::vector<double> row(m);
-  int64_t pairs = 0, at_bound = 0, aug = 0, arcs = 0;
+  int64_t pairs = 0, at_bound = 0, aug = 0, arcs = 0, split = 0;
   double checksum = 0;
   for (auto _ : state) {
     analysis::AttentionFlow flow(layers);  // a worker's object: built per pass
@@ -174,6 +176,7 @@ void RunRows(benchmark::State& state, const Shape& s, Recipe recipe, std::vector
         const analysis::AttentionFlow::Stats& st = flow.last_stats();
         ++pairs;
         at_bound += st.hit_bound;
+        split += st.split;
         aug += st.augmentations;
         arcs += st.arcs_scanned;
       }
@@ -183,6 +186,7 @@ void RunRows(benchmark::State& state, const Shape& s, Recipe recipe, std::vector
   }
   state.counters["at_bound"] = static_cast<double>(at_bound) / static_cast<double>(pairs);
   state.counters["aug_per_pair"] = static_cast<double>(aug) / static_cast<double>(pairs);
+  state.counters["split"] = static_cast<double>(split) / static_cast<double>(pairs);
   state.counters["arcs_per_pair"] = static_cast<double>(arcs) / static_cast<double>(pairs);
   // Seconds per output row (all m sources), printed with an SI prefix.
   state.counters["s_per_row"] = benchmark::Counter(
@@ -200,17 +204,21 @@ void RunRowsThreads(benchmark::State& state, const Shape& s, Recipe recipe,
   const int m = s.tokens;
   const int64_t items = static_cast<int64_t>(sinks.size()) * m;
   std::vector<double> out(static_cast<size_t>(items));
-  std::atomic<int64_t> at_bound{0};
+  std::atomic<int64_t> at_bound{0}, aug_total{0}, split_total{0};
   for (auto _ : state) {
     std::atomic<int64_t> next{0};
     auto worker = [&] {
       analysis::AttentionFlow flow(layers);
-      int64_t hits = 0;
+      int64_t hits = 0, aug = 0, split = 0;
       for (int64_t item = next.fetch_add(1); item < items; item = next.fetch_add(1)) {
         out[item] = flow.MaxFlow(static_cast<int>(item % m), sinks[item / m]);
         hits += flow.last_stats().hit_bound;
+        aug += flow.last_stats().augmentations;
+        split += flow.last_stats().split;
       }
       at_bound += hits;
+      aug_total += aug;
+      split_total += split;
     };
     std::vector<std::thread> pool;
     for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
@@ -220,6 +228,9 @@ void RunRowsThreads(benchmark::State& state, const Shape& s, Recipe recipe,
   }
   state.counters["at_bound"] = static_cast<double>(at_bound.load()) /
                                (static_cast<double>(items) * static_cast<double>(state.iterations()));
+  const double pairs = static_cast<double>(items) * static_cast<double>(state.iterations());
+  state.counters["aug_per_pair"] = static_cast<double>(aug_total.load()) / pairs;
+  state.counters["split"] = static_cast<double>(split_total.load()) / pairs;
   state.counters["s_per_row"] = benchmark::Counter(
       static_cast<double>(sinks.size()),
       benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
