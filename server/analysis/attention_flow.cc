@@ -237,9 +237,9 @@ int64_t SolverBytes(int num_layers, int m) {
 }
 }  // namespace
 
-int64_t AttentionFlow::WorkingBytes(int num_layers, int m) {
+int64_t AttentionFlow::WorkingBytes(int num_layers, int m, bool several_sinks) {
   int64_t bytes = SolverBytes(num_layers, m) + static_cast<int64_t>(m) * sizeof(int);
-  if (num_layers >= 4) {
+  if (several_sinks && num_layers >= 4) {
     // The split certificate's solvers (b + 1 and L - b + 1 layers), their
     // copies of the layers (L + 2 matrices) and m doubles per source.
     const int b = (2 * num_layers + 2) / 3;

@@ -133,8 +133,11 @@ class AttentionFlow {
 
   // Upper bound of the bytes an object for (num_layers, m) holds: the flows
   // (8 L m^2) plus lists that grow with the arcs carrying flow in one pair
-  // (in the worst case every arc: 12 L m^2 more; typically a few percent).
-  static int64_t WorkingBytes(int num_layers, int m);
+  // (in the worst case every arc: 12 L m^2 more; typically a few percent),
+  // and, when it computes pairs of several sinks (`several_sinks`: a source
+  // may come twice), the split certificate's solvers and layer copies (about
+  // as much again).
+  static int64_t WorkingBytes(int num_layers, int m, bool several_sinks);
 
  private:
   struct Arc {

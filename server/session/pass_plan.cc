@@ -123,7 +123,7 @@ absl::Status PlanAnalysis(const v1::Analysis& a, size_t index, const v1::Layout&
       plan->flow_cost += analysis::EstimateFlowCost(layers, m, sinks);
       // Each thread's solver scratch, and the flows (double) of the sinks.
       plan->working_bytes +=
-          threads * analysis::AttentionFlow::WorkingBytes(layers, m) +
+          threads * analysis::AttentionFlow::WorkingBytes(layers, m, sinks > 1) +
           static_cast<int64_t>(sinks) * m * static_cast<int64_t>(sizeof(double) + sizeof(float));
     }
   }

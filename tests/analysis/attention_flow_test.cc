@@ -586,7 +586,12 @@ TEST(AttentionFlowTest, CostEstimateGrowsLikeRowsTimesMCubed) {
   EXPECT_DOUBLE_EQ(EstimateFlowCost(12, 197, 197), 197 * one);
   EXPECT_NEAR(EstimateFlowCost(12, 394, 1) / one, 8.0, 1e-9);
   EXPECT_NEAR(EstimateFlowCost(24, 197, 1) / one, 2.0, 1e-9);
-  EXPECT_GT(AttentionFlow::WorkingBytes(12, 197), 12 * 197 * 197 * 8);
+  const int64_t one_sink = AttentionFlow::WorkingBytes(12, 197, false);
+  EXPECT_GT(one_sink, 12 * 197 * 197 * 8);
+  // Several sinks: the split's two solvers (9 and 5 layers of flows) and the
+  // copies of the 12 layers plus two (floats) on top.
+  EXPECT_GT(AttentionFlow::WorkingBytes(12, 197, true) - one_sink,
+            (9 + 5) * 197 * 197 * 8 + 14 * 197 * 197 * 4);
 }
 
 // ---- networkx, the reference's own library ------------------------------------

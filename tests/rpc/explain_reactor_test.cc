@@ -318,6 +318,11 @@ TEST_F(ServerTest, ResidualWeightsAndValueNormsClosedFormsAndBadInputs) {
 TEST_F(ServerTest, FlowStopsAtItsDeadlineBetweenMaxFlowsAndFreesItsMemory) {
   // The full 197 x 197 flow matrix of a ViT-sized pass takes seconds; a 300 ms
   // deadline must end it early, with DEADLINE_EXCEEDED, and free the pass.
+  // Room for its solvers: with several output rows each worker's budget
+  // includes the split certificate's (AttentionFlow::WorkingBytes).
+  runtime::ServerConfig c = Config();
+  c.max_memory_bytes = 256 << 20;
+  StartServer(c);
   std::mt19937 rng(5);
   auto a = testing::MakeAttention(1, 12, 2, 197, [&](int64_t, int64_t, int64_t) {
     return testing::RandomStochastic(197, rng, 1.0f);

@@ -217,7 +217,11 @@ TEST_F(OverloadTest, AMessageThatDoesNotParseIsInvalidArgumentNeverAHalfClose) {
 TEST_F(OverloadTest, AFlowPassLeavesAWorkerForSmallPasses) {
   // Two workers, one of them for long work: while a flow pass computes its
   // max flows, small passes are served; every one of them finishes before
-  // the flow pass does.
+  // the flow pass does. (Room for the flow's solvers: with several output
+  // rows each worker's budget includes the split certificate's.)
+  runtime::ServerConfig c = Config();
+  c.max_memory_bytes = 256 << 20;
+  StartServer(c);
   std::mt19937 rng(5);
   const auto big = testing::MakeAttention(1, 12, 2, 160, [&](int64_t, int64_t, int64_t) {
     return testing::RandomStochastic(160, rng, 3.0f);
