@@ -1,4 +1,5 @@
-# gRPC, protobuf and abseil from Debian's static archives (ATTNROLL_STATIC_DEPS).
+# gRPC, protobuf and abseil from Debian's static archives (ATTNROLL_STATIC_DEPS,
+# default ON in builds without sanitizers). Needs CMake 3.21 (IMPORTED_TARGETS).
 #
 # Linked as shared libraries they are ~60 shared objects, and a process spends
 # its first ~10 ms in the dynamic loader's symbol lookups over them: `attnroll
@@ -25,6 +26,12 @@ else()
 endif()
 option(ATTNROLL_STATIC_DEPS "Link gRPC, protobuf and abseil from their static archives"
        ${_attnroll_static_default})
+if(ATTNROLL_SANITIZE AND ATTNROLL_STATIC_DEPS)
+  # Also a tree configured first without sanitizers (the cached ON stays).
+  message(FATAL_ERROR "ATTNROLL_STATIC_DEPS=ON with ATTNROLL_SANITIZE=${ATTNROLL_SANITIZE}: the "
+                      "sanitizer trees need the shared libraries (tests/tsan overrides abseil's); "
+                      "configure with -DATTNROLL_STATIC_DEPS=OFF or use a fresh build directory")
+endif()
 
 function(attnroll_use_static_archives)
   get_property(imported DIRECTORY ${PROJECT_SOURCE_DIR} PROPERTY IMPORTED_TARGETS)
@@ -64,6 +71,10 @@ function(attnroll_use_static_archives)
   if(TARGET protobuf::libprotobuf)
     find_package(ZLIB REQUIRED)
     set_property(TARGET protobuf::libprotobuf APPEND PROPERTY INTERFACE_LINK_LIBRARIES ZLIB::ZLIB)
+  endif()
+  if(swapped EQUAL 0)
+    message(FATAL_ERROR "ATTNROLL_STATIC_DEPS: no gRPC, protobuf or abseil library target found to link "
+                        "from its archive")
   endif()
   message(STATUS "ATTNROLL_STATIC_DEPS: ${swapped} gRPC, protobuf and abseil libraries linked from archives")
 endfunction()

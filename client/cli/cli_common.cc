@@ -26,7 +26,11 @@ int ExitWithoutTeardown(int code) {
   return code;
 #endif
 #endif
-  std::fflush(nullptr);
+  // A lost write of stdout (a full disk, a closed pipe) is a failure, as exit() would not say.
+  if ((std::fflush(nullptr) != 0 || std::ferror(stdout)) && code == 0) {
+    std::fprintf(stderr, "attnroll: writing standard output failed\n");
+    code = 1;
+  }
   std::_Exit(code);
 }
 

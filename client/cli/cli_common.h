@@ -33,7 +33,8 @@ int Fail(const absl::Status& status);
 // command writes is closed. Sanitizer builds return `code` instead, so their
 // leak and race checks still see every object destroyed.
 int ExitWithoutTeardown(int code);
-// The CPUs this process may run on (its affinity mask: a container's share).
+// The CPUs this process may run on (its affinity mask, e.g. a cpuset; a CPU
+// quota such as a Kubernetes limit does not show here).
 int UsableCpus();
 // Prints "attnroll COMMAND: message (see ...--help)"; returns exit code 2.
 int UsageError(const std::string& command, const std::string& message);

@@ -33,9 +33,9 @@ struct ExplainOptions {
   // send what they are given.
   ClientFusion client_fusion = ClientFusion::kAuto;
   // Threads that fuse the heads of a pass of at least kParallelFusionBytes:
-  // the calling thread and fusion_threads - 1 started for the call. The CLI
-  // uses 2 when it may run on 2 CPUs; a model server calling in its serving
-  // path keeps 1 unless it has a core to spare.
+  // the calling thread and fusion_threads - 1 started for the call. The CLI's
+  // explain uses up to 4, as many as the CPUs it may run on; a model server
+  // calling in its serving path keeps 1 unless it has a core to spare.
   int fusion_threads = 1;
   // Layers are split by head range so no message exceeds this many bytes.
   int64_t max_message_bytes = int64_t{4} << 20;

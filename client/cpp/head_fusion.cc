@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <new>
+#include <system_error>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -118,7 +120,12 @@ absl::StatusOr<FusedAttention> FuseHeads(const AttentionView& a, const std::vect
   auto work = [&] {
     std::vector<analysis::RowStats> stats;
     for (int64_t u = next++; u < units && u < first_bad.load(); u = next++) {
-      absl::Status st = fuse_unit(u, stats);
+      absl::Status st;
+      try {
+        st = fuse_unit(u, stats);
+      } catch (const std::bad_alloc&) {  // a helper thread must not end the process
+        st = absl::ResourceExhaustedError("fusing heads on the client: out of memory");
+      }
       if (st.ok()) continue;
       refused[u] = std::move(st);
       for (int64_t seen = first_bad.load(); u < seen && !first_bad.compare_exchange_weak(seen, u);) {
@@ -130,7 +137,11 @@ absl::StatusOr<FusedAttention> FuseHeads(const AttentionView& a, const std::vect
   std::vector<std::thread> helpers;
   if (bytes >= kParallelFusionBytes) {
     const int64_t extra = std::min<int64_t>(threads, units) - 1;
-    for (int64_t t = 0; t < extra; ++t) helpers.emplace_back(work);
+    try {
+      for (int64_t t = 0; t < extra; ++t) helpers.emplace_back(work);
+    } catch (const std::system_error&) {
+      // No thread to be had (a pid limit): the threads started share the work.
+    }
   }
   work();
   for (std::thread& t : helpers) t.join();
