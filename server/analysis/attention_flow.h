@@ -26,8 +26,8 @@
 //
 // Exactness: capacities are the float inputs widened to double (never
 // rounded); flows are double sums. A pair that reaches its bound to within
-// 1e-12 relative (2e-12 when the split certificate settles it) returns the
-// bound; otherwise the value is the max flow up to
+// max(1e-15, 1e-12 relative) returns the bound (also when the split
+// certificate settles it: the same acceptance); otherwise the value is the max flow up to
 // rounding (~1e-15 per arc of the cut). Arcs of capacity <= 1e-15 (and
 // residuals that small) count as absent, which moves a flow by at most their
 // total. Tests: LEMON Preflow and networkx agree to 1e-6 relative on
@@ -38,11 +38,11 @@
 // on one core; the full 197 x 197 matrix: ~2.2 s on one core (the split
 // certificate settles nearly every pair; ~8.5 s searching every pair in
 // full); BERT-base
-// (m=512) CLS row: ~0.39-0.46 s on one core, ~0.22 s on 2 threads; BERT-base
+// (m=512) CLS row: ~0.39-0.46 s on one core, ~0.22-0.27 s on 2 threads; BERT-base
 // 8 rows: ~1.45 s. A pair searched in full takes ~2,000 augmenting paths (the
 // flow fans out over ~3,700 arcs; most paths end by saturating an arc of
 // layers 2-5); a pair settled by the split ~10x fewer. Adversarial attention
-// whose flows mostly need cut proofs (near-identity top layers) is ~8x slower
+// whose flows mostly need cut proofs (near-identity top layers) is ~8-9x slower
 // per row. LEMON's Preflow on the same pairs: ~40x (ViT-B) to ~300x
 // (BERT-base) slower.
 // Pairs are independent: parallelise over them with one AttentionFlow per
@@ -96,8 +96,8 @@ class AttentionFlow {
   // arrays, see WorkingBytes) is allocated here and reused by every call, so
   // a worker should keep one object for all the pairs it computes. The first
   // time a source comes a second time, the split certificate's two smaller
-  // solvers are built (copies of the layers and their own scratch: about as
-  // much again; WorkingBytes counts them), and m more doubles per source seen
+  // solvers are built (copies of the layers and their own scratch: 1.4
+  // times as much again; WorkingBytes counts them), and m more doubles per source seen
   // twice.
   explicit AttentionFlow(const std::vector<MatrixF>& layers);
 
@@ -136,7 +136,7 @@ class AttentionFlow {
   // (in the worst case every arc: 12 L m^2 more; typically a few percent),
   // and, when it computes pairs of several sinks (`several_sinks`: a source
   // may come twice), the split certificate's solvers and layer copies (about
-  // as much again).
+  // 1.4 times as much again).
   static int64_t WorkingBytes(int num_layers, int m, bool several_sinks);
 
  private:
@@ -146,9 +146,11 @@ class AttentionFlow {
     double cap;    // capacity of a forward arc; -1 for a backward arc
   };
   double Solve(int source, int sink);
-  // Solve with the arcs (1, k) -> (0, source) of capacity dcap[k] (nullptr:
-  // At_1[k, source]) and `bound` for the root's demand.
-  double SolveWith(int source, int sink, const double* dcap, double bound);
+  // Solve with `bound` for the root's demand, done within `tol` of it, and
+  // the arcs (1, k) -> (0, source) of capacity dcap[k] (nullptr: At_1[k,
+  // source]). With dcap: phase 0 only (a BFS would read At_1), so the result
+  // is a flow, not always the max flow.
+  double SolveWith(int source, int sink, const double* dcap, double bound, double tol);
   bool TrySplit(int source, int sink, double* value);
   bool Bfs(int src, int snk);
   bool NextArc(int v, int snk, Arc* arc);

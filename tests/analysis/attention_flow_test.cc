@@ -283,7 +283,9 @@ TEST(AttentionFlowTest, SplitCertificateAgreesWithLemonAndWithFreshObjects) {
           AttentionFlow fresh(layers);
           const double want = fresh.MaxFlow(j, i);
           EXPECT_FALSE(fresh.last_stats().split);
-          EXPECT_TRUE(Agrees(flow.MaxFlow(j, i), want)) << what << " output " << i << " input " << j;
+          // The same acceptance as a full solve: the values agree to rounding.
+          EXPECT_NEAR(flow.MaxFlow(j, i), want, std::max(1e-13, 1e-11 * want))
+              << what << " output " << i << " input " << j;
         }
       }
     }
