@@ -133,7 +133,7 @@ absl::StatusOr<FusedAttention> FuseHeads(const AttentionView& a, const std::vect
       return;
     }
   };
-  const int64_t bytes = a.batch * a.layers * a.heads * elems * static_cast<int64_t>(sizeof(float));
+  const int64_t bytes = units * a.heads * elems * static_cast<int64_t>(sizeof(float));
   std::vector<std::thread> helpers;
   if (bytes >= kParallelFusionBytes) {
     const int64_t extra = std::min<int64_t>(threads, units) - 1;

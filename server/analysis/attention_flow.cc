@@ -223,6 +223,15 @@ double AttentionFlow::LeafPush(int v, int snk, double limit, double tol) {
 }
 
 namespace {
+
+// Adds a sub-solver's search counters (the split's lower and upper solves)
+// to the pair's.
+void AddSearchCounts(const AttentionFlow::Stats& from, AttentionFlow::Stats* to) {
+  to->phases += from.phases;
+  to->augmentations += from.augmentations;
+  to->arcs_scanned += from.arcs_scanned;
+}
+
 int64_t SolverBytes(int num_layers, int m) {
   const int64_t nodes = static_cast<int64_t>(num_layers + 1) * m;
   const int64_t arcs = static_cast<int64_t>(num_layers) * m * m;
@@ -328,9 +337,7 @@ bool AttentionFlow::TrySplit(int source, int sink, double* value) {
     for (int k = 0; k < m; ++k) s += (y[k] = f[k]);
     split_in_sum_[source] = s;
     lower_->ResetFlows();
-    stats_.phases += lower_->stats_.phases;
-    stats_.augmentations += lower_->stats_.augmentations;
-    stats_.arcs_scanned += lower_->stats_.arcs_scanned;
+    AddSearchCounts(lower_->stats_, &stats_);
   }
   const double bound = Bound(source, sink);
   const double tol = std::max(kEps, bound * kBoundTol);
@@ -344,9 +351,7 @@ bool AttentionFlow::TrySplit(int source, int sink, double* value) {
   upper_->stats_ = Stats();
   upper_->SolveWith(0, sink, y.data(), upper_bound, slack);
   upper_->ResetFlows();
-  stats_.phases += upper_->stats_.phases;
-  stats_.augmentations += upper_->stats_.augmentations;
-  stats_.arcs_scanned += upper_->stats_.arcs_scanned;
+  AddSearchCounts(upper_->stats_, &stats_);
   if (!upper_->stats_.hit_bound) return false;
   ++split_hits_;
   stats_.hit_bound = true;
