@@ -21,6 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
 export CC=clang-14 CXX=clang++-14
+export CMAKE_GENERATOR="${CMAKE_GENERATOR:-Ninja}"  # new trees only, as deploy/build.sh
 jobs="$(nproc)"
 fuzz_seconds="${ATTNROLL_FUZZ_SECONDS:-30}"
 # Sanitizer reports fail the process that makes them; UBSan's abort
