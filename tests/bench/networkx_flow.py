@@ -78,7 +78,7 @@ def main():
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
     if not os.access(args.bench, os.X_OK):
-        raise SystemExit("%s not found: build it first (make -C build flow_bench)" % args.bench)
+        raise SystemExit("%s not found: build it first (cmake --build build --target flow_bench)" % args.bench)
 
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([args.bench, "--dump_dir=" + tmp], check=True, capture_output=True)
