@@ -2,7 +2,10 @@
 // pass at a time, back to back, for a duration or a number of passes; every
 // pass is the same synthetic attention, generated and encoded once
 // (client::PreparedPass), so what is measured is the transport and the
-// server, not the client's data generation or encoding.
+// server, not the client's data generation or encoding. --rpc arrays
+// instead hands the float32 arrays to Client::Explain on every pass, so the
+// client's own work (head fusion, encoding) is inside the timed call, as a
+// model server calling the C++ client pays it.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -43,7 +46,7 @@ constexpr int64_t kMaxRequests = 10'000'000;
 constexpr int kMaxConcurrency = 1024;
 constexpr int kDefaultMaxChannels = 4;
 // Client memory of the synthetic pass (its wire bytes plus one fp32 layer
-// being generated), refused above this.
+// being generated, and with --rpc arrays every fp32 layer), refused above this.
 constexpr double kMaxClientBytes = 4.0 * (int64_t{1} << 30);
 // Slack of a pass's deadline beyond the measured duration.
 constexpr double kDeadlineSlackSeconds = 30;
@@ -68,8 +71,10 @@ void PrintBenchUsage() {
       "                           server decodes and validates, computes nothing: the\n"
       "                           transport's ceiling)\n"
       "  --rows I,J,...           rows read out (default 0; not with --method null)\n"
-      "  --rpc explain|stream     Explain, one call per pass (default), or one ExplainStream\n"
-      "                           per thread, one pass open at a time\n"
+      "  --rpc explain|stream|arrays  Explain, one call per pass (default), or one\n"
+      "                           ExplainStream per thread, one pass open at a time, or\n"
+      "                           arrays: Explain from the float32 arrays in memory, each\n"
+      "                           pass fused (--client-fusion) and encoded inside its call\n"
       "  --concurrency C          client threads, 1..%d (default 1)\n"
       "  --channels K             gRPC channels, each its own TCP connection, 1..C; thread i\n"
       "                           uses channel i mod K (default min(C, %d): one connection\n"
@@ -105,7 +110,7 @@ void PrintBenchUsage() {
       "--attempts as applied), resent (sends beyond each pass's first: passes sent again\n"
       "whole after UNAVAILABLE; retries gRPC made inside a call are not seen), peers\n"
       "{SERVER: {CODE: count}} (each pass by the server its last send reached, as gRPC\n"
-      "names it, e.g. \"ipv4:127.0.0.1:50051\"; --rpc explain only), errors {CODE:\n"
+      "names it, e.g. \"ipv4:127.0.0.1:50051\"; not with --rpc stream), errors {CODE:\n"
       "{message, at_seconds}} (the first failed pass of each code: its status message and\n"
       "when it ended, seconds from the start of the measured phase).\n\n"
       "Exit: 0 when the run completed (errors are counted, not fatal), 1 when the server\n"
@@ -196,8 +201,8 @@ std::string ParseBenchConfig(std::map<std::string, std::string>& opt, BenchConfi
   }
   if (opt.count("rpc")) {
     c->rpc = opt["rpc"];
-    if (c->rpc != "explain" && c->rpc != "stream") {
-      return "--rpc: expected explain|stream, got '" + c->rpc + "'";
+    if (c->rpc != "explain" && c->rpc != "stream" && c->rpc != "arrays") {
+      return "--rpc: expected explain|stream|arrays, got '" + c->rpc + "'";
     }
   }
   if (opt.count("concurrency") &&
@@ -248,12 +253,14 @@ std::string ParseBenchConfig(std::map<std::string, std::string>& opt, BenchConfi
 
   const double grad = c->method == "grad-rollout" ? 2 : 1;
   const double elems = static_cast<double>(c->batch) * c->heads * c->tokens * c->tokens;
-  const double bytes = elems * c->layers * client::WireSize(c->wire) * grad + elems * 4 * grad;
+  const double arrays = c->rpc == "arrays" ? elems * c->layers * 4 * grad : 0;
+  const double bytes =
+      elems * c->layers * client::WireSize(c->wire) * grad + elems * 4 * grad + arrays;
   if (bytes > kMaxClientBytes) {
     return absl::StrFormat(
-        "the pass needs %.2f GiB of client memory (its wire bytes and one fp32 layer), over "
+        "the pass needs %.2f GiB of client memory (its wire bytes and one fp32 layer%s), over "
         "the bench's 4 GiB",
-        bytes / (int64_t{1} << 30));
+        bytes / (int64_t{1} << 30), arrays > 0 ? ", and every fp32 layer for --rpc arrays" : "");
   }
   return "";
 }
@@ -290,10 +297,9 @@ void FillNormals(Rng& rng, float* out, int64_t count) {
   }
 }
 
-// The synthetic pass: layer by layer, [B, 1, H, n, n] row softmaxes of
-// N(0, 1) logits (and, for grad-rollout, N(0, 1) gradients), each layer
-// encoded to the wire at once, so only one fp32 layer is held at a time.
-client::PreparedPass MakePass(const BenchConfig& c) {
+// The header of the synthetic pass (every head; MakePass marks the heads
+// fused when it fuses them).
+v1::PassHeader BenchHeader(const BenchConfig& c) {
   v1::PassHeader header;
   header.set_request_id("bench");
   if (!c.monitor_model.empty()) {
@@ -316,34 +322,49 @@ client::PreparedPass MakePass(const BenchConfig& c) {
     for (uint32_t r : c.rows) ro->mutable_readout()->add_rows(r);
     if (c.method == "grad-rollout") ro->mutable_gradient();
   }
+  return header;
+}
+
+// Layer l of the synthetic pass, [B, 1, H, n, n]: row softmaxes of N(0, 1)
+// logits and, when `gradient` is not empty, N(0, 1) gradients. One generator
+// per layer, so a layer does not depend on the others.
+void SyntheticLayer(const BenchConfig& c, int64_t l, std::vector<float>& attention,
+                    std::vector<float>& gradient) {
+  const int64_t n = c.tokens, rows = static_cast<int64_t>(attention.size()) / n;
+  Rng rng(c.seed * 0x100000001B3ull + static_cast<uint64_t>(l));
+  FillNormals(rng, attention.data(), static_cast<int64_t>(attention.size()));
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = attention.data() + r * n;
+    const float top = *std::max_element(row, row + n);
+    double sum = 0;
+    for (int64_t j = 0; j < n; ++j) sum += (row[j] = std::exp(row[j] - top));
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int64_t j = 0; j < n; ++j) row[j] *= inv;
+  }
+  if (!gradient.empty()) FillNormals(rng, gradient.data(), static_cast<int64_t>(gradient.size()));
+}
+
+// The synthetic pass, layer by layer, each layer encoded to the wire at once,
+// so only one fp32 layer is held at a time.
+client::PreparedPass MakePass(const BenchConfig& c) {
+  v1::PassHeader header = BenchHeader(c);
   // Heads fused on the client: the weights (all 1: mean) when the pass allows it.
   std::vector<float> fusion_weights;
   if (c.client_fusion != client::ClientFusion::kOff &&
       (c.heads > 1 || c.client_fusion == client::ClientFusion::kOn)) {
     if (absl::StatusOr<std::vector<float>> w = v1::ClientFusionWeights(header); w.ok()) {
       fusion_weights = *std::move(w);
-      layout->set_heads_fused_by_client(true);
+      header.mutable_layout()->set_heads_fused_by_client(true);
     }
   }
 
   const bool grad = c.method == "grad-rollout";
-  const int64_t n = c.tokens, rows = c.batch * c.heads * n;
-  std::vector<float> attention(static_cast<size_t>(rows * n)), gradient;
+  const int64_t n = c.tokens;
+  std::vector<float> attention(static_cast<size_t>(c.batch * c.heads * n * n)), gradient;
   if (grad) gradient.resize(attention.size());
   std::vector<v1::LayerChunk> chunks;
   for (int64_t l = 0; l < c.layers; ++l) {
-    // One generator per layer, so a layer does not depend on the others.
-    Rng rng(c.seed * 0x100000001B3ull + static_cast<uint64_t>(l));
-    FillNormals(rng, attention.data(), static_cast<int64_t>(attention.size()));
-    for (int64_t r = 0; r < rows; ++r) {
-      float* row = attention.data() + r * n;
-      const float top = *std::max_element(row, row + n);
-      double sum = 0;
-      for (int64_t j = 0; j < n; ++j) sum += (row[j] = std::exp(row[j] - top));
-      const float inv = static_cast<float>(1.0 / sum);
-      for (int64_t j = 0; j < n; ++j) row[j] *= inv;
-    }
-    if (grad) FillNormals(rng, gradient.data(), static_cast<int64_t>(gradient.size()));
+    SyntheticLayer(c, l, attention, gradient);
     client::AttentionView view;
     view.data = attention.data();
     view.gradient = grad ? gradient.data() : nullptr;
@@ -362,13 +383,49 @@ client::PreparedPass MakePass(const BenchConfig& c) {
   return client::PreparedPass(std::move(header), std::move(chunks));
 }
 
+// The same synthetic pass as float32 arrays [B, L, H, n, n] in memory, for
+// --rpc arrays.
+struct BenchArrays {
+  v1::PassHeader header;
+  std::vector<float> attention, gradient;
+  client::AttentionView view;
+};
+
+std::unique_ptr<BenchArrays> MakeArrays(const BenchConfig& c) {
+  auto arrays = std::make_unique<BenchArrays>();
+  arrays->header = BenchHeader(c);
+  const bool grad = c.method == "grad-rollout";
+  const int64_t n = c.tokens, head_block = c.heads * n * n;
+  std::vector<float> layer(static_cast<size_t>(c.batch * head_block)), layer_gradient;
+  if (grad) layer_gradient.resize(layer.size());
+  arrays->attention.resize(static_cast<size_t>(c.batch * c.layers * head_block));
+  if (grad) arrays->gradient.resize(arrays->attention.size());
+  for (int64_t l = 0; l < c.layers; ++l) {
+    SyntheticLayer(c, l, layer, layer_gradient);
+    for (int64_t b = 0; b < c.batch; ++b) {
+      const size_t from = static_cast<size_t>(b * head_block);
+      const size_t to = static_cast<size_t>((b * c.layers + l) * head_block);
+      std::copy_n(layer.begin() + from, head_block, arrays->attention.begin() + to);
+      if (grad) std::copy_n(layer_gradient.begin() + from, head_block, arrays->gradient.begin() + to);
+    }
+  }
+  client::AttentionView& view = arrays->view;
+  view.data = arrays->attention.data();
+  view.gradient = grad ? arrays->gradient.data() : nullptr;
+  view.batch = c.batch;
+  view.layers = c.layers;
+  view.heads = c.heads;
+  view.tokens = n;
+  return arrays;
+}
+
 // One pass's outcome.
 struct Outcome {
   absl::StatusCode code = absl::StatusCode::kOk;
   double seconds = 0;
   int64_t bytes = 0;
   // Sends of the pass (more than 1: re-sent after UNAVAILABLE) and the
-  // server the last one reached (Explain only; empty on streams).
+  // server the last one reached (Explain calls; empty on streams).
   int sends = 1;
   std::string peer;
   // The status message of a pass that failed.
@@ -398,6 +455,28 @@ class ExplainSender : public Sender {
   client::Client* client_;
   const client::PreparedPass* pass_;
   absl::Duration timeout_;
+};
+
+// One Explain call per pass from the arrays in memory: the head fusion and
+// the encoding are inside the timed call (the pass's seconds run from the
+// call to its return).
+class ArraysSender : public Sender {
+ public:
+  ArraysSender(client::Client* client, const BenchArrays* arrays, client::ExplainOptions options)
+      : client_(client), arrays_(arrays), options_(std::move(options)) {}
+  Outcome Send() override {
+    client::CallStats stats;
+    const absl::Time start = absl::Now();
+    absl::StatusOr<v1::ExplainResponse> r =
+        client_->Explain(arrays_->header, arrays_->view, options_, &stats);
+    return {r.status().code(), absl::ToDoubleSeconds(absl::Now() - start), stats.bytes_sent,
+            stats.sends, stats.peer, std::string(r.status().message())};
+  }
+
+ private:
+  client::Client* client_;
+  const BenchArrays* arrays_;
+  client::ExplainOptions options_;
 };
 
 // One ExplainStream for the thread's whole run, one pass open at a time; a
@@ -608,6 +687,7 @@ int RunBench(const GlobalOptions& global, const std::vector<std::string>& args) 
   }
 
   const client::PreparedPass pass = MakePass(c);
+  const std::unique_ptr<BenchArrays> arrays = c.rpc == "arrays" ? MakeArrays(c) : nullptr;
   const bool by_count = c.requests > 0;
   const double pass_timeout =
       by_count ? global.timeout_seconds
@@ -621,6 +701,13 @@ int RunBench(const GlobalOptions& global, const std::vector<std::string>& args) 
     if (c.rpc == "stream") {
       senders.push_back(std::make_unique<StreamSender>(client, &pass, absl::Seconds(pass_timeout),
                                                        stream_timeout));
+    } else if (c.rpc == "arrays") {
+      client::ExplainOptions options;
+      options.wire = c.wire;
+      options.client_fusion = c.client_fusion;
+      options.max_message_bytes = c.max_message_bytes;
+      options.timeout = absl::Seconds(pass_timeout);
+      senders.push_back(std::make_unique<ArraysSender>(client, arrays.get(), std::move(options)));
     } else {
       senders.push_back(std::make_unique<ExplainSender>(client, &pass, absl::Seconds(pass_timeout)));
     }

@@ -10,7 +10,8 @@ trap 'rm -f "$out"' EXIT
 for section in "### Bounds" "| read bandwidth" "| sgemm OpenBLAS 512 x 512" "### Row read-outs" \
                "| ViT-B/16 12x12x197 | fp32 |" "### Full matrices" \
                "| vit_b16_per_layer/fp32 |" "### Through the service" "| rollout fp16, concurrency 2 |" \
-               "| null fp16, concurrency 8 |" "| one fp32 pass at a time" '| `attnroll explain` end to end' "### Load average"; do
+               "| null fp16, concurrency 8 |" "| one fp32 pass at a time" \
+               "| one fp32 pass at a time from arrays in memory" '| `attnroll explain` end to end' "### Load average"; do
   if ! grep -qF -- "$section" "$out"; then
     echo "bench_smoke: the report has no '$section':" >&2
     cat "$out" >&2

@@ -5,8 +5,9 @@
 # Benchmark), the in-process peers on the same shapes (tests/bench/peers.py:
 # numpy and torch, full chain and row-only, one thread), and the service end
 # to end (`attnroll bench` against a real attnroll-server on 127.0.0.1: rollout
-# against the validate-only ceiling, and one fp32 pass through the C++ client
-# against the copy cost of its bytes). Writes a Markdown report (medians, % of
+# against the validate-only ceiling, and one fp32 pass through the C++ client,
+# encoded beforehand and from arrays in memory with the heads fused in the
+# call, against the copy cost of its bytes). Writes a Markdown report (medians, % of
 # bound, ratios to the peers, the load average around every step).
 # Builds nothing: build first (cmake --build build). Run it under the shared
 # lock on a shared machine: flock /work/.heavy.lock tests/bench/run_benchmarks.sh
@@ -144,6 +145,11 @@ for c in 2 8; do
 done
 # One fp32 pass at a time through the C++ client (arrays in memory).
 run_bench single_fp32 --shape 12,12,197 --wire fp32 --concurrency 1 --duration "$d" --warmup "$w"
+# The same from the float32 arrays, the client fusing the heads (mean, one
+# thread) and encoding inside each timed call, as a model server calling
+# Client::Explain with its default options.
+run_bench single_fp32_arrays --shape 12,12,197 --wire fp32 --concurrency 1 --rpc arrays \
+  --client-fusion auto --duration "$d" --warmup "$w"
 # The CLI end to end (a process per pass: map the .npy, send, write the map)
 # against the RPC time it reports itself.
 step "attnroll explain end to end"

@@ -83,7 +83,7 @@ class BenchCase(e2e_harness.ServerTestCase):
         # One server by HOST:PORT: pick_first, no retries, nothing re-sent;
         # over Explain every pass is counted under that server's peer name.
         self.assertEqual((d["lb_policy"], d["attempts"], d["resent"]), ("pick_first", 1, 0))
-        if d["rpc"] == "explain":
+        if d["rpc"] in ("explain", "arrays"):
             self.assertEqual(d["peers"], {"ipv4:127.0.0.1:%d" % self.port: status}, d["peers"])
         else:
             self.assertEqual(d["peers"], {})
@@ -150,7 +150,7 @@ class BenchTest(BenchCase):
 
     def test_every_method_over_both_rpcs(self):
         for method in ("rollout", "grad-rollout", "flow", "null"):
-            for rpc in ("explain", "stream"):
+            for rpc in ("explain", "stream", "arrays"):
                 for wire in ("fp32", "bf16"):
                     with self.subTest(method=method, rpc=rpc, wire=wire):
                         d = self.bench("--shape", "3,2,12", "--requests", 12, "--method", method,
@@ -184,6 +184,23 @@ class BenchTest(BenchCase):
                 self.assertEqual(d["heads_fused_on_client"], heads_sent == 1)
                 grad = 2 if method == "grad-rollout" else 1
                 self.assertEqual(d["bytes_per_pass"], grad * 2 * heads_sent * 24 * 24 * 4)
+
+    def test_arrays_fuse_and_encode_inside_each_call(self):
+        # --rpc arrays: Client::Explain from the arrays on every pass, fusing
+        # and encoding inside the call: it sends one fused head per layer with
+        # fusion, every head without, at the wire's width, on a batch of 2.
+        for fusion, wire, heads_sent in (("auto", "fp32", 1), ("off", "fp32", 3),
+                                         ("auto", "fp16", 1)):
+            with self.subTest(fusion=fusion, wire=wire):
+                d = self.bench("--shape", "2,3,20", "--batch", 2, "--rpc", "arrays",
+                               "--client-fusion", fusion, "--wire", wire, "--requests", 4,
+                               "--concurrency", 2, "--warmup", 0)
+                self.check_consistent(d)
+                self.assertEqual(d["status"], {"OK": 4})
+                self.assertEqual(d["rpc"], "arrays")
+                self.assertEqual(d["heads_fused_on_client"], heads_sent == 1)
+                self.assertEqual(d["bytes_sent"],
+                                 4 * 2 * 2 * heads_sent * 20 * 20 * WIRE_BYTES[wire])
 
     def test_null_and_rollout_both_run_on_a_bigger_shape(self):
         # Only that both ran and reported sane numbers: no timing is compared.
@@ -233,7 +250,12 @@ class BenchTest(BenchCase):
             (["--shape", "2,2,16", "--warmup", -1], "--warmup"),
             (["--shape", "2,2,16", "--wire", "fp8"], "--wire"),
             (["--shape", "2,2,16", "--method", "magic"], "--method"),
-            (["--shape", "2,2,16", "--rpc", "unary"], "--rpc"),
+            (["--shape", "2,2,16", "--rpc", "unary"], "--rpc: expected explain|stream|arrays"),
+            # 2.25 GiB of fp16 wire and one fp32 layer fit; the 4 GiB of fp32
+            # arrays on top do not.
+            (["--shape", "16,16,2048", "--wire", "fp16", "--rpc", "arrays"],
+             "6.25 GiB of client memory (its wire bytes and one fp32 layer, and every fp32 "
+             "layer for --rpc arrays)"),
             (["--shape", "2,2,16", "--rows", 16], "--rows"),
             (["--shape", "2,2,16", "--method", "null", "--rows", 1], "--rows"),
             (["--shape", "2,2,16", "--seed", -3], "--seed"),
@@ -268,7 +290,7 @@ class TinyLimitBenchTest(BenchCase):
     server_flags = ("--max-tokens", "8")
 
     def test_refused_passes_are_counted(self):
-        for rpc in ("explain", "stream"):
+        for rpc in ("explain", "stream", "arrays"):
             with self.subTest(rpc=rpc):
                 d = self.bench("--shape", "2,2,16", "--requests", 20, "--concurrency", 2,
                                "--rpc", rpc, "--warmup", 0)
