@@ -47,6 +47,7 @@ constexpr int kMaxConcurrency = 1024;
 constexpr int kDefaultMaxChannels = 4;
 // Client memory of the synthetic pass (its wire bytes plus one fp32 layer
 // being generated, and with --rpc arrays every fp32 layer), refused above this.
+// Not counted: each --rpc arrays call's own fused copy or encoded layer.
 constexpr double kMaxClientBytes = 4.0 * (int64_t{1} << 30);
 // Slack of a pass's deadline beyond the measured duration.
 constexpr double kDeadlineSlackSeconds = 30;
@@ -62,7 +63,8 @@ void PrintBenchUsage() {
       "until --duration seconds or --requests passes. Every pass is the same synthetic\n"
       "attention (row softmax of N(0, 1) logits, [B, L, H, n, n], deterministic from --seed),\n"
       "generated and encoded to the wire dtype once, so the numbers are the transport's and\n"
-      "the server's. A warm-up (--warmup) runs first and is not counted.\n\n"
+      "the server's (--rpc arrays: and the client's fusion and encoding of each pass). A\n"
+      "warm-up (--warmup) runs first and is not counted.\n\n"
       "  --shape L,H,n            layers, heads, tokens of a pass (required)\n"
       "  --batch B                sequences per pass (default 1)\n"
       "  --wire fp32|fp16|bf16    dtype on the wire (default fp32)\n"
@@ -75,6 +77,7 @@ void PrintBenchUsage() {
       "                           ExplainStream per thread, one pass open at a time, or\n"
       "                           arrays: Explain from the float32 arrays in memory, each\n"
       "                           pass fused (--client-fusion) and encoded inside its call\n"
+      "                           (Client::Explain fuses by default; the bench only when told)\n"
       "  --concurrency C          client threads, 1..%d (default 1)\n"
       "  --channels K             gRPC channels, each its own TCP connection, 1..C; thread i\n"
       "                           uses channel i mod K (default min(C, %d): one connection\n"
@@ -93,10 +96,12 @@ void PrintBenchUsage() {
       "  --monitor-sample K       ... folded 1 in K (default every pass)\n"
       "  --monitor-only           ... sent for monitoring only (no maps come back)\n\n"
       "Each pass has a deadline of min(--timeout, duration + %.0f s) (--requests: --timeout).\n"
-      "A pass whose attention and one fp32 layer exceed 4 GiB of client memory is refused.\n\n"
+      "A pass whose attention and one fp32 layer (--rpc arrays: and its fp32 arrays) exceed\n"
+      "4 GiB of client memory is refused.\n\n"
       "Report: passes/s (every pass, any status), attention MB/s sent (wire bytes of the\n"
       "attention and gradient written, MB = 10^6 bytes), latency percentiles of the passes\n"
-      "that succeeded (first write to response; nearest rank), and the count of every status\n"
+      "that succeeded (first write to response; --rpc arrays: the call, fusion and encoding\n"
+      "included; nearest rank), and the count of every status\n"
       "code. JSON keys: server, server_version, shape [B, L, H, n], wire, method, rows, rpc,\n"
       "concurrency, channels, warmup_seconds, duration_seconds (null with --requests),\n"
       "requests (null with --duration), seed, pass_timeout_seconds, heads_fused_on_client\n"
@@ -430,6 +435,9 @@ struct Outcome {
   std::string peer;
   // The status message of a pass that failed.
   std::string message;
+  // Messages of every send of the pass (--rpc arrays, whose client packs
+  // fused layers into batches; 0 otherwise: the prepared pass's count is known).
+  int messages = 0;
 };
 
 // Sends one pass at a time for one client thread.
@@ -470,7 +478,7 @@ class ArraysSender : public Sender {
     absl::StatusOr<v1::ExplainResponse> r =
         client_->Explain(arrays_->header, arrays_->view, options_, &stats);
     return {r.status().code(), absl::ToDoubleSeconds(absl::Now() - start), stats.bytes_sent,
-            stats.sends, stats.peer, std::string(r.status().message())};
+            stats.sends, stats.peer, std::string(r.status().message()), stats.messages_sent};
   }
 
  private:
@@ -597,6 +605,8 @@ struct ThreadTally {
   // Each pass's status by the server its last send reached.
   std::map<std::string, std::map<absl::StatusCode, int64_t>> peers;
   absl::Time last_done = absl::InfinitePast();
+  // Messages of a pass that succeeded at its first send (--rpc arrays; 0 if none).
+  int messages = 0;
 };
 
 // Runs every sender, one thread each, until `end`, or until `tickets`
@@ -620,6 +630,7 @@ std::vector<ThreadTally> RunPhase(std::vector<std::unique_ptr<Sender>>& senders,
         if (!o.peer.empty()) ++t.peers[o.peer][o.code];
         if (o.code == absl::StatusCode::kOk) {
           t.ok_ms.push_back(o.seconds * 1e3);
+          if (o.sends == 1 && o.messages > 0) t.messages = o.messages;
         } else if (!t.first_error.count(o.code)) {
           t.first_error[o.code] = {o.message, absl::ToDoubleSeconds(t.last_done - start)};
         }
@@ -743,7 +754,11 @@ int RunBench(const GlobalOptions& global, const std::vector<std::string>& args) 
       }
     }
     all.last_done = std::max(all.last_done, t.last_done);
+    all.messages = std::max(all.messages, t.messages);
   }
+  // What a pass sent: the prepared pass's messages, or the ones an arrays
+  // pass was seen to send (its client batches fused layers).
+  const int messages_per_pass = all.messages > 0 ? all.messages : pass.messages();
   const double elapsed =
       std::max(1e-9, absl::ToDoubleSeconds((all.passes > 0 ? all.last_done : absl::Now()) - start));
   std::sort(all.ok_ms.begin(), all.ok_ms.end());
@@ -800,7 +815,7 @@ int RunBench(const GlobalOptions& global, const std::vector<std::string>& args) 
         c.rpc, c.concurrency, c.channels, JsonNumber(c.warmup),
         by_count ? "null" : JsonNumber(c.duration),
         by_count ? std::to_string(c.requests) : "null", static_cast<unsigned long long>(c.seed),
-        JsonNumber(pass_timeout), static_cast<long long>(pass.tensor_bytes()), pass.messages(),
+        JsonNumber(pass_timeout), static_cast<long long>(pass.tensor_bytes()), messages_per_pass,
         static_cast<long long>(warmup_passes), static_cast<long long>(all.passes),
         static_cast<long long>(ok), JsonNumber(elapsed),
         JsonNumber(static_cast<double>(all.passes) / elapsed),
@@ -833,7 +848,7 @@ int RunBench(const GlobalOptions& global, const std::vector<std::string>& args) 
       info->version().c_str(), global.server.c_str(), static_cast<long long>(c.batch),
       static_cast<long long>(c.layers), static_cast<long long>(c.heads),
       static_cast<long long>(c.tokens), c.wire_name.c_str(),
-      static_cast<double>(pass.tensor_bytes()) / 1e6, pass.messages(), c.method.c_str(),
+      static_cast<double>(pass.tensor_bytes()) / 1e6, messages_per_pass, c.method.c_str(),
       c.rows.empty() ? "" : absl::StrCat(" (rows ", absl::StrJoin(c.rows, ","), ")").c_str(),
       c.rpc.c_str(), c.concurrency, c.channels, c.channels == 1 ? "" : "s", c.warmup,
       static_cast<long long>(warmup_passes),

@@ -205,11 +205,13 @@ def main():
         b, l, h, n = a["shape"]
         array_bytes = b * l * h * n * n * 4
         cost = array_bytes / (copy * 1e9) * 1e3 if copy else None
-        p("| one fp32 pass at a time from arrays in memory, heads fused in the call (C++ client, "
-          "%s MB sent) | %.1f | %.0f | %s | %s | p50 = %s x the copy cost of the arrays' %.1f MB |" % (
-              "%.2f" % (a["bytes_per_pass"] / 1e6), a["passes_per_second"],
-              array_bytes * a["passes_per_second"] / 1e6, fmt(lat.get("p50")), fmt(lat.get("p99")),
-              "%.1f" % (lat["p50"] / cost) if cost and lat.get("p50") else "-", array_bytes / 1e6))
+        p("| one fp32 pass at a time from arrays in memory, %s (C++ client, %.2f MB sent) "
+          "| %.1f | %.0f | %s | %s | p50 = %s x the copy cost of the arrays' %.1f MB (%s ms) |" % (
+              "heads fused in the call" if a["heads_fused_on_client"] else "every head",
+              a["bytes_per_pass"] / 1e6, a["passes_per_second"], a["mb_per_second"],
+              fmt(lat.get("p50")), fmt(lat.get("p99")),
+              "%.1f" % (lat["p50"] / cost) if cost and lat.get("p50") else "-", array_bytes / 1e6,
+              fmt(cost)))
 
     cli = load(os.path.join(d, "cli.json"))
     if cli:

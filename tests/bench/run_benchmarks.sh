@@ -143,7 +143,7 @@ for c in 2 8; do
       --duration "$d" --warmup "$w"
   done
 done
-# One fp32 pass at a time through the C++ client (arrays in memory).
+# One fp32 pass at a time through the C++ client, encoded beforehand.
 run_bench single_fp32 --shape 12,12,197 --wire fp32 --concurrency 1 --duration "$d" --warmup "$w"
 # The same from the float32 arrays, the client fusing the heads (mean, one
 # thread) and encoding inside each timed call, as a model server calling

@@ -189,8 +189,11 @@ class BenchTest(BenchCase):
         # --rpc arrays: Client::Explain from the arrays on every pass, fusing
         # and encoding inside the call: it sends one fused head per layer with
         # fusion, every head without, at the wire's width, on a batch of 2.
-        for fusion, wire, heads_sent in (("auto", "fp32", 1), ("off", "fp32", 3),
-                                         ("auto", "fp16", 1)):
+        # Fused layers go together: the header and one LayerBatch of both
+        # (3.2 KB each); every head: the header and one message per layer
+        # (the prepared pass of the same fused options sends 3).
+        for fusion, wire, heads_sent, messages in (("auto", "fp32", 1, 2), ("off", "fp32", 3, 3),
+                                                   ("auto", "fp16", 1, 2)):
             with self.subTest(fusion=fusion, wire=wire):
                 d = self.bench("--shape", "2,3,20", "--batch", 2, "--rpc", "arrays",
                                "--client-fusion", fusion, "--wire", wire, "--requests", 4,
@@ -201,6 +204,7 @@ class BenchTest(BenchCase):
                 self.assertEqual(d["heads_fused_on_client"], heads_sent == 1)
                 self.assertEqual(d["bytes_sent"],
                                  4 * 2 * 2 * heads_sent * 20 * 20 * WIRE_BYTES[wire])
+                self.assertEqual(d["messages_per_pass"], messages)
 
     def test_null_and_rollout_both_run_on_a_bigger_shape(self):
         # Only that both ran and reported sane numbers: no timing is compared.
