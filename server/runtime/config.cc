@@ -12,7 +12,6 @@
 #include <map>
 #include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -24,6 +23,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "server/runtime/cpu_budget.h"
 
 namespace attnroll::runtime {
 namespace {
@@ -268,7 +268,8 @@ std::vector<Flag> Flags(ServerConfig* c) {
     };
     flags.push_back(std::move(f));
   }
-  flags.push_back(IntFlag(kWork, "workers", "worker threads for decoding and math (0 = cores)",
+  flags.push_back(IntFlag(kWork, "workers",
+                          "worker threads for decoding and math (0 = usable CPUs: affinity, CPU quota)",
                           &c->workers, 0, 1024));
   flags.push_back(IntFlag(kWork, "long-work-workers",
                           "workers that may run long work at once (flow, large comparisons, "
@@ -797,7 +798,7 @@ bool ParseServerFlags(int argc, char** argv, ServerConfig* config, int* exit_cod
 
 ServerConfig Resolved(ServerConfig config) {
   if (config.workers <= 0) {
-    config.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    config.workers = UsableCpus();
   }
   if (config.long_work_workers <= 0) config.long_work_workers = std::max(1, config.workers - 1);
   config.long_work_workers = std::min(config.long_work_workers, config.workers);

@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "server/runtime/cpu_budget.h"
 #include "tests/testutil/status_matchers.h"
 
 namespace attnroll::runtime {
@@ -740,7 +741,7 @@ TEST(ConfigEnvironmentTest, ThroughTheProcessEnvironment) {
 TEST(ConfigTest, ResolvedFillsTheMachineDefaults) {
   ServerConfig c;
   const ServerConfig r = Resolved(c);
-  EXPECT_EQ(r.workers, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  EXPECT_EQ(r.workers, UsableCpus());  // affinity and CPU quota (cpu_budget_test.cc)
   EXPECT_EQ(r.long_work_workers, std::max(1, r.workers - 1));
   c.workers = 1;
   EXPECT_EQ(Resolved(c).long_work_workers, 1);
