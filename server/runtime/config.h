@@ -63,7 +63,7 @@ struct ServerConfig {
   // gRPC listen addresses HOST:PORT (port 0 picks a free port).
   std::vector<std::string> listen = {"127.0.0.1:50051"};
   std::string metrics_listen = "127.0.0.1:9464";  // "" (after "none"): no metrics endpoint
-  int workers = 0;                                  // 0 => number of cores
+  int workers = 0;                                  // 0 => UsableCpus()
   // Long work (flow's max flows, large comparisons, audit items) runs on at
   // most this many workers at once, so small passes always find one.
   // 0 => max(1, workers - 1).
@@ -191,7 +191,7 @@ std::vector<FlagInfo> ServerFlags();
 // The --help text.
 std::string ServerUsage();
 
-// Resolves defaults that depend on the machine (workers = cores, long work
+// Resolves defaults that depend on the machine (workers = UsableCpus(), long work
 // workers = max(1, workers - 1) and at most workers, "none" metrics).
 ServerConfig Resolved(ServerConfig config);
 

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -19,7 +20,7 @@ namespace {
 // ceil(quota / period), at least 1; nullopt unless both are positive.
 std::optional<int> QuotaCpus(int64_t quota, int64_t period) {
   if (quota <= 0 || period <= 0) return std::nullopt;
-  const int64_t cpus = (quota + period - 1) / period;
+  const int64_t cpus = quota / period + (quota % period != 0);  // no overflow near INT64_MAX
   return static_cast<int>(std::clamp<int64_t>(cpus, 1, 1 << 20));
 }
 
@@ -53,12 +54,17 @@ std::optional<int> CpusFromCgroupV1Quota(absl::string_view quota_us, absl::strin
   return QuotaCpus(quota, period);
 }
 
-int UsableCpus() { return UsableCpusUnder("/sys/fs/cgroup"); }
-
-int UsableCpusUnder(const std::string& cgroup_root) {
-  int cpus = 1;
+int UsableCpus() {
+  // A fixed cpu_set_t holds 1024 CPUs; on a larger machine the call fails
+  // and the machine's count stands in for the mask.
+  int mask = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) cpus = std::max(1, CPU_COUNT(&set));
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) mask = std::max(1, CPU_COUNT(&set));
+  return UsableCpusUnder("/sys/fs/cgroup", mask);
+}
+
+int UsableCpusUnder(const std::string& cgroup_root, int mask_cpus) {
+  const int cpus = std::max(1, mask_cpus);
   std::optional<int> quota;
   if (std::optional<std::string> v2 = ReadSmallFile(cgroup_root + "/cpu.max")) {
     quota = CpusFromCgroupV2CpuMax(*v2);

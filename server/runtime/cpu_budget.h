@@ -20,12 +20,14 @@ std::optional<int> CpusFromCgroupV2CpuMax(absl::string_view cpu_max);
 // cgroup v1 cpu.cfs_quota_us (-1: none) and cpu.cfs_period_us.
 std::optional<int> CpusFromCgroupV1Quota(absl::string_view quota_us, absl::string_view period_us);
 
-// min(affinity CPUs, the quota of this process's cgroup), at least 1. Reads
-// /sys/fs/cgroup/cpu.max (v2), else /sys/fs/cgroup/cpu/cpu.cfs_{quota,period}_us
-// (v1); without either, the affinity count.
+// min(affinity CPUs, the quota of the cgroup root this process sees), at
+// least 1. Reads /sys/fs/cgroup/cpu.max (v2), else
+// /sys/fs/cgroup/cpu/cpu.cfs_{quota,period}_us (v1): a container's own limit
+// under its cgroup namespace (Docker, Kubernetes). A quota set on a nested
+// cgroup of the host (a systemd CPUQuota=, --cgroupns=host) is not followed.
 int UsableCpus();
-// The same with the cgroup files under `cgroup_root` (tests).
-int UsableCpusUnder(const std::string& cgroup_root);
+// min(mask_cpus, the quota read under `cgroup_root`), at least 1 (tests).
+int UsableCpusUnder(const std::string& cgroup_root, int mask_cpus);
 
 }  // namespace attnroll::runtime
 

@@ -8,7 +8,6 @@
 #include <map>
 #include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -481,7 +480,7 @@ TEST(ConfigTest, ConstraintsBetweenFields) {
   c.listen.clear();
   EXPECT_THAT(ValidateConfig(c), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--listen")));
 
-  // Fine: workers = cores (0) with any long-work count, equal values, port 0 twice.
+  // Fine: workers = usable CPUs (0) with any long-work count, equal values, port 0 twice.
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
            {"--workers=0", "--long-work-workers=1024"},
            {"--workers=4", "--long-work-workers=4"},
@@ -749,7 +748,7 @@ TEST(ConfigTest, ResolvedFillsTheMachineDefaults) {
   c.long_work_workers = 3;
   EXPECT_EQ(Resolved(c).long_work_workers, 3);
   c.workers = 0;
-  c.long_work_workers = 1024;  // more than the cores: at most the workers
+  c.long_work_workers = 1024;  // more than the CPUs: at most the workers
   EXPECT_EQ(Resolved(c).long_work_workers, Resolved(c).workers);
   EXPECT_EQ(Resolved(c).metrics_listen, "127.0.0.1:9464");
 }

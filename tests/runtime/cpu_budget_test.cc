@@ -10,7 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <thread>
+#include <system_error>
 
 #include <gtest/gtest.h>
 
@@ -49,13 +49,20 @@ TEST(CpuBudgetTest, CgroupV1Quota) {
 class CgroupDir {
  public:
   CgroupDir() {
-    char name[] = "/tmp/attnroll_cgroup_XXXXXX";
-    root_ = mkdtemp(name);
+    std::string name = testing::TempDir() + "/attnroll_cgroup_XXXXXX";
+    if (mkdtemp(name.data()) != nullptr) root_ = name;
   }
-  ~CgroupDir() { std::filesystem::remove_all(root_); }
-  void Write(const std::string& relative, const std::string& text) {
-    std::filesystem::create_directories(std::filesystem::path(root_ + "/" + relative).parent_path());
-    std::ofstream(root_ + "/" + relative) << text;
+  ~CgroupDir() {
+    std::error_code ignored;
+    if (!root_.empty()) std::filesystem::remove_all(root_, ignored);
+  }
+  bool Write(const std::string& relative, const std::string& text) {
+    const std::filesystem::path path = root_ + "/" + relative;
+    std::error_code error;
+    std::filesystem::create_directories(path.parent_path(), error);
+    std::ofstream out(path);
+    out << text;
+    return !error && static_cast<bool>(out.flush());
   }
   const std::string& root() const { return root_; }
 
@@ -63,37 +70,47 @@ class CgroupDir {
   std::string root_;
 };
 
-int AffinityCpus() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
-  return CPU_COUNT(&set);
-}
-
-TEST(CpuBudgetTest, AQuotaOfOneCpuGivesOneWorkerUnderEitherCgroupVersion) {
+// The mask is given (8 CPUs), so every case means the same on any machine.
+TEST(CpuBudgetTest, TheQuotaUnderEitherCgroupVersionCapsTheMask) {
   CgroupDir v2;
-  v2.Write("cpu.max", "100000 100000\n");
-  EXPECT_EQ(UsableCpusUnder(v2.root()), 1);
+  ASSERT_FALSE(v2.root().empty());
+  ASSERT_TRUE(v2.Write("cpu.max", "250000 100000\n"));  // 2.5 CPUs
+  EXPECT_EQ(UsableCpusUnder(v2.root(), 8), 3);
+  EXPECT_EQ(UsableCpusUnder(v2.root(), 2), 2);  // the mask is smaller
   CgroupDir v1;
-  v1.Write("cpu/cpu.cfs_quota_us", "50000\n");
-  v1.Write("cpu/cpu.cfs_period_us", "100000\n");
-  EXPECT_EQ(UsableCpusUnder(v1.root()), 1);
-}
-
-TEST(CpuBudgetTest, NoQuotaOrAQuotaAboveTheMaskGivesTheMask) {
-  CgroupDir none;
-  EXPECT_EQ(UsableCpusUnder(none.root()), AffinityCpus());
-  CgroupDir unlimited;
-  unlimited.Write("cpu.max", "max 100000\n");
-  EXPECT_EQ(UsableCpusUnder(unlimited.root()), AffinityCpus());
-  CgroupDir wide;
-  wide.Write("cpu.max", "100000000 100000\n");  // 1000 CPUs
-  EXPECT_EQ(UsableCpusUnder(wide.root()), AffinityCpus());
+  ASSERT_FALSE(v1.root().empty());
+  ASSERT_TRUE(v1.Write("cpu/cpu.cfs_quota_us", "50000\n"));
+  ASSERT_TRUE(v1.Write("cpu/cpu.cfs_period_us", "100000\n"));
+  EXPECT_EQ(UsableCpusUnder(v1.root(), 8), 1);
   // v2's file wins over v1's.
   CgroupDir both;
-  both.Write("cpu.max", "max 100000\n");
-  both.Write("cpu/cpu.cfs_quota_us", "100000\n");
-  both.Write("cpu/cpu.cfs_period_us", "100000\n");
-  EXPECT_EQ(UsableCpusUnder(both.root()), AffinityCpus());
+  ASSERT_FALSE(both.root().empty());
+  ASSERT_TRUE(both.Write("cpu.max", "200000 100000\n"));
+  ASSERT_TRUE(both.Write("cpu/cpu.cfs_quota_us", "500000\n"));
+  ASSERT_TRUE(both.Write("cpu/cpu.cfs_period_us", "100000\n"));
+  EXPECT_EQ(UsableCpusUnder(both.root(), 8), 2);
+}
+
+TEST(CpuBudgetTest, NoQuotaGivesTheMask) {
+  CgroupDir none;
+  ASSERT_FALSE(none.root().empty());
+  EXPECT_EQ(UsableCpusUnder(none.root(), 8), 8);
+  CgroupDir unlimited;
+  ASSERT_FALSE(unlimited.root().empty());
+  ASSERT_TRUE(unlimited.Write("cpu.max", "max 100000\n"));
+  ASSERT_TRUE(unlimited.Write("cpu/cpu.cfs_quota_us", "100000\n"));  // not read: v2 is there
+  ASSERT_TRUE(unlimited.Write("cpu/cpu.cfs_period_us", "100000\n"));
+  EXPECT_EQ(UsableCpusUnder(unlimited.root(), 8), 8);
+  CgroupDir v1_none;
+  ASSERT_FALSE(v1_none.root().empty());
+  ASSERT_TRUE(v1_none.Write("cpu/cpu.cfs_quota_us", "-1\n"));
+  ASSERT_TRUE(v1_none.Write("cpu/cpu.cfs_period_us", "100000\n"));
+  EXPECT_EQ(UsableCpusUnder(v1_none.root(), 8), 8);
+  EXPECT_EQ(UsableCpusUnder(v1_none.root(), 0), 1);  // at least one
+}
+
+TEST(CpuBudgetTest, AHugeQuotaDoesNotOverflow) {
+  EXPECT_EQ(CpusFromCgroupV2CpuMax("9223372036854775807 100000"), 1 << 20);
 }
 
 TEST(CpuBudgetTest, UsableCpusIsWithinTheAffinityMask) {
@@ -102,7 +119,6 @@ TEST(CpuBudgetTest, UsableCpusIsWithinTheAffinityMask) {
   const int usable = UsableCpus();
   EXPECT_GE(usable, 1);
   EXPECT_LE(usable, CPU_COUNT(&set));
-  EXPECT_LE(usable, static_cast<int>(std::thread::hardware_concurrency()));
 }
 
 }  // namespace
