@@ -64,6 +64,10 @@ class CgroupDir {
     out << text;
     return !error && static_cast<bool>(out.flush());
   }
+  // cgroup v1's pair of files.
+  bool WriteV1(const std::string& quota_us, const std::string& period_us) {
+    return Write("cpu/cpu.cfs_quota_us", quota_us) && Write("cpu/cpu.cfs_period_us", period_us);
+  }
   const std::string& root() const { return root_; }
 
  private:
@@ -79,15 +83,13 @@ TEST(CpuBudgetTest, TheQuotaUnderEitherCgroupVersionCapsTheMask) {
   EXPECT_EQ(UsableCpusUnder(v2.root(), 2), 2);  // the mask is smaller
   CgroupDir v1;
   ASSERT_FALSE(v1.root().empty());
-  ASSERT_TRUE(v1.Write("cpu/cpu.cfs_quota_us", "50000\n"));
-  ASSERT_TRUE(v1.Write("cpu/cpu.cfs_period_us", "100000\n"));
+  ASSERT_TRUE(v1.WriteV1("50000\n", "100000\n"));
   EXPECT_EQ(UsableCpusUnder(v1.root(), 8), 1);
   // v2's file wins over v1's.
   CgroupDir both;
   ASSERT_FALSE(both.root().empty());
   ASSERT_TRUE(both.Write("cpu.max", "200000 100000\n"));
-  ASSERT_TRUE(both.Write("cpu/cpu.cfs_quota_us", "500000\n"));
-  ASSERT_TRUE(both.Write("cpu/cpu.cfs_period_us", "100000\n"));
+  ASSERT_TRUE(both.WriteV1("500000\n", "100000\n"));
   EXPECT_EQ(UsableCpusUnder(both.root(), 8), 2);
 }
 
@@ -98,13 +100,11 @@ TEST(CpuBudgetTest, NoQuotaGivesTheMask) {
   CgroupDir unlimited;
   ASSERT_FALSE(unlimited.root().empty());
   ASSERT_TRUE(unlimited.Write("cpu.max", "max 100000\n"));
-  ASSERT_TRUE(unlimited.Write("cpu/cpu.cfs_quota_us", "100000\n"));  // not read: v2 is there
-  ASSERT_TRUE(unlimited.Write("cpu/cpu.cfs_period_us", "100000\n"));
+  ASSERT_TRUE(unlimited.WriteV1("100000\n", "100000\n"));  // not read: v2 is there
   EXPECT_EQ(UsableCpusUnder(unlimited.root(), 8), 8);
   CgroupDir v1_none;
   ASSERT_FALSE(v1_none.root().empty());
-  ASSERT_TRUE(v1_none.Write("cpu/cpu.cfs_quota_us", "-1\n"));
-  ASSERT_TRUE(v1_none.Write("cpu/cpu.cfs_period_us", "100000\n"));
+  ASSERT_TRUE(v1_none.WriteV1("-1\n", "100000\n"));
   EXPECT_EQ(UsableCpusUnder(v1_none.root(), 8), 8);
   EXPECT_EQ(UsableCpusUnder(v1_none.root(), 0), 1);  // at least one
 }
