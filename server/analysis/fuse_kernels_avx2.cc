@@ -13,10 +13,12 @@ namespace attnroll::analysis::kernels {
 namespace {
 
 constexpr float kInf = __builtin_inff();
-// How far ahead of the fp32 loop each head's row is prefetched (4 lines:
-// the best of 128..2048 on the rollout_bench fp32 row cases, a few percent
-// faster than none).
-constexpr int kPrefetchBytes = 256;
+// How far ahead of the loop each head's row is prefetched, into L2 (T1):
+// 1 KiB. On the Intel VM of 2 December, against 256 bytes into L1 (the
+// earlier choice, tuned on an AMD VM), BERT-base and ViT-L/16 CLS passes ran
+// 8-12% faster in fp32 and 7-10% in fp16 (rollout_bench, same run); 512 and
+// 2048 bytes, T0 and T2 were no better.
+constexpr int kPrefetchBytes = 1024;
 
 inline int Min(int a, int b) { return a < b ? a : b; }
 
@@ -159,17 +161,19 @@ __attribute__((always_inline)) inline void Segment(const char* const* row, float
   }
   const __m256i none = _mm256_setzero_si256();
   int j = from;
-  if constexpr (T == WireType::kF32) {
-    // 16 columns (one 64-byte line of each head) per iteration, each head's
-    // line kPrefetchBytes ahead prefetched (the wire bytes sit on 4 KiB
-    // pages, where the hardware prefetchers stop at every page). A prefetch
-    // past the end of a buffer is harmless (it never faults). Small groups
-    // keep two sets of accumulators.
-    for (; j + 16 <= to; j += 16) {
+  {
+    // One 64-byte line of each head per iteration (16 fp32 or 32 fp16/bf16
+    // columns), each head's line kPrefetchBytes ahead prefetched: the wire
+    // bytes sit on 4 KiB pages, where the hardware prefetchers stop at every
+    // page. A prefetch past the end of a buffer is harmless (it never
+    // faults). Small groups keep two sets of accumulators.
+    constexpr int kElem = T == WireType::kF32 ? 4 : 2;
+    constexpr int kLine = 64 / kElem;
+    for (; j + kLine <= to; j += kLine) {
 #pragma GCC unroll 4
-      for (int g = 0; g < G; ++g) _mm_prefetch(row[g] + 4 * j + kPrefetchBytes, _MM_HINT_T0);
-#pragma GCC unroll 2
-      for (int u = 0; u < 2; ++u) {
+      for (int g = 0; g < G; ++g) _mm_prefetch(row[g] + kElem * j + kPrefetchBytes, _MM_HINT_T1);
+#pragma GCC unroll 4
+      for (int u = 0; u < kLine / 8; ++u) {
         Block<T, Op, G, Fuse, Upper, false>(row, acc, init, wv, j + 8 * u, 8, none, a.sum[u % U],
                                             a.mn[u % U], a.mx[u % U]);
       }
@@ -193,7 +197,9 @@ __attribute__((always_inline)) inline void Segment(const char* const* row, float
   }
 }
 
-template <WireType T, FuseOp Op, int G>
+// Init is t.init as a constant, so that the heads' loop of a block unrolls
+// (with a run-time first head it kept the decoded values on the stack).
+template <WireType T, FuseOp Op, int G, bool Init>
 void FuseGroup(const FuseTask& t) {
   constexpr bool kFuse = Op != FuseOp::kStatsOnly;
   const int64_t elem = T == WireType::kF32 ? 4 : 2;
@@ -213,12 +219,12 @@ void FuseGroup(const FuseTask& t) {
         a.mx[u][g] = _mm256_setzero_ps();
       }
     }
-    Segment<T, Op, G, kFuse, false>(row, acc, t.init, t.weights, 0, split, a);
+    Segment<T, Op, G, kFuse, false>(row, acc, Init, t.weights, 0, split, a);
     if (split < t.cols) {
       if (t.lower_only) {
-        Segment<T, Op, G, false, true>(row, acc, t.init, t.weights, split, t.cols, a);
+        Segment<T, Op, G, false, true>(row, acc, Init, t.weights, split, t.cols, a);
       } else {
-        Segment<T, Op, G, kFuse, true>(row, acc, t.init, t.weights, split, t.cols, a);
+        Segment<T, Op, G, kFuse, true>(row, acc, Init, t.weights, split, t.cols, a);
       }
     }
     if (t.stats == nullptr) continue;
@@ -231,14 +237,20 @@ void FuseGroup(const FuseTask& t) {
   }
 }
 
+template <WireType T, FuseOp Op, bool Init>
+void FuseOfInit(const FuseTask& t) {
+  switch (t.heads) {
+    case 1: return FuseGroup<T, Op, 1, Init>(t);
+    case 2: return FuseGroup<T, Op, 2, Init>(t);
+    case 3: return FuseGroup<T, Op, 3, Init>(t);
+    default: return FuseGroup<T, Op, 4, Init>(t);
+  }
+}
+
 template <WireType T, FuseOp Op>
 void FuseOf(const FuseTask& t) {
-  switch (t.heads) {
-    case 1: return FuseGroup<T, Op, 1>(t);
-    case 2: return FuseGroup<T, Op, 2>(t);
-    case 3: return FuseGroup<T, Op, 3>(t);
-    default: return FuseGroup<T, Op, 4>(t);
-  }
+  if (Op == FuseOp::kStatsOnly || !t.init) return FuseOfInit<T, Op, false>(t);
+  return FuseOfInit<T, Op, true>(t);
 }
 
 template <WireType T>

@@ -138,8 +138,9 @@ TEST(FuseKernelsTest, BothBuildsMatchTheScalarReferenceBitForBit) {
   const std::vector<FuseOp> ops = {FuseOp::kSum, FuseOp::kWeightedSum, FuseOp::kMax, FuseOp::kMin,
                                    FuseOp::kStatsOnly};
   for (WireType type : {WireType::kF32, WireType::kF16, WireType::kBF16}) {
-    // 8-column vectors; groups of 1-2 heads take 16 columns per iteration.
-    for (int cols : {1, 7, 8, 9, 15, 16, 17, 24, 29, 37, 197}) {
+    // 8-column vectors, one 64-byte line of each head per iteration (16 fp32
+    // or 32 fp16/bf16 columns), then 16 or 8 columns, then a masked tail.
+    for (int cols : {1, 7, 8, 9, 15, 16, 17, 24, 29, 32, 37, 40, 64, 197}) {
       for (int heads = 1; heads <= kMaxFuseGroup; ++heads) {
         const int rows = 9, row0 = cols > 9 ? 3 : 0;
         // Odd sizes: input rows padded by 3 values, acc rows by 5.
