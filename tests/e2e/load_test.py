@@ -361,7 +361,13 @@ class SoakTest(LoadCase):
     # moved by up to +-27% between thirds of runs whose medians stayed within
     # 9%, a transient (8 passes' messages and gRPC's buffers at one instant),
     # not growth.
+    # Or within LEVEL_STEP of it: the allocator's heap grows in steps, and
+    # one step of 17 MiB at ~190 MiB (a level 11% up, then flat) failed a CI
+    # run. A leak does not stop at one step: 24 MiB in a third (10 s) is 12
+    # KiB per pass at this load's ~200 passes/s, where one lost fp16 pass is
+    # 5.6 MB.
     LEVEL_TOLERANCE = 0.10
+    LEVEL_STEP = 24 * MiB
     PEAK_TOLERANCE = 0.25
 
     server_flags = ("--max-memory-bytes", MAX_MEMORY, "--grpc-memory-bytes", GRPC_MEMORY)
@@ -396,7 +402,8 @@ class SoakTest(LoadCase):
                bound_mib=bound / MiB)
         self.assertGreaterEqual(len(rss), 2 * self.DURATION_S - 4)
         self.assertLessEqual(peak, bound, "RSS (MiB, every 0.5 s): " + series)
-        self.assertLessEqual(last_level, (1 + self.LEVEL_TOLERANCE) * mid_level,
+        self.assertLessEqual(last_level, max((1 + self.LEVEL_TOLERANCE) * mid_level,
+                                             mid_level + self.LEVEL_STEP),
                              "RSS grew (median of the thirds); MiB, every 0.5 s: " + series)
         self.assertLessEqual(last_max, (1 + self.PEAK_TOLERANCE) * mid_max,
                              "RSS grew (peak of the thirds); MiB, every 0.5 s: " + series)
