@@ -176,6 +176,7 @@ class AttentionFlow {
   std::vector<int> level_;                 // BFS level; < 0: unreached or retired
   std::vector<int> cursor_;                // current arc (see NextArc)
   std::vector<float> at1t_;                // At_1 transposed
+  std::vector<float> diag_;                // At_l[i, i] at (l - 1) m + i
   std::vector<double> dcap_, dflow_;       // per pair: arcs (1, j) -> (0, source)
   bool back_valid_ = true;                 // back_ lists kept up to date
   std::vector<int> queue_;
