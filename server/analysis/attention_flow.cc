@@ -25,7 +25,7 @@
 // capacities are kept in one contiguous array (diag_), not read from the
 // layers: every node the DFS enters asks for its own, and in the layers each
 // was a cache miss (on the Intel VM of 2 December, two sets of 3 alternating
-// rounds: BERT-base CLS row 1-7% faster on one core, 3-4% on two; ViT-B/16's
+// rounds: BERT-base CLS row 1-7% faster on one core, 2-5% on two; ViT-B/16's
 // 3-4%). A transposed copy of every layer, for the source's column too,
 // measured slower (BERT-base 251 against 227 ms: 12 MB more per solver). Row scans
 // look at 8 arcs per AVX2 instruction; when few nodes of the layer below are

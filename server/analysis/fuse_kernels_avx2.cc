@@ -14,10 +14,11 @@ namespace {
 
 constexpr float kInf = __builtin_inff();
 // How far ahead of the loop each head's row is prefetched, into L2 (T1):
-// 1 KiB. On the Intel VM of 2 December, against 256 bytes into L1 (the
-// earlier choice, tuned on an AMD VM), BERT-base and ViT-L/16 CLS passes ran
-// 8-12% faster in fp32 and 7-10% in fp16 (rollout_bench, same run); 512 and
-// 2048 bytes, T0 and T2 were no better.
+// 1 KiB. On the Intel VM of 2 December, against 256 bytes into L1 for fp32
+// and none for fp16 (the earlier choice; on the VM of 1 December 1 KiB and T1
+// had measured within noise of it), BERT-base and ViT-L/16 CLS passes ran
+// 10-11% faster in fp32 and 9-12% in fp16 (rollout_bench, same run); 512
+// bytes, 2 and 3 KiB, T0 and T2 were no better.
 constexpr int kPrefetchBytes = 1024;
 
 inline int Min(int a, int b) { return a < b ? a : b; }
@@ -102,10 +103,12 @@ struct Acc {
 };
 
 // The last `rem` (1..7) values of a row from column j, decoded, zero beyond
-// (never read past the row). A 16-bit row of at least 8 values loads the 8
-// that end the row and moves the wanted ones down to lanes 0..rem-1 (copying
-// them through the stack instead stalled the next load on store forwarding:
-// a third of the ViT-B/16 fp16 kernel's time, its rows being 197 long).
+// (never read past the row). For 16-bit values, a segment that ends at
+// column 8 or later loads the 8 values that end it (those before column j
+// are still in the row, and are masked off) and moves the wanted ones down to
+// lanes 0..rem-1 (copying them through the stack instead stalled the next
+// load on store forwarding: a third of the ViT-B/16 fp16 kernel's time, its
+// rows being 197 long).
 template <WireType T>
 __attribute__((always_inline)) inline __m256 LoadTail(const char* row, int j, int rem, __m256i mask) {
   if constexpr (T == WireType::kF32) {
@@ -139,16 +142,18 @@ __attribute__((always_inline)) inline void Block(const char* const* row, float* 
     if constexpr (Upper) mx[g] = _mm256_max_ps(mx[g], v[g]);  // 0 beyond rem: max >= 0 anyway
   }
   if constexpr (Fuse) {
+    // The first head's term starts x or is combined into acc's value; the
+    // others' loop has a fixed trip count, so it unrolls (starting it at a
+    // run-time head kept the decoded values on the stack).
+    const __m256 t0 = Op == FuseOp::kWeightedSum ? _mm256_mul_ps(wv[0], v[0]) : v[0];
     __m256 x;
-    int g0 = 0;
     if (init) {
-      x = Op == FuseOp::kWeightedSum ? _mm256_mul_ps(wv[0], v[0]) : v[0];
-      g0 = 1;
+      x = t0;
     } else {
-      x = Tail ? _mm256_maskload_ps(acc + c, mask) : _mm256_loadu_ps(acc + c);
+      x = Op8<Op>(Tail ? _mm256_maskload_ps(acc + c, mask) : _mm256_loadu_ps(acc + c), t0);
     }
 #pragma GCC unroll 4
-    for (int g = g0; g < G; ++g) {
+    for (int g = 1; g < G; ++g) {
       const __m256 t = Op == FuseOp::kWeightedSum ? _mm256_mul_ps(wv[g], v[g]) : v[g];
       x = Op8<Op>(x, t);
     }
@@ -162,8 +167,9 @@ __attribute__((always_inline)) inline void Block(const char* const* row, float* 
 
 // Columns [from, to) of one row of G heads. Fuse: combine into acc (the
 // group's first head initialises it when `init`). Upper: also the max.
-// U: 8-column blocks per iteration, one per set of accumulators; the last
-// < 8 columns as one masked block.
+// One 64-byte line of each head per iteration, then blocks of 8 columns, U
+// at a time (U: the sets of accumulators, used in turn); the last < 8
+// columns as one masked block.
 template <WireType T, FuseOp Op, int G, bool Fuse, bool Upper>
 __attribute__((always_inline)) inline void Segment(const char* const* row, float* acc, bool init,
                                                    const float* w, int from, int to, Acc<G>& a) {
@@ -211,9 +217,7 @@ __attribute__((always_inline)) inline void Segment(const char* const* row, float
   }
 }
 
-// Init is t.init as a constant, so that the heads' loop of a block unrolls
-// (with a run-time first head it kept the decoded values on the stack).
-template <WireType T, FuseOp Op, int G, bool Init>
+template <WireType T, FuseOp Op, int G>
 void FuseGroup(const FuseTask& t) {
   constexpr bool kFuse = Op != FuseOp::kStatsOnly;
   const int64_t elem = T == WireType::kF32 ? 4 : 2;
@@ -236,12 +240,12 @@ void FuseGroup(const FuseTask& t) {
         a.mx[u][g] = _mm256_setzero_ps();
       }
     }
-    Segment<T, Op, G, kFuse, false>(row, acc, Init, t.weights, 0, split, a);
+    Segment<T, Op, G, kFuse, false>(row, acc, t.init, t.weights, 0, split, a);
     if (split < t.cols) {
       if (t.lower_only) {
-        Segment<T, Op, G, false, true>(row, acc, Init, t.weights, split, t.cols, a);
+        Segment<T, Op, G, false, true>(row, acc, t.init, t.weights, split, t.cols, a);
       } else {
-        Segment<T, Op, G, kFuse, true>(row, acc, Init, t.weights, split, t.cols, a);
+        Segment<T, Op, G, kFuse, true>(row, acc, t.init, t.weights, split, t.cols, a);
       }
     }
     if (t.stats == nullptr) continue;
@@ -260,20 +264,14 @@ void FuseGroup(const FuseTask& t) {
   }
 }
 
-template <WireType T, FuseOp Op, bool Init>
-void FuseOfInit(const FuseTask& t) {
-  switch (t.heads) {
-    case 1: return FuseGroup<T, Op, 1, Init>(t);
-    case 2: return FuseGroup<T, Op, 2, Init>(t);
-    case 3: return FuseGroup<T, Op, 3, Init>(t);
-    default: return FuseGroup<T, Op, 4, Init>(t);
-  }
-}
-
 template <WireType T, FuseOp Op>
 void FuseOf(const FuseTask& t) {
-  if (Op == FuseOp::kStatsOnly || !t.init) return FuseOfInit<T, Op, false>(t);
-  return FuseOfInit<T, Op, true>(t);
+  switch (t.heads) {
+    case 1: return FuseGroup<T, Op, 1>(t);
+    case 2: return FuseGroup<T, Op, 2>(t);
+    case 3: return FuseGroup<T, Op, 3>(t);
+    default: return FuseGroup<T, Op, 4>(t);
+  }
 }
 
 template <WireType T>

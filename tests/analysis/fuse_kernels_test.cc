@@ -59,7 +59,9 @@ TEST(FuseKernelsTest, DecodeIsExactForEveryBitPattern) {
           continue;
         }
         ASSERT_TRUE(SameBits(out[i], want)) << KernelIsaName(isa) << " bits " << i << ": " << out[i];
-        if (i < 65531) ASSERT_TRUE(SameBits(ragged[i], want)) << i;
+        if (i < 65531) {
+          ASSERT_TRUE(SameBits(ragged[i], want)) << i;
+        }
       }
       // 256 rows of 251 of the 256 sent, into rows of 260: the rest untouched.
       std::vector<float> strided(256 * 260, -7.0f);
@@ -225,25 +227,37 @@ TEST(FuseKernelsTest, BothBuildsMatchTheScalarReferenceBitForBit) {
 
 // A NaN or an infinity anywhere in a row makes its sum non-finite, whichever
 // column it is in (so the fast check hands the row to the exact one).
+// Every wire type; column 36 of 37 is in the masked tail (for 16-bit rows,
+// the row's last 8 values moved down in registers).
 TEST(FuseKernelsTest, NonFiniteValuesPoisonTheRowSum) {
   for (KernelIsa isa : Isas()) {
-    for (int col : {0, 5, 8, 16, 36}) {
-      for (float bad : {NAN, INFINITY, -INFINITY}) {
-        std::vector<float> row(37, 1.0f / 37);
-        row[col] = bad;
-        const WireRows in{row.data(), 37};
-        RowStats st;
-        FuseTask t;
-        t.type = WireType::kF32;
-        t.heads = 1;
-        t.in = &in;
-        t.rows = 1;
-        t.cols = 37;
-        t.op = FuseOp::kStatsOnly;
-        t.stats = &st;
-        t.stats_stride = 1;
-        FuseRowsWith(isa, t);
-        EXPECT_FALSE(std::isfinite(st.sum)) << KernelIsaName(isa) << " col " << col << " " << bad;
+    for (WireType type : {WireType::kF32, WireType::kF16, WireType::kBF16}) {
+      for (int col : {0, 5, 8, 16, 31, 32, 36}) {
+        for (float bad : {NAN, INFINITY, -INFINITY}) {
+          std::vector<float> row(37, 1.0f / 37);
+          row[col] = bad;
+          std::vector<uint16_t> half(row.size());
+          for (size_t j = 0; j < row.size(); ++j) {
+            half[j] = type == WireType::kF16
+                          ? Eigen::numext::bit_cast<uint16_t>(Eigen::half(row[j]))
+                          : Eigen::numext::bit_cast<uint16_t>(Eigen::bfloat16(row[j]));
+          }
+          const void* data = type == WireType::kF32 ? static_cast<const void*>(row.data()) : half.data();
+          const WireRows in{data, 37};
+          RowStats st;
+          FuseTask t;
+          t.type = type;
+          t.heads = 1;
+          t.in = &in;
+          t.rows = 1;
+          t.cols = 37;
+          t.op = FuseOp::kStatsOnly;
+          t.stats = &st;
+          t.stats_stride = 1;
+          FuseRowsWith(isa, t);
+          EXPECT_FALSE(std::isfinite(st.sum)) << KernelIsaName(isa) << " type "
+                                              << static_cast<int>(type) << " col " << col << " " << bad;
+        }
       }
     }
   }
