@@ -180,22 +180,19 @@ __attribute__((always_inline)) inline void Segment(const char* const* row, float
   }
   const __m256i none = _mm256_setzero_si256();
   int j = from;
-  {
-    // One 64-byte line of each head per iteration (16 fp32 or 32 fp16/bf16
-    // columns), each head's line kPrefetchBytes ahead prefetched: the wire
-    // bytes sit on 4 KiB pages, where the hardware prefetchers stop at every
-    // page. A prefetch past the end of a buffer is harmless (it never
-    // faults). Small groups keep two sets of accumulators.
-    constexpr int kElem = T == WireType::kF32 ? 4 : 2;
-    constexpr int kLine = 64 / kElem;
-    for (; j + kLine <= to; j += kLine) {
+  // One 64-byte line of each head per iteration (16 fp32 or 32 fp16/bf16
+  // columns), each head's line kPrefetchBytes ahead prefetched: the wire
+  // bytes sit on 4 KiB pages, where the hardware prefetchers stop at every
+  // page. A prefetch past the end of a buffer is harmless (it never faults).
+  constexpr int kElem = T == WireType::kF32 ? 4 : 2;
+  constexpr int kLine = 64 / kElem;
+  for (; j + kLine <= to; j += kLine) {
 #pragma GCC unroll 4
-      for (int g = 0; g < G; ++g) _mm_prefetch(row[g] + kElem * j + kPrefetchBytes, _MM_HINT_T1);
+    for (int g = 0; g < G; ++g) _mm_prefetch(row[g] + kElem * j + kPrefetchBytes, _MM_HINT_T1);
 #pragma GCC unroll 4
-      for (int u = 0; u < kLine / 8; ++u) {
-        Block<T, Op, G, Fuse, Upper, false>(row, acc, init, wv, j + 8 * u, 8, none, a.sum[u % U],
-                                            a.mn[u % U], a.mx[u % U]);
-      }
+    for (int u = 0; u < kLine / 8; ++u) {
+      Block<T, Op, G, Fuse, Upper, false>(row, acc, init, wv, j + 8 * u, 8, none, a.sum[u % U],
+                                          a.mn[u % U], a.mx[u % U]);
     }
   }
   for (; j + 8 * U <= to; j += 8 * U) {
