@@ -490,6 +490,8 @@ __attribute__((always_inline)) inline bool AttentionFlow::NextArc(int v, int snk
   int j = -1;
   const float* cap = nullptr;
   double* f = nullptr;
+  // Layer l's diagonal (the arcs (l, i) -> (l-1, i)), contiguous.
+  const float* diag = l >= 1 ? diag_.data() + static_cast<size_t>(l - 1) * m : nullptr;
   if (l >= 1 && cur < m) {
     cap = layers_[l - 1].data() + static_cast<size_t>(i) * m;
     f = flow_.data() + (l - 1) * mm + static_cast<size_t>(i) * m;
@@ -501,8 +503,7 @@ __attribute__((always_inline)) inline bool AttentionFlow::NextArc(int v, int snk
     } else {
       if (cur == -2) {
         ++scanned;
-        const double c = diag_[static_cast<size_t>(l - 1) * m + i];
-        if (lev[i] == want && c - f[i] > kEps) {
+        if (lev[i] == want && static_cast<double>(diag[i]) - f[i] > kEps) {
           j = i;
         } else {
           cur = -1;
@@ -550,7 +551,7 @@ __attribute__((always_inline)) inline bool AttentionFlow::NextArc(int v, int snk
   if (j >= 0) {
     arc->head = (l - 1) * m + j;
     arc->flow = f + j;
-    arc->cap = j == i ? diag_[static_cast<size_t>(l - 1) * m + i] : cap[j];  // the same value
+    arc->cap = j == i ? diag[i] : cap[j];  // the same value; diag's line is in cache
     return true;
   }
   if (l < L) {
